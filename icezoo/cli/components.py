@@ -1,0 +1,196 @@
+"""``icezoo list``, ``icezoo compose`` and ``icezoo show``: the registry and pipelines, seen and tried."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from icezoo.core.errors import IcezooError
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as TOML (``8``, ``true``, ``"x"``, ``[1,2]``), else as text."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise IcezooError(f"--set {item}: expected key=value (e.g. backbone.depth=8)")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _params_text(cls) -> str:
+    parts = []
+    for name, field in cls.Config.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        parts.append(f"{name}={default!r}" if not field.is_required() else f"{name} (required)")
+    return ", ".join(parts) or "-"
+
+
+def _properties_text(cls) -> str:
+    props = sorted(cls.properties)
+    try:
+        cfg = cls.Config.model_validate(cls.example_params)
+        props = sorted(cls.declared_properties(cfg) | (cls.properties if cls.kind != "backbone" else frozenset()))
+    except Exception:  # a component whose defaults are not valid: show the class-level declaration
+        pass
+    extra = []
+    if getattr(cls, "output", None) and cls.kind == "head":
+        extra.append(f"output={cls.output}")
+    if cls.kind == "loss":
+        extra.append("accepts=" + "|".join(sorted(cls.accepts)))
+    needs = [f"needs {r}" for r in sorted(cls.requires)]
+    return ", ".join([*props, *needs, *extra]) or "-"
+
+
+def cmd_list(
+    what: Optional[str] = typer.Argument(None, help="a kind (backbone, loss, ...), 'pipelines', or a glob such as 'dyn*'"),
+) -> None:
+    """List registered components (grouped by kind) or named pipelines."""
+    from icezoo.core.components import KINDS
+    from icezoo.zoo import registry
+
+    reg = registry()
+    console = Console()
+    if what in ("pipelines", "pipeline"):
+        table = Table(title="Named pipelines (registry.toml and plugins)", show_lines=False)
+        for col in ("name", "experiment", "log score", "parent", "description"):
+            table.add_column(col, overflow="fold")
+        for src in sorted(reg.pipelines.values(), key=lambda s: s.name.lower()):
+            t = src.table
+            table.add_row(src.name, str(t.get("experiment", "")), str(t.get("log_score", "")),
+                          str(t.get("parent", "")), str(t.get("description", "")))
+        console.print(table)
+        return
+    kind = what if what in KINDS else None
+    pattern = None if (what is None or kind) else what
+    specs = reg.list(kind=kind, pattern=pattern)
+    if not specs:
+        raise IcezooError(f"no component matches '{what}' (kinds: {', '.join(KINDS)}, or 'pipelines')")
+    table = Table(title="icezoo components", show_lines=True)
+    for col in ("kind", "name", "provider", "description", "parameters (defaults)", "properties"):
+        table.add_column(col, overflow="fold")
+    for spec in specs:
+        table.add_row(spec.kind, spec.name, spec.provider, spec.cls.description(), _params_text(spec.cls),
+                      _properties_text(spec.cls))
+    console.print(table)
+
+
+def _split(value: str | None):
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_compose(
+    embed: Optional[str] = typer.Option(None, "--embed", "--embedder", help="embedder name"),
+    backbone: Optional[str] = typer.Option(None, help="backbone name"),
+    pool: Optional[str] = typer.Option(None, "--pool", "--pooler", help="pooler names, comma-separated"),
+    head: Optional[str] = typer.Option(None, help="head name"),
+    loss: Optional[str] = typer.Option(None, help="loss names, comma-separated"),
+    features: Optional[str] = typer.Option(None, help="feature extractors, comma-separated"),
+    selection: Optional[str] = typer.Option(None, help="pulse selection name"),
+    pipeline: Optional[str] = typer.Option(None, help="start from this named pipeline"),
+    pipeline_file: Optional[Path] = typer.Option(None, help="start from a pipeline in this TOML file"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="stage.param=value (repeatable)"),
+    name: str = typer.Option("composed", help="pipeline name used by --save"),
+    save: Optional[Path] = typer.Option(None, help="write the pipeline as a [pipelines.NAME] TOML file"),
+    events: int = typer.Option(4, min=1, help="events in the synthetic batch"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Validate and build a pipeline, run one forward+backward pass on a synthetic batch, show each stage."""
+    import torch
+
+    from icezoo.core.compose import count_parameters
+    from icezoo.core.config import ComponentRef, PipelineConfig
+    from icezoo.core.synthetic import synthetic_batch
+    from icezoo.core.tomlwrite import pipelines_toml
+    from icezoo.zoo import build, pipeline_config
+
+    if pipeline or pipeline_file:
+        config = pipeline_config(pipeline, pipeline_file)
+    else:
+        config = PipelineConfig(name=name)
+    updates: dict[str, Any] = {"name": name if (save or not (pipeline or pipeline_file)) else config.name}
+    if embed:
+        updates["embedder"] = ComponentRef(name=embed)
+    if backbone:
+        updates["backbone"] = ComponentRef(name=backbone)
+    if head:
+        updates["head"] = ComponentRef(name=head)
+    if selection:
+        updates["selection"] = ComponentRef(name=selection, params=config.selection.params)
+    for key, value in (("pooler", _split(pool)), ("loss", _split(loss)), ("features", _split(features))):
+        if value:
+            updates[key] = [ComponentRef(name=v) for v in value]
+    config = config.model_copy(update=updates).with_overrides(parse_set(set_))
+
+    torch.manual_seed(seed)
+    model = build(config)
+    n = min(config.max_pulses, 32)
+    lengths = [max(1, round(n * (i + 1) / events)) for i in range(events)]
+    batch = synthetic_batch(model.feature_dim, lengths, event_dim=model.event_dim, seed=seed)
+    trace: list = []
+    model.train()
+    pred = model(batch, trace)
+    value = model.loss(pred, batch)
+    value.backward()
+    grads_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+    console = Console()
+    table = Table(title=f"pipeline {config.name}: {len(lengths)} synthetic events, pulses {lengths}")
+    for col in ("stage", "component", "output shape", "parameters"):
+        table.add_column(col)
+    feat_names = ", ".join(f.name for f in model.features)
+    table.add_row("features", feat_names, str((len(lengths), max(lengths), model.feature_dim)), "0")
+    table.add_row("selection", model.selection.name, f"max_pulses={model.selection.max_pulses}", "0")
+    for row in trace:
+        table.add_row(row.stage, row.component, str(row.shape), f"{row.params:,}")
+    losses = " + ".join(f"{w:g}*{ls.name}" for w, ls in zip(model.loss_weights, model.losses))
+    table.add_row("loss", losses, f"{value.item():.4f}", "0")
+    console.print(table)
+    console.print(f"total parameters: {count_parameters(model):,}; loss finite: {bool(torch.isfinite(value))}; "
+                  f"gradients finite: {grads_finite}")
+    if not (torch.isfinite(value) and grads_finite):
+        raise IcezooError(f"pipeline {config.name}: non-finite loss or gradient on the synthetic batch")
+    if save:
+        write_text_atomic(save, pipelines_toml({config.name: config.to_table()}))
+        console.print(f"saved pipeline '{config.name}' to {save}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name next to ``path``, then rename (nothing half-written on failure)."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise IcezooError(f"{path}: directory {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def cmd_show(
+    name: str = typer.Argument(..., help="pipeline name"),
+    pipeline_file: Optional[Path] = typer.Option(None, help="look the name up in this TOML file too"),
+) -> None:
+    """Print a named pipeline fully resolved: parents merged, every component's params with defaults."""
+    from rich.syntax import Syntax
+
+    from icezoo.core.tomlwrite import pipelines_toml
+    from icezoo.zoo import pipeline_config, resolved_table
+
+    config = pipeline_config(name, pipeline_file)
+    Console().print(Syntax(pipelines_toml({config.name: resolved_table(config)}), "toml", word_wrap=True))
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    app.command("list")(cmd_list)
+    app.command("compose")(cmd_compose)
+    app.command("show")(cmd_show)

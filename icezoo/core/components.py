@@ -1,0 +1,236 @@
+"""The component interfaces: one small base class per kind.
+
+A component is a class with ``kind``, ``name``, a one-line ``description`` (first docstring line),
+a nested pydantic ``Config`` (``extra="forbid"``) and the properties it declares. The composer
+validates ``Config.model_validate(params)``, gives the component its ``in_dim`` and reads back
+``out_dim``. Components never read files or import plugins.
+
+Declared properties (``properties`` / ``requires``; see :data:`PROPERTIES`) are checked two ways:
+the composer checks that every ``requires`` is provided upstream, the conformance kit
+(:mod:`icezoo.testing`) checks that every guarantee holds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from icezoo.core.batch import Batch, PulseChunk
+
+#: The vocabulary of declared properties, with what each one means.
+PROPERTIES: dict[str, str] = {
+    "permutation_invariant": "output does not depend on the order of the pulses (a pooler: the pooled "
+    "vector; an embedder/backbone: per-pulse outputs permute with the input)",
+    "reads_padding": "padded slots may change the output (e.g. an unmasked mean); the padding checks are skipped",
+    "adds_cls_token": "the backbone prepends a learned CLS token (its output has L+1 slots, slot 0 the CLS)",
+    "cls_token": "needs a backbone that declares adds_cls_token",
+    "xyzt": "reads batch.xyzt (positions and times)",
+    "sensor_id": "reads batch.sensor_id",
+    "event_level": "a feature extractor that returns one row per event (batch.event_features)",
+}
+
+
+class Config(BaseModel):
+    """Base of every component's Config: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """Shared metadata of every component kind."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[Config]] = Config
+    #: guarantees this component makes (keys of PROPERTIES)
+    properties: ClassVar[frozenset[str]] = frozenset()
+    #: what it needs from the rest of the pipeline (keys of PROPERTIES)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: params that build a small, valid instance when the defaults alone cannot (conformance kit, compose)
+    example_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def description(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def declared_properties(cls, config: Config) -> frozenset[str]:
+        """Properties of an instance with this config (override when a param changes them)."""
+        return cls.properties
+
+    @classmethod
+    def declared_requires(cls, config: Config) -> frozenset[str]:
+        return cls.requires
+
+
+class ModuleComponent(Component, nn.Module):
+    """A component that is a torch module: built as ``cls(config, in_dim)``, reports ``out_dim``."""
+
+    def __init__(self, config: Config, in_dim: int):
+        nn.Module.__init__(self)
+        self.config = config
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+
+
+# ---------------------------------------------------------------------------------------------
+# Data side: pulse selection and feature extraction work on numpy PulseChunks, vectorised.
+
+
+class Selection(Component):
+    """Chooses at most ``max_pulses`` pulses per event, deterministically for a given rng.
+
+    Kept a kind of its own (not a FeatureExtractor): it changes *which* pulses exist, so it runs
+    before every extractor, and pipelines swap it independently (EXP_12 vs EXP_101).
+    """
+
+    kind = "selection"
+
+    class Config(Config):
+        max_pulses: int = 128
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    @property
+    def max_pulses(self) -> int:
+        return self.config.max_pulses
+
+    @abstractmethod
+    def select(self, chunk: PulseChunk, rng: np.random.Generator) -> PulseChunk:
+        """Return the chunk restricted to the kept pulses, still grouped by event and in time order."""
+
+
+class FeatureExtractor(Component):
+    """Turns selected pulses into feature columns, vectorised over a whole chunk.
+
+    A pulse-level extractor returns ``[n_rows, out_dim]`` float32 (rows of ``chunk``); one that
+    declares ``event_level`` returns ``[n_events, out_dim]``. ``chunk_all`` holds the same events
+    before selection, for event-level statistics that must see every pulse (pulse count, centre of gravity).
+    """
+
+    kind = "features"
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    #: names of the produced columns; len(columns) == out_dim
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def out_dim(self) -> int:
+        return len(self.feature_names())
+
+    def feature_names(self) -> tuple[str, ...]:
+        return self.columns
+
+    @property
+    def event_level(self) -> bool:
+        return "event_level" in self.declared_properties(self.config)
+
+    @abstractmethod
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        """Feature matrix, float32."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Model side: torch modules chained by the composer.
+
+
+class Embedder(ModuleComponent):
+    """Per-pulse features [B, L, F] -> embeddings [B, L, D]."""
+
+    kind = "embedder"
+
+    @abstractmethod
+    def forward(self, features: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+
+class Backbone(ModuleComponent):
+    """Embeddings [B, L, D] -> [B, L, D'] (or [B, L+1, D'] with a CLS token in slot 0)."""
+
+    kind = "backbone"
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+
+class Pooler(ModuleComponent):
+    """Per-pulse states [B, L, D] and mask [B, L] -> one vector per event [B, P]."""
+
+    kind = "pooler"
+    properties = frozenset({"permutation_invariant"})
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class Head(ModuleComponent):
+    """Pooled vector [B, P] -> prediction; ``output`` says which kind the losses receive."""
+
+    kind = "head"
+    #: "vector": [B, 3] direction whose norm is the concentration kappa; "angles": [B, 2] (azimuth, zenith)
+    output: ClassVar[str] = "vector"
+
+    @abstractmethod
+    def forward(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def direction(self, pred: torch.Tensor) -> torch.Tensor:
+        """Prediction -> unit direction vector [B, 3] (Kaggle convention)."""
+
+    def kappa(self, pred: torch.Tensor) -> torch.Tensor | None:
+        """Predicted concentration [B] where the head has one, else None."""
+        return None
+
+
+class Loss(Component, nn.Module):
+    """A training loss: the final ``forward`` averages the per-event terms of ``_forward``.
+
+    Always computed in float32 outside autocast (the log's NaNs in EXP_03/04/21 came from fp16
+    losses). ``accepts`` names the head outputs it can take.
+    """
+
+    kind = "loss"
+    accepts: ClassVar[frozenset[str]] = frozenset({"vector"})
+
+    def __init__(self, config: Config):
+        nn.Module.__init__(self)
+        self.config = config
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss from ``pred`` (head output) and ``target`` unit vectors [B, 3]; ``weight`` [B]."""
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+            per_event = self._forward(pred.to(dtype), target.to(dtype))
+            if weight is None:
+                return per_event.mean()
+            weight = weight.to(dtype)
+            return (per_event * weight).sum() / weight.sum().clamp_min(torch.finfo(dtype).tiny)
+
+    @abstractmethod
+    def _forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-event loss [B]."""
+
+
+#: Every kind, in data-path order, with its base class.
+KINDS: dict[str, type[Component]] = {
+    "selection": Selection,
+    "features": FeatureExtractor,
+    "embedder": Embedder,
+    "backbone": Backbone,
+    "pooler": Pooler,
+    "head": Head,
+    "loss": Loss,
+}
+
+__all__ = [
+    "PROPERTIES", "Config", "Component", "ModuleComponent", "Selection", "FeatureExtractor", "Embedder",
+    "Backbone", "Pooler", "Head", "Loss", "KINDS", "ABC",
+]

@@ -1,0 +1,194 @@
+"""The composer: a validated PipelineConfig + the registry -> a runnable :class:`Pipeline`.
+
+It validates each component's params against its Config (errors name the path), chains the
+dims (features -> embedder -> backbone -> poolers (+ event features) -> head), and checks what
+components require against what the rest provides (a ``cls`` pooler needs a backbone that adds a
+CLS token; a loss must accept the head's output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from icezoo.core.batch import Batch
+from icezoo.core.components import Component, Config, FeatureExtractor, Head, Loss, Selection
+from icezoo.core.config import ComponentRef, PipelineConfig
+from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.registry import ComponentSpec, Registry
+
+#: what the batch itself always provides to components
+BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
+
+
+@dataclass
+class StageInfo:
+    """One row of ``icezoo compose``: a stage, its component, output shape and parameter count."""
+
+    stage: str
+    component: str
+    shape: tuple[int, ...]
+    params: int
+
+
+def validate_params(spec: ComponentSpec, params: dict[str, Any], path: str) -> Config:
+    try:
+        return spec.cls.Config.model_validate(params)
+    except ValidationError as exc:
+        raise IcezooError(format_validation_error(path, exc)) from None
+
+
+def _build(spec: ComponentSpec, config: Config, path: str, *args):
+    try:
+        return spec.cls(config, *args)
+    except (ValueError, AssertionError, TypeError) as exc:
+        raise IcezooError(f"{path}: {spec.name}: {exc}") from None
+
+
+class Pipeline(nn.Module):
+    """features -> embedder -> backbone -> poolers (+ event features) -> head; losses on the head output."""
+
+    def __init__(self, config: PipelineConfig, selection: Selection, features: list[FeatureExtractor],
+                 embedder: nn.Module, backbone: nn.Module, poolers: list[nn.Module], head: Head,
+                 losses: list[Loss], weights: list[float], provenance: dict[str, str]):
+        super().__init__()
+        self.config = config
+        self.selection = selection
+        self.features = features
+        self.embedder = embedder
+        self.backbone = backbone
+        self.poolers = nn.ModuleList(poolers)
+        self.head = head
+        self.losses = nn.ModuleList(losses)
+        self.loss_weights = list(weights)
+        self.provenance = provenance
+        self.cls_token = "adds_cls_token" in type(backbone).declared_properties(backbone.config)
+        self.feature_dim = sum(f.out_dim for f in features if not f.event_level)
+        self.event_dim = sum(f.out_dim for f in features if f.event_level)
+
+    def encode(self, batch: Batch, trace: list[StageInfo] | None = None) -> torch.Tensor:
+        """Pooled event vectors [B, P] (event features appended)."""
+        h = self.embedder(batch.features, batch)
+        self._trace(trace, "embedder", self.embedder, h)
+        h = self.backbone(h, batch)
+        self._trace(trace, "backbone", self.backbone, h)
+        cls = None
+        if self.cls_token:
+            cls, h = h[:, 0], h[:, 1:]
+        pooled = []
+        for pooler in self.poolers:
+            pooled.append(pooler(h, batch.mask, cls))
+            self._trace(trace, "pooler", pooler, pooled[-1])
+        if self.event_dim:
+            pooled.append(batch.event_features.to(pooled[0].dtype))
+        return torch.cat(pooled, dim=-1)
+
+    def forward(self, batch: Batch, trace: list[StageInfo] | None = None) -> torch.Tensor:
+        pred = self.head(self.encode(batch, trace))
+        self._trace(trace, "head", self.head, pred)
+        return pred
+
+    def loss(self, pred: torch.Tensor, batch: Batch, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted sum of the loss terms, in fp32 outside autocast."""
+        if batch.target is None:
+            raise IcezooError("this batch has no truth (azimuth/zenith): cannot compute a loss")
+        total = 0.0
+        for w, loss in zip(self.loss_weights, self.losses):
+            total = total + w * loss(pred, batch.target, weight)
+        return total
+
+    def direction(self, pred: torch.Tensor) -> torch.Tensor:
+        return self.head.direction(pred)
+
+    def kappa(self, pred: torch.Tensor) -> torch.Tensor | None:
+        return self.head.kappa(pred)
+
+    @staticmethod
+    def _trace(trace, stage, module, out):
+        if trace is not None:
+            trace.append(StageInfo(stage, module.name, tuple(out.shape),
+                                   sum(p.numel() for p in module.parameters())))
+
+
+def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
+    """Build the pipeline; every error is one IcezooError line naming the path."""
+    root = f"pipelines.{config.name}"
+    provenance: dict[str, str] = {}
+
+    def resolve(kind: str, ref: ComponentRef, path: str) -> tuple[ComponentSpec, Config]:
+        try:
+            spec = registry.get(kind, ref.name)
+        except IcezooError as exc:
+            raise IcezooError(f"{path}: {exc}") from None
+        provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
+        return spec, validate_params(spec, ref.params, path)
+
+    def index_path(stage: str, i: int, n: int) -> str:
+        return f"{root}.{stage}" if n == 1 else f"{root}.{stage}.{i}"
+
+    spec, cfg = resolve("selection", config.selection, f"{root}.selection")
+    selection = _build(spec, cfg, f"{root}.selection")
+
+    features = []
+    for i, ref in enumerate(config.features):
+        path = index_path("features", i, len(config.features))
+        spec, cfg = resolve("features", ref, path)
+        features.append(_build(spec, cfg, path))
+    feature_dim = sum(f.out_dim for f in features if not f.event_level)
+    event_dim = sum(f.out_dim for f in features if f.event_level)
+    if feature_dim == 0:
+        raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
+
+    provided = set(BATCH_PROVIDES)
+
+    def check_requires(spec: ComponentSpec, cfg: Config, path: str) -> None:
+        missing = spec.cls.declared_requires(cfg) - provided
+        if missing:
+            need = ", ".join(sorted(missing))
+            why = " (a backbone that declares adds_cls_token, e.g. transformer with cls = true)" if "cls_token" in missing else ""
+            raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
+
+    spec, cfg = resolve("embedder", config.embedder, f"{root}.embedder")
+    check_requires(spec, cfg, f"{root}.embedder")
+    embedder = _build(spec, cfg, f"{root}.embedder", feature_dim)
+
+    spec, cfg = resolve("backbone", config.backbone, f"{root}.backbone")
+    check_requires(spec, cfg, f"{root}.backbone")
+    backbone = _build(spec, cfg, f"{root}.backbone", embedder.out_dim)
+    if "adds_cls_token" in spec.cls.declared_properties(cfg):
+        provided.add("cls_token")
+
+    poolers = []
+    for i, ref in enumerate(config.pooler):
+        path = index_path("pooler", i, len(config.pooler))
+        spec, cfg = resolve("pooler", ref, path)
+        check_requires(spec, cfg, path)
+        poolers.append(_build(spec, cfg, path, backbone.out_dim))
+
+    spec, cfg = resolve("head", config.head, f"{root}.head")
+    head = _build(spec, cfg, f"{root}.head", sum(p.out_dim for p in poolers) + event_dim)
+
+    losses, weights = [], []
+    for i, ref in enumerate(config.loss):
+        path = index_path("loss", i, len(config.loss))
+        spec, cfg = resolve("loss", ref, path)
+        if head.output not in spec.cls.accepts:
+            raise IcezooError(
+                f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
+                f"but head '{head.name}' gives {head.output}"
+            )
+        losses.append(_build(spec, cfg, path))
+        weights.append(ref.weight)
+
+    return Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["Pipeline", "compose", "StageInfo", "count_parameters", "Component"]

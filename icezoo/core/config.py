@@ -1,0 +1,218 @@
+"""Pipeline descriptions: the ``[pipelines.NAME]`` tables of registry.toml, resolved and validated.
+
+A table names one component per stage as ``{ name = "...", param = value, ... }`` (a bare string
+is a component with default params). ``parent = "OTHER"`` inherits OTHER's table: tables merge
+recursively, arrays replace, a cycle is an error. Component params are validated later by the
+composer against each component's own Config; here only the pipeline's shape is checked.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.registry import Registry, normalise
+
+
+class ComponentRef(BaseModel):
+    """A component by name plus its params (validated by the component's Config)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: only for losses: the term's weight in the sum
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, value: Any) -> "ComponentRef":
+        if isinstance(value, ComponentRef):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        if isinstance(value, dict):
+            value = dict(value)
+            if "name" not in value:
+                raise ValueError("a component table needs a 'name'")
+            name = value.pop("name")
+            weight = value.pop("weight", 1.0)
+            return cls(name=name, params=value, weight=weight)
+        raise ValueError(f"expected a component name or table, got {type(value).__name__}")
+
+    def to_toml_value(self, with_weight: bool = False) -> dict[str, Any]:
+        out = {"name": self.name, **self.params}
+        if with_weight and self.weight != 1.0:
+            out["weight"] = self.weight
+        return out
+
+
+def _refs(value: Any) -> list[ComponentRef]:
+    if isinstance(value, (str, dict, ComponentRef)):
+        value = [value]
+    return [ComponentRef.parse(v) for v in value]
+
+
+class TrainSettings(BaseModel):
+    """How a pipeline trains by default (the CLI's flags override these)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(64, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup: float = Field(0.1, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    accumulate: int = Field(1, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1)
+    nan_fallback_after: int = Field(3, gt=0)
+    batches: str = "cycle"
+    val_batches: str | None = None
+    max_steps: int | None = Field(None, gt=0)
+
+
+class PipelineConfig(BaseModel):
+    """A fully resolved pipeline: one component (or list) per stage, plus training defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "custom"
+    description: str = ""
+    #: the experiment-log row this pipeline reproduces, and the score the log reported (as text)
+    experiment: str = ""
+    log_score: str = ""
+    init_from: str | None = None
+    features: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="kaggle_norm")])
+    selection: ComponentRef = Field(default_factory=lambda: ComponentRef(name="time_order"))
+    embedder: ComponentRef = Field(default_factory=lambda: ComponentRef(name="linear"))
+    backbone: ComponentRef = Field(default_factory=lambda: ComponentRef(name="transformer"))
+    pooler: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="mean"), ComponentRef(name="max")])
+    head: ComponentRef = Field(default_factory=lambda: ComponentRef(name="direction_kappa"))
+    loss: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="vmf3d")])
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @field_validator("features", "pooler", "loss", mode="before")
+    @classmethod
+    def _many(cls, value: Any) -> list[ComponentRef]:
+        refs = _refs(value)
+        if not refs:
+            raise ValueError("needs at least one component")
+        return refs
+
+    @field_validator("selection", "embedder", "backbone", "head", mode="before")
+    @classmethod
+    def _one(cls, value: Any) -> ComponentRef:
+        return ComponentRef.parse(value)
+
+    @property
+    def max_pulses(self) -> int:
+        return int(self.selection.params.get("max_pulses", 128))
+
+    def to_table(self) -> dict[str, Any]:
+        """The pipeline as a TOML-ready table (what ``--save`` writes, what checkpoints store)."""
+        table: dict[str, Any] = {"description": self.description}
+        if self.experiment:
+            table["experiment"] = self.experiment
+        if self.log_score:
+            table["log_score"] = self.log_score
+        if self.init_from:
+            table["init_from"] = self.init_from
+        table["features"] = [r.to_toml_value() for r in self.features]
+        table["selection"] = self.selection.to_toml_value()
+        table["embedder"] = self.embedder.to_toml_value()
+        table["backbone"] = self.backbone.to_toml_value()
+        table["pooler"] = [r.to_toml_value() for r in self.pooler]
+        table["head"] = self.head.to_toml_value()
+        table["loss"] = [r.to_toml_value(with_weight=True) for r in self.loss]
+        table["train"] = self.train.model_dump(exclude_none=True)
+        return table
+
+    def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> "PipelineConfig":
+        """Apply dotted ``stage.param=value`` overrides (``backbone.depth=8``, ``train.lr=3e-4``)."""
+        table = self.to_table()
+        for dotted, value in overrides.items():
+            parts = dotted.split(".")
+            stage = parts[0]
+            if stage not in table and stage not in PipelineConfig.model_fields:
+                raise IcezooError(f"{where} {dotted}: unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+            target = table.setdefault(stage, {})
+            if isinstance(target, list):
+                if len(parts) > 1 and parts[1].isdigit():
+                    index = int(parts[1])
+                    if index >= len(target):
+                        raise IcezooError(f"{where} {dotted}: {stage} has only {len(target)} entries")
+                    target, parts = target[index], [stage, *parts[2:]]
+                elif len(target) == 1:
+                    target = target[0]
+                else:
+                    raise IcezooError(f"{where} {dotted}: {stage} is a list; say {stage}.N.param")
+            if len(parts) == 1:
+                table[stage] = value
+                continue
+            for part in parts[1:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = value
+        return pipeline_from_table(self.name, table)
+
+
+STAGES = ("features", "selection", "embedder", "backbone", "pooler", "head", "loss", "train")
+
+
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge: tables merge key by key, everything else (arrays included) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_table(registry: Registry, name: str) -> dict[str, Any]:
+    """The pipeline's table with its ``parent`` chain merged in (root first)."""
+    chain: list[str] = []
+    source = registry.pipeline(name)
+    tables = []
+    while True:
+        key = normalise(source.name)
+        if key in chain:
+            cycle = " -> ".join([*(registry.pipeline(c).name for c in chain), source.name])
+            raise IcezooError(f"pipelines.{registry.pipeline(name).name}: cycle of parents: {cycle}")
+        chain.append(key)
+        tables.append(source.table)
+        parent = source.table.get("parent")
+        if parent is None:
+            break
+        if not isinstance(parent, str):
+            raise IcezooError(f"{source.file}: pipelines.{source.name}.parent must be a pipeline name")
+        try:
+            source = registry.pipeline(parent)
+        except IcezooError as exc:
+            raise IcezooError(f"{registry.pipeline(name).file}: pipelines.{chain_name(registry, chain[-1])}.parent: {exc}") from None
+    merged: dict[str, Any] = {}
+    for table in reversed(tables):
+        merged = merge_tables(merged, table)
+    merged.pop("parent", None)
+    return merged
+
+
+def chain_name(registry: Registry, key: str) -> str:
+    return registry.pipeline(key).name
+
+
+def pipeline_from_table(name: str, table: dict[str, Any], where: str | None = None) -> PipelineConfig:
+    """Validate a (resolved) table; errors read ``pipelines.NAME.stage.field: message``."""
+    prefix = where if where else f"pipelines.{name}"
+    try:
+        return PipelineConfig.model_validate({**table, "name": name})
+    except ValidationError as exc:
+        raise IcezooError(format_validation_error(prefix, exc)) from None
+
+
+def load_pipeline(registry: Registry, name: str) -> PipelineConfig:
+    """A named pipeline, resolved through its parents and validated."""
+    source = registry.pipeline(name)
+    return pipeline_from_table(source.name, resolve_table(registry, name))

@@ -1,0 +1,29 @@
+"""The hooks a plugin implements. Built-ins use exactly these hooks too.
+
+A plugin is a module (or object) with ``@hookimpl`` functions, registered from the entry-point
+group ``icezoo`` (``[project.entry-points.icezoo] name = "package.module"``) or, for built-ins,
+from :data:`icezoo.plugins.DEFAULT_PLUGINS`.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("icezoo")
+hookimpl = pluggy.HookimplMarker("icezoo")
+
+
+@hookspec
+def icezoo_components():
+    """Return an iterable of component classes (subclasses of the core's base classes).
+
+    Each class names its ``kind`` and ``name``; two providers of the same (kind, name) is an error.
+    """
+
+
+@hookspec
+def icezoo_pipeline_files():
+    """Return an iterable of paths to TOML files with ``[pipelines.NAME]`` tables to add.
+
+    A pipeline name defined twice (across files) is an error naming both files.
+    """

@@ -1,0 +1,232 @@
+"""The plugin manager and the component/pipeline registry it fills.
+
+Built-ins and third-party packages register through the same hooks (:mod:`icezoo.core.hookspecs`).
+Names are looked up normalised (case, ``-``/``_``); a miss says "did you mean"; two providers of
+one (kind, name) is an error that names both. ``ICEZOO_DISABLE_PLUGINS=a,b`` blocks plugins by
+name; ``ICEZOO_NO_AUTOLOAD=1`` skips the entry points (tests use it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.metadata as metadata
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable
+
+import pluggy
+
+from icezoo.core import hookspecs
+from icezoo.core.components import KINDS, Component
+from icezoo.core.errors import IcezooError
+
+ENTRY_POINT_GROUP = "icezoo"
+DISABLE_ENV = "ICEZOO_DISABLE_PLUGINS"
+NO_AUTOLOAD_ENV = "ICEZOO_NO_AUTOLOAD"
+
+
+def normalise(name: str) -> str:
+    """Lookup key of a component or pipeline name: case and ``-``/``_`` do not matter."""
+    return name.strip().lower().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component class and who provides it."""
+
+    cls: type[Component]
+    plugin: str
+    package: str
+    version: str
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def provider(self) -> str:
+        return f"{self.package} {self.version}"
+
+
+@dataclass
+class PipelineSource:
+    """One ``[pipelines.NAME]`` table as written, and the file it came from."""
+
+    name: str
+    table: dict[str, Any]
+    file: str
+
+
+@dataclass
+class Registry:
+    components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
+    pipelines: dict[str, PipelineSource] = field(default_factory=dict)
+    plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> package
+
+    # ------------------------------------------------------------------ components
+    def add_component(self, cls: type[Component], plugin: str, package: str, version: str) -> None:
+        if cls.kind not in KINDS or not isinstance(cls, type) or not issubclass(cls, KINDS[cls.kind]):
+            raise IcezooError(
+                f"plugin {plugin} ({package}): {getattr(cls, '__name__', cls)!r} is not a component "
+                f"(kind must be one of {', '.join(KINDS)} and the class a subclass of its base)"
+            )
+        if not cls.name:
+            raise IcezooError(f"plugin {plugin} ({package}): component {cls.__name__} has no name")
+        key = (cls.kind, normalise(cls.name))
+        if key in self.components:
+            other = self.components[key]
+            raise IcezooError(
+                f"{cls.kind} '{cls.name}' is provided twice: by {other.package} (plugin {other.plugin}) "
+                f"and by {package} (plugin {plugin}); block one with {DISABLE_ENV}"
+            )
+        self.components[key] = ComponentSpec(cls, plugin, package, version)
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        if kind not in KINDS:
+            raise IcezooError(f"unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
+        key = (kind, normalise(name))
+        if key in self.components:
+            return self.components[key]
+        names = [spec.name for (k, _), spec in self.components.items() if k == kind]
+        close = difflib.get_close_matches(normalise(name), [normalise(n) for n in names], n=3, cutoff=0.5)
+        by_norm = {normalise(n): n for n in names}
+        hint = f"; did you mean {', '.join(repr(by_norm[c]) for c in close)}?" if close else ""
+        return self._raise_unknown(kind, name, hint, names)
+
+    @staticmethod
+    def _raise_unknown(kind: str, name: str, hint: str, names: list[str]):
+        listing = "" if hint else f" (known: {', '.join(sorted(names)) or 'none'})"
+        raise IcezooError(f"unknown {kind} '{name}'{hint}{listing}")
+
+    def list(self, kind: str | None = None, pattern: str | None = None) -> list[ComponentSpec]:
+        """Specs in kind order then name; ``pattern`` is an fnmatch glob on the name (or kind)."""
+        order = list(KINDS)
+        out = [
+            spec for spec in self.components.values()
+            if (kind is None or spec.kind == kind)
+            and (pattern is None or fnmatch.fnmatch(normalise(spec.name), normalise(pattern))
+                 or fnmatch.fnmatch(spec.kind, pattern))
+        ]
+        return sorted(out, key=lambda s: (order.index(s.kind), normalise(s.name)))
+
+    # ------------------------------------------------------------------ pipelines
+    def add_pipeline_file(self, path: str | Path) -> None:
+        path = Path(path)
+        data = read_toml(path)
+        tables = data.get("pipelines", {})
+        if not isinstance(tables, dict):
+            raise IcezooError(f"{path}: 'pipelines' must be a table of [pipelines.NAME] tables")
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                raise IcezooError(f"{path}: pipelines.{name} must be a table")
+            key = normalise(name)
+            if key in self.pipelines:
+                raise IcezooError(
+                    f"pipeline '{name}' is defined twice: in {self.pipelines[key].file} and in {path}"
+                )
+            self.pipelines[key] = PipelineSource(name, table, str(path))
+
+    def pipeline(self, name: str) -> PipelineSource:
+        key = normalise(name)
+        if key in self.pipelines:
+            return self.pipelines[key]
+        names = [p.name for p in self.pipelines.values()]
+        close = difflib.get_close_matches(key, [normalise(n) for n in names], n=3, cutoff=0.5)
+        by_norm = {normalise(n): n for n in names}
+        hint = f"; did you mean {', '.join(repr(by_norm[c]) for c in close)}?" if close else ""
+        raise IcezooError(f"unknown pipeline '{name}'{hint}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; errors name the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise IcezooError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IcezooError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise IcezooError(f"{path}: malformed TOML: {exc}") from None
+
+
+def _package_of(obj: Any) -> tuple[str, str]:
+    module = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
+    top = module.split(".")[0]
+    for dist in metadata.packages_distributions().get(top, []):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return top, "unknown"
+
+
+def build_registry(
+    builtins: Iterable[str | ModuleType] = (),
+    extra_plugins: Iterable[tuple[str, Any]] = (),
+    autoload: bool | None = None,
+    builtin_package: tuple[str, str] | None = None,
+) -> Registry:
+    """Make the plugin manager, register plugins, collect their components and pipeline files.
+
+    ``builtins`` are module names or modules registered first; ``extra_plugins`` are
+    ``(name, plugin_object)`` pairs (tests); entry points of group ``icezoo`` load unless
+    ``autoload`` is False or ``ICEZOO_NO_AUTOLOAD`` is set.
+    """
+    pm = pluggy.PluginManager("icezoo")
+    pm.add_hookspecs(hookspecs)
+    blocked = {normalise(b) for b in os.environ.get(DISABLE_ENV, "").split(",") if b.strip()}
+    for name in blocked:
+        pm.set_blocked(name)
+    packages: dict[str, tuple[str, str]] = {}
+
+    for module in builtins:
+        name = module if isinstance(module, str) else module.__name__
+        if normalise(name) in blocked or normalise(name.rsplit(".", 1)[-1]) in blocked:
+            continue
+        obj = importlib.import_module(module) if isinstance(module, str) else module
+        pm.register(obj, name=name)
+        packages[name] = builtin_package or _package_of(obj)
+
+    if autoload is None:
+        autoload = not os.environ.get(NO_AUTOLOAD_ENV)
+    if autoload:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if normalise(ep.name) in blocked or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not take the tool down silently
+                raise IcezooError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from None
+            pm.register(obj, name=ep.name)
+            dist = ep.dist
+            packages[ep.name] = (dist.name, dist.version) if dist is not None else _package_of(obj)
+
+    for name, obj in extra_plugins:
+        if normalise(name) in blocked:
+            continue
+        pm.register(obj, name=name)
+        packages[name] = _package_of(obj)
+
+    registry = Registry()
+    for plugin_name, _ in pm.list_name_plugin():
+        registry.plugins[plugin_name] = packages.get(plugin_name, ("unknown", ""))[0]
+    # hook implementations are called in registration order, so conflicts name the later provider
+    for impl in reversed(pm.hook.icezoo_components.get_hookimpls()):
+        package, version = packages.get(impl.plugin_name, _package_of(impl.plugin))
+        for cls in impl.function() or ():
+            registry.add_component(cls, impl.plugin_name, package, version)
+    for impl in reversed(pm.hook.icezoo_pipeline_files.get_hookimpls()):
+        for path in impl.function() or ():
+            registry.add_pipeline_file(path)
+    return registry

@@ -1,0 +1,11 @@
+"""Registers the repository's registry.toml: the experiment log's named pipelines."""
+
+from __future__ import annotations
+
+from icezoo.core import hookimpl
+from icezoo.resources import registry_toml
+
+
+@hookimpl
+def icezoo_pipeline_files():
+    return [registry_toml()]
