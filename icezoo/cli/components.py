@@ -77,13 +77,18 @@ def cmd_list(
     specs = reg.list(kind=kind, pattern=pattern)
     if not specs:
         raise IcezooError(f"no component matches '{what}' (kinds: {', '.join(KINDS)}, or 'pipelines')")
-    table = Table(title="icezoo components", show_lines=True)
-    for col in ("kind", "name", "provider", "description", "parameters (defaults)", "properties"):
-        table.add_column(col, overflow="fold")
-    for spec in specs:
-        table.add_row(spec.kind, spec.name, spec.provider, spec.cls.description(), _params_text(spec.cls),
-                      _properties_text(spec.cls))
-    console.print(table)
+    for kind_name in KINDS:
+        group = [spec for spec in specs if spec.kind == kind_name]
+        if not group:
+            continue
+        table = Table(title=f"{kind_name} ({len(group)})", title_justify="left", show_lines=True)
+        for col, ratio in (("name", 1), ("provider", 1), ("description", 3), ("parameters (defaults)", 3),
+                           ("properties", 2)):
+            table.add_column(col, overflow="fold", ratio=ratio)
+        for spec in group:
+            table.add_row(spec.name, spec.provider, spec.cls.description(), _params_text(spec.cls),
+                          _properties_text(spec.cls))
+        console.print(table)
 
 
 def _split(value: str | None):

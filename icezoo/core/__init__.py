@@ -1,17 +1,27 @@
 """icezoo's core: interfaces, the batch type, the plugin registry, pipelines and the composer.
 
 The core imports no plugin. Plugins import only the core (and shared layers such as icezoo.nn).
+Names are exported lazily so that ``from icezoo.core.errors import IcezooError`` (the CLI's
+error path) does not import torch.
 """
 
-from icezoo.core.batch import (N_SENSORS, PAD_SENSOR, Batch, PulseChunk, angles_to_vector, angular_error,
-                               vector_to_angles)
-from icezoo.core.components import (KINDS, PROPERTIES, Backbone, Component, Config, Embedder, FeatureExtractor,
-                                    Head, Loss, ModuleComponent, Pooler, Selection)
-from icezoo.core.errors import IcezooError
-from icezoo.core.hookspecs import hookimpl
+from importlib import import_module
 
-__all__ = [
-    "Batch", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector", "vector_to_angles", "angular_error",
-    "KINDS", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection", "FeatureExtractor",
-    "Embedder", "Backbone", "Pooler", "Head", "Loss", "IcezooError", "hookimpl",
-]
+_EXPORTS = {
+    "icezoo.core.batch": ("Batch", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector",
+                          "vector_to_angles", "angular_error"),
+    "icezoo.core.components": ("KINDS", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection",
+                               "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss"),
+    "icezoo.core.errors": ("IcezooError",),
+    "icezoo.core.hookspecs": ("hookimpl",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'icezoo.core' has no attribute {name!r}")

@@ -221,12 +221,12 @@ def build_registry(
     registry = Registry()
     for plugin_name, _ in pm.list_name_plugin():
         registry.plugins[plugin_name] = packages.get(plugin_name, ("unknown", ""))[0]
-    # hook implementations are called in registration order, so conflicts name the later provider
-    for impl in reversed(pm.hook.icezoo_components.get_hookimpls()):
+    # get_hookimpls() lists plugins in registration order: conflicts name the earlier provider first
+    for impl in pm.hook.icezoo_components.get_hookimpls():
         package, version = packages.get(impl.plugin_name, _package_of(impl.plugin))
         for cls in impl.function() or ():
             registry.add_component(cls, impl.plugin_name, package, version)
-    for impl in reversed(pm.hook.icezoo_pipeline_files.get_hookimpls()):
+    for impl in pm.hook.icezoo_pipeline_files.get_hookimpls():
         for path in impl.function() or ():
             registry.add_pipeline_file(path)
     return registry

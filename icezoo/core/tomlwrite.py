@@ -1,4 +1,6 @@
-"""A tiny TOML writer for the values pipelines hold (str, int, float, bool, lists, tables)."""
+"""A tiny TOML writer for the values pipelines hold (str, int, float, bool, lists, tables).
+
+None (an unset optional param) is left out, since TOML has no null."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+        items = [(k, v) for k, v in value.items() if v is not None]  # TOML has no null: None means "unset"
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in items) + " }" if items else "{}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

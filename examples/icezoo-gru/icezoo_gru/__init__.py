@@ -1,0 +1,1 @@
+"""An example third-party icezoo plugin package (see plugin.py)."""
