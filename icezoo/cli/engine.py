@@ -1,0 +1,137 @@
+"""``icezoo train``, ``evaluate``, ``predict``, ``runs`` and ``bench model`` (the engine's commands).
+
+Heavy imports (torch, the zoo, the engine) happen inside the commands so ``icezoo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from icezoo.cli.components import parse_set
+from icezoo.core.errors import IcezooError
+
+PRECISION_HELP = "fp32 | bf16 | fp16 (autocast; losses stay fp32)"
+
+
+def cmd_train(
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "--config_name", "--config-name",
+                                           help="named pipeline (registry.toml); default: 'default'"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file", help="TOML file with [pipelines.NAME]"),
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
+    batches: Optional[str] = typer.Option(None, help="training batch files: 1:600 | (1, 100) | 1,4,7 | cycle"),
+    epochs: Optional[float] = typer.Option(None, help="epochs (fractions allowed)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", min=1, help="sets selection.max_pulses"),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_HELP),
+    accumulate: Optional[int] = typer.Option(None, min=1, help="gradient accumulation steps"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="run (name or dir) or checkpoint to fine-tune from"),
+    resume: Optional[str] = typer.Option(None, help="resume this run exactly (other flags are ignored)"),
+    save_every_steps: Optional[int] = typer.Option(None, "--save-every-steps", min=1,
+                                                   help="also checkpoint every N loader steps"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="stage.param=value, e.g. train.lr=3e-4 (repeatable)"),
+    name: Optional[str] = typer.Option(None, help="run / experiment name (EXP_NAME)"),
+    description: Optional[str] = typer.Option(None, help="ledger description (default: the pipeline's)"),
+    workers: int = typer.Option(0, min=0, help="loader worker processes"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories go"),
+    seed: int = typer.Option(0, help="seed of initialisation, shuffling and selection"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="stop after N loader steps"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1 (default: cuda if available)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Train a pipeline (plain `icezoo train`: the small default pipeline on the cached simulated set)."""
+    from icezoo.engine.train import InterruptedRun, TrainOptions, train
+
+    opts = TrainOptions(
+        pipeline=pipeline, pipeline_file=str(pipeline_file) if pipeline_file else None,
+        data=str(data) if data else None, batches=batches, epochs=epochs, batch_size=batch_size,
+        max_pulses=max_pulses, precision=precision, accumulate=accumulate, init_from=init_from, resume=resume,
+        save_every_steps=save_every_steps, overrides=parse_set(set_), name=name, description=description,
+        workers=workers, runs_dir=str(runs_dir), seed=seed, max_steps=max_steps, device=device,
+        progress=not no_progress and sys.stderr.isatty(),
+    )
+    try:
+        run_dir = train(opts)
+    except InterruptedRun as exc:
+        print(f"interrupted: checkpoint saved; resume with: icezoo train --resume {exc.run_dir}", file=sys.stderr)
+        raise typer.Exit(130) from None
+    print(f"run: {run_dir}   next: icezoo evaluate {run_dir}")
+
+
+def cmd_evaluate(
+    run: str = typer.Argument(..., help="run directory or run name in --runs-dir"),
+    data: Optional[Path] = typer.Option(None, help="dataset to score on (default: the run's own data)"),
+    batches: Optional[str] = typer.Option(None, help="score these batch files instead of the validation split"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    device: Optional[str] = typer.Option(None),
+    no_plots: bool = typer.Option(False, "--no-plots"),
+) -> None:
+    """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots."""
+    from icezoo.engine.evaluate import evaluate
+
+    evaluate(run, data=str(data) if data else None, batches=batches, runs_dir=runs_dir, batch_size=batch_size,
+             device=device, plots=not no_plots)
+
+
+def cmd_predict(
+    run: str = typer.Argument(..., help="run directory or run name in --runs-dir"),
+    data: Path = typer.Option(..., help="Kaggle-layout dataset dir"),
+    split: str = typer.Option("test", help="split to predict (DIR/<split>_meta.parquet)"),
+    out: Path = typer.Option(Path("submission.csv"), help="CSV to write (atomically)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    workers: int = typer.Option(0, min=0),
+    device: Optional[str] = typer.Option(None),
+) -> None:
+    """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith)."""
+    from icezoo.engine.predict import predict
+
+    predict(run, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
+            device=device)
+
+
+def cmd_runs(
+    sort: Optional[str] = typer.Option(None, help="score | name | time (default: time)"),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="keep rows containing this text"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+) -> None:
+    """The run ledger as the experiment log's markdown table."""
+    from icezoo.engine.runs import ledger_markdown, ledger_rows
+
+    rows = ledger_rows(runs_dir, sort=sort, filter_text=filter_)
+    if not rows and not runs_dir.is_dir():
+        raise IcezooError(f"{runs_dir}: no runs directory (train something first, or pass --runs-dir)")
+    print(ledger_markdown(rows))
+
+
+def cmd_bench_model(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", "--config_name"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", min=1),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    steps: int = typer.Option(10, min=1, help="timed steps (after warmup)"),
+    warmup: int = typer.Option(2, min=0),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+) -> None:
+    """Training and inference events/s and peak memory of a pipeline, naming the machine."""
+    from icezoo.engine.bench import bench_model, format_bench
+
+    res = bench_model(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
+                      max_pulses=max_pulses, precision=precision, steps=steps, warmup=warmup,
+                      overrides=parse_set(set_), device=device, threads=threads)
+    print(format_bench(res))
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    app.command("train")(cmd_train)
+    app.command("evaluate")(cmd_evaluate)
+    app.command("predict")(cmd_predict)
+    app.command("runs")(cmd_runs)
+    bench.command("model")(cmd_bench_model)

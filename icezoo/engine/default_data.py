@@ -1,0 +1,120 @@
+"""The cached simulated dataset that plain ``icezoo train`` uses when no ``--data`` is given.
+
+Made on first use under ``$ICEZOO_CACHE`` (default ``~/.cache/icezoo``) in a directory keyed by
+the simulator's version, the seed and the size, built in a temporary directory and renamed into
+place (a crash or a concurrent build never leaves a half-written dataset behind).
+
+Validation protocol: the simulator writes ``n_train + n_val`` independent events into batch files
+of ``events_per_batch``; the *last* ``n_val / events_per_batch`` files are the fixed validation
+split, never trained on. The split is written next to the data (``icezoo_split.json``) and read by
+``icezoo train`` / ``icezoo evaluate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from icezoo.core.errors import IcezooError
+
+SPLIT_FILE = "icezoo_split.json"
+
+#: the default set: 10 training files + 2 validation files of 2,000 events each
+DEFAULT_TRAIN_EVENTS = 20_000
+DEFAULT_VAL_EVENTS = 4_000
+DEFAULT_EVENTS_PER_BATCH = 2_000
+DEFAULT_SEED = 2023
+
+
+@dataclass(frozen=True)
+class DefaultData:
+    path: Path
+    train_spec: str
+    val_spec: str
+
+
+def cache_root() -> Path:
+    env = os.environ.get("ICEZOO_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "icezoo"
+
+
+def simulator_version() -> str:
+    """The simulator's declared version, else a hash of its source (any change makes a new set)."""
+    from icezoo.data import simulator
+
+    for attr in ("SIMULATOR_VERSION", "VERSION", "__version__"):
+        value = getattr(simulator, attr, None)
+        if value:
+            return str(value)
+    source = Path(simulator.__file__).read_bytes()
+    return "src" + hashlib.sha256(source).hexdigest()[:12]
+
+
+def read_split(data_dir: Path) -> DefaultData | None:
+    """The train/val split stored next to a dataset made here (None for foreign data)."""
+    f = Path(data_dir) / SPLIT_FILE
+    if not f.is_file():
+        return None
+    info = json.loads(f.read_text(encoding="utf-8"))
+    return DefaultData(Path(data_dir), info["train_batches"], info["val_batches"])
+
+
+def default_dataset(n_train: int = DEFAULT_TRAIN_EVENTS, n_val: int = DEFAULT_VAL_EVENTS,
+                    events_per_batch: int = DEFAULT_EVENTS_PER_BATCH, seed: int = DEFAULT_SEED,
+                    root: Path | None = None, log=print, test_events: int = 0) -> DefaultData:
+    """The cached simulated set (made on first use). Returns its path and split specs."""
+    if n_train % events_per_batch or n_val % events_per_batch or n_val <= 0 or n_train <= 0:
+        raise IcezooError("default dataset: n_train and n_val must be positive multiples of events_per_batch")
+    version = simulator_version()
+    key = f"sim-{version}-seed{seed}-n{n_train}+{n_val}-b{events_per_batch}" + (f"-t{test_events}" if test_events else "")
+    root = Path(root) if root else cache_root()
+    final = root / "datasets" / key
+    if (final / SPLIT_FILE).is_file():
+        return read_split(final)
+    make_dataset(final, n_train, n_val, events_per_batch, seed, log=log, test_events=test_events,
+                 version=version)
+    return read_split(final)
+
+
+def make_dataset(final: Path, n_train: int, n_val: int, events_per_batch: int, seed: int, log=print,
+                 test_events: int = 0, version: str = "", **knobs) -> Path:
+    """Simulate into a temporary directory next to ``final``, write the split file, rename."""
+    from icezoo.data.simulator import simulate
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    n_files_train = n_train // events_per_batch
+    n_files_val = n_val // events_per_batch
+    if log:
+        log(f"simulating the default dataset ({n_train:,} training + {n_val:,} validation events) into {final} "
+            f"(once; cached)")
+    try:
+        simulate(tmp, n_train + n_val, events_per_batch=events_per_batch, seed=seed,
+                 test=bool(test_events), test_events=test_events or None, **knobs)
+        info = {
+            "train_batches": f"1:{n_files_train}",
+            "val_batches": f"{n_files_train + 1}:{n_files_train + n_files_val}",
+            "seed": seed, "n_train": n_train, "n_val": n_val, "events_per_batch": events_per_batch,
+            "simulator_version": version,
+            "protocol": "the last files are the fixed validation split, never trained on",
+        }
+        (tmp / SPLIT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # another process finished the same build first: keep theirs
+            if (final / SPLIT_FILE).is_file():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,318 @@
+"""``icezoo evaluate``: the Kaggle score of a run on its validation split, LineFit beside it, plots.
+
+Everything is computed in float64 from the meta file's azimuth/zenith (not from the float32
+targets of the batches): the Kaggle score (mean angular error, radians), the median, the 68%
+containment angle, and a bootstrap 95% interval of the mean (percentile, 1,000 resamples, fixed
+seed). LineFit (``icezoo.recon.linefit``) is scored on exactly the same events, with a paired
+bootstrap interval of the difference. Events with fewer than 2 pulses are not scored (the loader
+skips them; ``icezoo predict`` gives them a fallback) and their number is reported.
+
+Plots (PNG, in ``RUN/plots/``): resolution vs true zenith, vs pulse count, vs energy and per
+event type (when the data has a ``train_truth.parquet``, as simulated sets do), and the kappa
+calibration (median error per predicted-kappa bin against the vMF expectation; coverage of the
+vMF credible cones against their nominal level).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icezoo.core.errors import IcezooError
+
+N_BOOT = 1000
+
+
+def summary(err: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """mean, median, 68% containment and the bootstrap 95% interval of the mean, float64."""
+    err = np.asarray(err, dtype=np.float64)
+    n = len(err)
+    if n == 0:
+        return {"mean": None, "median": None, "containment68": None, "ci95": [None, None], "n_events": 0}
+    return {"mean": float(err.mean()), "median": float(np.median(err)), "containment68": float(np.quantile(err, 0.68)),
+            "ci95": bootstrap_ci(err, n_boot, seed), "n_events": int(n)}
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    means = np.empty(n_boot)
+    step = max(1, min(n_boot, 20_000_000 // max(n, 1)))
+    for start in range(0, n_boot, step):
+        k = min(step, n_boot - start)
+        idx = rng.integers(0, n, size=(k, n))
+        means[start:start + k] = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return [float(lo), float(hi)]
+
+
+def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
+    """Opening angle of the vMF (3D) cone holding probability q around the mean, for concentration kappa."""
+    kappa = np.maximum(np.asarray(kappa, dtype=np.float64), 1e-9)
+    c = 1.0 + np.log1p(-q * -np.expm1(-2.0 * kappa)) / kappa
+    return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def _linefit_available():
+    try:
+        from icezoo.recon.linefit import linefit  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, device) -> dict[str, np.ndarray]:
+    """Model and LineFit directions, float64 truth and per-event attributes for the scored events."""
+    from icezoo.core.batch import angles_to_vector
+    from icezoo.data.io import read_chunk
+    from icezoo.engine.predict import infer
+    from icezoo.engine.train import make_eval_loader
+
+    loader = make_eval_loader(data_dir, split, ids, model, batch_size)
+    res = infer(model, loader, device, "fp32")
+    skipped = int(loader.skipped)
+    order = {int(e): i for i, e in enumerate(res["event_id"])}
+    n = len(order)
+    truth = np.full((n, 3), np.nan)
+    lf = np.full((n, 3), np.nan)
+    zenith = np.full(n, np.nan)
+    have_lf = _linefit_available()
+    if have_lf:
+        from icezoo.recon.linefit import linefit
+    for bid in ids:
+        chunk = read_chunk(data_dir, split, bid)
+        if chunk.azimuth is None:
+            raise IcezooError(f"{data_dir}/{split}: batch {bid} has no truth (azimuth/zenith): cannot evaluate")
+        pos = np.array([order.get(int(e), -1) for e in chunk.event_id], dtype=np.int64)
+        sel = np.flatnonzero(pos >= 0)
+        if not len(sel):
+            continue
+        sub = chunk.events(sel)
+        truth[pos[sel]] = angles_to_vector(sub.azimuth.astype(np.float64), sub.zenith.astype(np.float64))
+        zenith[pos[sel]] = sub.zenith
+        if have_lf:
+            lf[pos[sel]] = np.asarray(linefit(sub), dtype=np.float64)
+    out = dict(res)
+    out.update(truth=truth, linefit=lf if have_lf else None, zenith=zenith, skipped=skipped)
+    truth_file = Path(data_dir) / f"{split}_truth.parquet"
+    if truth_file.is_file():
+        import polars as pl
+
+        cols = pl.read_parquet_schema(truth_file)
+        want = [c for c in ("event_id", "energy", "event_type") if c in cols]
+        if "event_id" in want and len(want) > 1:
+            t = pl.read_parquet(truth_file, columns=want)
+            tid = t["event_id"].to_numpy()
+            rows = np.array([order.get(int(e), -1) for e in tid])
+            keep = rows >= 0
+            if "energy" in want:
+                energy = np.full(n, np.nan)
+                energy[rows[keep]] = t["energy"].to_numpy()[keep]
+                out["energy"] = energy
+            if "event_type" in want:
+                et = np.full(n, "", dtype=object)
+                et[rows[keep]] = np.asarray(t["event_type"].to_list(), dtype=object)[keep]
+                out["event_type"] = et
+    return out
+
+
+def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, list[int], str]:
+    """Which data and batch files to score: the run's validation split unless told otherwise."""
+    from icezoo.data.io import list_batches, parse_batches, split_batches
+    from icezoo.engine.default_data import read_split
+
+    split = info.get("split", {})
+    if data is None:
+        data_dir = Path(split["data_dir"])
+        if not data_dir.is_dir():
+            raise IcezooError(f"the run's data {data_dir} is gone; pass --data DIR")
+        if batches:
+            return data_dir, parse_batches(batches, list_batches(data_dir, "train")), f"batches {batches}"
+        return data_dir, [int(b) for b in split["val_batches"]], "val"
+    data_dir = Path(data)
+    available = list_batches(data_dir, "train")
+    if batches:
+        return data_dir, parse_batches(batches, available), f"batches {batches} of {data_dir}"
+    if Path(data_dir).resolve() == Path(split.get("data_dir", "/nonexistent")).resolve():
+        return data_dir, [int(b) for b in split["val_batches"]], "val"
+    stored = read_split(data_dir)
+    _, val = split_batches(available, "cycle", stored.val_spec if stored else None)
+    return data_dir, val, f"val of {data_dir}"
+
+
+def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
+             batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
+    import torch
+
+    from icezoo.core.batch import angular_error
+    from icezoo.engine import runs as R
+    from icezoo.engine.predict import load_run_model
+
+    run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(dev)
+    data_dir, ids, split_name = eval_ids(info, data, batches)
+    res = collect(model, data_dir, "train", ids, batch_size, dev)
+    err = angular_error(res["direction"], res["truth"])
+    result: dict[str, Any] = {"split": split_name, "data": str(data_dir), "batches": R._ranges(ids),
+                              "checkpoint": str(ckpt), **summary(err), "skipped_lt2_pulses": res["skipped"]}
+    if res.get("linefit") is not None:
+        lf_err = angular_error(res["linefit"], res["truth"])
+        lf = summary(lf_err)
+        result.update(linefit_mean=lf["mean"], linefit_median=lf["median"], linefit_containment68=lf["containment68"],
+                      linefit_ci95=lf["ci95"], improvement_ci95=bootstrap_ci(lf_err - err))
+    else:
+        lf_err = None
+        result["linefit_mean"] = None
+    kappa = res["kappa"]
+    if np.isfinite(kappa).all() and len(kappa):
+        qs = np.array([0.1, 0.25, 0.5, 0.68, 0.9])
+        cover = [float(np.mean(err <= vmf_cone(kappa, q))) for q in qs]
+        result["kappa_coverage"] = {f"{q:g}": c for q, c in zip(qs, cover)}
+    if plots and len(err):
+        result["plots"] = make_plots(run_dir / "plots", res, err, lf_err, config.name)
+    result["time"] = R.now_iso()
+
+    metrics_file = run_dir / R.METRICS_FILE
+    metrics = R.read_json(metrics_file) if metrics_file.is_file() else {}
+    metrics["evaluation"] = result
+    R.write_json_atomic(metrics_file, metrics)
+    if split_name == "val":
+        R.update_run(run_dir, evaluation=result)
+    R.RunLog(run_dir / R.LOG_FILE)(f"evaluate on {split_name} ({result['n_events']} events): mean {result['mean']}, "
+                                   f"LineFit {result.get('linefit_mean')}", echo=False)
+    if echo:
+        print_result(result, run_dir, echo)
+    return result
+
+
+def print_result(result: dict[str, Any], run_dir: Path, echo=print) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{run_dir.name}: {result['split']} ({result['n_events']:,} events, batches {result['batches']}; "
+                        f"{result['skipped_lt2_pulses']} with < 2 pulses not scored)")
+    for col in ("", "mean (Kaggle score)", "95% CI of mean", "median", "68% containment"):
+        table.add_column(col)
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    table.add_row("model", fmt(result["mean"]), f"[{fmt(result['ci95'][0])}, {fmt(result['ci95'][1])}]",
+                  fmt(result["median"]), fmt(result["containment68"]))
+    if result.get("linefit_mean") is not None:
+        table.add_row("LineFit", fmt(result["linefit_mean"]),
+                      f"[{fmt(result['linefit_ci95'][0])}, {fmt(result['linefit_ci95'][1])}]",
+                      fmt(result["linefit_median"]), fmt(result["linefit_containment68"]))
+    Console().print(table)
+    if result.get("improvement_ci95"):
+        lo, hi = result["improvement_ci95"]
+        echo(f"LineFit - model: {result['linefit_mean'] - result['mean']:+.4f} rad (paired 95% CI [{lo:+.4f}, {hi:+.4f}])")
+    if result.get("kappa_coverage"):
+        echo("vMF cone coverage (nominal -> observed): " +
+             ", ".join(f"{k} -> {v:.3f}" for k, v in result["kappa_coverage"].items()))
+    if result.get("plots"):
+        echo(f"plots: {', '.join(result['plots'])} in {run_dir / 'plots'}")
+
+
+# ------------------------------------------------------------------------------ plots
+def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray):
+    idx = np.digitize(x, edges) - 1
+    centers, mean, median, count = [], [], [], []
+    for b in range(len(edges) - 1):
+        sel = idx == b
+        if sel.sum() < 5:
+            continue
+        centers.append(0.5 * (edges[b] + edges[b + 1]))
+        mean.append(y[sel].mean())
+        median.append(np.median(y[sel]))
+        count.append(int(sel.sum()))
+    return np.array(centers), np.array(mean), np.array(median), np.array(count)
+
+
+def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | None, title: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def versus(x, edges, xlabel, fname, logx=False):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for e, label, style in ((err, "model", "-o"), (lf_err, "LineFit", "--s")):
+            if e is None:
+                continue
+            c, m, md, _ = _binned(x, e, edges)
+            ax.plot(c, m, style, label=f"{label} mean", ms=3)
+            ax.plot(c, md, style, label=f"{label} median", ms=3, alpha=0.5)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("angular error (rad)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / fname, dpi=110)
+        plt.close(fig)
+        written.append(fname)
+
+    versus(res["zenith"], np.linspace(0, np.pi, 19), "true zenith (rad)", "resolution_vs_zenith.png")
+    npul = res["n_pulses"].astype(np.float64)
+    edges = np.unique(np.geomspace(2, max(3, npul.max() + 1), 16).round())
+    versus(npul, edges, "pulses in the event", "resolution_vs_pulses.png", logx=True)
+    energy = res.get("energy")
+    if energy is not None and np.isfinite(energy).any() and (energy > 0).any():
+        pos = energy[energy > 0]
+        versus(energy, np.geomspace(pos.min(), pos.max() * 1.0001, 13), "true energy (GeV)",
+               "resolution_vs_energy.png", logx=True)
+    et = res.get("event_type")
+    if et is not None and (et != "").any():
+        types = sorted(t for t in set(et.tolist()) if t)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        x = np.arange(len(types))
+        ax.bar(x - 0.2, [err[et == t].mean() for t in types], 0.4, label="model")
+        if lf_err is not None:
+            ax.bar(x + 0.2, [lf_err[et == t].mean() for t in types], 0.4, label="LineFit")
+        ax.set_xticks(x, [f"{t}\n(n={int((et == t).sum())})" for t in types], fontsize=8)
+        ax.set_ylabel("mean angular error (rad)")
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "resolution_by_event_type.png", dpi=110)
+        plt.close(fig)
+        written.append("resolution_by_event_type.png")
+    kappa = res["kappa"]
+    if np.isfinite(kappa).all() and len(kappa) > 20:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+        lk = np.log10(np.maximum(kappa, 1e-6))
+        edges = np.quantile(lk, np.linspace(0, 1, 13))
+        edges[-1] += 1e-9
+        c, _, md, _ = _binned(lk, err, np.unique(edges))
+        a1.plot(10**c, md, "-o", ms=3, label="observed median error")
+        kk = np.geomspace(max(kappa.min(), 1e-3), kappa.max() + 1e-9, 100)
+        a1.plot(kk, vmf_cone(kk, 0.5), "--", label="vMF median for this kappa")
+        a1.set_xscale("log")
+        a1.set_xlabel("predicted kappa")
+        a1.set_ylabel("angular error (rad)")
+        a1.legend(fontsize=8)
+        a1.grid(alpha=0.3)
+        qs = np.linspace(0.05, 0.95, 19)
+        cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
+        a2.plot(qs, cover, "-o", ms=3, label="model")
+        a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        a2.set_xlabel("nominal vMF cone coverage")
+        a2.set_ylabel("observed coverage")
+        a2.legend(fontsize=8)
+        a2.grid(alpha=0.3)
+        fig.suptitle(f"{title}: kappa calibration")
+        fig.tight_layout()
+        fig.savefig(out_dir / "kappa_calibration.png", dpi=110)
+        plt.close(fig)
+        written.append("kappa_calibration.png")
+    return written

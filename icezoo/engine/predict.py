@@ -1,0 +1,149 @@
+"""Inference: model outputs over a loader, and ``icezoo predict`` (a Kaggle submission).
+
+Submission: exactly one row per event of ``DIR/{split}_meta.parquet``, in its order, columns
+``event_id,azimuth,zenith`` (radians, azimuth in [0, 2pi), zenith in [0, pi]). Events the model
+cannot see (fewer than 2 pulses: the loader skips them, and LineFit is undefined for them too)
+get the fixed direction (azimuth 0, zenith pi/2), and are counted. For a direction about which
+nothing is known every fixed choice has the same expected angular error (pi/2 over an isotropic
+sky), so the fallback is simply a fixed one. Events listed in the meta file without any pulse row get the same fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icezoo.core.errors import IcezooError
+
+FALLBACK_AZIMUTH = 0.0
+FALLBACK_ZENITH = math.pi / 2
+
+
+def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Run ``model`` over ``loader``: event_id, direction [N,3] float64 unit vectors, kappa (or NaN),
+    target [N,3] (NaN without truth), n_pulses, selected pulse count."""
+    import torch
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    ids, dirs, kappas, targets, npulses, nsel = [], [], [], [], [], []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            batch = batch.to(device)
+            with torch.autocast(device_type=device.type, dtype=dtypes.get(precision, torch.float32),
+                                enabled=precision != "fp32"):
+                pred = model(batch)
+            pred = pred.double()
+            d = model.direction(pred)
+            k = model.kappa(pred)
+            ids.append(batch.event_id.cpu().numpy())
+            dirs.append(d.cpu().numpy())
+            kappas.append(k.cpu().numpy() if k is not None else np.full(len(d), np.nan))
+            if batch.target is not None:
+                targets.append(batch.target.double().cpu().numpy())
+            else:
+                targets.append(np.full((len(d), 3), np.nan))
+            npulses.append(batch.n_pulses.cpu().numpy())
+            nsel.append(batch.lengths.cpu().numpy())
+    model.train(was_training)
+    if not ids:
+        return {"event_id": np.zeros(0, np.int64), "direction": np.zeros((0, 3)), "kappa": np.zeros(0),
+                "target": np.zeros((0, 3)), "n_pulses": np.zeros(0, np.int64), "n_selected": np.zeros(0, np.int64)}
+    return {"event_id": np.concatenate(ids).astype(np.int64), "direction": np.concatenate(dirs),
+            "kappa": np.concatenate(kappas), "target": np.concatenate(targets),
+            "n_pulses": np.concatenate(npulses).astype(np.int64), "n_selected": np.concatenate(nsel).astype(np.int64)}
+
+
+def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
+    """(run_dir, run info, config, model) from a run's best (or last) checkpoint."""
+    from icezoo.engine import runs as R
+    from icezoo.engine.train import model_from_checkpoint
+
+    run_dir = R.resolve_run(run, runs_dir)
+    info = R.load_run(run_dir)
+    path = run_dir / (R.BEST if which == "best" else R.LAST)
+    if not path.is_file():
+        other = run_dir / (R.LAST if which == "best" else R.BEST)
+        if not other.is_file():
+            raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
+        path = other
+    config, model, _ = model_from_checkpoint(path)
+    return run_dir, info, config, model, path
+
+
+def predict(run: str, data: str, split: str = "test", out: str | Path = "submission.csv",
+            runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
+            echo=print) -> dict[str, Any]:
+    """Write the submission; returns counts."""
+    import polars as pl
+    import torch
+
+    from icezoo.core.batch import vector_to_angles
+    from icezoo.data.io import list_batches, read_chunk
+    from icezoo.engine import runs as R
+    from icezoo.engine.train import make_eval_loader
+
+    data_dir = Path(data)
+    meta_file = data_dir / f"{split}_meta.parquet"
+    if not meta_file.is_file():
+        raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
+    run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(dev)
+
+    meta = pl.read_parquet(meta_file, columns=["batch_id", "event_id"])
+    event_ids = meta["event_id"].to_numpy().astype(np.int64)
+    if len(np.unique(event_ids)) != len(event_ids):
+        raise IcezooError(f"{meta_file}: duplicate event_id values")
+    azimuth = np.full(len(event_ids), np.nan)
+    zenith = np.full(len(event_ids), np.nan)
+    position = {int(e): i for i, e in enumerate(event_ids)}
+    available = set(list_batches(data_dir, split))
+    wanted = sorted(int(b) for b in meta["batch_id"].unique().to_list())
+    missing_files = [b for b in wanted if b not in available]
+    if missing_files:
+        raise IcezooError(f"{data_dir}/{split}: batch file(s) {missing_files[:5]} named in {meta_file.name} are missing")
+
+    n_model = n_one = n_zero = 0
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not echo) as progress:
+        task = progress.add_task(f"predict {split}", total=len(wanted))
+        for bid in wanted:
+            loader = make_eval_loader(data_dir, split, [bid], model, batch_size, workers=workers)
+            res = infer(model, loader, dev, config.train.precision)
+            a, z = vector_to_angles(res["direction"])
+            idx = np.array([position[int(e)] for e in res["event_id"]], dtype=np.int64)
+            azimuth[idx], zenith[idx] = a, z
+            n_model += len(idx)
+            # events the loader skipped: fallback
+            chunk = read_chunk(data_dir, split, bid)
+            todo = np.flatnonzero(np.isin(chunk.event_id, res["event_id"], invert=True))
+            if len(todo):
+                sub = chunk.events(todo)
+                idx = np.array([position[int(e)] for e in sub.event_id], dtype=np.int64)
+                azimuth[idx], zenith[idx] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
+                n_one += int((sub.lengths == 1).sum())
+                n_zero += int((sub.lengths == 0).sum())
+            progress.advance(task)
+    absent = np.isnan(azimuth)
+    n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
+    azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
+
+    lines = ["event_id,azimuth,zenith"]
+    lines += [f"{e},{a:.10f},{z:.10f}" for e, a, z in zip(event_ids.tolist(), azimuth.tolist(), zenith.tolist())]
+    R.write_text_atomic(out, "\n".join(lines) + "\n")
+    counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
+              "fallback_no_pulse": n_zero + n_absent, "out": str(out), "run": str(run_dir), "checkpoint": str(ckpt)}
+    R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
+    if echo:
+        echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by the model, "
+             f"{n_one:,} one-pulse fallback, {n_zero + n_absent:,} no-pulse fallback) from {ckpt}")
+    return counts

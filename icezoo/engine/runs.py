@@ -1,0 +1,303 @@
+"""Run directories and the run ledger.
+
+A run directory (``RUNS/NAME``) holds everything needed to understand and reproduce a run::
+
+    config.toml          the resolved pipeline (every component's params filled in), TOML
+    run.json             the ledger entry: name, pipeline, description, command, status, split,
+                         scores, NaN-guard counters, git commit, package versions, timings
+    metrics.json         per-epoch training/validation history and the last evaluation
+    command.txt          the exact icezoo command that reproduces the run
+    train.log            the log file (also evaluate/predict lines)
+    checkpoints/last.pt  the latest state (model, optimizer, scheduler, sampler position, RNG states)
+    checkpoints/best.pt  the weights best on validation
+    plots/*.png          written by ``icezoo evaluate``
+
+The ledger is the set of ``run.json`` files under the runs directory: nothing is shared between
+runs, so concurrent runs never race on one file. Every JSON file is written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from icezoo.core.errors import IcezooError
+from icezoo.core.registry import normalise
+
+DEFAULT_RUNS_DIR = Path("runs")
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.toml"
+LOG_FILE = "train.log"
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IcezooError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise IcezooError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+
+
+# ------------------------------------------------------------------------------ provenance
+def git_commit() -> str:
+    """The commit of the source tree icezoo runs from (``+dirty`` with local changes), or ''."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return ""
+        commit = out.stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return commit + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("icezoo", "torch", "numpy", "polars", "pyarrow", "pydantic", "x-transformers", "pluggy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The icezoo command as typed (``icezoo train ...``), shell-quoted."""
+    argv = list(sys.argv if argv is None else argv)
+    if argv and (argv[0].endswith("icezoo") or argv[0].endswith("main.py") or argv[0].endswith("__main__.py")
+                 or argv[0] == "-m"):
+        argv = ["icezoo", *argv[1:]]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# ------------------------------------------------------------------------------ run dirs
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """Create ``runs_dir/name`` (``name-2``, ``name-3``... when taken) and return it."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name) or "run"
+    for i in range(1, 10_000):
+        path = runs_dir / (safe if i == 1 else f"{safe}-{i}")
+        try:
+            path.mkdir()
+            (path / "checkpoints").mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise IcezooError(f"{runs_dir}: cannot find a free run directory name for '{name}'")
+
+
+def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
+    """RUN is a run directory path, or a run name inside ``runs_dir`` (default ./runs)."""
+    path = Path(run)
+    if (path / RUN_FILE).is_file():
+        return path
+    candidate = Path(runs_dir or DEFAULT_RUNS_DIR) / str(run)
+    if (candidate / RUN_FILE).is_file():
+        return candidate
+    if path.is_dir() or candidate.is_dir():
+        where = path if path.is_dir() else candidate
+        raise IcezooError(f"{where}: not a run directory (no {RUN_FILE})")
+    raise IcezooError(f"run '{run}' not found (neither a directory nor a run in {runs_dir or DEFAULT_RUNS_DIR}/)")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / RUN_FILE)
+
+
+def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    info = load_run(run_dir) if (Path(run_dir) / RUN_FILE).is_file() else {}
+    info.update(changes)
+    write_json_atomic(Path(run_dir) / RUN_FILE, info)
+    return info
+
+
+def all_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for path in sorted(runs_dir.iterdir()):
+        f = path / RUN_FILE
+        if f.is_file():
+            try:
+                out.append((path, json.loads(f.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> Path:
+    """The most recently finished successful run of ``pipeline`` (for a pipeline's ``init_from``)."""
+    key = normalise(pipeline)
+    done = [(info.get("finished", ""), path) for path, info in all_runs(runs_dir)
+            if normalise(str(info.get("pipeline", ""))) == key and info.get("status") == "done"
+            and (path / BEST).is_file()]
+    if not done:
+        raise IcezooError(
+            f"init_from = '{pipeline}': no successful run of pipeline {pipeline} in {runs_dir or DEFAULT_RUNS_DIR}/ "
+            f"(train it first: icezoo train --pipeline {pipeline}, or pass --init-from RUN)"
+        )
+    return max(done)[1]
+
+
+# ------------------------------------------------------------------------------ ledger
+def score_of(info: dict[str, Any]) -> tuple[float | None, str]:
+    """(value for sorting, text for the table) of a run's score: the evaluation when there is one,
+    else the best validation score seen in training."""
+    ev = info.get("evaluation")
+    if ev and ev.get("mean") is not None:
+        lo, hi = ev.get("ci95", [None, None])
+        text = f"`{ev['mean']:.4f}`"
+        if lo is not None:
+            text += f" [{lo:.4f}, {hi:.4f}]"
+        text += f" ({ev.get('split', 'val')}, n={ev.get('n_events', '?')}"
+        if ev.get("linefit_mean") is not None:
+            text += f"; LineFit {ev['linefit_mean']:.4f}"
+        text += ")"
+        return float(ev["mean"]), text
+    best = info.get("best_val")
+    if best is not None:
+        return float(best), f"`{best:.4f}` (val during training)"
+    status = info.get("status", "")
+    return None, status or "-"
+
+
+def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_text: str | None = None):
+    rows = []
+    for path, info in all_runs(runs_dir):
+        value, score = score_of(info)
+        desc = info.get("description") or ""
+        notes = []
+        if info.get("status") not in (None, "done"):
+            notes.append(f"status: {info.get('status')}")
+        nan = info.get("nan_guard") or {}
+        if nan.get("skipped"):
+            notes.append(f"NaN guard: {nan['skipped']} steps skipped")
+        if nan.get("fell_back_to_fp32_at_step") is not None:
+            notes.append(f"fell back to fp32 at step {nan['fell_back_to_fp32_at_step']}")
+        if info.get("init_from"):
+            notes.append(f"init from {info['init_from']}")
+        if notes:
+            desc = (desc + " " if desc else "") + "(" + "; ".join(notes) + ")"
+        split = info.get("split") or {}
+        trn = f"`{split.get('train_spec', '?')}`"
+        if split.get("train_batches"):
+            trn += f" train {_ranges(split['train_batches'])}, val {_ranges(split.get('val_batches', []))}"
+        if split.get("data"):
+            trn += f" of {split['data']}"
+        row = {
+            "name": info.get("name", path.name), "value": value, "score": score, "description": desc,
+            "script": f"`{info.get('command', '')}`", "trn_set": trn, "pipeline": info.get("pipeline", ""),
+            "started": info.get("started", ""),
+        }
+        if filter_text:
+            hay = " ".join(str(v) for v in row.values()).lower()
+            if filter_text.lower() not in hay:
+                continue
+        rows.append(row)
+    if sort in ("score", "SCORE"):
+        rows.sort(key=lambda r: (r["value"] is None, r["value"] if r["value"] is not None else 0.0))
+    elif sort in ("name", "EXP_NAME"):
+        rows.sort(key=lambda r: r["name"])
+    elif sort in (None, "time", "started"):
+        rows.sort(key=lambda r: r["started"])
+    else:
+        raise IcezooError(f"--sort {sort}: expected score, name or time")
+    return rows
+
+
+def _ranges(ids: list[int]) -> str:
+    """[1,2,3,5] -> '1-3,5'."""
+    ids = sorted(int(i) for i in ids)
+    if not ids:
+        return "-"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in ids[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def ledger_markdown(rows: list[dict[str, Any]]) -> str:
+    """The experiment log's table: ``| EXP_NAME | SCORE | DESCRIPTION | SCRIPT | TRN_SET |``."""
+
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| EXP_NAME | SCORE | DESCRIPTION | SCRIPT | TRN_SET |",
+             "| :------- | :---- | :---------- | :----- | :------ |"]
+    for r in rows:
+        lines.append("| " + " | ".join(cell(r[k]) for k in ("name", "score", "description", "script", "trn_set")) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ logging
+class RunLog:
+    """Appends timestamped lines to the run's log file (and optionally echoes them)."""
+
+    def __init__(self, path: Path | None, echo=None):
+        self.path = Path(path) if path else None
+        self.echo = echo
+
+    def __call__(self, message: str, echo: bool = True) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{now_iso()} {message}\n")
+        if echo and self.echo is not None:
+            self.echo(message)
