@@ -1,12 +1,20 @@
-"""Heads: pooled vector [B, P] -> prediction."""
+"""Heads: pooled vector [B, P] -> prediction (a kappa-scaled direction vector, or angles)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Config, Head, hookimpl
+from icezoo.core import Config, Head, angles_to_vector, hookimpl
+
+
+def _net(in_dim: int, hidden: int | None, out: int) -> nn.Module:
+    if hidden:
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+    return nn.Linear(in_dim, out)
 
 
 class DirectionKappa(Head):
@@ -20,10 +28,7 @@ class DirectionKappa(Head):
 
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
-        if config.hidden:
-            self.net = nn.Sequential(nn.Linear(in_dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, 3))
-        else:
-            self.net = nn.Linear(in_dim, 3)
+        self.net = _net(in_dim, config.hidden, 3)
         self.out_dim = 3
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -36,6 +41,37 @@ class DirectionKappa(Head):
         return pred.norm(dim=-1)
 
 
+class Angles(Head):
+    """Azimuth and zenith in radians, [B, 2] (EXP_00-EXP_14); sigmoid_range: EXP_10's SigmoidRange.
+
+    Without ``sigmoid_range`` the two outputs are the angles as they come (the losses wrap the azimuth;
+    :meth:`direction` is periodic anyway). With it, azimuth = 2 pi sigmoid(a) and zenith = pi sigmoid(b),
+    fastai's SigmoidRange, so predictions always lie in [0, 2 pi) x [0, pi].
+    """
+
+    name = "angles"
+    output = "angles"
+
+    class Config(Config):
+        hidden: int | None = Field(None, gt=0, description="hidden width of a 2-layer MLP; None: one linear layer")
+        sigmoid_range: bool = Field(False, description="squash to [0, 2pi) x [0, pi] with sigmoids (EXP_10)")
+
+    def __init__(self, config: Config, in_dim: int):
+        super().__init__(config, in_dim)
+        self.net = _net(in_dim, config.hidden, 2)
+        self.out_dim = 2
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.net(z)
+        if self.config.sigmoid_range:
+            scale = torch.tensor([2 * math.pi, math.pi], dtype=out.dtype, device=out.device)
+            out = torch.sigmoid(out) * scale
+        return out
+
+    def direction(self, pred: torch.Tensor) -> torch.Tensor:
+        return angles_to_vector(pred[..., 0], pred[..., 1])
+
+
 @hookimpl
 def icezoo_components():
-    return [DirectionKappa]
+    return [DirectionKappa, Angles]

@@ -1,10 +1,49 @@
-"""Poolers: per-pulse states [B, L, D] + mask -> [B, P]; a list of poolers concatenates."""
+"""Poolers: per-pulse states [B, L, D] + mask -> [B, P]; a list of poolers concatenates.
+
+The masked poolers read real pulses only (padded slots are selected away, never multiplied, so
+NaN or inf there cannot leak); an event with no real pulse pools to zeros. Every pooler here is a
+symmetric function of the pulses, so all declare ``permutation_invariant``.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
+from torch import nn
 
 from icezoo.core import Pooler, hookimpl
+from icezoo.nn import activation, zero_padding
+
+
+def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return zero_padding(h, mask).sum(1)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    count = mask.sum(1, keepdim=True).clamp_min(1).to(h.dtype)
+    return masked_sum(h, mask) / count
+
+
+def _masked_extreme(h: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch.Tensor:
+    finfo = torch.finfo(h.dtype)
+    fill = torch.full((), finfo.min if largest else finfo.max, dtype=h.dtype, device=h.device)
+    m = mask.unsqueeze(-1)
+    x = torch.where(m, h, fill)
+    out = x.amax(1) if largest else x.amin(1)
+    return torch.where(mask.any(1, keepdim=True), out, torch.zeros((), dtype=h.dtype, device=h.device))
+
+
+def masked_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _masked_extreme(h, mask, largest=True)
+
+
+def masked_min(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _masked_extreme(h, mask, largest=False)
+
+
+POOLS = {"mean": masked_mean, "max": masked_max, "min": masked_min, "sum": masked_sum}
 
 
 class MeanPool(Pooler):
@@ -13,8 +52,7 @@ class MeanPool(Pooler):
     name = "mean"
 
     def forward(self, h, mask, cls=None):
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return masked_mean(h, mask)
 
 
 class MaxPool(Pooler):
@@ -23,9 +61,81 @@ class MaxPool(Pooler):
     name = "max"
 
     def forward(self, h, mask, cls=None):
-        return h.masked_fill(~mask.unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)
+        return masked_max(h, mask)
+
+
+class MinPool(Pooler):
+    """Min over real pulses only (EXP_19's mean+max+min)."""
+
+    name = "min"
+
+    def forward(self, h, mask, cls=None):
+        return masked_min(h, mask)
+
+
+class SumPool(Pooler):
+    """Sum over real pulses (EXP_28's mean+max+sum+min)."""
+
+    name = "sum"
+
+    def forward(self, h, mask, cls=None):
+        return masked_sum(h, mask)
+
+
+class ClsPool(Pooler):
+    """The backbone's CLS token (EXP_24_CLS, EXP_37's max+mean+cls); needs a backbone with adds_cls_token."""
+
+    name = "cls"
+    requires = frozenset({"cls_token"})
+
+    def forward(self, h, mask, cls=None):
+        if cls is None:
+            raise ValueError("the 'cls' pooler got no CLS token: use a backbone with cls = true")
+        return cls
+
+
+class MeanUnmasked(Pooler):
+    """Mean over all L slots, padding included (EXP_00 and EXP_06 pooled without the mask; kept to reproduce them)."""
+
+    name = "mean_unmasked"
+    properties = frozenset({"permutation_invariant", "reads_padding"})
+
+    def forward(self, h, mask, cls=None):
+        return h.mean(1)
+
+
+class AEPool(Pooler):
+    """Masked pools concatenated, then an autoencoder-like bottleneck (EXP_19).
+
+    ``pools`` (default mean, max, min) are computed internally and concatenated to P = len(pools) * D;
+    an encoder Linear(P, bottleneck)+act squeezes them and a decoder Linear(bottleneck, P)+act widens
+    them back, so the head sees P features that passed through a ``bottleneck``-wide code. With
+    ``decode = false`` the code itself is the output. Use it alone (``pooler = [{name = "ae"}]``):
+    listing mean/max/min beside it would pool twice.
+    """
+
+    name = "ae"
+
+    class Config(Pooler.Config):
+        pools: list[Literal["mean", "max", "min", "sum"]] = Field(default_factory=lambda: ["mean", "max", "min"],
+                                                                 min_length=1)
+        bottleneck: int = Field(64, gt=0)
+        decode: bool = Field(True, description="decode back to len(pools)*dim; false: output the bottleneck")
+        act: Literal["gelu", "relu", "silu", "tanh"] = "gelu"
+
+    def __init__(self, config: Config, in_dim: int):
+        super().__init__(config, in_dim)
+        width = len(config.pools) * in_dim
+        self.encoder = nn.Sequential(nn.Linear(width, config.bottleneck), activation(config.act))
+        self.decoder = (nn.Sequential(nn.Linear(config.bottleneck, width), activation(config.act))
+                        if config.decode else nn.Identity())
+        self.out_dim = width if config.decode else config.bottleneck
+
+    def forward(self, h, mask, cls=None):
+        pooled = torch.cat([POOLS[p](h, mask) for p in self.config.pools], dim=-1)
+        return self.decoder(self.encoder(pooled))
 
 
 @hookimpl
 def icezoo_components():
-    return [MeanPool, MaxPool]
+    return [MeanPool, MaxPool, MinPool, SumPool, ClsPool, MeanUnmasked, AEPool]
