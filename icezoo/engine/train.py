@@ -375,6 +375,10 @@ def train(opts: TrainOptions, echo=print) -> Path:
     import numpy as np
     import torch
 
+    import warnings
+
+    # a skipped first optimizer step (NaN guard) makes torch warn about the scheduler order
+    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
     dist = setup_distributed()
     device = pick_device(dist, opts.device)
     runs_dir = Path(opts.runs_dir)

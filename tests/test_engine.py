@@ -1,0 +1,284 @@
+"""The engine end to end on a tiny simulated dataset and a tiny pipeline (whole file: well under 2 min
+on 2 slow cores): train -> evaluate -> predict -> runs; NaN guard; kill-and-resume; Ctrl-C;
+init-from; incompatible checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icezoo.cli.main import main  # noqa: E402
+
+TINY = """
+[pipelines.tiny]
+description = "tiny test pipeline"
+features = [{ name = "kaggle_norm" }]
+selection = { name = "time_order", max_pulses = 32 }
+embedder = { name = "linear", dim = 16 }
+backbone = { name = "transformer", depth = 1, heads = 2 }
+pooler = ["mean", "max"]
+head = { name = "direction_kappa" }
+loss = [{ name = "vmf3d" }]
+train = { batch_size = 32, epochs = 2, lr = 3e-3 }
+
+[pipelines.tiny_ft]
+parent = "tiny"
+description = "fine-tune of tiny with another head"
+init_from = "tiny"
+head = { name = "direction_kappa", hidden = 8 }
+train = { epochs = 1 }
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny simulated set (6 training files of 100 events, a 150-event test split) and a pipeline file."""
+    from icezoo.data.simulator import simulate
+
+    root = tmp_path_factory.mktemp("engine")
+    data = simulate(root / "data", 600, events_per_batch=100, seed=1, test=True, test_events=150)
+    pf = root / "tiny.toml"
+    pf.write_text(TINY)
+    return {"root": root, "data": data, "pf": pf, "runs": root / "runs"}
+
+
+def cli(*args, expect=0):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    assert code == expect, f"icezoo {' '.join(map(str, args))} exited {code}, expected {expect}"
+
+
+def train_args(world, name, *extra):
+    return ["train", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--data", world["data"],
+            "--runs-dir", world["runs"], "--name", name, "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    cli(*train_args(world, "EXP_T1", "--description", "first tiny run"))
+    return world["runs"] / "EXP_T1"
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    for rel in ("config.toml", "run.json", "metrics.json", "command.txt", "train.log", "checkpoints/best.pt",
+                "checkpoints/last.pt"):
+        assert (trained / rel).is_file(), rel
+    info = json.loads((trained / "run.json").read_text())
+    assert info["status"] == "done"
+    assert info["pipeline"] == "tiny"
+    assert info["command"].startswith("icezoo train --pipeline-file")
+    assert info["split"]["val_batches"] == [6] and 6 not in info["split"]["train_batches"]
+    assert "torch" in info["packages"] and "git_commit" in info
+    assert math.isfinite(info["best_val"])
+    hist = json.loads((trained / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [0, 1]
+    import tomllib
+
+    cfg = tomllib.loads((trained / "config.toml").read_text())
+    assert cfg["pipelines"]["tiny"]["backbone"]["depth"] == 1
+
+
+def test_evaluate_predict_and_runs_table(world, trained, capsys):
+    cli("evaluate", trained, "--runs-dir", world["runs"])
+    info = json.loads((trained / "run.json").read_text())
+    ev = info["evaluation"]
+    assert ev["split"] == "val" and ev["n_events"] > 50
+    assert ev["ci95"][0] <= ev["mean"] <= ev["ci95"][1]
+    assert ev["linefit_mean"] is not None and 0 < ev["linefit_mean"] < math.pi
+    assert ev["median"] <= ev["containment68"]
+    for png in ("resolution_vs_zenith.png", "resolution_vs_pulses.png", "resolution_vs_energy.png",
+                "resolution_by_event_type.png", "kappa_calibration.png"):
+        assert (trained / "plots" / png).stat().st_size > 1000, png
+
+    out = world["root"] / "submission.csv"
+    cli("predict", "EXP_T1", "--runs-dir", world["runs"], "--data", world["data"], "--split", "test", "--out", out)
+    import polars as pl
+
+    meta = pl.read_parquet(world["data"] / "test_meta.parquet")
+    sub = pl.read_csv(out)
+    assert sub.columns == ["event_id", "azimuth", "zenith"]
+    assert sub["event_id"].to_list() == meta["event_id"].to_list()
+    assert sub["azimuth"].is_finite().all() and sub["zenith"].is_finite().all()
+    assert sub["azimuth"].min() >= 0 and sub["azimuth"].max() < 2 * math.pi
+    assert sub["zenith"].min() >= 0 and sub["zenith"].max() <= math.pi
+
+    capsys.readouterr()
+    cli("runs", "--runs-dir", world["runs"], "--sort", "score")
+    table = capsys.readouterr().out
+    lines = table.strip().splitlines()
+    assert lines[0] == "| EXP_NAME | SCORE | DESCRIPTION | SCRIPT | TRN_SET |"
+    row = next(line for line in lines if line.startswith("| EXP_T1 |"))
+    assert "first tiny run" in row and "icezoo train --pipeline-file" in row and "LineFit" in row
+    assert "val 6" in row
+    cli("runs", "--runs-dir", world["runs"], "--filter", "no-such-run-text")
+    assert "EXP_T1" not in capsys.readouterr().out
+
+
+def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
+    from icezoo.core.compose import Pipeline
+
+    real = Pipeline.loss
+    calls = {"n": 0}
+
+    def flaky(self, pred, batch, weight=None):
+        calls["n"] += 1
+        value = real(self, pred, batch, weight)
+        return value * float("nan") if calls["n"] <= 3 else value
+
+    monkeypatch.setattr(Pipeline, "loss", flaky)
+    cli(*train_args(world, "NAN", "--precision", "bf16", "--epochs", "1", "--set", "train.nan_fallback_after=3"))
+    info = json.loads((world["runs"] / "NAN" / "run.json").read_text())
+    assert info["status"] == "done"
+    assert info["nan_guard"]["skipped"] == 3
+    assert info["nan_guard"]["loss_nonfinite"] == 3
+    assert info["nan_guard"]["fell_back_to_fp32_at_step"] == 3
+    assert info["precision"] == {"requested": "bf16", "final": "fp32"}
+    assert math.isfinite(info["best_val"])
+    log = (world["runs"] / "NAN" / "train.log").read_text()
+    assert "falling back to fp32" in log
+    from icezoo.engine.runs import ledger_markdown, ledger_rows
+
+    assert "fell back to fp32 at step 3" in ledger_markdown(ledger_rows(world["runs"], filter_text="NAN"))
+
+
+def _spawn_train(world, name, env_extra=None):
+    env = {**os.environ, "ICEZOO_NO_AUTOLOAD": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    args = [sys.executable, "-m", "icezoo.cli.main", *map(str, train_args(world, name, "--save-every-steps", "3",
+                                                                          "--workers", "0"))]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(path: Path, min_step: int, proc, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file():
+            try:
+                step = torch.load(path, weights_only=True)["step"]
+            except Exception:  # mid-rename on some filesystems: try again
+                step = -1
+            if step >= min_step:
+                return step
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step >= {min_step} in {timeout}s")
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+
+
+def test_killed_run_resumes_to_the_same_weights(world):
+    full = _spawn_train(world, "FULL")
+    assert full.wait(timeout=120) == 0, full.communicate()
+    proc = _spawn_train(world, "KILLED", {"ICEZOO_DEBUG_STEP_SLEEP": "0.15"})
+    last = world["runs"] / "KILLED" / "checkpoints" / "last.pt"
+    _wait_for_step(last, 6, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    step = torch.load(last, weights_only=True)["step"]
+    assert 0 < step < 40, "killed too late: the run finished"
+    assert json.loads((world["runs"] / "KILLED" / "run.json").read_text())["status"] == "running"
+    cli("train", "--resume", "KILLED", "--runs-dir", world["runs"], "--no-progress")
+    a, b = _weights(world["runs"] / "FULL"), _weights(world["runs"] / "KILLED")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    info = json.loads((world["runs"] / "KILLED" / "run.json").read_text())
+    assert info["status"] == "done" and info["resumed"] == 1
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(world):
+    proc = _spawn_train(world, "CTRLC", {"ICEZOO_DEBUG_STEP_SLEEP": "0.15"})
+    _wait_for_step(world["runs"] / "CTRLC" / "checkpoints" / "last.pt", 3, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "resume with: icezoo train --resume" in err
+    info = json.loads((world["runs"] / "CTRLC" / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    cli("train", "--resume", "CTRLC", "--runs-dir", world["runs"], "--no-progress")
+    assert json.loads((world["runs"] / "CTRLC" / "run.json").read_text())["status"] == "done"
+
+
+def test_init_from_loads_matching_tensors_and_reports_the_rest(world, trained, capsys):
+    capsys.readouterr()
+    # tiny_ft names init_from = "tiny": the newest successful run of pipeline tiny
+    cli("train", "--pipeline-file", world["pf"], "--pipeline", "tiny_ft", "--data", world["data"],
+        "--runs-dir", world["runs"], "--name", "FT", "--no-progress", "--max-steps", "2")
+    out = capsys.readouterr().out
+    assert "init from" in out and "head.net.weight" in out and "head.net.0.weight" in out
+    rep = json.loads((world["runs"] / "FT" / "run.json").read_text())["init_report"]
+    assert "head.net.weight" in rep["unused_from_checkpoint"]
+    assert "head.net.0.weight" in rep["missing_in_checkpoint"]
+    assert rep["loaded"] > 0
+    # explicit --init-from with another max_pulses and a changed embedder width: shape mismatches named
+    cli(*train_args(world, "FT2", "--init-from", "EXP_T1", "--max-pulses", "48", "--set", "embedder.dim=24",
+                    "--set", "backbone.heads=2", "--max-steps", "1"))
+    rep = json.loads((world["runs"] / "FT2" / "run.json").read_text())["init_report"]
+    assert any(m["name"] == "embedder.proj.weight" for m in rep["shape_mismatch"])
+
+
+def test_init_from_pipeline_without_a_run_is_one_line_error(world, tmp_path, capsys):
+    cli("train", "--pipeline-file", world["pf"], "--pipeline", "tiny_ft", "--data", world["data"],
+        "--runs-dir", tmp_path / "empty", "--no-progress", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no successful run of pipeline tiny" in err
+
+
+def test_incompatible_checkpoint_is_one_line_exit_2(world, trained, tmp_path, capsys):
+    from icezoo.core.checkpoint import save_checkpoint
+
+    for label, mutate in (("unknown", "backbone"), ("shapes", "state")):
+        run = tmp_path / f"bad_{label}"
+        (run / "checkpoints").mkdir(parents=True)
+        good = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)
+        pipeline = dict(good["pipeline"])
+        state = dict(good["state_dict"])
+        if mutate == "backbone":
+            pipeline["backbone"] = {"name": "no_such_backbone"}
+        else:
+            state["head.net.weight"] = torch.zeros(5, 7)
+        save_checkpoint(run / "checkpoints" / "best.pt", pipeline, state)
+        info = json.loads((trained / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**info, "name": run.name}))
+        capsys.readouterr()
+        cli("evaluate", run, expect=2)
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and err.count("\n") == 0, err
+        assert "incompatible checkpoint" in err
+
+
+def test_bench_model_reports_throughput_and_machine(world, capsys):
+    cli("bench", "model", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--batch-size", "8",
+        "--steps", "1", "--warmup", "0")
+    out = capsys.readouterr().out
+    assert "train" in out and "events/s" in out and "infer" in out and "cores" in out and "MiB" in out
+
+
+def test_default_dataset_is_built_once_and_split(tmp_path, monkeypatch):
+    from icezoo.engine import default_data
+
+    d = default_data.default_dataset(n_train=200, n_val=100, events_per_batch=100, root=tmp_path, log=None)
+    assert (d.train_spec, d.val_spec) == ("1:2", "3:3")
+    assert sorted(p.name for p in (d.path / "train").iterdir()) == ["batch_1.parquet", "batch_2.parquet",
+                                                                    "batch_3.parquet"]
+    import icezoo.data.simulator as sim
+
+    monkeypatch.setattr(sim, "simulate", lambda *a, **k: pytest.fail("rebuilt a cached dataset"))
+    again = default_data.default_dataset(n_train=200, n_val=100, events_per_batch=100, root=tmp_path, log=None)
+    assert again.path == d.path
+    assert not [p for p in d.path.parent.iterdir() if p.name.startswith(".")]
