@@ -1,0 +1,169 @@
+"""``icezoo simulate``, ``icezoo linefit`` and ``icezoo bench sim``: the built-in simulator and the
+classical LineFit baselines from the command line. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from icezoo.core.errors import IcezooError
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def simulate_cmd(
+    events: int = typer.Option(..., "--events", help="number of training events to write"),
+    out: Path = typer.Option(..., "--out", help="dataset directory to create (Kaggle layout)"),
+    events_per_batch: int = typer.Option(50_000, "--events-per-batch", help="events per batch_N.parquet"),
+    test: bool = typer.Option(False, "--test", help="also write test/ and test_meta.parquet (no truth)"),
+    test_events: Optional[int] = typer.Option(None, "--test-events", help="test events (default events // 10)"),
+    seed: int = typer.Option(0, "--seed", help="random seed: same seed, same bytes"),
+    energy_min: Optional[float] = typer.Option(None, "--energy-min", help="GeV, lower end of the power law [100]"),
+    energy_max: Optional[float] = typer.Option(None, "--energy-max", help="GeV, upper end of the power law [1e7]"),
+    spectral_index: Optional[float] = typer.Option(None, "--spectral-index", help="dN/dE ~ E^-index [1.9]"),
+    frac_through_going: Optional[float] = typer.Option(None, "--frac-through-going", help="weight of through-going tracks [0.5]"),
+    frac_starting: Optional[float] = typer.Option(None, "--frac-starting", help="weight of starting tracks [0.2]"),
+    frac_cascade: Optional[float] = typer.Option(None, "--frac-cascade", help="weight of cascades [0.3]"),
+    noise: Optional[bool] = typer.Option(None, "--noise/--no-noise", help="dark-noise pulses [on]"),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", help="keep at most N earliest pulses per event [all]"),
+    downgoing_excess: Optional[float] = typer.Option(None, "--downgoing-excess", help="extra fraction forced down-going [0]"),
+    yield_scale: Optional[float] = typer.Option(None, "--yield-scale", help="overall light-yield factor [1.0]"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory"),
+) -> None:
+    """Simulate IceCube events into the Kaggle layout (train/, train_meta.parquet, sensor_geometry.csv;
+    extra truth in train_truth.parquet; with --test also test/, test_meta.parquet, test_truth.parquet)."""
+    from icezoo.data.simulator import simulate
+
+    t0 = time.perf_counter()
+    given = dict(energy_min=energy_min, energy_max=energy_max, spectral_index=spectral_index,
+                 frac_through_going=frac_through_going, frac_starting=frac_starting, frac_cascade=frac_cascade,
+                 noise=noise, max_pulses=max_pulses, downgoing_excess=downgoing_excess, yield_scale=yield_scale)
+    knobs = {k: v for k, v in given.items() if v is not None}  # unset flags keep SimulatorConfig's defaults
+    path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
+                    overwrite=overwrite, **knobs)
+    dt = time.perf_counter() - t0
+    typer.echo(f"wrote {events} events to {path} in {dt:.1f} s ({events / dt:,.0f} events/s)")
+
+
+def _write_csv_atomic(path: Path, event_id, azimuth, zenith) -> None:
+    """Kaggle submission format (event_id,azimuth,zenith), written to a temporary name then renamed."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("event_id,azimuth,zenith\n")
+            np.savetxt(fh, np.column_stack([event_id, azimuth, zenith]), fmt=["%d", "%.9f", "%.9f"], delimiter=",")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _truth_for(data: Path, split: str, event_id, chunk_azimuth, chunk_zenith):
+    """(azimuth, zenith) truth: from the chunk (train meta) or, for a simulated test split, from
+    DIR/test_truth.parquet; None when there is none."""
+    import numpy as np
+
+    if chunk_azimuth is not None:
+        return chunk_azimuth, chunk_zenith
+    truth_file = data / f"{split}_truth.parquet"
+    if not truth_file.is_file():
+        return None
+    import polars as pl
+
+    try:
+        tr = pl.read_parquet(truth_file, columns=["event_id", "azimuth", "zenith"])
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{truth_file}: cannot read event_id/azimuth/zenith ({str(exc).splitlines()[0]})") from None
+    ids = tr["event_id"].to_numpy()
+    order = np.argsort(ids)
+    pos = np.searchsorted(ids, event_id, sorter=order)
+    pos = order[np.clip(pos, 0, len(ids) - 1)]
+    if not np.array_equal(ids[pos], event_id):
+        raise IcezooError(f"{truth_file}: does not cover every event of the {split} split")
+    return tr["azimuth"].to_numpy()[pos], tr["zenith"].to_numpy()[pos]
+
+
+def linefit_cmd(
+    data: Path = typer.Option(..., "--data", help="Kaggle-layout dataset directory"),
+    improved: bool = typer.Option(False, "--improved", help="improved LineFit (cleaning, Huber fit, refit)"),
+    split: str = typer.Option("train", "--split", help="train or test"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write predictions (event_id,azimuth,zenith) CSV"),
+) -> None:
+    """LineFit baseline: prints the mean angular error on a split with truth, or writes predictions."""
+    import numpy as np
+
+    from icezoo.core.batch import angles_to_vector, angular_error, vector_to_angles
+    from icezoo.recon.linefit import linefit, linefit_improved, read_dataset_chunks
+
+    if split not in ("train", "test"):
+        raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
+    fit = linefit_improved if improved else linefit
+    ids, azs, zes, errs = [], [], [], []
+    have_truth = True
+    t0 = time.perf_counter()
+    for _, chunk in read_dataset_chunks(data, split):
+        u = fit(chunk)
+        az, ze = vector_to_angles(u)
+        ids.append(chunk.event_id)
+        azs.append(az)
+        zes.append(ze)
+        truth = _truth_for(Path(data), split, chunk.event_id, chunk.azimuth, chunk.zenith) if have_truth else None
+        if truth is None:
+            have_truth = False
+        else:
+            errs.append(angular_error(u, angles_to_vector(*truth)))
+    dt = time.perf_counter() - t0
+    event_id, azimuth, zenith = np.concatenate(ids), np.concatenate(azs), np.concatenate(zes)
+    name = "linefit_improved" if improved else "linefit"
+    if out is not None:
+        _write_csv_atomic(out, event_id, azimuth, zenith)
+        typer.echo(f"wrote {len(event_id)} predictions to {out}")
+    if have_truth and errs:
+        err = np.concatenate(errs)
+        typer.echo(f"{name} on {split}: mean angular error {err.mean():.4f} rad over {len(err)} events "
+                   f"({len(err) / dt:,.0f} events/s)")
+    elif out is None:
+        raise IcezooError(f"{data}: the {split} split has no truth to score; give --out to write predictions")
+
+
+def bench_sim_cmd(
+    events: int = typer.Option(20_000, "--events", help="events to simulate"),
+    seed: int = typer.Option(0, "--seed"),
+    noise: bool = typer.Option(True, "--noise/--no-noise"),
+) -> None:
+    """Simulator speed: events/s on one core (one process, numpy single-threaded) and peak memory."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from icezoo.data.simulator import detector, simulate
+
+    detector()
+    with tempfile.TemporaryDirectory(prefix="icezoo-bench-sim-") as tmp:
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    typer.echo(f"simulate: {events} events in {wall:.2f} s wall, {cpu:.2f} s CPU -> "
+               f"{events / wall:,.0f} events/s wall, {events / max(cpu, 1e-9):,.0f} events/s per CPU-second; "
+               f"peak RSS {_peak_rss_mib():,.0f} MiB")
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add ``simulate`` and ``linefit`` to the main app and ``sim`` to ``icezoo bench``."""
+    app.command("simulate")(simulate_cmd)
+    app.command("linefit")(linefit_cmd)
+    bench.command("sim")(bench_sim_cmd)
