@@ -78,7 +78,9 @@ PULSE_MERGE_NS = 10
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 256
 #: DOMs expected to see less than this many PE from a source are not simulated (speed)
-MIN_EXPECTED_PE = 5e-3
+MIN_EXPECTED_PE = 1e-2
+#: ... judged with the clearest ice within this many metres of the DOM's depth
+DOM_CLARITY_WINDOW_M = 75
 #: single-PE charge: Gaussian peak + exponential low tail (shape as in the IceCube SPE calibration,
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
 SPE_PEAK, SPE_WIDTH, SPE_TAIL_FRACTION, SPE_TAIL_SCALE = 1.0, 0.3, 0.15, 0.4
@@ -147,11 +149,13 @@ class _Detector:
         if geo.shape != (5160, 4):
             raise IcezooError(f"{_resource('sensor_geometry.csv')}: expected 5160 rows of sensor_id,x,y,z")
         self.x, self.y, self.z = geo[:, 1].copy(), geo[:, 2].copy(), geo[:, 3].copy()
+        self.x32, self.y32, self.z32 = (a.astype(np.float32) for a in (self.x, self.y, self.z))
         sid = np.arange(5160)
         string, dom = sid // 60, sid % 60
         self.dom = dom
         hqe = (string >= 78) & (dom >= 10)  # lower 50 DOMs of strings 79-86
         self.qe = np.where(hqe, HQE_FACTOR, 1.0)
+        self.qe32 = self.qe.astype(np.float32)
         self.noise_rate = np.where(hqe, NOISE_RATE_HQE_NS, NOISE_RATE_NS)
         self.noise_cdf = np.cumsum(self.noise_rate) / self.noise_rate.sum()
         self.noise_total = float(self.noise_rate.sum())  # per ns, whole detector
@@ -159,8 +163,11 @@ class _Detector:
         self.string_y = self.y.reshape(86, 60).mean(1)
         # per string, DOMs in ascending z, packed into one sorted key (string * 4096 + z + 1000)
         order = np.lexsort((self.z, string))
-        self.zkey = string[order] * 4096.0 + self.z[order] + 1000.0
         self.zkey_sensor = sid[order]
+        # below[s, i]: number of DOMs of string s strictly below z = i - 1000 m (1 m grid)
+        grid = np.arange(-1000.0, 1002.0)
+        zs = self.z[order].reshape(86, 60)
+        self.below = np.stack([np.searchsorted(zs[k], grid, side="left") for k in range(86)]).astype(np.int64)
         ice = np.loadtxt(_resource("ice_transparency.csv"), delimiter=",", skiprows=1)
         self.ice_depth, self.ice_scat, self.ice_abs = ice[:, 0], ice[:, 1], ice[:, 2]
         self.max_abs = float(self.ice_abs.max())
@@ -174,27 +181,31 @@ class _Detector:
         self.inv_scat_grid = 1.0 / np.interp(depth, self.ice_depth, self.ice_scat)
         self.cum_abs = np.concatenate([[0.0], np.cumsum(0.5 * (self.inv_abs_grid[1:] + self.inv_abs_grid[:-1]))])
         self.cum_scat = np.concatenate([[0.0], np.cumsum(0.5 * (self.inv_scat_grid[1:] + self.inv_scat_grid[:-1]))])
-        # speed cut only: per DOM, the clearest ice within +-150 m of its depth bounds the absorption
-        # that its light can have seen on the way (used to skip DOMs that cannot see a PE)
-        half = 150
-        inv_min = np.array([self.inv_abs_grid[max(0, i - half): i + half + 1].min() for i in range(len(zg))])
-        k = inv_min + 0.8395 / PANDEL_LAMBDA * np.log1p(PANDEL_TAU * C_ICE * inv_min)
-        self.k_bound = k[np.clip(np.rint(self.z - self.grid_z0).astype(np.int64), 0, len(zg) - 1)]
-
-    def _cum(self, table: np.ndarray, z: np.ndarray) -> np.ndarray:
-        zi = np.clip(z - self.grid_z0, 0.0, len(table) - 1.001)
-        i = zi.astype(np.int64)
-        return table[i] + (zi - i) * (table[i + 1] - table[i])
+        self.inv_abs32, self.inv_scat32 = self.inv_abs_grid.astype(np.float32), self.inv_scat_grid.astype(np.float32)
+        # DOM classes for the per-DOM reach cut (speed only): clearest ice within 150 m of the DOM's
+        # depth, rounded down to one of 32 log-spaced levels of 1/absorption, times its QE
+        iz = np.clip(np.rint(self.z - self.grid_z0).astype(np.int64), 0, len(zg) - 1)
+        inv_min = np.array([self.inv_abs_grid[max(0, i - DOM_CLARITY_WINDOW_M): i + DOM_CLARITY_WINDOW_M + 1].min() for i in iz])
+        levels = np.geomspace(1.0 / 400.0, 1.0 / 10.0, 32)
+        level = np.clip(np.searchsorted(levels, inv_min, side="right") - 1, 0, 31)
+        key = level * 2 + hqe
+        uniq, self.dom_class = np.unique(key, return_inverse=True)
+        self.class_inv_abs = levels[uniq // 2]
+        self.class_qe = np.where(uniq % 2 == 1, HQE_FACTOR, 1.0)
+        self.cum_abs32, self.cum_scat32 = self.cum_abs.astype(np.float32), self.cum_scat.astype(np.float32)
 
     def inv_lengths(self, z_from: np.ndarray, z_to: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Average 1/absorption and 1/scattering length along a straight path between two heights
-        (depth = 1948.07 - z), from the running integrals of the ice table."""
-        dz = z_to - z_from
-        flat = np.abs(dz) < 1.0
-        dz_safe = np.where(flat, 1.0, dz)
-        mid = np.clip(np.rint(0.5 * (z_from + z_to) - self.grid_z0), 0, len(self.cum_abs) - 1).astype(np.int64)
-        inv_a = np.where(flat, self.inv_abs_grid[mid], (self._cum(self.cum_abs, z_to) - self._cum(self.cum_abs, z_from)) / dz_safe)
-        inv_s = np.where(flat, self.inv_scat_grid[mid], (self._cum(self.cum_scat, z_to) - self._cum(self.cum_scat, z_from)) / dz_safe)
+        (depth = 1948.07 - z), from the running integrals of the ice table on a 1 m grid."""
+        n = len(self.cum_abs) - 1
+        i0 = np.clip(np.rint(z_from - self.grid_z0), 0, n).astype(np.int32)
+        i1 = np.clip(np.rint(z_to - self.grid_z0), 0, n).astype(np.int32)
+        di = i1 - i0
+        flat = di == 0
+        mid = (i0 + i1) >> 1
+        span = np.where(flat, 1, di).astype(np.float32)
+        inv_a = np.where(flat, self.inv_abs32[mid], (self.cum_abs32[i1] - self.cum_abs32[i0]) / span)
+        inv_s = np.where(flat, self.inv_scat32[mid], (self.cum_scat32[i1] - self.cum_scat32[i0]) / span)
         return inv_a, inv_s
 
 
@@ -228,11 +239,6 @@ def _acceptance_bound(dist: np.ndarray) -> np.ndarray:
     return w + (1.0 - w) * _MEAN_ACCEPTANCE
 
 
-def _effective_distance(dist: np.ndarray, cos_eta: np.ndarray) -> np.ndarray:
-    """Pandel effective distance (m): d_eff = 0.8395 d + 3.094 - 3.946 cos(eta) + 4.636 cos^2(eta)."""
-    return 0.8395 * dist + 3.094 - 3.946 * cos_eta + 4.636 * cos_eta**2
-
-
 def _attenuation(dist, d_eff, inv_abs):
     """Surviving fraction of the light: direct-path absorption times the Pandel normalisation
     (1 + tau c/lambda_a)^(-d_eff/lambda) for the longer scattered paths (absorption from the table)."""
@@ -255,60 +261,79 @@ def muon_range(energy: np.ndarray) -> np.ndarray:
 BAND_EDGES = np.linspace(-560.0, 560.0, 9)
 
 
+_REACH_D = np.linspace(0.5, 3000.0, 6000)
+
+
+def _reach_curves(inv_a: float, qe: float) -> tuple[np.ndarray, np.ndarray]:
+    """log of the best-case PE per unit source light vs distance (track: perpendicular distance,
+    cascade: distance) for ice no murkier than 1/inv_a and this QE; decreasing in distance."""
+    d = _REACH_D
+    out = []
+    for cascade in (False, True):
+        if cascade:
+            dist = d
+            geo = DOM_AREA / (4 * np.pi * d**2) * max(_CASCADE_NORM, 1.0)
+        else:
+            dist = d / SIN_C
+            geo = DOM_AREA / (2 * np.pi * d * SIN_C)
+        out.append(np.log(geo * qe * _acceptance_bound(dist) * _attenuation(dist, 0.8395 * dist + 2.255, inv_a))[::-1])
+    return out[0], out[1]
+
+
 @lru_cache(maxsize=1)
 def _band_reach_tables():
-    """Per depth band, log of the best-case PE per unit source light vs distance (decreasing)."""
+    """Per depth band (clearest ice within 150 m of it, high QE): reach curves."""
     det = detector()
-    d = np.linspace(0.5, 3000.0, 6000)
     tables = []
     for lo, hi in zip(BAND_EDGES[:-1], BAND_EDGES[1:]):
-        i0 = int(np.clip(lo - 100 - det.grid_z0, 0, len(det.inv_abs_grid) - 1))
-        i1 = int(np.clip(hi + 100 - det.grid_z0, 0, len(det.inv_abs_grid) - 1))
-        inv_a = float(det.inv_abs_grid[i0: i1 + 1].min())
-        rows = []
-        for cascade in (False, True):
-            if cascade:
-                dist = d
-                geo = DOM_AREA / (4 * np.pi * d**2) * max(_CASCADE_NORM, 1.0)
-            else:
-                dist = d / SIN_C
-                geo = DOM_AREA / (2 * np.pi * d * SIN_C)
-            rows.append(np.log(geo * HQE_FACTOR * _attenuation(dist, 0.8395 * dist + 2.255, inv_a)))
-        tables.append(rows)
-    return d, tables
+        i0 = int(np.clip(lo - 150 - det.grid_z0, 0, len(det.inv_abs_grid) - 1))
+        i1 = int(np.clip(hi + 150 - det.grid_z0, 0, len(det.inv_abs_grid) - 1))
+        tables.append(_reach_curves(float(det.inv_abs_grid[i0: i1 + 1].min()), HQE_FACTOR))
+    return tables
+
+
+@lru_cache(maxsize=1)
+def _dom_reach_tables():
+    """Per DOM class (clearest ice within 150 m of the DOM, rounded clearer; its QE): reach curves."""
+    det = detector()
+    return [_reach_curves(float(ia), float(q)) for ia, q in zip(det.class_inv_abs, det.class_qe)]
+
+
+def _reach(light: np.ndarray, cascade: bool, tables) -> np.ndarray:
+    """[M, len(tables)] distance (m) beyond which a source of this brightness gives less than
+    MIN_EXPECTED_PE (best acceptance, clearest ice of the class): farther DOMs are not simulated."""
+    need = np.log(MIN_EXPECTED_PE) - np.log(np.maximum(light, 1e-30))
+    d = _REACH_D[::-1]
+    return np.stack([np.interp(need, t[int(cascade)], d, left=d[0], right=0.0) for t in tables], -1)
 
 
 def _band_reach(light: np.ndarray, cascade: bool) -> np.ndarray:
-    """[M, bands] distance (m) beyond which a source of this brightness gives < MIN_EXPECTED_PE to
-    any DOM of the band (clearest nearby ice, best acceptance, highest QE): farther DOMs are skipped."""
-    d, tables = _band_reach_tables()
-    need = np.log(MIN_EXPECTED_PE) - np.log(np.maximum(light, 1e-30))
-    return np.stack([np.interp(need, t[int(cascade)][::-1], d[::-1], left=d[-1], right=0.0) for t in tables], -1)
+    return _reach(light, cascade, _band_reach_tables())
 
 
 # ----------------------------------------------------------------------------------------------
 # Candidate (event, DOM) pairs near a source
 # ----------------------------------------------------------------------------------------------
 def _expand_ranges(ev: np.ndarray, string: np.ndarray, zlo: np.ndarray, zhi: np.ndarray):
-    """All (event, sensor) with the sensor on ``string`` and zlo <= z <= zhi (vectorised)."""
+    """All (event, sensor) with the sensor on ``string`` and zlo <= z <= zhi (to 1 m; vectorised)."""
     det = detector()
-    base = string * 4096.0 + 1000.0
-    lo = np.searchsorted(det.zkey, base + np.clip(zlo, -999.0, 999.0), side="left")
-    hi = np.searchsorted(det.zkey, base + np.clip(zhi, -999.0, 999.0), side="right")
-    n = np.maximum(hi - lo, 0)
+    n_z = det.below.shape[1] - 1
+    ilo = np.clip(np.ceil(zlo - det.grid_z0), 0, n_z).astype(np.int64)
+    ihi = np.clip(np.floor(zhi - det.grid_z0) + 1, 0, n_z).astype(np.int64)
+    lo = det.below[string, ilo]
+    n = np.maximum(det.below[string, ihi] - lo, 0)
     total = int(n.sum())
     starts = np.cumsum(n) - n
-    idx = np.repeat(lo - starts, n) + np.arange(total)
+    idx = np.repeat(lo + string * 60 - starts, n) + np.arange(total)
     return np.repeat(ev, n), det.zkey_sensor[idx]
 
 
-def _banded(ev, st, z_range, reach):
-    """Expand (event, string) pairs band by band: z_range(pairs, radius) -> (ok, zlo, zhi)."""
+def _banded(ev, st, dmin2, z_range, reach):
+    """Expand (event, string) pairs band by band (only bands whose reach exceeds the pair's closest
+    approach ``dmin2``): z_range(pairs, radius) -> (ok, zlo, zhi)."""
     lo_b, hi_b = BAND_EDGES[:-1].copy(), BAND_EDGES[1:].copy()
     lo_b[0], hi_b[-1] = -1e4, 1e4
-    n_b = len(lo_b)
-    pe = np.repeat(np.arange(len(ev)), n_b)
-    band = np.tile(np.arange(n_b), len(ev))
+    pe, band = np.nonzero(reach[ev] ** 2 >= dmin2[:, None])
     ok, zlo, zhi = z_range(pe, reach[ev[pe], band])
     zlo = np.maximum(zlo, lo_b[band])
     zhi = np.minimum(zhi, hi_b[band])
@@ -330,7 +355,7 @@ def _track_candidates(pos, vdir, reach):
     dmin2 = np.where(vertical, c, c - (along * vz) ** 2 / np.where(vertical, 1.0, a))
     rmax = reach.max(1)
     ev, st = np.nonzero(dmin2 <= (rmax**2)[:, None])
-    a, b, c, vert = a[ev, st], -2.0 * along[ev, st] * vz[ev, st], c[ev, st], vertical[ev, st]
+    a, b, c, vert, dmin2 = a[ev, st], -2.0 * along[ev, st] * vz[ev, st], c[ev, st], vertical[ev, st], dmin2[ev, st]
     z0 = pos[ev, 2]
 
     def z_range(i, r):
@@ -342,7 +367,7 @@ def _track_candidates(pos, vdir, reach):
         zhi = np.where(vert[i], 1e4, z0[i] + (-b[i] + sq) / (2 * a_safe))
         return ok, zlo, zhi
 
-    return _banded(ev, st, z_range, reach)
+    return _banded(ev, st, dmin2, z_range, reach)
 
 
 def _sphere_candidates(pos, reach):
@@ -357,66 +382,74 @@ def _sphere_candidates(pos, reach):
         half = np.sqrt(np.maximum(r**2 - h2[i], 0.0))
         return r**2 >= h2[i], z0[i] - half, z0[i] + half
 
-    return _banded(ev, st, z_range, reach)
+    return _banded(ev, st, h2, z_range, reach)
 
 
 # ----------------------------------------------------------------------------------------------
 # Light sources -> expected PE, direct time and effective distance per (event, DOM)
 # ----------------------------------------------------------------------------------------------
-def _track_sources(ev_idx, pos, vdir, energy, s_min, s_max, scale):
+def _gather(a: np.ndarray, idx: np.ndarray) -> list[np.ndarray]:
+    """Columns of a [M, 3] float array gathered at idx, as float32 1-D arrays (fast, contiguous)."""
+    return [np.ascontiguousarray(a[:, k], dtype=np.float32)[idx] for k in range(a.shape[1])]
+
+
+def _light_terms(dist, cos_eta, z_from, z_to, sen):
+    """Shared per-DOM factors (float32): Pandel effective distance, mixed acceptance x QE x
+    attenuation, and the unscattered fraction (which keeps the emission direction)."""
+    det = detector()
+    inv_a, inv_s = det.inv_lengths(z_from, z_to)
+    d_eff = 0.8395 * dist + 3.094 - 3.946 * cos_eta + 4.636 * cos_eta * cos_eta
+    w_dir = np.exp(-dist * inv_s)
+    acc = _MEAN_ACCEPTANCE + w_dir * (_acceptance(cos_eta) - _MEAN_ACCEPTANCE)
+    att = np.exp(-dist * inv_a - d_eff * (1.0 / PANDEL_LAMBDA) * np.log1p(PANDEL_TAU * C_ICE * inv_a))
+    return d_eff, w_dir, acc * det.qe32[sen] * att
+
+
+def _track_sources(pos, vdir, energy, s_min, s_max, scale):
     """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per candidate DOM the
-    expected PE, direct Cherenkov time and Pandel effective distance."""
+    expected PE, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
     det = detector()
     light = muon_photons_per_m(energy) * scale
     ev, sen = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
-    qx, qy, qz = det.x[sen], det.y[sen], det.z[sen]
-    p, v = pos[ev], vdir[ev]
-    wx, wy, wz = qx - p[:, 0], qy - p[:, 1], qz - p[:, 2]
-    s_c = wx * v[:, 0] + wy * v[:, 1] + wz * v[:, 2]
-    d = np.sqrt(np.maximum(wx**2 + wy**2 + wz**2 - s_c**2, 0.0))
-    d = np.maximum(d, 1.0)
-    s_e = s_c - d / TAN_C  # emission point on the track
-    # cheap upper bound first (best acceptance, clearest nearby ice): skip DOMs that cannot see light
-    bound = (np.log(light[ev] * det.qe[sen] * DOM_AREA / (2 * np.pi * SIN_C) / d * _acceptance_bound(d / SIN_C))
-             - d / SIN_C * det.k_bound[sen])
-    ok = (s_e >= s_min[ev]) & (s_e <= s_max[ev]) & (bound >= np.log(MIN_EXPECTED_PE))
-    ev, sen, qx, qy, qz, p, v, d, s_e = ev[ok], sen[ok], qx[ok], qy[ok], qz[ok], p[ok], v[ok], d[ok], s_e[ok]
-    dist = d / SIN_C  # photon path from the emission point
-    ez = p[:, 2] + s_e * v[:, 2]
+    px, py, pz = _gather(pos, ev)
+    vx, vy, vz = _gather(vdir, ev)
+    qz = det.z32[sen]
+    wx, wy, wz = det.x32[sen] - px, det.y32[sen] - py, qz - pz
+    s_c = wx * vx + wy * vy + wz * vz
+    d = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz - s_c * s_c, np.float32(1.0)))
+    s_e = s_c - d * np.float32(1.0 / TAN_C)  # emission point on the track
+    reach = _reach(light, False, _dom_reach_tables()).astype(np.float32)
+    ok = np.flatnonzero((s_e >= s_min[ev]) & (s_e <= s_max[ev]) & (d <= reach[ev, det.dom_class[sen]]))
+    ev, sen, qz, pz, vz, d, s_e = ev[ok], sen[ok], qz[ok], pz[ok], vz[ok], d[ok], s_e[ok]
+    dist = d * np.float32(1.0 / SIN_C)  # photon path from the emission point
+    ez = pz + s_e * vz
     cos_eta = (qz - ez) / dist  # > 0: light from below, into the PMT face
-    inv_a, inv_s = det.inv_lengths(ez, qz)
-    d_eff = _effective_distance(dist, cos_eta)
-    w_dir = np.exp(-dist * inv_s)  # unscattered fraction keeps its direction
-    acc = w_dir * _acceptance(cos_eta) + (1.0 - w_dir) * _MEAN_ACCEPTANCE
-    mu = light[ev] * DOM_AREA / (2 * np.pi * d * SIN_C) * acc * det.qe[sen] * _attenuation(dist, d_eff, inv_a)
-    t_geo = (s_e + dist * N_GROUP) / C_VACUUM
+    d_eff, _, factor = _light_terms(dist, cos_eta, ez, qz, sen)
+    mu = light.astype(np.float32)[ev] * np.float32(DOM_AREA / (2 * np.pi * SIN_C)) / d * factor
+    t_geo = (s_e + dist * np.float32(N_GROUP)) * np.float32(1.0 / C_VACUUM)
     return ev, sen, mu, t_geo, d_eff
 
 
-def _cascade_sources(ev_idx, pos, vdir, photons):
+def _cascade_sources(pos, vdir, photons):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
-    at the Cherenkov angle around vdir, washed out by scattering with distance."""
+    at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
     det = detector()
     ev, sen = _sphere_candidates(pos, _band_reach(photons, cascade=True))
-    qx, qy, qz = det.x[sen], det.y[sen], det.z[sen]
-    p, v = pos[ev], vdir[ev]
-    wx, wy, wz = qx - p[:, 0], qy - p[:, 1], qz - p[:, 2]
-    dist = np.maximum(np.sqrt(wx**2 + wy**2 + wz**2), 1.0)
-    bound = (np.log(photons[ev] * det.qe[sen] * DOM_AREA * max(_CASCADE_NORM, 1.0) / (4 * np.pi) / dist**2
-                    * _acceptance_bound(dist))
-             - dist * det.k_bound[sen])
-    ok = bound >= np.log(MIN_EXPECTED_PE)
-    ev, sen, qz, p, v, wx, wy, wz, dist = ev[ok], sen[ok], qz[ok], p[ok], v[ok], wx[ok], wy[ok], wz[ok], dist[ok]
-    cos_phi = (wx * v[:, 0] + wy * v[:, 1] + wz * v[:, 2]) / dist
-    cos_eta = -wz / dist  # direction DOM -> source against the PMT axis (0, 0, -1)
-    inv_a, inv_s = det.inv_lengths(p[:, 2], qz)
-    d_eff = _effective_distance(dist, cos_eta)
-    w_dir = np.exp(-dist * inv_s)
-    peak = _CASCADE_NORM * np.exp(-0.5 * ((cos_phi - COS_C) / CASCADE_PROFILE_WIDTH) ** 2)
-    ang = w_dir * peak + (1.0 - w_dir)
-    acc = w_dir * _acceptance(cos_eta) + (1.0 - w_dir) * _MEAN_ACCEPTANCE
-    mu = photons[ev] * DOM_AREA / (4 * np.pi * dist**2) * ang * acc * det.qe[sen] * _attenuation(dist, d_eff, inv_a)
-    t_geo = dist * N_GROUP / C_VACUUM
+    px, py, pz = _gather(pos, ev)
+    qz = det.z32[sen]
+    wx, wy, wz = det.x32[sen] - px, det.y32[sen] - py, qz - pz
+    dist = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz, np.float32(1.0)))
+    ok = np.flatnonzero(dist <= _reach(photons, True, _dom_reach_tables()).astype(np.float32)[ev, det.dom_class[sen]])
+    ev, sen, qz, pz, wx, wy, wz, dist = (a[ok] for a in (ev, sen, qz, pz, wx, wy, wz, dist))
+    vx, vy, vz = _gather(vdir, ev)
+    inv_d = np.float32(1.0) / dist
+    cos_phi = (wx * vx + wy * vy + wz * vz) * inv_d
+    cos_eta = -wz * inv_d  # direction DOM -> source against the PMT axis (0, 0, -1)
+    d_eff, w_dir, factor = _light_terms(dist, cos_eta, pz, qz, sen)
+    x = (cos_phi - np.float32(COS_C)) * np.float32(1.0 / CASCADE_PROFILE_WIDTH)
+    ang = 1.0 + w_dir * (np.float32(_CASCADE_NORM) * np.exp(np.float32(-0.5) * x * x) - 1.0)
+    mu = photons.astype(np.float32)[ev] * np.float32(DOM_AREA / (4 * np.pi)) * inv_d * inv_d * ang * factor
+    t_geo = dist * np.float32(N_GROUP / C_VACUUM)
     return ev, sen, mu, t_geo, d_eff
 
 
@@ -498,18 +531,18 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         pos = (r * np.cos(phi))[:, None] * e1 + (r * np.sin(phi))[:, None] * e2
         s_max = muon_range(energy)
         track_len = s_max
-        sources.append(_track_sources(idx, pos, vdir, energy, -inf, s_max, cfg.yield_scale))
+        sources.append(_track_sources(pos, vdir, energy, -inf, s_max, cfg.yield_scale))
     else:
         pos = _vertices(rng, cfg, m)
         if kind == 1:  # starting track: hadronic cascade (y E) + muon ((1-y) E) from the vertex
             y = rng.random(m) ** 2  # inelasticity, mean 1/3
             e_mu = (1.0 - y) * energy
             track_len = muon_range(e_mu)
-            sources.append(_track_sources(idx, pos, vdir, e_mu, np.zeros(m), track_len, cfg.yield_scale))
+            sources.append(_track_sources(pos, vdir, e_mu, np.zeros(m), track_len, cfg.yield_scale))
             photons = HADRONIC_FACTOR * y * energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
         else:  # cascade: all energy in a shower at the vertex (EM-equivalent)
             photons = energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
-        sources.append(_cascade_sources(idx, pos, vdir, photons))
+        sources.append(_cascade_sources(pos, vdir, photons))
     ev = np.concatenate([s[0] for s in sources])
     sen = np.concatenate([s[1] for s in sources])
     mu = np.concatenate([s[2] for s in sources])
