@@ -339,6 +339,41 @@ def test_angles_head_ranges():
     assert head.kappa(pred) is None
 
 
+# ------------------------------------------------------------------------------------ kit on variants
+#: the conformance kit builds each component from example_params only; these run its checks on the
+#: param choices that change behaviour (CLS slot, rotary order dependence, no learned attention, ...)
+KIT_VARIANTS = [
+    ("backbone", "transformer", {"depth": 1, "heads": 4, "cls": True}),
+    ("backbone", "transformer", {"depth": 1, "heads": 4, "cls": True, "rotary_pos_emb": True, "ff_glu": True}),
+    ("backbone", "relbias_transformer", {"heads": 2, "biased_depth": 1, "depth": 0, "bias_dim": 4, "dim": 8,
+                                         "c": 0.22}),
+    ("backbone", "graph_transformer", {"depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5, "radius": 0.3}),
+    ("backbone", "local_attention", {"k": 30, "local_depth": 1, "depth": 0, "heads": 4, "space": "xyzt"}),
+    ("backbone", "local_attention", {"k": 1, "local_depth": 2, "depth": 0, "heads": 2}),
+    ("embedder", "linear", {"dim": 16, "post_norm": True}),
+    ("embedder", "mlp", {"dim": 16, "layers": 1}),
+    ("embedder", "sensor_embedding", {"dim": 16, "mode": "concat", "sensor_dim": 8, "padding_idx": True,
+                                      "post_norm": True}),
+    ("embedder", "fourier", {"dim": 16, "base_dim": 4, "charge_column": None, "aux_column": None}),
+    ("pooler", "ae", {"pools": ["sum", "min"], "decode": False, "bottleneck": 4}),
+    ("head", "angles", {"sigmoid_range": True, "hidden": 8}),
+    ("head", "direction_kappa", {"hidden": 8}),
+]
+
+
+@pytest.mark.parametrize("kind,name,params", KIT_VARIANTS, ids=[f"{k}:{n}:{i}" for i, (k, n, _) in
+                                                                 enumerate(KIT_VARIANTS)])
+def test_conformance_kit_on_variants(kind, name, params):
+    from icezoo.core.registry import ComponentSpec
+    from icezoo.testing import check_component
+
+    base = registry().get(kind, name)
+    variant = type(base.cls.__name__, (base.cls,), {"example_params": params})
+    spec = ComponentSpec(variant, base.plugin, base.package, base.version)
+    for lengths, seed in (([1, 24, 2], 0), ([7, 3, 13, 1], 5)):
+        check_component(spec, lengths, seed)
+
+
 # ------------------------------------------------------------------------------------ shared blocks
 def brute_knn(pos, mask, time, k, include_self):
     """Reference: per event, sort by (distance, time) in plain Python."""

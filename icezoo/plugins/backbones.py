@@ -45,7 +45,7 @@ class Transformer(Backbone):
     """
 
     name = "transformer"
-    example_params = {"depth": 2, "heads": 4, "cls": True}
+    example_params = {"depth": 2, "heads": 4}
 
     class Config(Config):
         depth: int = Field(6, gt=0)
@@ -71,10 +71,17 @@ class Transformer(Backbone):
         from x_transformers import Encoder
 
         dim = _width(config, in_dim)
+        dim_head = dim // config.heads
+        rotary = {}
+        if config.rotary_pos_emb:
+            if dim_head < 4:
+                raise ValueError(f"rotary embeddings need a head width of at least 4, got {dim_head}")
+            # x-transformers' default (half the head width) fails for heads of width 4; keep it even and >= 4
+            rotary = {"rotary_emb_dim": max(4, 2 * (dim_head // 4))}
         self.proj = nn.Linear(in_dim, dim) if dim != in_dim else nn.Identity()
         self.cls_token = nn.Parameter(torch.randn(dim) * 0.02) if config.cls else None
         self.encoder = Encoder(
-            dim=dim, depth=config.depth, heads=config.heads, attn_dim_head=dim // config.heads,
+            dim=dim, depth=config.depth, heads=config.heads, attn_dim_head=dim_head, verbose=False, **rotary,
             rotary_pos_emb=config.rotary_pos_emb, ff_glu=config.ff_glu, use_rmsnorm=config.use_rmsnorm,
             attn_dropout=config.attn_dropout, ff_dropout=config.ff_dropout, layer_dropout=config.layer_dropout,
         )
