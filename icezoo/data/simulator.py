@@ -73,7 +73,7 @@ READOUT_BEFORE_NS = 4000
 READOUT_AFTER_NS = 6000
 #: Kaggle clock: the trigger window starts at this time, so the readout window opens near 5900 ns
 TRIGGER_TIME_NS = 9900
-#: photo-electrons of one DOM closer than this (from the first one of a pulse) form one pulse
+#: photo-electrons of one DOM in the same bin of this width (from the DOM's first PE) form one pulse
 PULSE_MERGE_NS = 10
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 256
@@ -85,6 +85,8 @@ DOM_CLARITY_WINDOW_M = 75
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
 SPE_PEAK, SPE_WIDTH, SPE_TAIL_FRACTION, SPE_TAIL_SCALE = 1.0, 0.3, 0.15, 0.4
 CHARGE_QUANTUM = 0.025
+#: pulse charges are clipped here (PMT/digitiser saturation; Kaggle batch 1 has max 2762 PE)
+CHARGE_SATURATION = 3000.0
 #: cascade angular emission: Gaussian in cos(angle to the shower axis) around cos(theta_c)
 CASCADE_PROFILE_WIDTH = 0.25
 
@@ -461,6 +463,8 @@ def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _quantise(q: np.ndarray) -> np.ndarray:
+    """Charges as Kaggle stores them: multiples of 0.025 PE, at least 0.025, clipped at saturation."""
+    q = np.minimum(q, CHARGE_SATURATION)
     return np.round(np.maximum(np.round(q / CHARGE_QUANTUM), 1.0) * CHARGE_QUANTUM, 3)
 
 
@@ -518,7 +522,6 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     m = len(zbin)
     az, ze, u, energy = _draw_truth(rng, cfg, m, zbin)
     vdir = -u  # the particle travels away from where the neutrino came from
-    idx = np.arange(m)
     inf = np.full(m, np.inf)
     y = np.full(m, np.nan)
     track_len = np.full(m, np.nan)
@@ -562,7 +565,8 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     q = _spe_charges(rng, n_ph) * weight[rep]
     ev_ph, sen_ph = ev[rep], sen[rep]
 
-    # photo-electrons -> pulses: per DOM, PEs within PULSE_MERGE_NS of a pulse's first PE merge
+    # photo-electrons -> pulses: per DOM, PEs in the same PULSE_MERGE_NS bin (counted from the DOM's
+    # first PE) form one pulse at the time of its first PE, with the summed charge
     key = _pack(ev_ph, sen_ph, t)
     order = np.argsort(key, kind="stable")
     key, t, q, ev_ph, sen_ph = key[order], t[order], q[order], ev_ph[order], sen_ph[order]
@@ -570,8 +574,6 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     new_group = np.ones(n_ph, dtype=bool)
     new_group[1:] = es[1:] != es[:-1]
     first = np.maximum.accumulate(np.where(new_group, np.arange(n_ph), 0)) if n_ph else np.zeros(0, np.int64)
-    # chained merge: a PE starts a new pulse when it is PULSE_MERGE_NS past the pulse's first PE;
-    # approximated by fixed bins from the DOM's first PE (vectorised)
     bins = (t - t[first]) // PULSE_MERGE_NS if n_ph else np.zeros(0, np.int64)
     new_pulse = new_group.copy()
     new_pulse[1:] |= bins[1:] != bins[:-1]
@@ -683,12 +685,14 @@ def _select_events(part: dict, which: np.ndarray) -> dict:
     return out
 
 
-def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts summing to ``total`` in the proportions ``weights`` (largest remainder)."""
+def _largest_remainder(weights: np.ndarray, total: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Integer counts summing to ``total`` in the proportions ``weights`` (largest remainder; ties
+    broken at random with ``rng``, else by position)."""
     share = weights / weights.sum() * total
     out = np.floor(share).astype(np.int64)
     rest = total - int(out.sum())
-    out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
+    tie = rng.random(len(share)) if rng is not None else np.arange(len(share), dtype=np.float64)
+    out[np.lexsort((tie, -np.round(share - out, 9)))[:rest]] += 1
     return out
 
 
@@ -709,8 +713,9 @@ def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tupl
     over the bin's measured trigger efficiency, until every quota is met; surplus events are dropped.
     Within a bin everything else (energy, position, azimuth) follows the generation model.
     """
-    quota = _largest_remainder(np.outer(cfg.type_fractions, zenith_bin_weights(cfg)).ravel(), n_events)
-    quota = quota.reshape(3, ZENITH_BINS)
+    tie_rng = np.random.default_rng(np.random.SeedSequence([seed, *stream, 98]))
+    per_type = _largest_remainder(cfg.type_fractions, n_events, tie_rng)
+    quota = np.stack([_largest_remainder(zenith_bin_weights(cfg), int(n), tie_rng) for n in per_type])
     parts = []
     for kind in range(3):
         need = quota[kind].copy()
