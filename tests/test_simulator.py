@@ -216,3 +216,27 @@ def test_trigger_and_hlc(calib):
     assert len(hlc_doms) == CALIBRATION_EVENTS and hlc_doms["sensor_id"].min() >= 8
     ev = simulator.simulate_events(make_config(), 100, seed=4)
     assert ev["auxiliary"][ev["noise"]].mean() > 0.95
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_simulate_and_linefit(tmp_path, capsys):
+    from icezoo.cli.main import main
+
+    out = tmp_path / "sim"
+    main(["simulate", "--events", "60", "--out", str(out), "--test", "--test-events", "20", "--seed", "2"])
+    assert (out / "train_meta.parquet").is_file() and (out / "test_meta.parquet").is_file()
+    main(["linefit", "--data", str(out)])
+    assert "mean angular error" in capsys.readouterr().out
+    pred = tmp_path / "pred.csv"
+    main(["linefit", "--data", str(out), "--split", "test", "--improved", "--out", str(pred)])
+    lines = pred.read_text().splitlines()
+    assert lines[0] == "event_id,azimuth,zenith" and len(lines) == 21
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # errors: one line, exit code 2
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--events", "5", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--events", "5", "--out", str(tmp_path / "x"), "--energy-min", "-1"])
+    assert exc.value.code == 2 and "energy_min" in capsys.readouterr().err

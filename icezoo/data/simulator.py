@@ -330,17 +330,19 @@ def _expand_ranges(ev: np.ndarray, string: np.ndarray, zlo: np.ndarray, zhi: np.
     return np.repeat(ev, n), det.zkey_sensor[idx]
 
 
-def _banded(ev, st, dmin2, z_range, reach):
-    """Expand (event, string) pairs band by band (only bands whose reach exceeds the pair's closest
-    approach ``dmin2``): z_range(pairs, radius) -> (ok, zlo, zhi)."""
+def _banded(ev, st, dmin2, zc, inv_a, reach):
+    """Expand (event, string) pairs band by band. A pair's squared distance at height z is
+    ``dmin2 + (z - zc)^2 / inv_a`` (closest approach dmin2 at zc), so a band of reach r covers
+    ``zc +- sqrt((r^2 - dmin2) * inv_a)``; only bands that reach the pair at all are expanded."""
     lo_b, hi_b = BAND_EDGES[:-1].copy(), BAND_EDGES[1:].copy()
     lo_b[0], hi_b[-1] = -1e4, 1e4
-    pe, band = np.nonzero(reach[ev] ** 2 >= dmin2[:, None])
-    ok, zlo, zhi = z_range(pe, reach[ev[pe], band])
-    zlo = np.maximum(zlo, lo_b[band])
-    zhi = np.minimum(zhi, hi_b[band])
-    ok &= zlo <= zhi
-    return _expand_ranges(ev[pe][ok], st[pe][ok], zlo[ok], zhi[ok])
+    r2 = reach[ev] ** 2
+    pe, band = np.nonzero(r2 >= dmin2[:, None])
+    half = np.sqrt((r2[pe, band] - dmin2[pe]) * inv_a[pe])
+    zlo = np.maximum(zc[pe] - half, lo_b[band])
+    zhi = np.minimum(zc[pe] + half, hi_b[band])
+    ok = zlo <= zhi
+    return _expand_ranges(ev[pe[ok]], st[pe[ok]], zlo[ok], zhi[ok])
 
 
 def _track_candidates(pos, vdir, reach):
@@ -348,28 +350,17 @@ def _track_candidates(pos, vdir, reach):
     det = detector()
     wx = det.string_x[None, :] - pos[:, 0:1]
     wy = det.string_y[None, :] - pos[:, 1:2]
-    vz = np.broadcast_to(vdir[:, 2:3], wx.shape)
+    vz = vdir[:, 2:3]
     along = wx * vdir[:, 0:1] + wy * vdir[:, 1:2]
-    a = 1.0 - vz**2
-    c = wx**2 + wy**2 - along**2
-    # closest approach of string line and track line, squared: c - b^2/4a (= c for a vertical track)
-    vertical = a < 1e-9
-    dmin2 = np.where(vertical, c, c - (along * vz) ** 2 / np.where(vertical, 1.0, a))
-    rmax = reach.max(1)
-    ev, st = np.nonzero(dmin2 <= (rmax**2)[:, None])
-    a, b, c, vert, dmin2 = a[ev, st], -2.0 * along[ev, st] * vz[ev, st], c[ev, st], vertical[ev, st], dmin2[ev, st]
-    z0 = pos[ev, 2]
-
-    def z_range(i, r):
-        disc = b[i] ** 2 - 4.0 * a[i] * (c[i] - r**2)
-        ok = np.where(vert[i], c[i] <= r**2, disc >= 0)
-        sq = np.sqrt(np.maximum(disc, 0.0))
-        a_safe = np.where(vert[i], 1.0, a[i])
-        zlo = np.where(vert[i], -1e4, z0[i] + (-b[i] - sq) / (2 * a_safe))
-        zhi = np.where(vert[i], 1e4, z0[i] + (-b[i] + sq) / (2 * a_safe))
-        return ok, zlo, zhi
-
-    return _banded(ev, st, dmin2, z_range, reach)
+    a = np.maximum(1.0 - vz**2, 1e-12)  # sin^2 of the zenith; ~0 for a vertical track
+    # distance^2 from the track of the string point at height z: dmin2 + a (z - zc)^2, where
+    # zc - z0 = along vz / a (closest approach) and dmin2 = |w|^2 - along^2 - (along vz)^2 / a
+    dmin2 = wx**2 + wy**2 - along**2 - (along * vz) ** 2 / a
+    ev, st = np.nonzero(dmin2 <= (reach.max(1) ** 2)[:, None])
+    along = along[ev, st]
+    a_e = a[ev, 0]
+    zc = pos[ev, 2] + along * vz[ev, 0] / a_e
+    return _banded(ev, st, dmin2[ev, st], zc, 1.0 / a_e, reach)
 
 
 def _sphere_candidates(pos, reach):
@@ -377,14 +368,7 @@ def _sphere_candidates(pos, reach):
     det = detector()
     h2 = (det.string_x[None, :] - pos[:, 0:1]) ** 2 + (det.string_y[None, :] - pos[:, 1:2]) ** 2
     ev, st = np.nonzero(h2 <= (reach.max(1) ** 2)[:, None])
-    h2 = h2[ev, st]
-    z0 = pos[ev, 2]
-
-    def z_range(i, r):
-        half = np.sqrt(np.maximum(r**2 - h2[i], 0.0))
-        return r**2 >= h2[i], z0[i] - half, z0[i] + half
-
-    return _banded(ev, st, h2, z_range, reach)
+    return _banded(ev, st, h2[ev, st], pos[ev, 2], np.ones(len(ev)), reach)
 
 
 # ----------------------------------------------------------------------------------------------
