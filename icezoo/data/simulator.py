@@ -94,7 +94,7 @@ EVENT_TYPES = ("through_going_track", "starting_track", "cascade")
 #: written events are stratified in this many equal cos-zenith bins (exact direction distribution)
 ZENITH_BINS = 20
 #: candidate events simulated at once (bounds memory; results do not depend on the batch size)
-CHUNK_CANDIDATES = 4096
+CHUNK_CANDIDATES = 2048
 _SPLITS = {"train": 1, "test": 2}
 _TIME_OFFSET = 1 << 23  # relative times are packed as non-negative 24-bit integers in sort keys
 _T_BITS = 24
