@@ -194,6 +194,11 @@ class _Detector:
         uniq, self.dom_class = np.unique(key, return_inverse=True)
         self.class_inv_abs = levels[uniq // 2]
         self.class_qe = np.where(uniq % 2 == 1, HQE_FACTOR, 1.0)
+        # per class, the bound exp(-k path) * pref >= QE * attenuation (with d_eff >= 0.8395 path + 2.255)
+        log_term = np.log1p(PANDEL_TAU * C_ICE * self.class_inv_abs) / PANDEL_LAMBDA
+        self.class_k = (self.class_inv_abs + 0.8395 * log_term).astype(np.float32)
+        self.class_pref = (self.class_qe * np.exp(-2.255 * log_term)).astype(np.float32)
+        self.min_inv_scat = float(1.0 / self.ice_scat.max())
         self.cum_abs32, self.cum_scat32 = self.cum_abs.astype(np.float32), self.cum_scat.astype(np.float32)
 
     def inv_lengths(self, z_from: np.ndarray, z_to: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -391,9 +396,40 @@ def _light_terms(dist, cos_eta, z_from, z_to, sen):
     return d_eff, w_dir, acc * det.qe32[sen] * att
 
 
-def _track_sources(pos, vdir, energy, s_min, s_max, scale):
-    """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per candidate DOM the
-    expected PE, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
+def _thin(rng, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson thinning, step 1: counts n_b ~ Poisson(bound) and the rows where n_b > 0. Step 2
+    (``_thinned_counts``) keeps each of those PEs with probability mu / bound, which makes the
+    count exactly Poisson(mu) while mu is only computed where n_b > 0 (most faint DOMs see none).
+
+    Faint rows (bound < 8) use one uniform each: n_b = 0 when u < exp(-bound), else the Poisson
+    inverse CDF at u (exact, and cheap because almost all rows stop at zero)."""
+    bright = bound >= 8.0
+    u = rng.random(len(bound), dtype=np.float32)
+    p = np.exp(-bound)  # P(0)
+    sel = np.flatnonzero((u >= p) | bright)
+    b, u, c = bound[sel], u[sel], p[sel]
+    n_b = np.zeros(len(sel), dtype=np.int64)
+    faint = np.flatnonzero(~bright[sel])
+    term, cdf, k, live = c[faint].astype(np.float64), c[faint].astype(np.float64), 0, faint
+    while len(live) and k < 100:  # inverse CDF: smallest k with CDF(k) > u
+        k += 1
+        term = term * b[live] / k
+        cdf = cdf + term
+        n_b[live] = k
+        more = u[live] >= cdf
+        live, term, cdf = live[more], term[more], cdf[more]
+    hot = np.flatnonzero(bright[sel])
+    n_b[hot] = rng.poisson(b[hot])
+    return n_b, sel
+
+
+def _thinned_counts(rng, n_b, mu, bound):
+    return rng.binomial(n_b, np.minimum(mu / bound, 1.0))
+
+
+def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
+    """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per DOM that sees light,
+    the PE count, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
     det = detector()
     light = muon_photons_per_m(energy) * scale
     ev, sen = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
@@ -404,19 +440,23 @@ def _track_sources(pos, vdir, energy, s_min, s_max, scale):
     s_c = wx * vx + wy * vy + wz * vz
     d = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz - s_c * s_c, np.float32(1.0)))
     s_e = s_c - d * np.float32(1.0 / TAN_C)  # emission point on the track
-    reach = _reach(light, False, _dom_reach_tables()).astype(np.float32)
-    ok = np.flatnonzero((s_e >= s_min[ev]) & (s_e <= s_max[ev]) & (d <= reach[ev, det.dom_class[sen]]))
-    ev, sen, qz, pz, vz, d, s_e = ev[ok], sen[ok], qz[ok], pz[ok], vz[ok], d[ok], s_e[ok]
     dist = d * np.float32(1.0 / SIN_C)  # photon path from the emission point
+    cls = det.dom_class[sen]
+    # upper bound of the expected PE (best acceptance, clearest ice of the DOM's class)
+    bound = ((light * (DOM_AREA / (2 * np.pi * SIN_C))).astype(np.float32)[ev] / d
+             * det.class_pref[cls] * np.exp(-dist * det.class_k[cls]))
+    bound *= (s_e >= s_min[ev]) & (s_e <= s_max[ev])
+    n_b, ok = _thin(rng, bound)
+    ev, sen, qz, pz, vz, d, s_e, dist, bound = (a[ok] for a in (ev, sen, qz, pz, vz, d, s_e, dist, bound))
     ez = pz + s_e * vz
     cos_eta = (qz - ez) / dist  # > 0: light from below, into the PMT face
     d_eff, _, factor = _light_terms(dist, cos_eta, ez, qz, sen)
     mu = light.astype(np.float32)[ev] * np.float32(DOM_AREA / (2 * np.pi * SIN_C)) / d * factor
     t_geo = (s_e + dist * np.float32(N_GROUP)) * np.float32(1.0 / C_VACUUM)
-    return ev, sen, mu, t_geo, d_eff
+    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, d_eff
 
 
-def _cascade_sources(pos, vdir, photons):
+def _cascade_sources(rng, pos, vdir, photons):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
     at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
     det = detector()
@@ -425,10 +465,14 @@ def _cascade_sources(pos, vdir, photons):
     qz = det.z32[sen]
     wx, wy, wz = det.x32[sen] - px, det.y32[sen] - py, qz - pz
     dist = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz, np.float32(1.0)))
-    ok = np.flatnonzero(dist <= _reach(photons, True, _dom_reach_tables()).astype(np.float32)[ev, det.dom_class[sen]])
-    ev, sen, qz, pz, wx, wy, wz, dist = (a[ok] for a in (ev, sen, qz, pz, wx, wy, wz, dist))
-    vx, vy, vz = _gather(vdir, ev)
     inv_d = np.float32(1.0) / dist
+    cls = det.dom_class[sen]
+    peak_bound = 1.0 + max(_CASCADE_NORM - 1.0, 0.0) * np.exp(-dist * np.float32(det.min_inv_scat))
+    bound = ((photons * (DOM_AREA / (4 * np.pi))).astype(np.float32)[ev] * inv_d * inv_d * peak_bound
+             * det.class_pref[cls] * np.exp(-dist * det.class_k[cls]))
+    n_b, ok = _thin(rng, bound)
+    ev, sen, qz, pz, wx, wy, wz, dist, inv_d, bound = (a[ok] for a in (ev, sen, qz, pz, wx, wy, wz, dist, inv_d, bound))
+    vx, vy, vz = _gather(vdir, ev)
     cos_phi = (wx * vx + wy * vy + wz * vz) * inv_d
     cos_eta = -wz * inv_d  # direction DOM -> source against the PMT axis (0, 0, -1)
     d_eff, w_dir, factor = _light_terms(dist, cos_eta, pz, qz, sen)
@@ -436,7 +480,7 @@ def _cascade_sources(pos, vdir, photons):
     ang = 1.0 + w_dir * (np.float32(_CASCADE_NORM) * np.exp(np.float32(-0.5) * x * x) - 1.0)
     mu = photons.astype(np.float32)[ev] * np.float32(DOM_AREA / (4 * np.pi)) * inv_d * inv_d * ang * factor
     t_geo = dist * np.float32(N_GROUP / C_VACUUM)
-    return ev, sen, mu, t_geo, d_eff
+    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, d_eff
 
 
 def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -518,26 +562,25 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         pos = (r * np.cos(phi))[:, None] * e1 + (r * np.sin(phi))[:, None] * e2
         s_max = muon_range(energy)
         track_len = s_max
-        sources.append(_track_sources(pos, vdir, energy, -inf, s_max, cfg.yield_scale))
+        sources.append(_track_sources(rng, pos, vdir, energy, -inf, s_max, cfg.yield_scale))
     else:
         pos = _vertices(rng, cfg, m)
         if kind == 1:  # starting track: hadronic cascade (y E) + muon ((1-y) E) from the vertex
             y = rng.random(m) ** 2  # inelasticity, mean 1/3
             e_mu = (1.0 - y) * energy
             track_len = muon_range(e_mu)
-            sources.append(_track_sources(pos, vdir, e_mu, np.zeros(m), track_len, cfg.yield_scale))
+            sources.append(_track_sources(rng, pos, vdir, e_mu, np.zeros(m), track_len, cfg.yield_scale))
             photons = HADRONIC_FACTOR * y * energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
         else:  # cascade: all energy in a shower at the vertex (EM-equivalent)
             photons = energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
-        sources.append(_cascade_sources(pos, vdir, photons))
+        sources.append(_cascade_sources(rng, pos, vdir, photons))
     ev = np.concatenate([s[0] for s in sources])
     sen = np.concatenate([s[1] for s in sources])
-    mu = np.concatenate([s[2] for s in sources])
+    n_pe = np.concatenate([s[2] for s in sources])
     t_geo = np.concatenate([s[3] for s in sources])
     d_eff = np.concatenate([s[4] for s in sources])
 
-    # photo-electrons: Poisson counts, capped samples carrying the rest of the charge
-    n_pe = rng.poisson(mu)
+    # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge
     hit = n_pe > 0
     ev, sen, t_geo, d_eff, n_pe = ev[hit], sen[hit], t_geo[hit], d_eff[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
@@ -566,8 +609,12 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     p_q = np.add.reduceat(q, starts) if len(starts) else np.zeros(0)
     p_key = key[starts]
 
-    # trigger: SMT8 on the first HLC pulse of each DOM
-    hlc = _hlc(p_ev, p_sen, p_t, p_key)
+    # trigger: SMT8 on the first HLC pulse of each DOM (only events with >= 8 hit DOMs can pass)
+    dom_first = np.ones(len(p_key), dtype=bool)
+    dom_first[1:] = (p_key[1:] >> _T_BITS) != (p_key[:-1] >> _T_BITS)
+    may = np.flatnonzero(np.bincount(p_ev[dom_first], minlength=m)[p_ev] >= SMT_HITS)
+    hlc = np.zeros(len(p_key), dtype=bool)
+    hlc[may] = _hlc(p_ev[may], p_sen[may], p_t[may], p_key[may])
     h = np.flatnonzero(hlc)
     hk = p_key[h] >> _T_BITS
     first_hlc = np.ones(len(h), dtype=bool)
