@@ -87,16 +87,18 @@ def _neighbours() -> tuple[np.ndarray, np.ndarray]:
     """CSR (ptr [5161], idx) of the sensor ids within DELAY_RADIUS_M of each DOM, itself included."""
     geo = np.loadtxt(Path(__file__).resolve().parents[1] / "resources" / "sensor_geometry.csv",
                      delimiter=",", skiprows=1)
-    pos = geo[:, 1:4]
+    x, y, z = (geo[:, k].astype(np.float32) for k in (1, 2, 3))
     rows, cols = [], []
-    for a in range(0, len(pos), 512):  # row blocks keep the pairwise table small
-        d2 = ((pos[a:a + 512, None, :] - pos[None, :, :]) ** 2).sum(-1)
+    for a in range(0, len(x), 1024):  # row blocks keep the pairwise table small
+        d2 = (x[a:a + 1024, None] - x) ** 2
+        d2 += (y[a:a + 1024, None] - y) ** 2
+        d2 += (z[a:a + 1024, None] - z) ** 2
         rr, cc = np.nonzero(d2 <= DELAY_RADIUS_M**2)
         rows.append(rr + a)
         cols.append(cc)
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    ptr = np.zeros(len(pos) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(pos)), out=ptr[1:])
+    ptr = np.zeros(len(x) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(x)), out=ptr[1:])
     return ptr, cols.astype(np.int64)
 
 
@@ -144,8 +146,7 @@ def linefit_improved(chunk) -> np.ndarray:
         keep = ok_h & ok_c
         v = np.where(keep[:, None], v_new, v)
         r0 = np.where(keep[:, None], r0_new, r0)
-    if ok_c.any():
-        u = _direction(v, ok_c, u)
+    u = _direction(v, ok_c, u)  # the Huber fit, where the cleaned fit was valid
     res = np.linalg.norm(r0[idx] + v[idx] * t[:, None] - r, axis=1)
     final_w = w * (res <= RESIDUAL_CUT_M)
     v, _, ok_f = _weighted_fit(idx, n, r, t, final_w)
