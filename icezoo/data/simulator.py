@@ -77,9 +77,12 @@ TRIGGER_TIME_NS = 9900
 PULSE_MERGE_NS = 10
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 256
-#: DOMs expected to see less than this many PE from a source are not simulated (speed)
+#: speed cut (approximation): DOMs whose best-case light from a source (best acceptance, QE 1.35,
+#: clearest ice within 150 m of their 140 m depth band) is below this many PE are not simulated
 MIN_EXPECTED_PE = 1e-2
-#: ... judged with the clearest ice within this many metres of the DOM's depth
+#: the exact Poisson-thinning bound uses the clearest ice within this many metres of a DOM's depth
+#: (a path through clearer ice could exceed it; the keep probability is then clipped at 1: not seen
+#: on 1,000 test events)
 DOM_CLARITY_WINDOW_M = 75
 #: single-PE charge: Gaussian peak + exponential low tail (shape as in the IceCube SPE calibration,
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
@@ -172,7 +175,6 @@ class _Detector:
         self.below = np.stack([np.searchsorted(zs[k], grid, side="left") for k in range(86)]).astype(np.int64)
         ice = np.loadtxt(_resource("ice_transparency.csv"), delimiter=",", skiprows=1)
         self.ice_depth, self.ice_scat, self.ice_abs = ice[:, 0], ice[:, 1], ice[:, 2]
-        self.max_abs = float(self.ice_abs.max())
 
         # 1 m grid in z of 1/absorption and 1/scattering, and their running integrals, so that the
         # average along any straight path is (F(z2) - F(z1)) / (z2 - z1): exact for the table
@@ -184,8 +186,9 @@ class _Detector:
         self.cum_abs = np.concatenate([[0.0], np.cumsum(0.5 * (self.inv_abs_grid[1:] + self.inv_abs_grid[:-1]))])
         self.cum_scat = np.concatenate([[0.0], np.cumsum(0.5 * (self.inv_scat_grid[1:] + self.inv_scat_grid[:-1]))])
         self.inv_abs32, self.inv_scat32 = self.inv_abs_grid.astype(np.float32), self.inv_scat_grid.astype(np.float32)
-        # DOM classes for the per-DOM reach cut (speed only): clearest ice within 150 m of the DOM's
-        # depth, rounded down to one of 32 log-spaced levels of 1/absorption, times its QE
+        # DOM classes for the thinning bound (speed only, exact result): clearest ice within
+        # DOM_CLARITY_WINDOW_M of the DOM's depth, rounded to one of 32 log-spaced levels of
+        # 1/absorption (clearer), and its QE
         iz = np.clip(np.rint(self.z - self.grid_z0).astype(np.int64), 0, len(zg) - 1)
         inv_min = np.array([self.inv_abs_grid[max(0, i - DOM_CLARITY_WINDOW_M): i + DOM_CLARITY_WINDOW_M + 1].min() for i in iz])
         levels = np.geomspace(1.0 / 400.0, 1.0 / 10.0, 32)
@@ -297,13 +300,6 @@ def _band_reach_tables():
         i1 = int(np.clip(hi + 150 - det.grid_z0, 0, len(det.inv_abs_grid) - 1))
         tables.append(_reach_curves(float(det.inv_abs_grid[i0: i1 + 1].min()), HQE_FACTOR))
     return tables
-
-
-@lru_cache(maxsize=1)
-def _dom_reach_tables():
-    """Per DOM class (clearest ice within 150 m of the DOM, rounded clearer; its QE): reach curves."""
-    det = detector()
-    return [_reach_curves(float(ia), float(q)) for ia, q in zip(det.class_inv_abs, det.class_qe)]
 
 
 def _reach(light: np.ndarray, cascade: bool, tables) -> np.ndarray:
@@ -859,7 +855,10 @@ def simulate(out_dir, n_events: int, events_per_batch: int = 50_000, seed: int =
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.rename(out, old)
             os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
         else:
             os.rename(tmp, out)
     except BaseException:
