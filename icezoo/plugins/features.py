@@ -1,10 +1,41 @@
-"""Per-pulse and per-event feature extractors (vectorised over a PulseChunk)."""
+"""Per-pulse and per-event feature extractors (vectorised over a PulseChunk).
+
+Pulse-level extractors see the selected pulses (``chunk``); event-level ones (``event_level``)
+return one row per event and may read every pulse of the event (``chunk_all``, before selection).
+Units and formulas: docs/data.md.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from icezoo.core import FeatureExtractor, PulseChunk, hookimpl
+
+#: depth below the ice surface = SURFACE_Z - z (metres), ../shared/physics.md
+SURFACE_Z = 1948.07
+#: quantum efficiency of the high-QE DOMs relative to a standard DOM
+HIGH_QE = 1.35
+
+
+def _per_event_first(values: np.ndarray, chunk: PulseChunk) -> np.ndarray:
+    """``values`` at each event's first row (0 for an empty event)."""
+    out = np.zeros(chunk.num_events, dtype=np.float64)
+    nonempty = chunk.lengths > 0
+    out[nonempty] = values[chunk.offsets[:-1][nonempty]]
+    return out
+
+
+def _per_event_reduce(ufunc, values: np.ndarray, chunk: PulseChunk, empty: float = 0.0) -> np.ndarray:
+    """``ufunc.reduceat`` over the events of ``chunk`` (``empty`` for events without pulses)."""
+    out = np.full(chunk.num_events, empty, dtype=np.float64)
+    nonempty = chunk.lengths > 0
+    if nonempty.any():
+        out[nonempty] = ufunc.reduceat(values, chunk.offsets[:-1][nonempty])
+    return out
 
 
 class KaggleNorm(FeatureExtractor):
@@ -14,16 +45,210 @@ class KaggleNorm(FeatureExtractor):
     columns = ("x", "y", "z", "time", "charge", "auxiliary")
 
     def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
-        return np.stack([
-            chunk.x / 500.0,
-            chunk.y / 500.0,
-            chunk.z / 500.0,
-            (chunk.time - 1.0e4) / 3.0e4,
-            np.log10(np.maximum(chunk.charge, 1e-3)) / 3.0,
-            chunk.auxiliary.astype(np.float64) - 0.5,
-        ], axis=1).astype(np.float32)
+        # built column by column ([6, N] contiguous, returned as its [N, 6] view): much faster than
+        # strided writes; the loader pads from this layout without a full transpose
+        out = np.empty((6, len(chunk.time)), dtype=np.float32)
+        for i, v in enumerate((chunk.x, chunk.y, chunk.z)):
+            np.multiply(v, 1.0 / 500.0, out=out[i], casting="unsafe")
+        np.subtract(chunk.time, 1.0e4, out=out[3], casting="unsafe")
+        out[3] *= 1.0 / 3.0e4
+        q = chunk.charge.astype(np.float32)
+        np.maximum(q, 1e-3, out=q)
+        np.log10(q, out=out[4])
+        out[4] *= 1.0 / 3.0
+        out[5] = chunk.auxiliary
+        out[5] -= 0.5
+        return out.T
+
+
+@lru_cache(maxsize=1)
+def detector_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of the DOM x, y, z over the shipped IceCube-86 geometry (metres)."""
+    import csv
+
+    from icezoo.resources import geometry_csv
+
+    with open(geometry_csv()) as fh:
+        rows = np.array([[float(r["x"]), float(r["y"]), float(r["z"])] for r in csv.DictReader(fh)])
+    return rows.min(axis=0), rows.max(axis=0)
+
+
+class MinMaxNorm(FeatureExtractor):
+    """x,y,z min-max scaled to [0,1] over the detector, time to [0,1] within the event (EXP_03-05).
+
+    Columns: x, y, z in [0, 1] (IceCube-86 bounds), time = (t - t_min) / (t_max - t_min) over the
+    event's selected pulses (0 when they share one time), charge raw PE (``charge="raw"``, EXP_03/04)
+    or log10(PE) (``charge="log10"``, EXP_05), auxiliary 0/1.
+    """
+
+    name = "minmax_norm"
+    columns = ("x", "y", "z", "time", "charge", "auxiliary")
+
+    class Config(FeatureExtractor.Config):
+        charge: Literal["raw", "log10"] = "log10"
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        lo, hi = detector_bounds()
+        scale = 1.0 / (hi - lo)
+        out = np.empty((6, len(chunk.time)), dtype=np.float32)
+        for i, v in enumerate((chunk.x, chunk.y, chunk.z)):
+            np.multiply(v - lo[i], scale[i], out=out[i], casting="unsafe")
+        tmin = _per_event_reduce(np.minimum, chunk.time, chunk)
+        tmax = _per_event_reduce(np.maximum, chunk.time, chunk)
+        span = tmax - tmin
+        inv = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+        out[3] = (chunk.time - np.repeat(tmin, chunk.lengths)) * np.repeat(inv, chunk.lengths)
+        out[4] = chunk.charge if self.config.charge == "raw" else np.log10(np.maximum(chunk.charge, 1e-3))
+        out[5] = chunk.auxiliary
+        return out.T
+
+
+class TimeWeight(FeatureExtractor):
+    """Time weight exp(-(t - t_first) / tau) of each pulse: early (direct) light weighs more (EXP_03).
+
+    ``t_first`` is the event's first selected pulse, ``tau`` in ns (default 3000). The log names a
+    "weighted feature based on time" without a formula; this is icezoo's reading of it, in (0, 1].
+    """
+
+    name = "time_weight"
+    columns = ("time_weight",)
+
+    class Config(FeatureExtractor.Config):
+        tau: float = Field(3000.0, gt=0.0, description="decay time in ns")
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        t0 = np.repeat(_per_event_first(chunk.time, chunk), chunk.lengths)
+        return np.exp((t0 - chunk.time) / self.config.tau).astype(np.float32)[:, None]
+
+
+def qe_table(n_sensors: int = 5160) -> np.ndarray:
+    """Quantum efficiency per sensor_id: 1.35 on the lower 50 DOMs of DeepCore strings 79-86, else 1.0."""
+    sid = np.arange(n_sensors)
+    string, dom = sid // 60 + 1, sid % 60 + 1
+    return np.where((string >= 79) & (dom > 10), HIGH_QE, 1.0)
+
+
+_QE = qe_table()
+
+
+class QE(FeatureExtractor):
+    """DOM quantum efficiency: 1.35 on the high-QE DeepCore DOMs, 1.0 elsewhere (EXP_13)."""
+
+    name = "qe"
+    columns = ("qe",)
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        sid = chunk.sensor_id.astype(np.int64)
+        table = _QE.astype(np.float32)
+        return np.where(sid < len(table), table[np.minimum(sid, len(table) - 1)], np.float32(1.0))[:, None]
+
+
+#: fixed scales of the ice features (metres): the values land in ~[0.05, 1]
+SCATTERING_SCALE = 100.0
+ABSORPTION_SCALE = 300.0
+
+
+@lru_cache(maxsize=1)
+def ice_table() -> np.ndarray:
+    """The shipped SPICE table as [depth, scattering_len, absorption_len] rows (metres), by depth."""
+    import csv
+
+    from icezoo.resources import ice_table_csv
+
+    with open(ice_table_csv()) as fh:
+        ice = np.array([[float(r["depth"]), float(r["scattering_len"]), float(r["absorption_len"])]
+                        for r in csv.DictReader(fh)])
+    return ice[np.argsort(ice[:, 0])]
+
+
+def ice_at_z(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scattering, absorption) length in metres at detector height ``z`` (linear in depth, clamped at the ends)."""
+    ice = ice_table()
+    depth = SURFACE_Z - np.asarray(z, dtype=np.float64)
+    return np.interp(depth, ice[:, 0], ice[:, 1]), np.interp(depth, ice[:, 0], ice[:, 2])
+
+
+class IceProperties(FeatureExtractor):
+    """Ice scattering (and absorption) length at the DOM's depth, scaled (EXP_13; absorption EXP_19).
+
+    Depth = 1948.07 m - z; lengths interpolated from the SPICE table shipped with icezoo;
+    columns scattering / 100 m and, with ``absorption = true``, absorption / 300 m.
+    """
+
+    name = "ice_properties"
+
+    class Config(FeatureExtractor.Config):
+        absorption: bool = False
+
+    def feature_names(self) -> tuple[str, ...]:
+        return ("scattering", "absorption") if self.config.absorption else ("scattering",)
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        # interpolate once per sensor (z of each sensor_id as found in the chunk), then gather per pulse
+        sid = chunk.sensor_id.astype(np.int64)
+        out = np.empty((2 if self.config.absorption else 1, len(sid)), dtype=np.float32)
+        if len(sid) == 0:
+            return out.T
+        z_of = np.zeros(int(sid.max()) + 1)
+        z_of[sid] = chunk.z
+        scat, absorp = ice_at_z(z_of)
+        out[0] = (scat / SCATTERING_SCALE).astype(np.float32)[sid]
+        if self.config.absorption:
+            out[1] = (absorp / ABSORPTION_SCALE).astype(np.float32)[sid]
+        return out.T
+
+
+class Rank(FeatureExtractor):
+    """Position of the pulse in time within the event's selected pulses, divided by ``scale`` (EXP_37)."""
+
+    name = "rank"
+    columns = ("rank",)
+
+    class Config(FeatureExtractor.Config):
+        scale: float = Field(128.0, gt=0.0)
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        rank = np.arange(len(chunk.time)) - np.repeat(chunk.offsets[:-1], chunk.lengths)
+        return (rank / self.config.scale).astype(np.float32)[:, None]
+
+
+class CenterOfGravity(FeatureExtractor):
+    """Charge-weighted centre of gravity of all the event's pulses, x,y,z / 500 m (event level, EXP_36).
+
+    Computed over every pulse (before selection), so it keeps the information truncation drops.
+    """
+
+    name = "center_of_gravity"
+    columns = ("cog_x", "cog_y", "cog_z")
+    properties = frozenset({"event_level"})
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        c = chunk_all
+        q = np.maximum(c.charge, 0.0)
+        qsum = _per_event_reduce(np.add, q, c)
+        inv = np.divide(1.0, qsum, out=np.zeros_like(qsum), where=qsum > 0)
+        out = np.empty((c.num_events, 3), dtype=np.float32)
+        for i, v in enumerate((c.x, c.y, c.z)):
+            out[:, i] = _per_event_reduce(np.add, q * v, c) * inv / 500.0
+        return out
+
+
+class PulseCount(FeatureExtractor):
+    """log10(pulses) / 3 and log10(1 + auxiliary=False pulses) / 3 of the whole event (event level)."""
+
+    name = "pulse_count"
+    columns = ("log_n_pulses", "log_n_hlc")
+    properties = frozenset({"event_level"})
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        c = chunk_all
+        n_hlc = _per_event_reduce(np.add, (~c.auxiliary).astype(np.float64), c)
+        out = np.empty((c.num_events, 2), dtype=np.float32)
+        out[:, 0] = np.log10(np.maximum(c.lengths, 1)) / 3.0
+        out[:, 1] = np.log10(1.0 + n_hlc) / 3.0
+        return out
 
 
 @hookimpl
 def icezoo_components():
-    return [KaggleNorm]
+    return [KaggleNorm, MinMaxNorm, TimeWeight, QE, IceProperties, Rank, CenterOfGravity, PulseCount]

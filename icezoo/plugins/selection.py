@@ -1,10 +1,22 @@
-"""Pulse selection to ``max_pulses`` per event (the log's "max_events" / "max_len" / "rows")."""
+"""Pulse selection to ``max_pulses`` per event (the log's "max_events" / "max_len" / "rows").
+
+Every selection is vectorised over a whole chunk, keeps the pulses of each event in time order,
+leaves events of at most ``max_pulses`` pulses untouched, and is deterministic for a given rng.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from icezoo.core import PulseChunk, Selection, hookimpl
+
+#: group speed of light in ice at 400 nm (m/ns), ../shared/physics.md: 0.29979 / 1.35634
+C_ICE = 0.2210
+#: speed of light in vacuum (m/ns)
+C_VACUUM = 0.299792458
 
 
 def keep_rows(chunk: PulseChunk, keep: np.ndarray) -> PulseChunk:
@@ -21,6 +33,23 @@ def rank_in_event(chunk: PulseChunk) -> np.ndarray:
     return np.arange(len(chunk.time)) - np.repeat(chunk.offsets[:-1], chunk.lengths)
 
 
+def smallest_per_event(event_index: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the ``k`` pulses with the smallest ``key`` in each event (one sort of the rows).
+
+    ``event_index`` must be non-decreasing (rows grouped by event); ``key`` is non-negative int64 < 2**40.
+    """
+    if len(key) == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort((event_index.astype(np.int64) << 40) | key)
+    ev_sorted = event_index[order]
+    starts = np.flatnonzero(np.r_[True, ev_sorted[1:] != ev_sorted[:-1]])
+    lengths = np.diff(np.r_[starts, len(order)])
+    rank = np.arange(len(order)) - np.repeat(starts, lengths)
+    keep = np.zeros(len(key), dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
 class TimeOrder(Selection):
     """The first max_pulses pulses in time (plain truncation, EXP_00-EXP_11)."""
 
@@ -32,6 +61,98 @@ class TimeOrder(Selection):
         return keep_rows(chunk, rank_in_event(chunk) < self.max_pulses)
 
 
+class AuxFirst(Selection):
+    """Auxiliary-first: keep the auxiliary=False pulses, fill up at random (2nd-place solution, EXP_101).
+
+    For an event with more than ``max_pulses`` pulses: every auxiliary=False (HLC) pulse is kept
+    when there are at most ``max_pulses`` of them and the remaining slots go to auxiliary=True pulses
+    drawn uniformly at random; with more HLC pulses than slots, ``max_pulses`` of them are drawn at
+    random. The kept pulses stay in time order. Deterministic for a given rng.
+    """
+
+    name = "aux_first"
+
+    def select(self, chunk: PulseChunk, rng: np.random.Generator) -> PulseChunk:
+        lengths = chunk.lengths
+        long = lengths > self.max_pulses
+        if not long.any():
+            return chunk
+        # random draws for every pulse (so the result of an event does not depend on which others are long)
+        u = rng.integers(0, 1 << 31, size=len(chunk.time), dtype=np.int64)
+        long_rows = np.repeat(long, lengths)
+        rows = np.flatnonzero(long_rows)
+        key = (chunk.auxiliary[rows].astype(np.int64) << 31) | u[rows]
+        keep = np.ones(len(chunk.time), dtype=bool)
+        keep[rows] = smallest_per_event(chunk.event_index[rows], key, self.max_pulses)
+        return keep_rows(chunk, keep)
+
+
+class LightSpeed(Selection):
+    """Light-speed causality filter for events over max_pulses, then time-order truncation (EXP_12/13).
+
+    For an event with more than ``max_pulses`` pulses:
+
+    * reference pulse: the earliest auxiliary=False (HLC) pulse, or the earliest pulse when the event
+      has none;
+    * a pulse at distance ``d`` (m) from the reference DOM and time difference ``dt`` (ns) is causal
+      when ``d <= c * |dt| + tolerance``, with ``c`` = 0.2210 m/ns (group speed in ice, ``speed="ice"``)
+      or 0.2998 m/ns (``speed="vacuum"``) and ``tolerance`` in metres (default 10 m: DOM timing
+      jitter of a few ns and the DOM's own size). Light from one track cannot connect DOMs faster
+      than that, so a violating pulse is noise (or another particle) with respect to the reference;
+    * non-causal pulses are dropped, then the first ``max_pulses`` causal pulses in time are kept.
+
+    Events of at most ``max_pulses`` pulses are kept whole (the log filtered only long events);
+    ``always = true`` filters every event. No randomness: the rng is unused.
+    """
+
+    name = "light_speed"
+
+    class Config(Selection.Config):
+        speed: Literal["ice", "vacuum"] = "ice"
+        tolerance: float = Field(10.0, ge=0.0, description="metres of slack on the causality bound")
+        always: bool = False
+
+    def select(self, chunk: PulseChunk, rng: np.random.Generator) -> PulseChunk:
+        lengths = chunk.lengths
+        target = np.ones(chunk.num_events, dtype=bool) if self.config.always else lengths > self.max_pulses
+        target &= lengths > 0
+        if not target.any():
+            return chunk
+        c = C_ICE if self.config.speed == "ice" else C_VACUUM
+        rows = np.flatnonzero(np.repeat(target, lengths))
+        ev = chunk.event_index[rows]
+        ref = reference_rows(chunk, target)  # one row per event (-1 where not targeted)
+        r = ref[ev]
+        dx = chunk.x[rows] - chunk.x[r]
+        dy = chunk.y[rows] - chunk.y[r]
+        dz = chunk.z[rows] - chunk.z[r]
+        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
+        dt = np.abs(chunk.time[rows] - chunk.time[r])
+        causal = dist <= c * dt + self.config.tolerance
+        keep = np.ones(len(chunk.time), dtype=bool)
+        keep[rows] = causal
+        out = keep_rows(chunk, keep)
+        if out.lengths.max(initial=0) > self.max_pulses:
+            out = keep_rows(out, rank_in_event(out) < self.max_pulses)
+        return out
+
+
+def reference_rows(chunk: PulseChunk, which: np.ndarray) -> np.ndarray:
+    """Row of the earliest auxiliary=False pulse of each event in ``which`` (earliest pulse if none); -1 elsewhere."""
+    ref = np.full(chunk.num_events, -1, dtype=np.int64)
+    idx = np.flatnonzero(which)
+    if len(idx) == 0:
+        return ref
+    hlc = np.flatnonzero(~chunk.auxiliary)
+    hlc_ev = chunk.event_index[hlc] if len(hlc) else np.zeros(0, dtype=np.int64)
+    # the first HLC row of every event: first occurrence of each event in hlc_ev
+    pos = np.searchsorted(hlc_ev, idx, side="left")
+    found = (pos < len(hlc)) & (hlc_ev[np.minimum(pos, max(len(hlc) - 1, 0))] == idx) if len(hlc) else np.zeros(len(idx), bool)
+    ref[idx] = chunk.offsets[idx]
+    ref[idx[found]] = hlc[pos[found]]
+    return ref
+
+
 @hookimpl
 def icezoo_components():
-    return [TimeOrder]
+    return [TimeOrder, AuxFirst, LightSpeed]

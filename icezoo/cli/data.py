@@ -1,0 +1,138 @@
+"""``icezoo bench data`` (parquet -> padded batch tensors: events/s, peak memory) and ``icezoo inspect``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from icezoo.core.errors import IcezooError
+
+
+def _components(max_pulses: int):
+    """The bench's fixed chain: aux-first selection, kaggle_norm + qe + ice_properties."""
+    from icezoo.plugins.features import QE, IceProperties, KaggleNorm
+    from icezoo.plugins.selection import AuxFirst
+
+    sel = AuxFirst(AuxFirst.Config(max_pulses=max_pulses))
+    feats = [KaggleNorm(KaggleNorm.Config()), QE(QE.Config()), IceProperties(IceProperties.Config())]
+    return sel, feats
+
+
+def _parse_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise IcezooError(f"{what} {text!r}: expected comma-separated integers, e.g. 128,256") from None
+    if not values or min(values) < 1:
+        raise IcezooError(f"{what} {text!r}: expected positive integers")
+    return values
+
+
+def _make_dataset(out: Path, events: int, per_file: int, seed: int) -> str:
+    """A temporary dataset: the simulator when available, else random events in the same layout."""
+    try:
+        from icezoo.data.simulator import simulate
+    except ImportError:
+        simulate = None
+    if simulate is not None:
+        simulate(out, events, events_per_batch=per_file, seed=seed)
+        return "simulator"
+    from icezoo.data.io import write_toy_dataset
+
+    write_toy_dataset(out, n_files=max(1, -(-events // per_file)), events_per_file=per_file, seed=seed, mean_pulses=120)
+    return "random toy events"
+
+
+def bench_data_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset directory (Kaggle layout); default: a temporary one"),
+    split: str = typer.Option("train", help="split to read"),
+    max_pulses: str = typer.Option("128,256", "--max-pulses", help="comma-separated max_pulses values"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    batches: str = typer.Option("cycle", "--batches", help="batch files to read: A:B, A,B,C or cycle (all)"),
+    events: int = typer.Option(40_000, "--events", help="events of the temporary dataset (without --data)"),
+    passes: int = typer.Option(2, "--passes", help="timed passes per max_pulses (the best is reported)"),
+) -> None:
+    """Events/s and peak memory from parquet to padded batch tensors (aux_first; kaggle_norm, qe, ice_properties), one worker."""
+    import resource
+    import tempfile
+    import tracemalloc
+
+    from icezoo.data.io import list_batches, parse_batches
+    from icezoo.data.loader import make_loader
+
+    widths = _parse_ints(max_pulses, "--max-pulses")
+    tmp = None
+    try:
+        if data is None:
+            tmp = tempfile.TemporaryDirectory(prefix="icezoo-bench-data-")
+            data = Path(tmp.name) / "data"
+            t0 = time.perf_counter()
+            how = _make_dataset(data, events, min(20_000, events), seed=0)
+            typer.echo(f"temporary dataset: {events} events ({how}, {time.perf_counter() - t0:.1f} s) in {data}")
+        ids = parse_batches(batches, list_batches(data, split))
+        for width in widths:
+            sel, feats = _components(width)
+            best, n_events, n_steps = None, 0, 0
+            for p in range(max(1, passes)):
+                loader = make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=p)
+                t0 = time.perf_counter()
+                n_events = n_steps = 0
+                for batch in loader:
+                    n_events += batch.num_events
+                    n_steps += 1
+                dt = time.perf_counter() - t0
+                best = dt if best is None else min(best, dt)
+            # one more pass under tracemalloc for the numpy/Python peak (polars' own buffers show in RSS)
+            tracemalloc.start()
+            for _ in make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=0):
+                pass
+            _, traced_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            skipped = loader.skipped
+            typer.echo(f"max_pulses={width}: {n_events / best:,.0f} events/s ({n_events} events, {n_steps} batches of "
+                       f"<= {batch_size}, {best:.2f} s, {len(ids)} file(s), {skipped} skipped < 2 pulses); "
+                       f"peak traced {traced_peak / 2**20:.0f} MiB, peak RSS {rss:.0f} MiB")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def inspect_cmd(
+    data: Path = typer.Option(..., "--data", help="dataset directory (Kaggle layout)"),
+) -> None:
+    """Summary of a dataset: batch files, events, pulses per event, truth (from the meta; no batch file is read)."""
+    import numpy as np
+    import polars as pl
+
+    from icezoo.data.io import list_batches, scan_meta
+
+    if not Path(data).is_dir():
+        raise IcezooError(f"{data}: dataset directory not found")
+    found = False
+    for split in ("train", "test"):
+        if not (Path(data) / split).is_dir():
+            continue
+        found = True
+        ids = list_batches(data, split)
+        lf = scan_meta(data, split)
+        truth = all(c in lf.collect_schema() for c in ("azimuth", "zenith"))
+        n = (lf.select((pl.col("last_pulse_index") - pl.col("first_pulse_index") + 1).alias("n"))
+               .collect()["n"].to_numpy())
+        q = np.percentile(n, [25, 50, 75]) if len(n) else [0, 0, 0]
+        typer.echo(f"{split}: {len(ids)} batch file(s) ({ids[0]}..{ids[-1]}), {len(n)} events, truth: {'yes' if truth else 'no'}")
+        typer.echo(f"  pulses/event: mean {n.mean():.1f}, quartiles {q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}, "
+                   f"min {n.min()}, max {n.max()}, {int((n < 2).sum())} event(s) < 2 pulses, "
+                   f"{100 * (n > 128).mean():.1f}% > 128, total {int(n.sum())}")
+    geo = Path(data) / "sensor_geometry.csv"
+    typer.echo(f"geometry: {geo if geo.is_file() else 'shipped IceCube-86 table (no sensor_geometry.csv)'}")
+    if not found:
+        raise IcezooError(f"{data}: no train/ or test/ folder (expected the Kaggle layout)")
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    bench.command("data")(bench_data_cmd)
+    app.command("inspect")(inspect_cmd)

@@ -1,0 +1,559 @@
+"""Reading the Kaggle "Neutrinos in Deep Ice" layout with polars, one batch file at a time.
+
+Layout (``DIR`` = a dataset directory, see :mod:`icezoo.data.kaggle_layout` for the writer)::
+
+    DIR/{split}/batch_N.parquet   event_id (index, int64), sensor_id int16, time int64 ns, charge float64,
+                                  auxiliary bool; the pulses of an event are contiguous
+    DIR/{split}_meta.parquet      batch_id, event_id, first_pulse_index, last_pulse_index (inclusive, rows
+                                  of the batch file), azimuth, zenith (train only)
+    DIR/sensor_geometry.csv       sensor_id,x,y,z (optional: the shipped IceCube-86 copy is the default)
+
+The meta is scanned lazily and filtered by ``batch_id`` (the full train_meta has 132M rows; it is
+never loaded whole). Everything after the read is vectorised numpy over the whole file. Every
+problem with the input is one :class:`IcezooError` line naming the file (and the event or row).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk, angles_to_vector
+from icezoo.core.errors import IcezooError
+
+PULSE_COLUMNS = ("event_id", "sensor_id", "time", "charge", "auxiliary")
+META_COLUMNS = ("batch_id", "event_id", "first_pulse_index", "last_pulse_index")
+TRUTH_COLUMNS = ("azimuth", "zenith")
+_BATCH_RE = re.compile(r"^batch_(\d+)\.parquet$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+
+
+@lru_cache(maxsize=8)
+def _load_geometry_csv(path: str, mtime: float) -> np.ndarray:
+    import polars as pl
+
+    try:
+        df = pl.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise IcezooError(f"{path}: cannot read the geometry csv: {_first_line(exc)}") from None
+    missing = [c for c in ("sensor_id", "x", "y", "z") if c not in df.columns]
+    if missing:
+        raise IcezooError(f"{path}: missing column(s) {', '.join(missing)} (expected sensor_id,x,y,z)")
+    sid = df["sensor_id"].to_numpy()
+    if not np.issubdtype(sid.dtype, np.integer) or len(sid) == 0 or sid.min() < 0:
+        raise IcezooError(f"{path}: sensor_id must be non-negative integers")
+    table = np.full((int(sid.max()) + 1, 3), np.nan)
+    table[sid] = np.stack([df[c].cast(pl.Float64).to_numpy() for c in ("x", "y", "z")], axis=1)
+    table.flags.writeable = False
+    return table
+
+
+def load_geometry(data_dir: str | Path | None = None, geometry: str | Path | np.ndarray | None = None) -> np.ndarray:
+    """DOM positions as an array [n_sensors, 3] (metres) indexed by sensor_id; NaN rows for unknown ids.
+
+    ``geometry`` may be an array, a csv path, or None: then ``DIR/sensor_geometry.csv`` when it
+    exists, else the IceCube-86 table shipped with icezoo.
+    """
+    if isinstance(geometry, np.ndarray):
+        return geometry
+    if geometry is None:
+        local = Path(data_dir) / "sensor_geometry.csv" if data_dir is not None else None
+        if local is not None and local.is_file():
+            geometry = local
+        else:
+            from icezoo.resources import geometry_csv
+
+            geometry = geometry_csv()
+    path = Path(geometry)
+    if not path.is_file():
+        raise IcezooError(f"{path}: geometry file not found")
+    return _load_geometry_csv(str(path.resolve()), path.stat().st_mtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch files and ranges
+
+
+def batch_path(data_dir: str | Path, split: str, batch_id: int) -> Path:
+    return Path(data_dir) / split / f"batch_{int(batch_id)}.parquet"
+
+
+def list_batches(data_dir: str | Path, split: str = "train") -> list[int]:
+    """Sorted batch ids of ``DIR/{split}/batch_N.parquet``; an error when there are none."""
+    folder = Path(data_dir) / split
+    if not Path(data_dir).is_dir():
+        raise IcezooError(f"{data_dir}: dataset directory not found")
+    if not folder.is_dir():
+        raise IcezooError(f"{folder}: no '{split}' folder in the dataset directory")
+    ids = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _BATCH_RE.match(p.name)))
+    if not ids:
+        raise IcezooError(f"{folder}: empty: no batch_N.parquet files")
+    return ids
+
+
+def parse_batches(spec: str, available: list[int]) -> list[int]:
+    """Batch ids named by ``spec``, in order.
+
+    ``"1:600"`` or ``"(1, 600)"`` (as the log writes it): the available ids in that inclusive range;
+    ``"1,4,7"``: exactly those (each must exist); ``"cycle"``: every available file (the training
+    loop walks them round-robin across epochs, see :func:`cycle_batches`).
+    """
+    avail = sorted(set(int(a) for a in available))
+    text = str(spec).strip().lower().strip("()[] ")
+    if text in ("cycle", "all"):
+        if not avail:
+            raise IcezooError(f"batches '{spec}': no batch files available")
+        return avail
+    m = re.fullmatch(r"(\d+)\s*[:,\-]\s*(\d+)", text) if (":" in text or "(" in str(spec)) else None
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise IcezooError(f"batches '{spec}': empty range ({lo} > {hi})")
+        out = [b for b in avail if lo <= b <= hi]
+        if not out:
+            raise IcezooError(f"batches '{spec}': no available batch file in {lo}..{hi} (have {_ids_text(avail)})")
+        return out
+    try:
+        ids = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise IcezooError(f"batches '{spec}': expected 'A:B', '(A, B)', 'A,B,C' or 'cycle'") from None
+    if not ids:
+        raise IcezooError(f"batches '{spec}': no batch ids")
+    missing = [b for b in ids if b not in set(avail)]
+    if missing:
+        raise IcezooError(f"batches '{spec}': batch file(s) {_ids_text(missing)} not found (have {_ids_text(avail)})")
+    return list(dict.fromkeys(ids))
+
+
+def split_batches(available: list[int], train_spec: str = "cycle", val_spec: str | None = None) -> tuple[list[int], list[int]]:
+    """(training ids, validation ids), never overlapping.
+
+    Without ``val_spec`` the validation files are the last ~10% (at least 1) of the available files
+    that training does not name explicitly (of all files for ``cycle``), and they are removed from
+    training. An explicit ``val_spec`` that overlaps an explicit training list is an error.
+    """
+    avail = sorted(set(int(a) for a in available))
+    train = parse_batches(train_spec, avail)
+    explicit_train = str(train_spec).strip().lower() not in ("cycle", "all")
+    if val_spec is None:
+        k = max(1, len(avail) // 10)
+        outside = [b for b in avail if b not in set(train)]
+        candidates = outside if (explicit_train and outside) else avail
+        val = candidates[-k:]
+    else:
+        val = parse_batches(val_spec, avail)
+        overlap = sorted(set(val) & set(train))
+        if overlap and explicit_train:
+            raise IcezooError(f"validation batches {_ids_text(overlap)} are also training batches ('{train_spec}')")
+    train = [b for b in train if b not in set(val)]
+    if not train:
+        raise IcezooError(f"no training batch file left after holding out validation {_ids_text(val)} "
+                          f"(available: {_ids_text(avail)})")
+    return train, val
+
+
+def cycle_batches(train: list[int], epoch: int, per_epoch: int) -> list[int]:
+    """The ``per_epoch`` training files of ``epoch`` when walking ``train`` round-robin (``cycle``)."""
+    if not train:
+        raise IcezooError("cycle: no training batch files")
+    per_epoch = max(1, min(per_epoch, len(train)))
+    start = (epoch * per_epoch) % len(train)
+    return [train[(start + i) % len(train)] for i in range(per_epoch)]
+
+
+def _ids_text(ids: list[int], limit: int = 8) -> str:
+    ids = list(ids)
+    text = ", ".join(str(i) for i in ids[:limit])
+    return text + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one batch file
+
+
+def meta_path(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{split}_meta.parquet"
+
+
+def scan_meta(data_dir: str | Path, split: str):
+    """A polars LazyFrame over ``{split}_meta.parquet`` (nothing is read yet), schema checked."""
+    import polars as pl
+
+    path = meta_path(data_dir, split)
+    if not path.is_file():
+        raise IcezooError(f"{path}: meta file not found")
+    try:
+        lf = pl.scan_parquet(path)
+        schema = lf.collect_schema()
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    missing = [c for c in META_COLUMNS if c not in schema]
+    if missing:
+        raise IcezooError(f"{path}: missing column(s) {', '.join(missing)}")
+    for c in META_COLUMNS:
+        if not schema[c].is_integer():
+            raise IcezooError(f"{path}: column {c} has dtype {schema[c]}, expected an integer type")
+    for c in TRUTH_COLUMNS:
+        if c in schema and not schema[c].is_float():
+            raise IcezooError(f"{path}: column {c} has dtype {schema[c]}, expected float64 radians")
+    return lf
+
+
+def read_meta(data_dir: str | Path, split: str, batch_id: int) -> dict[str, np.ndarray]:
+    """The meta rows of one batch file (sorted by first_pulse_index), as numpy arrays."""
+    import polars as pl
+
+    lf = scan_meta(data_dir, split)
+    schema = lf.collect_schema()
+    cols = list(META_COLUMNS) + ([c for c in TRUTH_COLUMNS] if all(c in schema for c in TRUTH_COLUMNS) else [])
+    path = meta_path(data_dir, split)
+    try:
+        df = lf.select(cols).filter(pl.col("batch_id") == int(batch_id)).collect()
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    df = df.sort("first_pulse_index")
+    return {c: df[c].to_numpy() for c in cols}
+
+
+def meta_counts(data_dir: str | Path, split: str, batch_ids: list[int]) -> dict[int, np.ndarray]:
+    """Pulse counts of every event of the given batch files, from the meta alone (no batch file read).
+
+    Returns ``{batch_id: n_pulses[E]}`` in file order; used to plan loaders (steps, sharding, skips).
+    """
+    import polars as pl
+
+    lf = scan_meta(data_dir, split)
+    path = meta_path(data_dir, split)
+    try:
+        df = (lf.filter(pl.col("batch_id").is_in([int(b) for b in batch_ids]))
+                .select("batch_id", "first_pulse_index", (pl.col("last_pulse_index") - pl.col("first_pulse_index") + 1).alias("n"))
+                .sort("batch_id", "first_pulse_index").collect())
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    bid = df["batch_id"].to_numpy()
+    n = df["n"].to_numpy().astype(np.int64)
+    out = {}
+    bounds = np.flatnonzero(np.diff(bid)) + 1
+    for part_b, part_n in zip(np.split(bid, bounds), np.split(n, bounds)):
+        if len(part_b):
+            out[int(part_b[0])] = part_n
+    for b in batch_ids:
+        if int(b) not in out:
+            raise IcezooError(f"{path}: no events of batch {int(b)} in the meta")
+    return out
+
+
+class RawFile:
+    """One validated batch file as flat numpy columns in file order, plus its meta and the DOM table.
+
+    ``offsets`` [E+1] delimit the events (meta order); :meth:`gather` builds the PulseChunk of any
+    subset of events (positions looked up from the geometry then, so a loader only pays for the
+    events it uses).
+    """
+
+    __slots__ = ("path", "sensor_id", "time", "charge", "auxiliary", "offsets", "event_id", "azimuth", "zenith", "geo")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    @property
+    def num_events(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_pulses(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def gather(self, events: np.ndarray | None = None) -> PulseChunk:
+        """The PulseChunk of ``events`` (indices into this file's events, any order; None = all)."""
+        if events is None:
+            rows, lengths = slice(None), self.n_pulses
+            ev = slice(None)
+        else:
+            ev = np.asarray(events, dtype=np.int64)
+            lengths = self.offsets[ev + 1] - self.offsets[ev]
+            starts = self.offsets[ev]
+            total = int(lengths.sum())
+            new_starts = np.cumsum(lengths) - lengths
+            rows = np.arange(total, dtype=np.int64) + np.repeat(starts - new_starts, lengths)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        sid = self.sensor_id[rows]
+        gx, gy, gz = self.geo
+        idx = sid.astype(np.intp)
+        return PulseChunk(
+            sensor_id=sid, time=self.time[rows].astype(np.float64), charge=self.charge[rows],
+            auxiliary=self.auxiliary[rows], x=gx[idx], y=gy[idx], z=gz[idx], offsets=offsets,
+            event_id=self.event_id[ev], n_pulses=np.asarray(lengths, dtype=np.int64),
+            azimuth=None if self.azimuth is None else self.azimuth[ev],
+            zenith=None if self.zenith is None else self.zenith[ev],
+        )
+
+
+def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
+    """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
+    import polars as pl
+
+    path = batch_path(data_dir, split, batch_id)
+    if not path.is_file():
+        if not (Path(data_dir) / split).is_dir():
+            raise IcezooError(f"{Path(data_dir) / split}: no '{split}' folder in the dataset directory")
+        raise IcezooError(f"{path}: batch file not found")
+    try:
+        schema = pl.read_parquet_schema(path)
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    missing = [c for c in PULSE_COLUMNS if c not in schema]
+    if missing:
+        raise IcezooError(f"{path}: missing column(s) {', '.join(missing)}")
+    for col, ok, want in (("event_id", "is_integer", "int64"), ("sensor_id", "is_integer", "int16"),
+                          ("time", "is_numeric", "int64 ns"), ("charge", "is_numeric", "float64"),
+                          ("auxiliary", None, "bool")):
+        dt = schema[col]
+        good = dt == pl.Boolean if ok is None else getattr(dt, ok)()
+        if not good:
+            raise IcezooError(f"{path}: column {col} has dtype {dt}, expected {want}")
+    try:
+        df = pl.read_parquet(path, columns=list(PULSE_COLUMNS))
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    for name in PULSE_COLUMNS:
+        if df[name].null_count():
+            r = int(np.flatnonzero(df[name].is_null().to_numpy())[0])
+            raise IcezooError(f"{path}: row {r}: {name} is null")
+
+    meta = read_meta(data_dir, split, batch_id)
+    mpath = meta_path(data_dir, split)
+    n_rows = df.height
+    first, last = meta["first_pulse_index"].astype(np.int64), meta["last_pulse_index"].astype(np.int64)
+    meta_eid = meta["event_id"].astype(np.int64)
+    if len(first) == 0:
+        raise IcezooError(f"{mpath}: no events of batch {batch_id} in the meta")
+    lengths = last - first + 1
+    bad = np.flatnonzero((lengths < 1) | (first != np.concatenate([[0], last[:-1] + 1])))
+    if len(bad):
+        i = bad[0]
+        raise IcezooError(f"{mpath}: batch {batch_id}, event {meta_eid[i]}: pulse indices {first[i]}..{last[i]} "
+                          f"do not follow the previous event (expected first_pulse_index "
+                          f"{0 if i == 0 else last[i - 1] + 1})")
+    if last[-1] != n_rows - 1:
+        raise IcezooError(f"{mpath}: batch {batch_id}: meta covers rows 0..{last[-1]} but {path.name} has {n_rows} rows")
+
+    event_id = df["event_id"].to_numpy()
+    # the file's event_id must be the meta's at both ends of every event and change only between events
+    wrong = np.flatnonzero((event_id[first] != meta_eid) | (event_id[last] != meta_eid))
+    if len(wrong):
+        i = wrong[0]
+        r = first[i] if event_id[first[i]] != meta_eid[i] else last[i]
+        raise IcezooError(f"{path}: row {r} has event_id {event_id[r]} but the meta puts event {meta_eid[i]} there")
+    changes = np.flatnonzero(event_id[1:] != event_id[:-1]) + 1
+    if len(changes) != len(first) - 1 or not np.array_equal(changes, first[1:]):
+        r = int(np.setdiff1d(changes, first[1:])[0]) if len(np.setdiff1d(changes, first[1:])) else int(first[1])
+        raise IcezooError(f"{path}: row {r} has event_id {event_id[r]}, which does not match the meta's pulse ranges")
+
+    sensor_id = df["sensor_id"].to_numpy()
+    time = df["time"].to_numpy()
+    charge = df["charge"].to_numpy().astype(np.float64, copy=False)
+    auxiliary = df["auxiliary"].to_numpy()
+    for name, values in (("time", time), ("charge", charge)):
+        if values.dtype.kind == "f":
+            nan = np.flatnonzero(~np.isfinite(values))
+            if len(nan):
+                r = nan[0]
+                raise IcezooError(f"{path}: row {r} (event {event_id[r]}): {name} is {values[r]}")
+
+    geo = load_geometry(data_dir, geometry)
+    lo, hi = (int(sensor_id.min()), int(sensor_id.max())) if n_rows else (0, 0)
+    if lo < 0 or hi >= len(geo) or np.isnan(geo[np.unique(sensor_id), 0]).any():
+        valid = np.zeros(len(geo) + 1, dtype=bool)
+        valid[:-1] = ~np.isnan(geo[:, 0])
+        sid = sensor_id.astype(np.int64)
+        r = int(np.flatnonzero(~valid[np.where((sid < 0) | (sid >= len(geo)), len(geo), sid)])[0])
+        raise IcezooError(f"{path}: row {r} (event {event_id[r]}): sensor_id {sensor_id[r]} is outside the geometry "
+                          f"(0..{len(geo) - 1})")
+
+    offsets = np.zeros(len(first) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # Kaggle files are time ordered within events; re-sort (stably, by event then time) only if not
+    unordered = time[1:] < time[:-1]
+    unordered[offsets[1:-1] - 1] = False
+    if unordered.any():
+        order = np.lexsort((time, np.repeat(np.arange(len(lengths)), lengths)))
+        sensor_id, time, charge, auxiliary = sensor_id[order], time[order], charge[order], auxiliary[order]
+    azimuth, zenith = meta.get("azimuth"), meta.get("zenith")
+    if azimuth is not None:
+        bad = np.flatnonzero(~(np.isfinite(azimuth) & np.isfinite(zenith)))
+        if len(bad):
+            raise IcezooError(f"{mpath}: event {meta_eid[bad[0]]}: azimuth/zenith is not finite")
+    columns = tuple(np.ascontiguousarray(geo[:, i]) for i in range(3))
+    return RawFile(path=path, sensor_id=sensor_id, time=time, charge=charge, auxiliary=auxiliary.astype(bool, copy=False),
+                   offsets=offsets, event_id=meta_eid, azimuth=azimuth, zenith=zenith, geo=columns)
+
+
+def read_chunk(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> PulseChunk:
+    """All pulses of ``DIR/{split}/batch_{batch_id}.parquet`` with DOM positions, events as in the meta.
+
+    Events are in meta order (by first_pulse_index) and pulses in time order within each event;
+    ``azimuth``/``zenith`` are filled when the meta has them (train). ``geometry``: see
+    :func:`load_geometry`. Every input problem is an IcezooError naming the file (and row/event).
+    """
+    return read_raw(data_dir, split, batch_id, geometry).gather()
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk -> padded Batch
+
+
+class Prepared:
+    """A chunk after selection and feature extraction, ready to be cut into padded batches.
+
+    ``rows`` of the selected chunk are grouped by event; ``feats`` [F, rows] (feature-major) and ``event_feats``
+    [E, Fe] are float32; ``t0`` [E] is each event's first selected pulse time.
+    """
+
+    __slots__ = ("chunk", "feats", "event_feats", "t0", "max_len")
+
+    def __init__(self, chunk, feats, event_feats, t0, max_len):
+        self.chunk, self.feats, self.event_feats, self.t0, self.max_len = chunk, feats, event_feats, t0, max_len
+
+
+def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Prepared:
+    """Select pulses and extract every feature over the whole chunk at once (vectorised)."""
+    max_len = int(max_pulses if max_pulses is not None else selection.max_pulses)
+    sel = selection.select(chunk, rng)
+    if sel.num_events != chunk.num_events:
+        raise IcezooError(f"selection {selection.name}: returned {sel.num_events} events for {chunk.num_events}")
+    if sel.lengths.max(initial=0) > max_len:  # a selection wider than max_pulses: keep the earliest
+        rank = np.arange(len(sel.time)) - np.repeat(sel.offsets[:-1], sel.lengths)
+        rows = np.flatnonzero(rank < max_len)
+        counts = np.minimum(sel.lengths, max_len)
+        offsets = np.zeros_like(sel.offsets)
+        np.cumsum(counts, out=offsets[1:])
+        sel = sel.take(rows, offsets)
+    pulse_cols, event_cols = [], []
+    for f in features:
+        out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
+        want = chunk.num_events if f.event_level else len(sel.time)
+        if out.ndim != 2 or out.shape != (want, f.out_dim):
+            raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
+        (event_cols if f.event_level else pulse_cols).append(out)
+    # pulse features are kept feature-major [F, rows]: extractors build columns, pad_events transposes
+    # one small batch at a time (cache friendly) instead of the whole chunk
+    F = sum(c.shape[1] for c in pulse_cols)
+    feats = np.empty((F, len(sel.time)), dtype=np.float32)
+    a = 0
+    for c in pulse_cols:
+        feats[a:a + c.shape[1]] = c.T
+        a += c.shape[1]
+    event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)
+    lengths = sel.lengths
+    t0 = np.zeros(sel.num_events)
+    nonempty = lengths > 0
+    t0[nonempty] = sel.time[sel.offsets[:-1][nonempty]]
+    return Prepared(sel, feats, event_feats, t0, max_len)
+
+
+def pad_events(prep: Prepared, start: int, stop: int, width: int | None = None) -> Batch:
+    """Padded Batch of the contiguous events ``start:stop`` of a prepared chunk (numpy fancy indexing)."""
+    import torch
+
+    sel = prep.chunk
+    offs = sel.offsets[start:stop + 1]
+    lengths = np.diff(offs)
+    b = len(lengths)
+    L = int(width if width is not None else max(int(lengths.max(initial=0)), 1))
+    r0, r1 = int(offs[0]), int(offs[-1])
+    n = r1 - r0
+    ev = np.repeat(np.arange(b), lengths)
+    pos = np.arange(n) - np.repeat(offs[:-1] - r0, lengths)
+    flat = ev * L + pos
+    F = prep.feats.shape[0]
+    buf = np.zeros((F, b * L), np.float32)
+    buf[:, flat] = prep.feats[:, r0:r1]
+    feats = np.ascontiguousarray(buf.T)
+    xyzt = np.zeros((b * L, 4), np.float32)
+    xyzt[flat, 0] = sel.x[r0:r1]
+    xyzt[flat, 1] = sel.y[r0:r1]
+    xyzt[flat, 2] = sel.z[r0:r1]
+    xyzt[flat, 3] = sel.time[r0:r1] - np.repeat(prep.t0[start:stop], lengths)
+    sensor = np.full(b * L, PAD_SENSOR, np.int64)
+    sensor[flat] = sel.sensor_id[r0:r1]
+    mask = np.zeros(b * L, bool)
+    mask[flat] = True
+    target = None
+    if sel.azimuth is not None:
+        target = torch.from_numpy(angles_to_vector(sel.azimuth[start:stop], sel.zenith[start:stop]).astype(np.float32))
+    return Batch(
+        features=torch.from_numpy(feats.reshape(b, L, F)),
+        mask=torch.from_numpy(mask.reshape(b, L)),
+        xyzt=torch.from_numpy(xyzt.reshape(b, L, 4)),
+        sensor_id=torch.from_numpy(sensor.reshape(b, L)),
+        event_features=torch.from_numpy(np.ascontiguousarray(prep.event_feats[start:stop])),
+        n_pulses=torch.from_numpy(sel.n_pulses[start:stop].astype(np.int64)),
+        event_id=torch.from_numpy(sel.event_id[start:stop].astype(np.int64)),
+        target=target,
+    )
+
+
+def chunk_to_batch(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Batch:
+    """Select, extract features and pad every event of ``chunk`` into one Batch.
+
+    The width is the longest selected event (at most ``max_pulses``, default the selection's);
+    ``xyzt`` holds metres and ns relative to each event's first selected pulse; ``target`` is the
+    unit vector of (azimuth, zenith) when the chunk has truth. Events with fewer than 2 pulses are
+    kept here (an event with none is all padding); loaders skip and count them for training.
+    """
+    prep = prepare(chunk, selection, features, rng, max_pulses)
+    return pad_events(prep, 0, chunk.num_events)
+
+
+# ---------------------------------------------------------------------------------------------
+# A quick random dataset in the exact layout (tests and benches; the simulator is for physics)
+
+
+def write_toy_dataset(data_dir: str | Path, n_files: int = 2, events_per_file: int | list[int] = 1000, seed: int = 0,
+                      split: str = "train", mean_pulses: float = 60.0, first_batch: int = 1, min_pulses: int = 2) -> Path:
+    """Random events (log-normal pulse counts, random DOMs, sorted times, ~30% auxiliary) in the
+    Kaggle layout, written with :mod:`icezoo.data.kaggle_layout`. Not physics: for I/O tests and benches.
+    ``events_per_file`` may list a size per file."""
+    from icezoo.data.kaggle_layout import write_batch, write_meta
+
+    rng = np.random.default_rng(seed)
+    data_dir = Path(data_dir)
+    metas = {k: [] for k in ("batch_id", "event_id", "first", "last", "az", "ze")}
+    next_event = 0
+    sizes = [events_per_file] * n_files if isinstance(events_per_file, int) else list(events_per_file)
+    for b, n_ev in zip(range(first_batch, first_batch + len(sizes)), sizes):
+        n = np.maximum(min_pulses, rng.lognormal(np.log(mean_pulses) - 0.18, 0.6, n_ev).astype(np.int64))
+        total = int(n.sum())
+        eid = np.arange(next_event, next_event + n_ev, dtype=np.int64) * 3 + 7
+        next_event += n_ev
+        ev = np.repeat(np.arange(n_ev), n)
+        time = np.round(6000 + rng.exponential(3000.0, total)).astype(np.int64)
+        time = time[np.lexsort((time, ev))]
+        write_batch(batch_path(data_dir, split, b), np.repeat(eid, n), rng.integers(0, 5160, total), time,
+                    np.round(rng.lognormal(0.0, 0.7, total) / 0.025) * 0.025 + 0.025, rng.random(total) < 0.3)
+        last = np.cumsum(n) - 1
+        metas["batch_id"].append(np.full(n_ev, b))
+        metas["event_id"].append(eid)
+        metas["first"].append(last - n + 1)
+        metas["last"].append(last)
+        metas["az"].append(rng.uniform(0, 2 * np.pi, n_ev))
+        metas["ze"].append(np.arccos(rng.uniform(-1, 1, n_ev)))
+    cat = {k: np.concatenate(v) for k, v in metas.items()}
+    truth = split == "train"
+    write_meta(data_dir / f"{split}_meta.parquet", cat["batch_id"], cat["event_id"], cat["first"], cat["last"],
+               cat["az"] if truth else None, cat["ze"] if truth else None)
+    return data_dir
