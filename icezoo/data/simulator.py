@@ -78,7 +78,7 @@ PULSE_MERGE_NS = 10
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 256
 #: speed cut (approximation): DOMs whose best-case light from a source (best acceptance, QE 1.35,
-#: clearest ice within 150 m of their 140 m depth band) is below this many PE are not simulated
+#: clearest ice within 150 m of their ~370 m depth band) is below this many PE are not simulated
 MIN_EXPECTED_PE = 1e-2
 #: the exact Poisson-thinning bound uses the clearest ice within this many metres of a DOM's depth
 #: (a path through clearer ice could exceed it; the keep probability is then clipped at 1: not seen
@@ -267,8 +267,8 @@ def muon_range(energy: np.ndarray) -> np.ndarray:
     return np.log1p(energy * MUON_LOSS_B / MUON_LOSS_A) / MUON_LOSS_B
 
 
-#: depth bands for the candidate search: each band's reach uses the clearest ice within 100 m of it
-BAND_EDGES = np.linspace(-560.0, 560.0, 9)
+#: three depth bands for the candidate search: each band's reach uses the clearest ice within 150 m of it
+BAND_EDGES = np.linspace(-560.0, 560.0, 4)
 
 
 _REACH_D = np.linspace(0.5, 3000.0, 6000)
