@@ -12,7 +12,7 @@ import torch
 from icezoo.core import PAD_SENSOR, IcezooError
 from icezoo.core.config import PipelineConfig
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.nn import BiasedAttention, TransformerBlock, knn_mask, masked_knn, mlp, sinusoidal
+from icezoo.nn import BiasedAttention, RelativeAttention, TransformerBlock, knn_mask, masked_knn, mlp, sinusoidal
 from icezoo.zoo import build, registry
 
 F64 = torch.float64
@@ -46,8 +46,8 @@ BACKBONES = {
     "transformer_rotary_glu": {"name": "transformer", "depth": 2, "heads": 4, "rotary_pos_emb": True,
                                "ff_glu": True, "use_rmsnorm": True},
     "relbias": {"name": "relbias_transformer", "heads": 4, "biased_depth": 1, "depth": 1, "bias_dim": 8},
-    "relbias_dim": {"name": "relbias_transformer", "heads": 2, "biased_depth": 2, "depth": 0, "bias_dim": 8,
-                    "dim": 16},
+    "relbias_dim_additive": {"name": "relbias_transformer", "heads": 2, "biased_depth": 2, "depth": 0,
+                             "bias_dim": 8, "dim": 16, "bias_mode": "additive"},
     "graph": {"name": "graph_transformer", "depth": 1, "heads": 4, "radius": 0.05},
     "graph_no_attention": {"name": "graph_transformer", "depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5},
     "local": {"name": "local_attention", "k": 4, "local_depth": 1, "depth": 1, "heads": 4},
@@ -162,7 +162,7 @@ def test_every_zoo_component_is_exercised():
 
 def test_training_reduces_the_loss():
     """A few steps on one batch fit it (the relbias model of INIT5_HB, tiny)."""
-    _, losses = train_step(pipeline(embedder=EMBEDDERS["fourier"], backbone=BACKBONES["relbias"]), steps=25)
+    _, losses = train_step(pipeline(embedder=EMBEDDERS["fourier"], backbone=BACKBONES["relbias"]), steps=10)
     assert losses[-1] < losses[0]
 
 
@@ -264,8 +264,11 @@ def test_relbias_interval_bias():
     assert torch.allclose(rel[0, 0, 0], zero) and torch.allclose(rel[0, 1, 1], zero)
     # 300 m apart, 1000 ns later: c dt = 299.8 m, a (barely) space-like pair with a non-zero interval
     assert not torch.allclose(rel[0, 0, 1], zero)
-    # each biased block has its own bias projection
+    # each biased block has its own bias projection: to the head width (content) or to the heads (additive)
     assert len(bb.bias_proj) == len(bb.biased) == 1
+    assert bb.bias_proj[0].out_features == 32 // 4
+    add, _, _ = _component("backbone", {**BACKBONES["relbias"], "bias_mode": "additive"}, 32)
+    assert add.bias_proj[0].out_features == 4
 
 
 def test_graph_transformer_units_and_adjacency():
@@ -346,7 +349,7 @@ KIT_VARIANTS = [
     ("backbone", "transformer", {"depth": 1, "heads": 4, "cls": True}),
     ("backbone", "transformer", {"depth": 1, "heads": 4, "cls": True, "rotary_pos_emb": True, "ff_glu": True}),
     ("backbone", "relbias_transformer", {"heads": 2, "biased_depth": 1, "depth": 0, "bias_dim": 4, "dim": 8,
-                                         "c": 0.22}),
+                                         "c": 0.22, "bias_mode": "additive"}),
     ("backbone", "graph_transformer", {"depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5, "radius": 0.3}),
     ("backbone", "local_attention", {"k": 30, "local_depth": 1, "depth": 0, "heads": 4, "space": "xyzt"}),
     ("backbone", "local_attention", {"k": 1, "local_depth": 2, "depth": 0, "heads": 2}),
@@ -466,6 +469,28 @@ def test_biased_attention_masks_and_guards():
     # a block works with no bias
     block = TransformerBlock(16, 4).double()
     assert torch.isfinite(block(x.detach(), mask)).all()
+
+
+def test_relative_attention_masks_and_reads_the_relation():
+    torch.manual_seed(0)
+    att = RelativeAttention(16, 4).double()
+    x = torch.randn(2, 5, 16, dtype=F64)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    rel = torch.randn(2, 5, 5, 4, dtype=F64, requires_grad=True)
+    out = att(x, mask, rel=rel)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(rel.grad).all()
+    assert torch.all(rel.grad[1, :, 3:] == 0)  # padded keys: no attention, no gradient
+    rel2 = rel.detach().clone()
+    rel2[1, :, 3:] = 1e6
+    x2 = x.clone()
+    x2[1, 3:] = 1e6
+    assert torch.allclose(att(x2, mask, rel=rel2)[1, :3], out[1, :3])
+    rel3 = rel.detach().clone()
+    rel3[0, 0, 1] += 1.0
+    assert not torch.allclose(att(x, mask, rel=rel3)[0, 0], out[0, 0])
+    empty = torch.zeros(1, 5, dtype=torch.bool)
+    assert torch.isfinite(att(x[:1], empty, rel=rel[:1])).all()
 
 
 def test_mlp_builder():

@@ -4,7 +4,8 @@
 * :func:`mlp`: a Linear/activation stack.
 * :class:`BiasedAttention` / :class:`TransformerBlock`: multi-head attention with an additive bias
   ``[B, h, L, L]``, a key mask ``[B, L]`` and an optional pair mask ``[B, L, L]`` (local attention),
-  inside a pre-norm residual block.
+  inside a pre-norm residual block; :class:`RelativeAttention`: the content-dependent (Shaw-style)
+  relative variant, pair encodings read through each head's query.
 * :func:`sinusoidal`: transformer-style sinusoidal encoding of scalars.
 
 Masking rules, shared by everything here: a padded pulse is never a key nor a neighbour; a query row
@@ -190,6 +191,39 @@ class BiasedAttention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
 
 
+class RelativeAttention(nn.Module):
+    """Multi-head attention with content-dependent relative encodings (Shaw et al.; the 2nd-place model).
+
+    ``forward(x [B, L, D], mask [B, L], rel [B, L, L, dim_head])``: the scores get ``q_i . rel_ij``
+    added and the output gets ``sum_j a_ij rel_ij``, so each head reads the pair relation through its
+    own query. Padded keys are excluded; a query row with no key outputs zeros.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.dim_head = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        q = q * self.dim_head ** -0.5
+        rel = rel.to(q.dtype)
+        scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,bijd->bhij", q, rel)
+        keep = mask[:, None, None, :]
+        scores = torch.where(keep, scores, torch.full((), neg_fill(scores.dtype), dtype=scores.dtype,
+                                                     device=x.device))
+        att = torch.softmax(scores, dim=-1)
+        att = self.drop(torch.where(keep.any(-1, keepdim=True), att, torch.zeros((), dtype=att.dtype,
+                                                                                 device=x.device)))
+        out = att @ v + torch.einsum("bhij,bijd->bhid", att, rel)
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm residual block: ``x + attn(norm(x), mask, **kw)``, then ``x + ff(norm(x))``.
 
@@ -213,5 +247,5 @@ class TransformerBlock(nn.Module):
 
 __all__ = [
     "C_VACUUM", "C_ICE", "DETECTOR_MIN", "DETECTOR_MAX", "neg_fill", "zero_padding", "masked_knn", "knn_mask",
-    "activation", "mlp", "sinusoidal", "BiasedAttention", "TransformerBlock",
+    "activation", "mlp", "sinusoidal", "BiasedAttention", "RelativeAttention", "TransformerBlock",
 ]

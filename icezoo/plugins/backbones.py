@@ -15,8 +15,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config, hookimpl
-from icezoo.nn import (C_ICE, C_VACUUM, DETECTOR_MAX, DETECTOR_MIN, TransformerBlock, knn_mask, masked_knn, neg_fill,
-                       sinusoidal, zero_padding)
+from icezoo.nn import (C_ICE, C_VACUUM, DETECTOR_MAX, DETECTOR_MIN, RelativeAttention, TransformerBlock, knn_mask,
+                       masked_knn, neg_fill, sinusoidal, zero_padding)
 
 
 class _BlockConfig(Config):
@@ -103,8 +103,11 @@ class RelBiasTransformer(Backbone):
     For every pair of pulses, ds^2 = c^2 dt^2 - |dx|^2 (metres^2, from ``batch.xyzt``); the signed
     root sign(ds^2) sqrt|ds^2| / ``length_scale`` is clipped to +-``clip`` and encoded with
     ``bias_dim`` sinusoids (frequencies up to ``bias_scale``). Each of the ``biased_depth`` blocks maps
-    that encoding to its own per-head additive attention bias [B, heads, L, L]; then ``depth`` plain
-    pre-norm blocks follow, then a final LayerNorm.
+    that encoding with its own Linear to its bias: ``bias_mode = "content"`` (the 2nd-place model) a
+    pair vector [B, L, L, dim_head] that each head reads through its query (added to the scores as
+    q_i . r_ij and to the output as sum_j a_ij r_ij); ``"additive"`` a per-head additive bias
+    [B, heads, L, L] (cheaper: fused attention kernels). Then ``depth`` plain pre-norm blocks, then a
+    final LayerNorm.
     """
 
     name = "relbias_transformer"
@@ -120,14 +123,23 @@ class RelBiasTransformer(Backbone):
         length_scale: float = Field(500.0, gt=0, description="metres per unit of the encoded interval")
         clip: float = Field(4.0, gt=0)
         bias_scale: float = Field(1024.0, gt=0, description="frequency multiplier of the interval encoding")
+        bias_mode: Literal["content", "additive"] = Field(
+            "content", description="content: q-dependent relative encoding (2nd place); additive: per-head bias")
 
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         dim = _width(config, in_dim)
         self.proj = nn.Linear(in_dim, dim) if dim != in_dim else nn.Identity()
-        block = lambda: TransformerBlock(dim, config.heads, config.ff_mult, config.dropout, config.attn_dropout)  # noqa: E731
-        self.biased = nn.ModuleList([block() for _ in range(config.biased_depth)])
-        self.bias_proj = nn.ModuleList([nn.Linear(config.bias_dim, config.heads) for _ in range(config.biased_depth)])
+        block = lambda attn=None: TransformerBlock(dim, config.heads, config.ff_mult, config.dropout,  # noqa: E731
+                                                   config.attn_dropout, attn=attn)
+        if config.bias_mode == "content":
+            self.biased = nn.ModuleList([block(RelativeAttention(dim, config.heads, config.attn_dropout))
+                                         for _ in range(config.biased_depth)])
+            width = dim // config.heads
+        else:
+            self.biased = nn.ModuleList([block() for _ in range(config.biased_depth)])
+            width = config.heads
+        self.bias_proj = nn.ModuleList([nn.Linear(config.bias_dim, width) for _ in range(config.biased_depth)])
         self.plain = nn.ModuleList([block() for _ in range(config.depth)])
         self.norm = nn.LayerNorm(dim)
         self.out_dim = dim
@@ -148,7 +160,10 @@ class RelBiasTransformer(Backbone):
         x = self.proj(zero_padding(h, mask))
         rel = self.relation(batch.xyzt.to(x.dtype), mask)
         for block, proj in zip(self.biased, self.bias_proj):
-            x = block(x, mask, bias=proj(rel).permute(0, 3, 1, 2))
+            if self.config.bias_mode == "content":
+                x = block(x, mask, rel=proj(rel))
+            else:
+                x = block(x, mask, bias=proj(rel).permute(0, 3, 1, 2))
         for block in self.plain:
             x = block(x, mask)
         return self.norm(x)
