@@ -162,6 +162,10 @@ def test_config_knobs():
         make_config(energy_min=1e5, energy_max=1e3)
     cfg = SimulatorConfig()
     assert cfg.type_fractions.sum() == pytest.approx(1.0)
+    # the defaults docs/simulator.md and `icezoo simulate --help` state
+    assert (cfg.energy_min, cfg.energy_max, cfg.spectral_index) == (100.0, 1e7, 1.9)
+    assert (cfg.frac_through_going, cfg.frac_starting, cfg.frac_cascade) == (0.5, 0.2, 0.3)
+    assert (cfg.noise, cfg.max_pulses, cfg.downgoing_excess, cfg.yield_scale) == (True, None, 0.0, 1.0)
     assert SimulatorConfig.model_json_schema()["additionalProperties"] is False
 
 
