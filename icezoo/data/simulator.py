@@ -157,7 +157,6 @@ class _Detector:
         self.x32, self.y32, self.z32 = (a.astype(np.float32) for a in (self.x, self.y, self.z))
         sid = np.arange(5160)
         string, dom = sid // 60, sid % 60
-        self.dom = dom
         hqe = (string >= 78) & (dom >= 10)  # lower 50 DOMs of strings 79-86
         self.qe = np.where(hqe, HQE_FACTOR, 1.0)
         self.qe32 = self.qe.astype(np.float32)
@@ -166,7 +165,7 @@ class _Detector:
         self.noise_total = float(self.noise_rate.sum())  # per ns, whole detector
         self.string_x = self.x.reshape(86, 60).mean(1)
         self.string_y = self.y.reshape(86, 60).mean(1)
-        # per string, DOMs in ascending z, packed into one sorted key (string * 4096 + z + 1000)
+        # per string, its sensor ids in ascending z (row s*60 .. s*60+59)
         order = np.lexsort((self.z, string))
         self.zkey_sensor = sid[order]
         # below[s, i]: number of DOMs of string s strictly below z = i - 1000 m (1 m grid)
