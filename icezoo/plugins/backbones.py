@@ -68,7 +68,10 @@ class Transformer(Backbone):
 
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
+        import inspect
+
         from x_transformers import Encoder
+        from x_transformers.x_transformers import AttentionLayers
 
         dim = _width(config, in_dim)
         dim_head = dim // config.heads
@@ -78,10 +81,12 @@ class Transformer(Backbone):
                 raise ValueError(f"rotary embeddings need a head width of at least 4, got {dim_head}")
             # x-transformers' default (half the head width) fails for heads of width 4; keep it even and >= 4
             rotary = {"rotary_emb_dim": max(4, 2 * (dim_head // 4))}
+            if "verbose" in inspect.signature(AttentionLayers.__init__).parameters:
+                rotary["verbose"] = False  # its "rotary dim should be at least 32" is advice for language models
         self.proj = nn.Linear(in_dim, dim) if dim != in_dim else nn.Identity()
         self.cls_token = nn.Parameter(torch.randn(dim) * 0.02) if config.cls else None
         self.encoder = Encoder(
-            dim=dim, depth=config.depth, heads=config.heads, attn_dim_head=dim_head, verbose=False, **rotary,
+            dim=dim, depth=config.depth, heads=config.heads, attn_dim_head=dim_head, **rotary,
             rotary_pos_emb=config.rotary_pos_emb, ff_glu=config.ff_glu, use_rmsnorm=config.use_rmsnorm,
             attn_dropout=config.attn_dropout, ff_dropout=config.ff_dropout, layer_dropout=config.layer_dropout,
         )
