@@ -38,6 +38,7 @@ IDS = [1, 2, 3, 4, 5]
 
 def loader(data, **kw):
     kw.setdefault("batch_size", 16)
+    kw.setdefault("block_events", 48)  # several blocks per file: 3 batches each
     return make_loader(data, "train", kw.pop("ids", IDS), SEL, FEATS, kw.pop("batch_size"), **kw)
 
 
@@ -59,6 +60,9 @@ def test_full_pass_covers_every_kept_event_once_and_counts_skips(data, meta):
         assert (b.sensor_id[~b.mask] == 5160).all() and (b.features[~b.mask] == 0).all()
         assert torch.allclose(b.target.norm(dim=1), torch.ones(len(b.target)), atol=1e-5)
     assert make_loader(data, "train", IDS, SEL, FEATS, 16, min_pulses=1).skipped == 0
+    # one block per file (the default size) covers the same events
+    big = loader(data, block_events=16384)
+    assert sorted(e for b in big for e in b.event_id.tolist()) == sorted(seen.tolist())
 
 
 def test_batches_match_chunk_to_batch(data):
@@ -81,7 +85,7 @@ def test_length_bucketing_cuts_padding(data, meta):
         slots = sum(b.mask.numel() for b in batches)
         return 1 - sum(int(b.mask.sum()) for b in batches) / slots
 
-    bucketed = padding(loader(data, bucket_window=64))
+    bucketed = padding(loader(data, bucket_window=64, block_events=16384))
     # reference: the same events cut into batches at random (no sorting by length)
     rng = np.random.default_rng(0)
     n = np.minimum(meta["n"][meta["n"] >= 2], 12)
@@ -90,7 +94,7 @@ def test_length_bucketing_cuts_padding(data, meta):
     random_padding = 1 - n.sum() / sum(w * len(c) for w, c in zip(widths, np.array_split(n, -(-len(n) // 16))))
     assert bucketed < 0.5 * random_padding
     # within a batch, lengths are close
-    spreads = [int(b.lengths.max() - b.lengths.min()) for b in loader(data)]
+    spreads = [int(b.lengths.max() - b.lengths.min()) for b in loader(data, block_events=16384)]
     assert np.median(spreads) <= 2
 
 

@@ -152,3 +152,24 @@ def test_selections_keep_subsets_in_time_order(chunk, k, seed):
                 a = chunk.auxiliary[chunk.offsets[e]:chunk.offsets[e + 1]]
                 kept = out.auxiliary[out.offsets[e]:out.offsets[e + 1]]
                 assert (~kept).sum() == min((~a).sum(), out.lengths[e])
+
+
+def test_draw_per_event_is_exactly_the_smallest_keys():
+    from icezoo.plugins.selection import draw_per_event
+
+    rng = np.random.default_rng(11)
+    pool = np.array([1, 5, 40, 300, 2000, 129, 7])
+    need = np.array([1, 5, 3, 128, 128, 100, 0])
+    ev = np.repeat(np.arange(len(pool)), pool)
+    chosen = np.sort(draw_per_event(ev, need, pool, np.random.default_rng(5)))
+    u = np.random.default_rng(5).random(len(ev))  # the keys draw_per_event drew
+    starts = np.r_[0, np.cumsum(pool)[:-1]]
+    expect = np.sort(np.concatenate([s + np.argsort(u[s:s + p])[:k] for s, p, k in zip(starts, pool, need)]))
+    assert np.array_equal(chosen, expect)
+    assert np.array_equal(np.bincount(ev[chosen], minlength=len(pool)), need)
+    # over many draws every row of an event is equally likely (uniform without replacement)
+    hits = np.zeros(40)
+    for seed in range(400):
+        c = draw_per_event(np.zeros(40, np.int64), np.array([10]), np.array([40]), np.random.default_rng(seed))
+        hits[c] += 1
+    assert hits.sum() == 4000 and hits.min() > 60 and hits.max() < 140

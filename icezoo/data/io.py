@@ -226,32 +226,33 @@ def read_meta(data_dir: str | Path, split: str, batch_id: int) -> dict[str, np.n
     return {c: df[c].to_numpy() for c in cols}
 
 
-def meta_counts(data_dir: str | Path, split: str, batch_ids: list[int]) -> dict[int, np.ndarray]:
-    """Pulse counts of every event of the given batch files, from the meta alone (no batch file read).
-
-    Returns ``{batch_id: n_pulses[E]}`` in file order; used to plan loaders (steps, sharding, skips).
-    """
+def file_counts(data_dir: str | Path, split: str, batch_ids: list[int], min_pulses: int = 2) -> dict[int, tuple[int, int]]:
+    """``{batch_id: (events, events with at least min_pulses pulses)}`` from one lazy aggregation over
+    the meta (no batch file is read, no per-event array is kept): what a loader plans with."""
     import polars as pl
 
     lf = scan_meta(data_dir, split)
     path = meta_path(data_dir, split)
+    n = pl.col("last_pulse_index") - pl.col("first_pulse_index") + 1
     try:
         df = (lf.filter(pl.col("batch_id").is_in([int(b) for b in batch_ids]))
-                .select("batch_id", "first_pulse_index", (pl.col("last_pulse_index") - pl.col("first_pulse_index") + 1).alias("n"))
-                .sort("batch_id", "first_pulse_index").collect())
+                .group_by("batch_id").agg(pl.len().alias("events"), (n >= min_pulses).sum().alias("kept"))
+                .collect())
     except Exception as exc:  # noqa: BLE001
         raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
-    bid = df["batch_id"].to_numpy()
-    n = df["n"].to_numpy().astype(np.int64)
-    out = {}
-    bounds = np.flatnonzero(np.diff(bid)) + 1
-    for part_b, part_n in zip(np.split(bid, bounds), np.split(n, bounds)):
-        if len(part_b):
-            out[int(part_b[0])] = part_n
+    out = {int(b): (int(e), int(k)) for b, e, k in zip(df["batch_id"], df["events"], df["kept"])}
     for b in batch_ids:
         if int(b) not in out:
             raise IcezooError(f"{path}: no events of batch {int(b)} in the meta")
     return out
+
+
+def file_pulse_counts(data_dir: str | Path, split: str, batch_id: int) -> np.ndarray:
+    """Pulses of every event of one batch file (meta order), from the meta alone."""
+    meta = read_meta(data_dir, split, batch_id)
+    if len(meta["event_id"]) == 0:
+        raise IcezooError(f"{meta_path(data_dir, split)}: no events of batch {int(batch_id)} in the meta")
+    return (meta["last_pulse_index"] - meta["first_pulse_index"] + 1).astype(np.int64)
 
 
 class RawFile:
@@ -281,6 +282,10 @@ class RawFile:
         if events is None:
             rows, lengths = slice(None), self.n_pulses
             ev = slice(None)
+        elif len(events) and events[-1] - events[0] + 1 == len(events) and (np.diff(events) == 1).all():
+            a, b = int(events[0]), int(events[-1]) + 1  # a contiguous run of events: views, no gather
+            rows, ev = slice(int(self.offsets[a]), int(self.offsets[b])), slice(a, b)
+            lengths = self.offsets[a + 1:b + 1] - self.offsets[a:b]
         else:
             ev = np.asarray(events, dtype=np.int64)
             lengths = self.offsets[ev + 1] - self.offsets[ev]
@@ -376,9 +381,10 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
 
     geo = load_geometry(data_dir, geometry)
     lo, hi = (int(sensor_id.min()), int(sensor_id.max())) if n_rows else (0, 0)
-    if lo < 0 or hi >= len(geo) or np.isnan(geo[np.unique(sensor_id), 0]).any():
+    holes = np.isnan(geo[:, 0])
+    if lo < 0 or hi >= len(geo) or (holes.any() and holes[sensor_id].any()):
         valid = np.zeros(len(geo) + 1, dtype=bool)
-        valid[:-1] = ~np.isnan(geo[:, 0])
+        valid[:-1] = ~holes
         sid = sensor_id.astype(np.int64)
         r = int(np.flatnonzero(~valid[np.where((sid < 0) | (sid >= len(geo)), len(geo), sid)])[0])
         raise IcezooError(f"{path}: row {r} (event {event_id[r]}): sensor_id {sensor_id[r]} is outside the geometry "
@@ -419,14 +425,15 @@ def read_chunk(data_dir: str | Path, split: str, batch_id: int, geometry=None) -
 class Prepared:
     """A chunk after selection and feature extraction, ready to be cut into padded batches.
 
-    ``rows`` of the selected chunk are grouped by event; ``feats`` [F, rows] (feature-major) and ``event_feats``
-    [E, Fe] are float32; ``t0`` [E] is each event's first selected pulse time.
+    ``cols`` [F + 4, rows + 1] float32 holds, column-major, the pulse features then x, y, z (m) and
+    t - t0 (ns) of the selected rows, plus a last all-zero column that padded slots read; ``sensor``
+    [rows + 1] int64 ends with PAD_SENSOR; ``event_feats`` [E, Fe] float32.
     """
 
-    __slots__ = ("chunk", "feats", "event_feats", "t0", "max_len")
+    __slots__ = ("chunk", "cols", "sensor", "event_feats", "n_features")
 
-    def __init__(self, chunk, feats, event_feats, t0, max_len):
-        self.chunk, self.feats, self.event_feats, self.t0, self.max_len = chunk, feats, event_feats, t0, max_len
+    def __init__(self, chunk, cols, sensor, event_feats, n_features):
+        self.chunk, self.cols, self.sensor, self.event_feats, self.n_features = chunk, cols, sensor, event_feats, n_features
 
 
 def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Prepared:
@@ -437,11 +444,10 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
         raise IcezooError(f"selection {selection.name}: returned {sel.num_events} events for {chunk.num_events}")
     if sel.lengths.max(initial=0) > max_len:  # a selection wider than max_pulses: keep the earliest
         rank = np.arange(len(sel.time)) - np.repeat(sel.offsets[:-1], sel.lengths)
-        rows = np.flatnonzero(rank < max_len)
         counts = np.minimum(sel.lengths, max_len)
         offsets = np.zeros_like(sel.offsets)
         np.cumsum(counts, out=offsets[1:])
-        sel = sel.take(rows, offsets)
+        sel = sel.take(np.flatnonzero(rank < max_len), offsets)
     pulse_cols, event_cols = [], []
     for f in features:
         out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
@@ -449,60 +455,67 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
         if out.ndim != 2 or out.shape != (want, f.out_dim):
             raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
         (event_cols if f.event_level else pulse_cols).append(out)
-    # pulse features are kept feature-major [F, rows]: extractors build columns, pad_events transposes
-    # one small batch at a time (cache friendly) instead of the whole chunk
+    # column-major [F + 4, rows + 1]: extractors build columns cheaply, and pad_events gathers one
+    # small batch at a time and transposes it while it is in cache
     F = sum(c.shape[1] for c in pulse_cols)
-    feats = np.empty((F, len(sel.time)), dtype=np.float32)
+    n = len(sel.time)
+    cols = np.empty((F + 4, n + 1), dtype=np.float32)
+    cols[:, n] = 0.0
     a = 0
     for c in pulse_cols:
-        feats[a:a + c.shape[1]] = c.T
+        cols[a:a + c.shape[1], :n] = c.T
         a += c.shape[1]
-    event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)
     lengths = sel.lengths
     t0 = np.zeros(sel.num_events)
     nonempty = lengths > 0
     t0[nonempty] = sel.time[sel.offsets[:-1][nonempty]]
-    return Prepared(sel, feats, event_feats, t0, max_len)
+    cols[F, :n] = sel.x
+    cols[F + 1, :n] = sel.y
+    cols[F + 2, :n] = sel.z
+    np.subtract(sel.time, np.repeat(t0, lengths), out=cols[F + 3, :n], casting="unsafe")
+    sensor = np.empty(n + 1, dtype=np.int64)
+    sensor[:n] = sel.sensor_id
+    sensor[n] = PAD_SENSOR
+    event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)
+    return Prepared(sel, cols, sensor, event_feats, F)
 
 
-def pad_events(prep: Prepared, start: int, stop: int, width: int | None = None) -> Batch:
-    """Padded Batch of the contiguous events ``start:stop`` of a prepared chunk (numpy fancy indexing)."""
+def pad_events(prep: Prepared, events, width: int | None = None) -> Batch:
+    """Padded Batch of the given events of a prepared chunk (an index array or a slice), in that order.
+
+    One index grid [B * L] maps every padded slot to its source row (or the zero column), and each
+    column is gathered with it: numpy fancy indexing, no Python loop over events.
+    """
     import torch
 
     sel = prep.chunk
-    offs = sel.offsets[start:stop + 1]
-    lengths = np.diff(offs)
-    b = len(lengths)
+    if isinstance(events, slice):
+        events = np.arange(sel.num_events)[events]
+    ev = np.asarray(events, dtype=np.int64)
+    starts = sel.offsets[ev]
+    lengths = sel.offsets[ev + 1] - starts
+    b = len(ev)
     L = int(width if width is not None else max(int(lengths.max(initial=0)), 1))
-    r0, r1 = int(offs[0]), int(offs[-1])
-    n = r1 - r0
-    ev = np.repeat(np.arange(b), lengths)
-    pos = np.arange(n) - np.repeat(offs[:-1] - r0, lengths)
-    flat = ev * L + pos
-    F = prep.feats.shape[0]
-    buf = np.zeros((F, b * L), np.float32)
-    buf[:, flat] = prep.feats[:, r0:r1]
-    feats = np.ascontiguousarray(buf.T)
-    xyzt = np.zeros((b * L, 4), np.float32)
-    xyzt[flat, 0] = sel.x[r0:r1]
-    xyzt[flat, 1] = sel.y[r0:r1]
-    xyzt[flat, 2] = sel.z[r0:r1]
-    xyzt[flat, 3] = sel.time[r0:r1] - np.repeat(prep.t0[start:stop], lengths)
-    sensor = np.full(b * L, PAD_SENSOR, np.int64)
-    sensor[flat] = sel.sensor_id[r0:r1]
-    mask = np.zeros(b * L, bool)
-    mask[flat] = True
+    n = int(lengths.sum())
+    dest0 = np.cumsum(lengths) - lengths
+    within = np.arange(n, dtype=np.int64) - np.repeat(dest0, lengths)
+    grid = np.full(b * L, prep.cols.shape[1] - 1, dtype=np.int64)
+    grid[np.repeat(np.arange(b, dtype=np.int64) * L, lengths) + within] = np.repeat(starts, lengths) + within
+    C, F = prep.cols.shape[0], prep.n_features
+    buf = np.empty((C, b * L), np.float32)
+    for i in range(C):
+        np.take(prep.cols[i], grid, out=buf[i])
     target = None
     if sel.azimuth is not None:
-        target = torch.from_numpy(angles_to_vector(sel.azimuth[start:stop], sel.zenith[start:stop]).astype(np.float32))
+        target = torch.from_numpy(angles_to_vector(sel.azimuth[ev], sel.zenith[ev]).astype(np.float32))
     return Batch(
-        features=torch.from_numpy(feats.reshape(b, L, F)),
-        mask=torch.from_numpy(mask.reshape(b, L)),
-        xyzt=torch.from_numpy(xyzt.reshape(b, L, 4)),
-        sensor_id=torch.from_numpy(sensor.reshape(b, L)),
-        event_features=torch.from_numpy(np.ascontiguousarray(prep.event_feats[start:stop])),
-        n_pulses=torch.from_numpy(sel.n_pulses[start:stop].astype(np.int64)),
-        event_id=torch.from_numpy(sel.event_id[start:stop].astype(np.int64)),
+        features=torch.from_numpy(np.ascontiguousarray(buf[:F].T).reshape(b, L, F)),
+        mask=torch.from_numpy(np.arange(L)[None, :] < lengths[:, None]),
+        xyzt=torch.from_numpy(np.ascontiguousarray(buf[F:].T).reshape(b, L, 4)),
+        sensor_id=torch.from_numpy(prep.sensor[grid].reshape(b, L)),
+        event_features=torch.from_numpy(prep.event_feats[ev]),
+        n_pulses=torch.from_numpy(sel.n_pulses[ev].astype(np.int64)),
+        event_id=torch.from_numpy(sel.event_id[ev].astype(np.int64)),
         target=target,
     )
 
@@ -516,7 +529,7 @@ def chunk_to_batch(chunk: PulseChunk, selection, features, rng: np.random.Genera
     kept here (an event with none is all padding); loaders skip and count them for training.
     """
     prep = prepare(chunk, selection, features, rng, max_pulses)
-    return pad_events(prep, 0, chunk.num_events)
+    return pad_events(prep, slice(None))
 
 
 # ---------------------------------------------------------------------------------------------

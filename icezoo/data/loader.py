@@ -1,7 +1,8 @@
 """Loaders: batch files -> padded :class:`~icezoo.core.Batch` objects, bucketed, sharded, resumable.
 
-The whole plan of an epoch (which rank and worker reads which file, which events form which batch)
-is computed up front from the meta alone (pulse counts per event), so that
+The plan of an epoch (which rank and worker reads which file, how many batches each yields) comes
+from one lazy aggregation over the meta (events and kept events per file; no per-event array for
+whole files), so that
 
 * every rank gets the same number of steps (the longer ranks drop their last batches, counted in
   ``stats["dropped_events"]``);
@@ -10,14 +11,16 @@ is computed up front from the meta alone (pulse counts per event), so that
 * ``start_step`` skips batches exactly: the batches after it are those of a full pass;
 * only the batch files in flight (one per worker) are in memory, whatever the dataset size.
 
-Sharding: with at least as many files as ranks, whole files go round-robin to the ranks; the files
-left over (``len(files) % world_size``) and every file when there are fewer files than ranks are
-split by events (a seeded permutation, every ``world_size``-th event per rank). Batching is by
-length: events are shuffled, sorted by pulse count within windows of ``bucket_window`` batches and
-cut into batches, whose order is shuffled again; so a batch holds similar pulse counts and needs
-little padding. With ``num_workers`` > 0, worker ``w`` reads units ``w, w+W, ...`` and the torch
-DataLoader returns their batches round-robin; the step sequence depends on ``num_workers`` (resume
-with the same value).
+Sharding: with at least as many files as ranks, whole files go round-robin to the ranks (in a
+seeded order); the files left over (``len(files) % world_size``), and every file when there are
+fewer files than ranks, are split by events (a seeded permutation, every ``world_size``-th event
+per rank). Within a unit (a file, or a rank's share of one) the kept events in file order are cut
+into blocks of ``block_events`` (16384) that are visited in a seeded order; a block's events are
+shuffled, sorted by pulse count within windows of ``bucket_window`` batches and cut into batches,
+whose order is shuffled again, so a batch holds similar pulse counts and needs little padding.
+Each block is gathered, selected and featurised at once (vectorised) with its own seeds. With
+``num_workers`` > 0, worker ``w`` reads units ``w, w+W, ...`` and the torch DataLoader returns
+their batches round-robin; the step sequence depends on ``num_workers`` (resume with the same value).
 """
 
 from __future__ import annotations
@@ -31,44 +34,29 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from icezoo.core.batch import Batch
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import meta_counts, pad_events, prepare, read_raw
+from icezoo.data.io import file_counts, file_pulse_counts, pad_events, prepare, read_raw
 
 
 @dataclass
 class Unit:
-    """One batch file (or this rank's share of it) and the batches cut from it."""
+    """One batch file for one rank: the whole file (``shard`` None) or the rank's share of its events."""
 
     batch_id: int
-    events: np.ndarray  # indices into the file's events, in batch order
-    bounds: np.ndarray  # [n_batches + 1] event positions in ``events`` where batches start/stop
-    seed: tuple[int, ...]
-
-    @property
-    def n_batches(self) -> int:
-        return len(self.bounds) - 1
+    shard: int | None
+    kept: int  # events with at least min_pulses pulses in this unit
+    n_batches: int
 
 
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]))
 
 
-def _bucket(events: np.ndarray, n_cap: np.ndarray, batch_size: int, window: int, shuffle: bool,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Order ``events`` into length buckets; returns (events in batch order, batch bounds)."""
-    n = len(events)
-    if n == 0:
-        return events, np.zeros(1, dtype=np.int64)
-    perm = rng.permutation(n) if shuffle else np.arange(n)
-    win = np.arange(n) // (batch_size * max(window, 1))
-    order = perm[np.lexsort((n_cap[perm], win))]
-    n_batches = -(-n // batch_size)
-    sizes = np.full(n_batches, batch_size, dtype=np.int64)
-    sizes[-1] = n - batch_size * (n_batches - 1)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    batch_order = rng.permutation(n_batches) if shuffle else np.arange(n_batches)
-    rows = np.concatenate([np.arange(starts[b], starts[b] + sizes[b]) for b in batch_order]) if shuffle else np.arange(n)
-    bounds = np.r_[0, np.cumsum(sizes[batch_order])]
-    return events[order[rows]], bounds
+def _batch_sizes(m: int, batch_size: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Sizes of the batches cut from ``m`` events, in yield order (the partial one placed by ``rng``)."""
+    sizes = np.full(m // batch_size, batch_size, dtype=np.int64)
+    if m % batch_size:
+        sizes = np.r_[sizes, m % batch_size]
+    return sizes[rng.permutation(len(sizes))] if rng is not None else sizes
 
 
 class EventDataset(IterableDataset):
@@ -76,6 +64,11 @@ class EventDataset(IterableDataset):
 
     ``len()`` is the number of steps this rank yields (after ``start_step``); ``skipped`` counts the
     events of this rank's share with fewer than ``min_pulses`` pulses; ``stats`` has the rest.
+
+    Within a unit (a file or a rank's share of one) the kept events, in file order, are cut into
+    blocks of ``block_events``; the blocks are visited in a seeded order, and each is read with
+    views of the file's columns, selected and featurised at once, then cut into length-bucketed
+    batches. Each block has its own seeds, so skipping blocks (``start_step``) changes nothing after.
     """
 
     def __init__(self, data_dir: str | Path, split: str, batch_ids: list[int], selection, features, batch_size: int, *,
@@ -94,12 +87,25 @@ class EventDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.num_workers, self.start_step, self.min_pulses = max(0, num_workers), max(0, start_step), min_pulses
         self.max_pulses = int(max_pulses if max_pulses is not None else selection.max_pulses)
-        self.geometry, self.block_events = geometry, block_events
-        self._plan(list(dict.fromkeys(int(b) for b in batch_ids)), bucket_window)
+        self.geometry, self.window = geometry, max(1, int(bucket_window))
+        self.block = max(batch_size, (int(block_events) // batch_size) * batch_size)  # whole batches per block
+        self._plan(list(dict.fromkeys(int(b) for b in batch_ids)))
 
     # -- planning (meta only) -------------------------------------------------------------------
-    def _plan(self, ids: list[int], window: int) -> None:
-        counts = meta_counts(self.data_dir, self.split, ids)
+    def _shard(self, batch_id: int, n_events: int, r: int) -> np.ndarray:
+        """Events (file order) of rank ``r``'s share of a file split by events."""
+        perm = _rng(self.seed, self.epoch, batch_id, 0x5A4D).permutation(n_events) if self.shuffle else np.arange(n_events)
+        return np.sort(perm[r::self.world_size])
+
+    def _seed(self, unit: Unit, *more: int) -> np.random.Generator:
+        return _rng(self.seed, self.epoch, unit.batch_id, -1 if unit.shard is None else unit.shard, *more)
+
+    def _n_batches(self, kept: int) -> int:
+        full, rem = divmod(kept, self.block)
+        return full * (self.block // self.batch_size) + -(-rem // self.batch_size)
+
+    def _plan(self, ids: list[int]) -> None:
+        counts = file_counts(self.data_dir, self.split, ids, self.min_pulses)
         ws = self.world_size
         if self.shuffle:
             ids = [ids[i] for i in _rng(self.seed, self.epoch, 0x5EED).permutation(len(ids))]
@@ -107,21 +113,20 @@ class EventDataset(IterableDataset):
         per_rank: list[list[Unit]] = [[] for _ in range(ws)]
         skipped = np.zeros(ws, dtype=np.int64)
         for i, b in enumerate(ids):
-            n = counts[b]
-            if i < n_whole:
-                shares = {i % ws: np.arange(len(n))}
-            else:  # split this file by events across every rank
-                perm = _rng(self.seed, self.epoch, b, 0x5A4D).permutation(len(n)) if self.shuffle else np.arange(len(n))
-                shares = {r: np.sort(perm[r::ws]) for r in range(ws)}
-            for r, ev in shares.items():
-                ok = n[ev] >= self.min_pulses
-                skipped[r] += int((~ok).sum())
-                ev = ev[ok]
-                unit_seed = (self.seed, self.epoch, b, r if i >= n_whole else ws + 1)
-                ordered, bounds = _bucket(ev, np.minimum(n[ev], self.max_pulses), self.batch_size, window,
-                                          self.shuffle, _rng(*unit_seed, 0xB0C))
-                if len(ordered):
-                    per_rank[r].append(Unit(b, ordered, bounds, unit_seed))
+            events, kept = counts[b]
+            if i < n_whole:  # whole files round-robin
+                shares = [(i % ws, None, kept, events - kept)]
+            else:  # the files left over are split by events across every rank
+                n = file_pulse_counts(self.data_dir, self.split, b)
+                shares = []
+                for r in range(ws):
+                    ev = self._shard(b, len(n), r)
+                    k = int((n[ev] >= self.min_pulses).sum())
+                    shares.append((r, r, k, len(ev) - k))
+            for r, shard, k, skip in shares:
+                skipped[r] += skip
+                if k:
+                    per_rank[r].append(Unit(b, shard, k, self._n_batches(k)))
         steps = np.array([sum(u.n_batches for u in units) for units in per_rank])
         self.total_steps = int(steps.min())
         self.units = per_rank[self.rank]
@@ -140,25 +145,32 @@ class EventDataset(IterableDataset):
         # worker whose turn is next, and the others follow in cyclic order (same exhaustion pattern)
         first = int(seq[self.start_step]) if self.start_step < self.total_steps else 0
         self.worker_map = [(i + first) % W for i in range(W)]
-        kept_batches = self._events_in()
-        self.stats = {
-            "files": len({u.batch_id for u in self.units}),
-            "events": int(sum(len(u.events) for u in self.units)),
-            "skipped_events": self.skipped,
-            "dropped_events": int(sum(len(u.events) for u in self.units) - kept_batches),
-            "steps": self.total_steps,
-            "steps_before_equalising": int(steps[self.rank]),
-        }
+        self._steps_before = int(steps[self.rank])
 
-    def _events_in(self) -> int:
-        """Events in the batches of a full pass (steps 0..total_steps) of this rank."""
-        total = 0
+    def _blocks(self, unit: Unit):
+        """(block index, number of events) of a unit's blocks, in visiting order."""
+        n_blocks = -(-unit.kept // self.block)
+        order = self._seed(unit, 0xB10C).permutation(n_blocks) if self.shuffle else np.arange(n_blocks)
+        return [(int(k), min(self.block, unit.kept - int(k) * self.block)) for k in order]
+
+    def _unit_batch_sizes(self, unit: Unit) -> np.ndarray:
+        return np.concatenate([_batch_sizes(m, self.batch_size, self._seed(unit, 0xBA7, k) if self.shuffle else None)
+                               for k, m in self._blocks(unit)])
+
+    @property
+    def stats(self) -> dict:
+        """files, events (kept), skipped_events, dropped_events (cut to equalise steps), steps."""
+        kept = sum(u.kept for u in self.units)
+        yielded = 0
         for w, units in enumerate(self.worker_units):
             hi, k = self.worker_range[w][1], 0
             for u in units:
-                total += int(u.bounds[max(0, min(u.n_batches, hi - k))])
+                take = max(0, min(u.n_batches, hi - k))
+                yielded += int(self._unit_batch_sizes(u)[:take].sum()) if take < u.n_batches else u.kept
                 k += u.n_batches
-        return total
+        return {"files": len({u.batch_id for u in self.units}), "events": kept, "skipped_events": self.skipped,
+                "dropped_events": kept - yielded, "steps": self.total_steps,
+                "steps_before_equalising": self._steps_before}
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
@@ -189,18 +201,46 @@ class EventDataset(IterableDataset):
             del raw
 
     def _unit_batches(self, raw, unit: Unit, lo: int, hi: int):
-        """Batches ``lo:hi`` of a unit, prepared in blocks of about ``block_events`` events; each block
-        has its own seeded rng, so a block's batches are the same whether or not earlier ones ran."""
-        step = max(1, self.block_events // self.batch_size)
-        b = unit.bounds
-        for s in range(0, unit.n_batches, step):
-            e = min(s + step, unit.n_batches)
-            if e <= lo or s >= hi:
+        """Batches ``lo:hi`` of a unit, block by block (blocks wholly outside are not prepared)."""
+        n = raw.n_pulses
+        ev = np.arange(raw.num_events) if unit.shard is None else self._shard(unit.batch_id, raw.num_events, unit.shard)
+        ev = ev[n[ev] >= self.min_pulses]
+        if len(ev) != unit.kept:
+            raise IcezooError(f"{raw.path}: the meta changed while loading ({len(ev)} events kept, planned {unit.kept})")
+        j = 0
+        for k, m in self._blocks(unit):
+            sizes = _batch_sizes(m, self.batch_size, self._seed(unit, 0xBA7, k) if self.shuffle else None)
+            j0, j = j, j + len(sizes)
+            if j <= lo or j0 >= hi:
                 continue
-            chunk = raw.gather(unit.events[b[s]:b[e]])
-            prep = prepare(chunk, self.selection, self.features, _rng(*unit.seed, 0x5E1, s), self.max_pulses)
-            for j in range(max(s, lo), min(e, hi)):
-                yield pad_events(prep, int(b[j] - b[s]), int(b[j + 1] - b[s]))
+            block_ev = ev[k * self.block:k * self.block + m]
+            bounds = np.r_[0, np.cumsum(sizes)]
+            order = self._bucket(n[block_ev], sizes, unit, k)
+            # events in yield order, each batch's events in file order: the gather (compact raw columns)
+            # does the reordering, and padding then reads contiguous rows
+            order = order[np.lexsort((order, np.repeat(np.arange(len(sizes)), sizes)))]
+            chunk = raw.gather(block_ev[order])
+            prep = prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses)
+            for i in range(max(lo, j0) - j0, min(hi, j) - j0):
+                yield pad_events(prep, slice(int(bounds[i]), int(bounds[i + 1])))
+
+    def _bucket(self, n: np.ndarray, sizes: np.ndarray, unit: Unit, k: int) -> np.ndarray:
+        """Block positions in yield order: shuffled, sorted by pulse count within windows of batches,
+        cut into batches of ``batch_size`` which are then placed in the order ``sizes`` was drawn."""
+        m = len(n)
+        perm = self._seed(unit, 0xB0C, k).permutation(m) if self.shuffle else np.arange(m)
+        win = np.arange(m) // (self.batch_size * self.window)
+        ordered = perm[np.lexsort((np.minimum(n[perm], self.max_pulses), win))]
+        if not self.shuffle:
+            return ordered
+        # the batches cut in sorted order are full except the last; sizes lists them in yield order
+        # (full ones, then the partial one, permuted by the same rng): map them back
+        n_full = m // self.batch_size
+        cut = [ordered[i * self.batch_size:(i + 1) * self.batch_size] for i in range(n_full)]
+        if m % self.batch_size:
+            cut.append(ordered[n_full * self.batch_size:])
+        perm_b = self._seed(unit, 0xBA7, k).permutation(len(cut))
+        return np.concatenate([cut[i] for i in perm_b]) if cut else ordered
 
 
 def _identity(x):

@@ -73,18 +73,60 @@ class AuxFirst(Selection):
     name = "aux_first"
 
     def select(self, chunk: PulseChunk, rng: np.random.Generator) -> PulseChunk:
+        k = self.max_pulses
         lengths = chunk.lengths
-        long = lengths > self.max_pulses
-        if not long.any():
+        long_ev = np.flatnonzero(lengths > k)
+        if len(long_ev) == 0:
             return chunk
-        # random draws for every pulse (so the result of an event does not depend on which others are long)
-        u = rng.integers(0, 1 << 31, size=len(chunk.time), dtype=np.int64)
-        long_rows = np.repeat(long, lengths)
-        rows = np.flatnonzero(long_rows)
-        key = (chunk.auxiliary[rows].astype(np.int64) << 31) | u[rows]
+        # rows of the long events, and their event (0..len(long_ev)-1)
+        ln = lengths[long_ev]
+        ev = np.repeat(np.arange(len(long_ev)), ln)
+        rows = np.arange(len(ev), dtype=np.int64) + np.repeat(chunk.offsets[long_ev] - (np.cumsum(ln) - ln), ln)
+        aux = chunk.auxiliary[rows]
+        m = ln - np.add.reduceat(aux, np.cumsum(ln) - ln, dtype=np.int64)  # HLC pulses per event
+        hlc_only = m >= k  # draw k of the HLC pulses; else keep every HLC pulse and draw k-m auxiliary ones
+        in_pool = aux != hlc_only[ev]
+        need = np.where(hlc_only, k, k - m)
+        pool_rows = np.flatnonzero(in_pool)
+        chosen = draw_per_event(ev[pool_rows], need, np.where(hlc_only, m, ln - m), rng)
         keep = np.ones(len(chunk.time), dtype=bool)
-        keep[rows] = smallest_per_event(chunk.event_index[rows], key, self.max_pulses)
-        return keep_rows(chunk, keep)
+        keep[rows] = ~aux & ~hlc_only[ev]
+        keep[rows[pool_rows[chosen]]] = True
+        new_lengths = np.minimum(lengths, k)
+        offsets = np.zeros_like(chunk.offsets)
+        np.cumsum(new_lengths, out=offsets[1:])
+        return chunk.take(np.flatnonzero(keep), offsets)
+
+
+def draw_per_event(ev: np.ndarray, need: np.ndarray, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices into ``ev`` (rows grouped by event) of ``need[e]`` rows drawn uniformly without replacement
+    from each event's ``pool[e]`` rows: the rows with the ``need`` smallest uniform keys.
+
+    Exact without sorting every row: keys below a low cut (``need - 3 sd``) are in for sure, keys
+    above a high cut (``need + 3 sd``) out for sure, and only the band between is sorted; an event
+    whose counts do not bracket ``need`` (rare) sorts all its rows.
+    """
+    u = rng.random(len(ev))
+    sd = np.sqrt(need)
+    inv = 1.0 / np.maximum(pool, 1)
+    u_lo = (np.maximum(need - 3.0 * sd - 2.0, 0.0) * inv)[ev]
+    u_hi = ((need + 3.0 * sd + 2.0) * inv)[ev]
+    sure = u < u_lo
+    band = ~sure & (u < u_hi)
+    n_sure = np.bincount(ev[sure], minlength=len(need))
+    n_band = np.bincount(ev[band], minlength=len(need))
+    rest = need - n_sure
+    bad = (rest < 0) | (n_band < rest)
+    if bad.any():
+        bad_rows = bad[ev]
+        sure &= ~bad_rows
+        band |= bad_rows
+        n_band[bad], rest[bad] = pool[bad], need[bad]
+    cand = np.flatnonzero(band)
+    order = cand[np.argsort(ev[cand] + u[cand])]  # event index + key in [0, 1): grouped by event, key order
+    starts = np.cumsum(n_band) - n_band
+    rank = np.arange(len(order)) - np.repeat(starts, n_band)
+    return np.concatenate([np.flatnonzero(sure), order[rank < np.repeat(rest, n_band)]])
 
 
 class LightSpeed(Selection):
