@@ -99,8 +99,8 @@ class AuxFirst(Selection):
 
 
 def draw_per_event(ev: np.ndarray, need: np.ndarray, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices into ``ev`` (rows grouped by event) of ``need[e]`` rows drawn uniformly without replacement
-    from each event's ``pool[e]`` rows: the rows with the ``need`` smallest uniform keys.
+    """Indices into ``ev`` (rows grouped by event, ``pool[e]`` rows for event e) of ``need[e]`` rows drawn
+    uniformly without replacement from each event's rows: those with the ``need`` smallest uniform keys.
 
     Exact without sorting every row: keys below a low cut (``need - 3 sd``) are in for sure, keys
     above a high cut (``need + 3 sd``) out for sure, and only the band between is sorted; an event
@@ -113,8 +113,13 @@ def draw_per_event(ev: np.ndarray, need: np.ndarray, pool: np.ndarray, rng: np.r
     u_hi = ((need + 3.0 * sd + 2.0) * inv)[ev]
     sure = u < u_lo
     band = ~sure & (u < u_hi)
-    n_sure = np.bincount(ev[sure], minlength=len(need))
-    n_band = np.bincount(ev[band], minlength=len(need))
+    nz = pool > 0
+    seg = (np.cumsum(pool) - pool)[nz]  # rows are grouped by event, pool[e] rows each
+    n_sure = np.zeros(len(need), dtype=np.int64)
+    n_band = np.zeros(len(need), dtype=np.int64)
+    if len(seg):
+        n_sure[nz] = np.add.reduceat(sure, seg, dtype=np.int64)
+        n_band[nz] = np.add.reduceat(band, seg, dtype=np.int64)
     rest = need - n_sure
     bad = (rest < 0) | (n_band < rest)
     if bad.any():
