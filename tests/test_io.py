@@ -221,6 +221,15 @@ def test_meta_indices_not_matching(tmp_path):
     _raises(lambda: read_chunk(root, "train", 1), "train_meta.parquet", "event 20", "expected first_pulse_index 3")
 
 
+def test_bad_meta_dtype_and_nulls(fixture_dir):
+    meta = fixture_dir / "train_meta.parquet"
+    table = pq.read_table(meta)
+    pq.write_table(table.set_column(2, "first_pulse_index", pa.array([0.0, 3.0, 4.0, 0.0])), meta)
+    _raises(lambda: read_chunk(fixture_dir, "train", 1), "train_meta.parquet", "first_pulse_index", "dtype")
+    pq.write_table(table.set_column(3, "last_pulse_index", pa.array([2, None, 5, 1], pa.int64())), meta)
+    _raises(lambda: read_chunk(fixture_dir, "train", 1), "train_meta.parquet", "event 20", "null")
+
+
 def test_truncated_parquet(fixture_dir):
     path = fixture_dir / "train" / "batch_1.parquet"
     data = path.read_bytes()

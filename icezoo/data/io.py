@@ -222,6 +222,10 @@ def read_meta(data_dir: str | Path, split: str, batch_id: int) -> dict[str, np.n
         df = lf.select(cols).filter(pl.col("batch_id") == int(batch_id)).collect()
     except Exception as exc:  # noqa: BLE001
         raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    for c in cols:
+        if df[c].null_count():
+            i = int(np.flatnonzero(df[c].is_null().to_numpy())[0])
+            raise IcezooError(f"{path}: batch {int(batch_id)}, event {df['event_id'][i]}: {c} is null")
     df = df.sort("first_pulse_index")
     return {c: df[c].to_numpy() for c in cols}
 
