@@ -74,7 +74,7 @@ def bench_data_cmd(
             tmp = tempfile.TemporaryDirectory(prefix="icezoo-bench-data-")
             data = Path(tmp.name) / "data"
             t0 = time.perf_counter()
-            how = _make_dataset(data, events, min(20_000, events), seed=0)
+            how = _make_dataset(data, events, min(50_000, events), seed=0)
             typer.echo(f"temporary dataset: {events} events ({how}, {time.perf_counter() - t0:.1f} s) in {data}")
         ids = parse_batches(batches, list_batches(data, split))
         for width in widths:
