@@ -138,7 +138,7 @@ def test_sharding_disjoint_equal_steps(data, meta, world_size, ids):
 def test_bad_arguments(data):
     with pytest.raises(IcezooError, match="rank"):
         loader(data, rank=2, world_size=2)
-    with pytest.raises(IcezooError, match="batch 9"):
+    with pytest.raises(IcezooError, match="batch_9.parquet: batch file not found"):
         loader(data, ids=[9])
     with pytest.raises(IcezooError, match="no batch files"):
         loader(data, ids=[])

@@ -11,6 +11,11 @@ Layout (``DIR`` = a dataset directory, see :mod:`icezoo.data.kaggle_layout` for 
 The meta is scanned lazily and filtered by ``batch_id`` (the full train_meta has 132M rows; it is
 never loaded whole). Everything after the read is vectorised numpy over the whole file. Every
 problem with the input is one :class:`IcezooError` line naming the file (and the event or row).
+
+Public API: :func:`list_batches`, :func:`parse_batches`, :func:`split_batches`, :func:`cycle_batches`,
+:func:`read_chunk`, :func:`chunk_to_batch`, :func:`load_geometry`. The loaders build on
+:func:`read_raw` (validated columns of one file; :meth:`RawFile.gather` makes the PulseChunk of any
+events), :func:`prepare` (selection + features of a chunk) and :func:`pad_events` (one padded Batch).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from icezoo.core.batch import Batch
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import file_counts, file_pulse_counts, pad_events, prepare, read_raw
+from icezoo.data.io import batch_path, file_counts, file_pulse_counts, pad_events, prepare, read_raw
 
 
 @dataclass
@@ -105,6 +105,9 @@ class EventDataset(IterableDataset):
         return full * (self.block // self.batch_size) + -(-rem // self.batch_size)
 
     def _plan(self, ids: list[int]) -> None:
+        for b in ids:  # fail before training starts, not hours into an epoch
+            if not batch_path(self.data_dir, self.split, b).is_file():
+                raise IcezooError(f"{batch_path(self.data_dir, self.split, b)}: batch file not found")
         counts = file_counts(self.data_dir, self.split, ids, self.min_pulses)
         ws = self.world_size
         if self.shuffle:
