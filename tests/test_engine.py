@@ -262,6 +262,15 @@ def test_incompatible_checkpoint_is_one_line_exit_2(world, trained, tmp_path, ca
         assert "incompatible checkpoint" in err
 
 
+def test_files_per_epoch_walks_the_training_files_round_robin(world):
+    cli(*train_args(world, "CYCLE", "--epochs", "3", "--set", "train.files_per_epoch=2"))
+    info = json.loads((world["runs"] / "CYCLE" / "run.json").read_text())
+    hist = json.loads((world["runs"] / "CYCLE" / "metrics.json").read_text())["history"]
+    assert info["status"] == "done" and [h["epoch"] for h in hist] == [0, 1, 2]
+    # 2 files of 100 events in batches of 32 per epoch: 8 steps, where a pass over all 5 files is 20
+    assert [h["step"] for h in hist] == [8, 16, 24]
+
+
 def test_bench_model_reports_throughput_and_machine(world, capsys):
     cli("bench", "model", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--batch-size", "8",
         "--steps", "1", "--warmup", "0")

@@ -70,6 +70,8 @@ class TrainSettings(BaseModel):
     ema: float | None = Field(None, gt=0, lt=1)
     nan_fallback_after: int = Field(3, gt=0)
     batches: str = "cycle"
+    #: with it, each epoch trains on the next this-many training files, walked round-robin ("cycle")
+    files_per_epoch: int | None = Field(None, gt=0)
     val_batches: str | None = None
     max_steps: int | None = Field(None, gt=0)
 

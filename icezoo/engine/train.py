@@ -20,6 +20,7 @@ One function, :func:`train`, does a fresh run, a fine-tune (``init_from``) or an
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import random
@@ -351,6 +352,8 @@ def canonical_command(opts: TrainOptions, config_name: str) -> str:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if opts.seed:
         parts += ["--seed", str(opts.seed)]
+    if opts.workers:  # the loader's step sequence depends on the number of workers
+        parts += ["--workers", str(opts.workers)]
     for key, value in opts.overrides.items():
         from icezoo.core.tomlwrite import toml_value
 
@@ -470,15 +473,42 @@ def train(opts: TrainOptions, echo=print) -> Path:
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # ---- steps
-    steps_per_epoch = len(make_train_loader(data_dir, train_ids, raw_model, ts.batch_size, opts.seed, 0, dist,
-                                            opts.workers))
-    if steps_per_epoch == 0:
-        raise IcezooError(f"{data_dir}: the training batches hold no usable events")
-    total_steps = ts.max_steps or max(1, math.ceil(ts.epochs * steps_per_epoch))
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    opt_steps_total = sum(math.ceil(min(steps_per_epoch, total_steps - e * steps_per_epoch) / ts.accumulate)
-                          for e in range(n_epochs))
+
+    # ---- the plan: steps of each epoch (from the meta alone), total steps, optimizer steps
+    def epoch_files(e: int) -> list[int]:
+        if ts.files_per_epoch:
+            from icezoo.data.io import cycle_batches
+
+            return cycle_batches(train_ids, e, ts.files_per_epoch)
+        return train_ids
+
+    epoch_steps: list[int] = []
+
+    def plan_epoch() -> None:
+        e = len(epoch_steps)
+        n = len(make_train_loader(data_dir, epoch_files(e), raw_model, ts.batch_size, opts.seed, e, dist,
+                                  opts.workers))
+        if n == 0:
+            raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
+        epoch_steps.append(n)
+
+    if ts.max_steps:
+        total_steps = ts.max_steps
+        while sum(epoch_steps) < total_steps:
+            plan_epoch()
+    else:
+        for _ in range(math.ceil(ts.epochs)):
+            plan_epoch()
+        whole, frac = int(ts.epochs), ts.epochs - int(ts.epochs)
+        total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole]) if frac > 0 else 0)
+        total_steps = max(1, total_steps)
+    starts = [0]
+    for n in epoch_steps:
+        starts.append(starts[-1] + n)
+    per_epoch = (f"{epoch_steps[0]}/epoch" if len(set(epoch_steps)) == 1
+                 else f"{min(epoch_steps)}-{max(epoch_steps)}/epoch")
+    opt_steps_total = sum(math.ceil(max(0, min(n, total_steps - starts[e])) / ts.accumulate)
+                          for e, n in enumerate(epoch_steps))
 
     decay, no_decay = [], []
     for n, p in raw_model.named_parameters():
@@ -521,13 +551,13 @@ def train(opts: TrainOptions, echo=print) -> Path:
         history = list(resume_ckpt.get("history", []))
         events_seen = int(resume_ckpt.get("events_seen", 0))
         train_time = float(resume_ckpt.get("train_time", 0.0))
-        if int(resume_ckpt.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
-            raise IcezooError(f"{run_dir}: the data changed since the checkpoint ({steps_per_epoch} steps per epoch "
-                              f"now, {resume_ckpt.get('steps_per_epoch')} then): cannot resume exactly")
+        if list(resume_ckpt.get("epoch_steps", epoch_steps)) != epoch_steps:
+            raise IcezooError(f"{run_dir}: the data changed since the checkpoint ({epoch_steps} steps per epoch "
+                              f"now, {resume_ckpt.get('epoch_steps')} then): cannot resume exactly")
         set_rng_state(resume_ckpt["rng"])
         if dist.main:
             info = R.update_run(run_dir, status="running", resumed=(info.get("resumed", 0) or 0) + 1)
-        log(f"resumed {run_dir} at step {step}/{total_steps} (epoch {step // steps_per_epoch})")
+        log(f"resumed {run_dir} at step {step}/{total_steps} (epoch {bisect.bisect_right(starts, step) - 1})")
     elif ema is not None:
         ema = {k: v.to(device) for k, v in ema.items()}
 
@@ -545,7 +575,7 @@ def train(opts: TrainOptions, echo=print) -> Path:
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                 ema={k: v.detach().cpu() for k, v in ema.items()} if ema is not None else {},
                 rng=rng_state(), guard={**guard, "precision": precision}, best_val=best_val, history=history,
-                steps_per_epoch=steps_per_epoch, total_steps=total_steps, events_seen=events_seen,
+                epoch_steps=list(epoch_steps), total_steps=total_steps, events_seen=events_seen,
                 train_time=train_time,
             )
         else:
@@ -586,7 +616,7 @@ def train(opts: TrainOptions, echo=print) -> Path:
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         disable=not (opts.progress and dist.main), transient=False)
     log(f"{config.name}: {sum(p.numel() for p in raw_model.parameters()):,} parameters on {device_name(device)}; "
-        f"{total_steps} steps ({steps_per_epoch}/epoch, batch {ts.batch_size}, accumulate {ts.accumulate}), "
+        f"{total_steps} steps ({per_epoch}, batch {ts.batch_size}, accumulate {ts.accumulate}), "
         f"{precision}, {ts.schedule} lr {ts.lr:g}" + (f", EMA {ts.ema}" if ts.ema else ""))
 
     debug_sleep = float(os.environ.get("ICEZOO_DEBUG_STEP_SLEEP", "0") or 0)
@@ -602,10 +632,10 @@ def train(opts: TrainOptions, echo=print) -> Path:
             window_bad = False
             window_events = 0
             while step < total_steps:
-                epoch = step // steps_per_epoch
-                epoch_end_step = min((epoch + 1) * steps_per_epoch, total_steps)
-                loader = make_train_loader(data_dir, train_ids, raw_model, ts.batch_size, opts.seed, epoch, dist,
-                                           opts.workers, start_step=step - epoch * steps_per_epoch)
+                epoch = bisect.bisect_right(starts, step) - 1
+                epoch_end_step = min(starts[epoch + 1], total_steps)
+                loader = make_train_loader(data_dir, epoch_files(epoch), raw_model, ts.batch_size, opts.seed, epoch,
+                                           dist, opts.workers, start_step=step - starts[epoch])
                 raw_model.train()
                 for batch in loader:
                     batch = batch.to(device)
@@ -626,7 +656,7 @@ def train(opts: TrainOptions, echo=print) -> Path:
                     step += 1
                     window_events += batch.num_events
                     events_seen += batch.num_events * dist.world_size
-                    at_boundary = (step - epoch * steps_per_epoch) % ts.accumulate == 0 or step == epoch_end_step
+                    at_boundary = (step - starts[epoch]) % ts.accumulate == 0 or step == epoch_end_step
                     if at_boundary:
                         window_bad = _optimizer_step(raw_model, optimizer, scaler, scheduler, ts, guard, window_bad,
                                                      dist, precision, ema)
