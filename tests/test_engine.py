@@ -127,6 +127,42 @@ def test_evaluate_predict_and_runs_table(world, trained, capsys):
     assert "EXP_T1" not in capsys.readouterr().out
 
 
+def test_predict_gives_one_pulse_events_the_fallback(world, trained, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    import polars as pl
+
+    from icezoo.data import kaggle_layout
+
+    src, dst = world["data"], tmp_path / "data"
+    (dst / "test").mkdir(parents=True)
+    shutil.copy(src / "sensor_geometry.csv", dst / "sensor_geometry.csv")
+    meta = pl.read_parquet(src / "test_meta.parquet").filter(pl.col("batch_id") == 1)
+    pulses = pl.read_parquet(src / "test" / "batch_1.parquet")
+    first = int(meta["event_id"][0])
+    # the first event keeps a single pulse
+    keep = np.ones(len(pulses), dtype=bool)
+    keep[int(meta["first_pulse_index"][0]) + 1: int(meta["last_pulse_index"][0]) + 1] = False
+    pulses = pulses.filter(pl.Series(keep))
+    ev = pulses["event_id"].to_numpy()
+    ids, start, counts = np.unique(ev, return_index=True, return_counts=True)
+    order = np.argsort(start)
+    ids, start, counts = ids[order], start[order], counts[order]
+    assert ids[0] == first and counts[0] == 1
+    kaggle_layout.write_batch(dst / "test" / "batch_1.parquet", ev, pulses["sensor_id"].to_numpy(),
+                              pulses["time"].to_numpy(), pulses["charge"].to_numpy(), pulses["auxiliary"].to_numpy())
+    kaggle_layout.write_meta(dst / "test_meta.parquet", np.ones(len(ids)), ids, start, start + counts - 1)
+    out = tmp_path / "sub.csv"
+    capsys.readouterr()
+    cli("predict", trained, "--data", dst, "--out", out)
+    assert "1 one-pulse fallback" in capsys.readouterr().out
+    sub = pl.read_csv(out)
+    assert sub["event_id"].to_list() == ids.tolist()
+    row = sub.filter(pl.col("event_id") == first)
+    assert row["azimuth"][0] == 0.0 and abs(row["zenith"][0] - math.pi / 2) < 1e-9
+
+
 def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
     from icezoo.core.compose import Pipeline
 
