@@ -20,7 +20,7 @@ PRECISION_HELP = "fp32 | bf16 | fp16 (autocast; losses stay fp32)"
 def cmd_train(
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "--config_name", "--config-name",
                                            help="named pipeline (registry.toml); default: 'default'"),
-    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file", help="TOML file with [pipelines.NAME]"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file", help="TOML file holding pipelines.NAME tables"),
     data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
     batches: Optional[str] = typer.Option(None, help="training batch files: 1:600 | (1, 100) | 1,4,7 | cycle"),
     epochs: Optional[float] = typer.Option(None, help="epochs (fractions allowed)"),
