@@ -393,6 +393,14 @@ def train(opts: TrainOptions, echo=print) -> Path:
 
         run_dir = R.resolve_run(opts.resume, runs_dir)
         info = R.load_run(run_dir)
+        defaults = TrainOptions()
+        ignored = [f"--{k.replace('_', '-')}" for k in ("pipeline", "pipeline_file", "data", "batches", "epochs",
+                                                         "batch_size", "max_pulses", "precision", "accumulate",
+                                                         "init_from", "save_every_steps", "overrides", "name",
+                                                         "description", "max_steps")
+                   if getattr(opts, k) != getattr(defaults, k)]
+        if ignored and dist.main:
+            echo(f"note: --resume continues the run with its own settings; ignored: {' '.join(ignored)}")
         last = run_dir / R.LAST
         resume_ckpt = load_checkpoint(last)
         config = config_from_checkpoint(resume_ckpt, str(last))
@@ -555,6 +563,9 @@ def train(opts: TrainOptions, echo=print) -> Path:
             raise IcezooError(f"{run_dir}: the data changed since the checkpoint ({epoch_steps} steps per epoch "
                               f"now, {resume_ckpt.get('epoch_steps')} then): cannot resume exactly")
         set_rng_state(resume_ckpt["rng"])
+        if step >= total_steps and R.load_run(run_dir).get("status") == "done":
+            log(f"{run_dir} already finished ({step}/{total_steps} steps): nothing to resume")
+            return run_dir
         if dist.main:
             info = R.update_run(run_dir, status="running", resumed=(info.get("resumed", 0) or 0) + 1)
         log(f"resumed {run_dir} at step {step}/{total_steps} (epoch {bisect.bisect_right(starts, step) - 1})")
