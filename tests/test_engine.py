@@ -273,6 +273,7 @@ def test_init_from_pipeline_without_a_run_is_one_line_error(world, tmp_path, cap
         "--runs-dir", tmp_path / "empty", "--no-progress", expect=2)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no successful run of pipeline tiny" in err
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())  # no half-made run
 
 
 def test_incompatible_checkpoint_is_one_line_exit_2(world, trained, tmp_path, capsys):

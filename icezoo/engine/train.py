@@ -369,12 +369,21 @@ def canonical_command(opts: TrainOptions, config_name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ the loop
-class _Interrupted(Exception):
-    pass
-
-
 def train(opts: TrainOptions, echo=print) -> Path:
-    """Run ``icezoo train``; returns the run directory."""
+    """Run ``icezoo train``; returns the run directory. A run that fails is marked ``failed``."""
+    where: dict[str, Any] = {}
+    try:
+        return _train(opts, echo, where)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        run_dir = where.get("run_dir")
+        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
+            R.update_run(run_dir, status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500])
+        raise
+
+
+def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     import numpy as np
     import torch
 
@@ -425,6 +434,11 @@ def train(opts: TrainOptions, echo=print) -> Path:
     except IcezooError as exc:
         raise IcezooError(f"{opts.resume}: incompatible checkpoint: {exc}" if resume_ckpt else str(exc)) from None
 
+    init_src = None
+    if resume_ckpt is None and (opts.init_from or config.init_from):
+        init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
+                    else R.newest_successful_run(config.init_from, runs_dir) / R.BEST)
+
     if resume_ckpt is None:
         # the data split first (a bad --data makes no run directory), then the run directory
         data_dir, train_ids, val_ids, train_spec, val_spec = resolve_data(opts.data, ts.batches, ts.val_batches,
@@ -433,6 +447,7 @@ def train(opts: TrainOptions, echo=print) -> Path:
         if dist.main:
             name = opts.name or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             run_dir = R.new_run_dir(runs_dir, name)
+            where["run_dir"] = run_dir
         if dist.enabled:
             import torch.distributed as td
 
@@ -463,9 +478,8 @@ def train(opts: TrainOptions, echo=print) -> Path:
             f"validation {R._ranges(val_ids)} (fixed, disjoint)")
 
     # ---- initialise from another run (fine-tuning)
-    if resume_ckpt is None and (opts.init_from or config.init_from):
-        src = (init_source(opts.init_from, runs_dir) if opts.init_from
-               else R.newest_successful_run(config.init_from, runs_dir) / R.BEST)
+    if init_src is not None:
+        src = init_src
         from icezoo.core.checkpoint import load_checkpoint
 
         ck = load_checkpoint(src)
@@ -545,6 +559,7 @@ def train(opts: TrainOptions, echo=print) -> Path:
 
     if resume_ckpt is not None:
         load_strict(raw_model, resume_ckpt["state_dict"], str(run_dir / R.LAST))
+        where["run_dir"] = run_dir if dist.main else None
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         scheduler.load_state_dict(resume_ckpt["scheduler"])
         precision = resume_ckpt["guard"].get("precision", precision)
@@ -741,10 +756,6 @@ def train(opts: TrainOptions, echo=print) -> Path:
         if dist.main:
             R.update_run(run_dir, status="interrupted", nan_guard=_guard_public(guard), step=boundary_step)
         raise _InterruptedRun(run_dir) from None
-    except BaseException as exc:
-        if dist.main and run_dir is not None:
-            R.update_run(run_dir, status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500])
-        raise
 
     if dist.main:
         R.update_run(run_dir, status=status, finished=R.now_iso(), best_val=best_val, final_val=history[-1]["val_mean"]
