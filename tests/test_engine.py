@@ -328,3 +328,15 @@ def test_default_dataset_is_built_once_and_split(tmp_path, monkeypatch):
     again = default_data.default_dataset(n_train=200, n_val=100, events_per_batch=100, root=tmp_path, log=None)
     assert again.path == d.path
     assert not [p for p in d.path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_last_names_the_most_recently_started_run(tmp_path):
+    from icezoo.core.errors import IcezooError
+    from icezoo.engine.runs import RUN_FILE, resolve_run
+
+    with pytest.raises(IcezooError, match="run 'last': no runs"):
+        resolve_run("last", tmp_path)
+    for name, started in (("b_old", "2026-01-01T00:00:00"), ("a_new", "2026-02-01T00:00:00")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUN_FILE).write_text(json.dumps({"started": started}))
+    assert resolve_run("last", tmp_path) == tmp_path / "a_new"

@@ -139,7 +139,13 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
 
 
 def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
-    """RUN is a run directory path, or a run name inside ``runs_dir`` (default ./runs)."""
+    """RUN is a run directory path, a run name inside ``runs_dir`` (default ./runs), or ``last``
+    (the most recently started run there)."""
+    if str(run) == "last" and not Path(run).exists():
+        runs = all_runs(runs_dir)
+        if not runs:
+            raise IcezooError(f"run 'last': no runs in {runs_dir or DEFAULT_RUNS_DIR}/ (train something first)")
+        return max(runs, key=lambda pair: (str(pair[1].get("started", "")), pair[0].name))[0]
     path = Path(run)
     if (path / RUN_FILE).is_file():
         return path
