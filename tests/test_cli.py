@@ -137,3 +137,10 @@ def test_example_plugin_is_listed_and_composes():
     assert "GRU_BASELINE" in res.stdout
     res = cli("list", "backbone", env={"ICEZOO_NO_AUTOLOAD": "", "ICEZOO_DISABLE_PLUGINS": "gru"})
     assert " gru " not in res.stdout
+
+
+def test_usage_errors_exit_2_without_traceback(capsys):
+    code, out, err = run(["compose", "--no-such-flag"], capsys)
+    assert code == 2 and "Traceback" not in err and "No such option" in err
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "compose" in out

@@ -57,7 +57,7 @@ def cmd_train(
         run_dir = train(opts)
     except InterruptedRun as exc:
         print(f"interrupted: checkpoint saved; resume with: icezoo train --resume {exc.run_dir}", file=sys.stderr)
-        sys.exit(130)  # (typer.Exit would be swallowed by the app's standalone_mode=False)
+        sys.exit(130)
     print(f"run: {run_dir}   next: icezoo evaluate {run_dir}")
 
 

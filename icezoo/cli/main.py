@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from icezoo.core.errors import IcezooError
@@ -40,23 +39,16 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; IcezooError -> ``error: ...`` and exit 2, never a traceback."""
+    """Entry point. Typer handles usage errors (exit 2) and --help (exit 0, returning normally); an IcezooError raised by a
+    command becomes ``error: ...`` on stderr and exit 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="icezoo")
+    except SystemExit as exc:  # typer exits after every command; success returns normally
+        if exc.code not in (0, None):
+            raise
     except IcezooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
