@@ -172,6 +172,11 @@ class _Detector:
         grid = np.arange(-1000.0, 1002.0)
         zs = self.z[order].reshape(86, 60)
         self.below = np.stack([np.searchsorted(zs[k], grid, side="left") for k in range(86)]).astype(np.int64)
+        self.below32 = self.below.astype(np.int32)
+        # sensor ids run down each string (id s*60 + 59 - i is the i-th lowest DOM of string s): the
+        # candidate expansion computes sensor ids from this instead of looking them up
+        if not (self.zkey_sensor.reshape(86, 60) == np.arange(86)[:, None] * 60 + 59 - np.arange(60)).all():
+            raise IcezooError(f"{_resource('sensor_geometry.csv')}: DOMs must be numbered top to bottom on each string")
         ice = np.loadtxt(_resource("ice_transparency.csv"), delimiter=",", skiprows=1)
         self.ice_depth, self.ice_scat, self.ice_abs = ice[:, 0], ice[:, 1], ice[:, 2]
 
@@ -200,6 +205,8 @@ class _Detector:
         log_term = np.log1p(PANDEL_TAU * C_ICE * self.class_inv_abs) / PANDEL_LAMBDA
         self.class_k = (self.class_inv_abs + 0.8395 * log_term).astype(np.float32)
         self.class_pref = (self.class_qe * np.exp(-2.255 * log_term)).astype(np.float32)
+        # the same per DOM (one gather per candidate instead of two)
+        self.dom_k32, self.dom_pref32 = self.class_k[self.dom_class], self.class_pref[self.dom_class]
         self.min_inv_scat = float(1.0 / self.ice_scat.max())
         self.cum_abs32, self.cum_scat32 = self.cum_abs.astype(np.float32), self.cum_scat.astype(np.float32)
 
@@ -322,12 +329,14 @@ def _expand_ranges(ev: np.ndarray, string: np.ndarray, zlo: np.ndarray, zhi: np.
     n_z = det.below.shape[1] - 1
     ilo = np.clip(np.ceil(zlo - det.grid_z0), 0, n_z).astype(np.int64)
     ihi = np.clip(np.floor(zhi - det.grid_z0) + 1, 0, n_z).astype(np.int64)
-    lo = det.below[string, ilo]
-    n = np.maximum(det.below[string, ihi] - lo, 0)
+    lo = det.below32[string, ilo]
+    n = np.maximum(det.below32[string, ihi] - lo, 0)
     total = int(n.sum())
-    starts = np.cumsum(n) - n
-    idx = np.repeat(lo + string * 60 - starts, n) + np.arange(total)
-    return np.repeat(ev, n), det.zkey_sensor[idx]
+    starts = (np.cumsum(n) - n).astype(np.int32)
+    # the (lo + j)-th lowest DOM of the string has sensor id string * 60 + 59 - (lo + j)
+    sen = np.repeat((string * 60 + 59 - lo + starts).astype(np.int32), n)
+    sen -= np.arange(total, dtype=np.int32)
+    return np.repeat(ev.astype(np.int32), n), sen
 
 
 def _banded(ev, st, dmin2, zc, inv_a, reach):
@@ -374,11 +383,6 @@ def _sphere_candidates(pos, reach):
 # ----------------------------------------------------------------------------------------------
 # Light sources -> expected PE, direct time and effective distance per (event, DOM)
 # ----------------------------------------------------------------------------------------------
-def _gather(a: np.ndarray, idx: np.ndarray) -> list[np.ndarray]:
-    """Columns of a [M, 3] float array gathered at idx, as float32 1-D arrays (fast, contiguous)."""
-    return [np.ascontiguousarray(a[:, k], dtype=np.float32)[idx] for k in range(a.shape[1])]
-
-
 def _light_terms(dist, cos_eta, z_from, z_to, sen):
     """Shared per-DOM factors (float32): Pandel effective distance, mixed acceptance x QE x
     attenuation, and the unscattered fraction (which keeps the emission direction)."""
@@ -422,28 +426,74 @@ def _thinned_counts(rng, n_b, mu, bound):
     return rng.binomial(n_b, np.minimum(mu / bound, 1.0))
 
 
+def _columns32(a: np.ndarray) -> list[np.ndarray]:
+    """Columns of a [M, 3] float array as contiguous float32 arrays (per event: gathered per DOM)."""
+    return [np.ascontiguousarray(a[:, k], dtype=np.float32) for k in range(a.shape[1])]
+
+
+def _offsets(p32, ev, sen):
+    """DOM minus source position per (event, DOM) pair, float32 (in-place, no extra temporaries)."""
+    det = detector()
+    out = []
+    for q, pk in zip((det.x32, det.y32, det.z32), p32):
+        w = q[sen]
+        w -= pk[ev]
+        out.append(w)
+    return out
+
+
+def _track_geometry(p32, v32, ev, sen):
+    """Perpendicular distance d of the DOM from the track and the emission point s_e on the track
+    (float32; the same arithmetic for the thinning bound and the exact expectation)."""
+    wx, wy, wz = _offsets(p32, ev, sen)
+    vx, vy, vz = v32
+    s_c = wx * vx[ev]
+    tmp = wy * vy[ev]
+    s_c += tmp
+    np.multiply(wz, vz[ev], out=tmp)
+    s_c += tmp
+    d = wx
+    d *= wx
+    np.multiply(wy, wy, out=tmp)
+    d += tmp
+    np.multiply(wz, wz, out=tmp)
+    d += tmp
+    np.multiply(s_c, s_c, out=tmp)
+    d -= tmp
+    np.maximum(d, np.float32(1.0), out=d)
+    np.sqrt(d, out=d)
+    np.multiply(d, np.float32(1.0 / TAN_C), out=tmp)
+    np.subtract(s_c, tmp, out=s_c)  # emission point on the track
+    return d, s_c
+
+
 def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
     """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per DOM that sees light,
     the PE count, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
     det = detector()
     light = muon_photons_per_m(energy) * scale
     ev, sen = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
-    px, py, pz = _gather(pos, ev)
-    vx, vy, vz = _gather(vdir, ev)
-    qz = det.z32[sen]
-    wx, wy, wz = det.x32[sen] - px, det.y32[sen] - py, qz - pz
-    s_c = wx * vx + wy * vy + wz * vz
-    d = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz - s_c * s_c, np.float32(1.0)))
-    s_e = s_c - d * np.float32(1.0 / TAN_C)  # emission point on the track
-    dist = d * np.float32(1.0 / SIN_C)  # photon path from the emission point
-    cls = det.dom_class[sen]
-    # upper bound of the expected PE (best acceptance, clearest ice of the DOM's class)
-    bound = ((light * (DOM_AREA / (2 * np.pi * SIN_C))).astype(np.float32)[ev] / d
-             * det.class_pref[cls] * np.exp(-dist * det.class_k[cls]))
-    bound *= (s_e >= s_min[ev]) & (s_e <= s_max[ev])
+    p32, v32 = _columns32(pos), _columns32(vdir)
+    d, s_e = _track_geometry(p32, v32, ev, sen)
+    # upper bound of the expected PE (best acceptance, clearest ice of the DOM's class):
+    # light A / (2 pi sin_c d) * pref * exp(-k dist), dist = d / sin_c the photon path
+    bound = det.dom_k32[sen]
+    bound *= d
+    bound *= np.float32(-1.0 / SIN_C)
+    np.exp(bound, out=bound)
+    bound *= det.dom_pref32[sen]
+    bound *= (light * (DOM_AREA / (2 * np.pi * SIN_C))).astype(np.float32)[ev]
+    bound /= d
+    inside = s_e <= s_max.astype(np.float32)[ev]
+    if not np.all(np.isneginf(s_min)):
+        inside &= s_e >= s_min.astype(np.float32)[ev]
+    bound *= inside
     n_b, ok = _thin(rng, bound)
-    ev, sen, qz, pz, vz, d, s_e, dist, bound = (a[ok] for a in (ev, sen, qz, pz, vz, d, s_e, dist, bound))
-    ez = pz + s_e * vz
+    ev, sen, bound = ev[ok], sen[ok], bound[ok]
+    d, s_e = _track_geometry(p32, v32, ev, sen)  # the same values, for the few pairs that remain
+    dist = d * np.float32(1.0 / SIN_C)  # photon path from the emission point
+    qz = det.z32[sen]
+    ez = p32[2][ev] + s_e * v32[2][ev]
     cos_eta = (qz - ez) / dist  # > 0: light from below, into the PMT face
     d_eff, _, factor = _light_terms(dist, cos_eta, ez, qz, sen)
     mu = light.astype(np.float32)[ev] * np.float32(DOM_AREA / (2 * np.pi * SIN_C)) / d * factor
@@ -451,23 +501,50 @@ def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
     return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, d_eff
 
 
+def _cascade_geometry(p32, ev, sen):
+    """DOM minus cascade position, distance (at least 1 m) and its inverse (float32)."""
+    wx, wy, wz = _offsets(p32, ev, sen)
+    dist = wx * wx
+    tmp = wy * wy
+    dist += tmp
+    np.multiply(wz, wz, out=tmp)
+    dist += tmp
+    np.maximum(dist, np.float32(1.0), out=dist)
+    np.sqrt(dist, out=dist)
+    np.divide(np.float32(1.0), dist, out=tmp)
+    return wx, wy, wz, dist, tmp
+
+
 def _cascade_sources(rng, pos, vdir, photons):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
     at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
     det = detector()
     ev, sen = _sphere_candidates(pos, _band_reach(photons, cascade=True))
-    px, py, pz = _gather(pos, ev)
-    qz = det.z32[sen]
-    wx, wy, wz = det.x32[sen] - px, det.y32[sen] - py, qz - pz
-    dist = np.sqrt(np.maximum(wx * wx + wy * wy + wz * wz, np.float32(1.0)))
-    inv_d = np.float32(1.0) / dist
-    cls = det.dom_class[sen]
-    peak_bound = 1.0 + max(_CASCADE_NORM - 1.0, 0.0) * np.exp(-dist * np.float32(det.min_inv_scat))
-    bound = ((photons * (DOM_AREA / (4 * np.pi))).astype(np.float32)[ev] * inv_d * inv_d * peak_bound
-             * det.class_pref[cls] * np.exp(-dist * det.class_k[cls]))
+    p32 = _columns32(pos)
+    wx, wy, wz, dist, inv_d = _cascade_geometry(p32, ev, sen)
+    del wx, wy, wz
+    # upper bound: photons A / (4 pi r^2) * (best forward peak, fading with the least scattering)
+    # * pref * exp(-k r)
+    peak_bound = dist * np.float32(-det.min_inv_scat)
+    np.exp(peak_bound, out=peak_bound)
+    peak_bound *= np.float32(max(_CASCADE_NORM - 1.0, 0.0))
+    peak_bound += np.float32(1.0)
+    bound = det.dom_k32[sen]
+    bound *= dist
+    np.negative(bound, out=bound)
+    np.exp(bound, out=bound)
+    bound *= peak_bound
+    bound *= det.dom_pref32[sen]
+    bound *= inv_d
+    bound *= inv_d
+    bound *= (photons * (DOM_AREA / (4 * np.pi))).astype(np.float32)[ev]
+    del peak_bound, dist, inv_d
     n_b, ok = _thin(rng, bound)
-    ev, sen, qz, pz, wx, wy, wz, dist, inv_d, bound = (a[ok] for a in (ev, sen, qz, pz, wx, wy, wz, dist, inv_d, bound))
-    vx, vy, vz = _gather(vdir, ev)
+    ev, sen, bound = ev[ok], sen[ok], bound[ok]
+    wx, wy, wz, dist, inv_d = _cascade_geometry(p32, ev, sen)  # the same values, for the pairs left
+    pz = p32[2][ev]
+    qz = det.z32[sen]
+    vx, vy, vz = (c[ev] for c in _columns32(vdir))
     cos_phi = (wx * vx + wy * vy + wz * vz) * inv_d
     cos_eta = -wz * inv_d  # direction DOM -> source against the PMT axis (0, 0, -1)
     d_eff, w_dir, factor = _light_terms(dist, cos_eta, pz, qz, sen)
@@ -496,13 +573,19 @@ def _hlc(ev: np.ndarray, sen: np.ndarray, t: np.ndarray, key: np.ndarray) -> np.
     within +-1 us. ``key`` = packed (event, sensor, time), sorted ascending."""
     dom = sen % 60
     hlc = np.zeros(len(t), dtype=bool)
-    es = ev.astype(np.int64) * 5160 + sen
+    n = len(key)
+    if n == 0:
+        return hlc
+    # a pulse's own key plus the offset to the neighbour DOM, minus the window: the first pulse of
+    # the neighbour at or after t - 1 us is a coincidence when it is not later than t + 1 us
+    probe = key - HLC_WINDOW_NS
+    padded = np.append(key, np.iinfo(np.int64).max)
     for off in (-2, -1, 1, 2):
-        valid = (dom + off >= 0) & (dom + off < 60)
-        nb = (es + off) << _T_BITS
-        lo = np.searchsorted(key, nb + (t - HLC_WINDOW_NS + _TIME_OFFSET), side="left")
-        hi = np.searchsorted(key, nb + (t + HLC_WINDOW_NS + _TIME_OFFSET), side="right")
-        hlc |= valid & (hi > lo)
+        shift = off << _T_BITS
+        lo = np.searchsorted(key, probe + shift, side="left")
+        hit = padded[lo] <= key + (shift + HLC_WINDOW_NS)
+        hit &= (dom + off >= 0) & (dom + off < 60)
+        hlc |= hit
     return hlc
 
 
@@ -658,7 +741,8 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     aux = ~_hlc(a_ev, a_sen, a_t, key)
 
     # event order, then time (then sensor): the Kaggle order; Kaggle clock
-    o = np.lexsort((a_sen, a_t, a_ev))
+    # one stable argsort of a composite key (event: 11+ bits, time: 24 bits, sensor: 13 bits)
+    o = np.argsort((a_ev.astype(np.int64) << (_T_BITS + 13)) | ((a_t + _TIME_OFFSET) << 13) | a_sen, kind="stable")
     a_ev, a_sen, a_t, a_q, a_noise, aux = a_ev[o], a_sen[o], a_t[o], a_q[o], a_noise[o], aux[o]
     counts = np.bincount(a_ev, minlength=n_trig)
     if cfg.max_pulses is not None and len(a_ev):
