@@ -84,6 +84,11 @@ MIN_EXPECTED_PE = 1e-2
 #: (a path through clearer ice could exceed it; the keep probability is then clipped at 1: not seen
 #: on 1,000 test events)
 DOM_CLARITY_WINDOW_M = 75
+#: (speed only, exact result) string segments whose per-DOM thinning bound is below this many PE
+#: are sampled as a Poisson point process instead of DOM by DOM; segment bounds carry this slack
+#: against float32 rounding of the per-DOM bound
+FAINT_SEGMENT_PE = 0.5
+BOUND_SLACK = 1.001
 #: single-PE charge: Gaussian peak + exponential low tail (shape as in the IceCube SPE calibration,
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
 SPE_PEAK, SPE_WIDTH, SPE_TAIL_FRACTION, SPE_TAIL_SCALE = 1.0, 0.3, 0.15, 0.4
@@ -173,6 +178,10 @@ class _Detector:
         zs = self.z[order].reshape(86, 60)
         self.below = np.stack([np.searchsorted(zs[k], grid, side="left") for k in range(86)]).astype(np.int64)
         self.below32 = self.below.astype(np.int32)
+        self.zs = zs  # [86, 60] DOM heights per string, ascending
+        # largest horizontal distance of a DOM from its string's mean position (strings are not
+        # quite vertical: ~0.4 m), plus slack for float32 rounding: margin of the segment bounds
+        self.xy_margin = float(np.hypot(self.x - np.repeat(self.string_x, 60), self.y - np.repeat(self.string_y, 60)).max()) + 0.5
         # sensor ids run down each string (id s*60 + 59 - i is the i-th lowest DOM of string s): the
         # candidate expansion computes sensor ids from this instead of looking them up
         if not (self.zkey_sensor.reshape(86, 60) == np.arange(86)[:, None] * 60 + 59 - np.arange(60)).all():
@@ -207,6 +216,16 @@ class _Detector:
         self.class_pref = (self.class_qe * np.exp(-2.255 * log_term)).astype(np.float32)
         # the same per DOM (one gather per candidate instead of two)
         self.dom_k32, self.dom_pref32 = self.class_k[self.dom_class], self.class_pref[self.dom_class]
+        # per (string, depth band): the smallest k and largest prefactor of its DOMs (2 m slack at
+        # the band edges), for the per-segment bounds
+        lo_b, hi_b = _band_limits()
+        self.band_k = np.zeros((86, len(lo_b)))
+        self.band_pref = np.zeros((86, len(lo_b)))
+        for b in range(len(lo_b)):
+            inb = ((self.z >= lo_b[b] - 2.0) & (self.z <= hi_b[b] + 2.0)).reshape(86, 60)
+            k = np.where(inb, self.dom_k32.reshape(86, 60), np.inf).min(1)
+            self.band_k[:, b] = np.where(np.isfinite(k), k, self.class_k.min())
+            self.band_pref[:, b] = np.where(inb, self.dom_pref32.reshape(86, 60), 0.0).max(1)
         self.min_inv_scat = float(1.0 / self.ice_scat.max())
         self.cum_abs32, self.cum_scat32 = self.cum_abs.astype(np.float32), self.cum_scat.astype(np.float32)
 
@@ -323,14 +342,44 @@ def _band_reach(light: np.ndarray, cascade: bool) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Candidate (event, DOM) pairs near a source
 # ----------------------------------------------------------------------------------------------
-def _expand_ranges(ev: np.ndarray, string: np.ndarray, zlo: np.ndarray, zhi: np.ndarray):
-    """All (event, sensor) with the sensor on ``string`` and zlo <= z <= zhi (to 1 m; vectorised)."""
+def _band_limits() -> tuple[np.ndarray, np.ndarray]:
+    lo_b, hi_b = BAND_EDGES[:-1].copy(), BAND_EDGES[1:].copy()
+    lo_b[0], hi_b[-1] = -1e4, 1e4
+    return lo_b, hi_b
+
+
+def _banded(ev, st, dmin2, zc, inv_a, reach) -> dict:
+    """Segments of strings near a source, band by band. A pair's squared distance at height z is
+    ``dmin2 + (z - zc)^2 / inv_a`` (closest approach dmin2 at zc), so a band of reach r covers
+    ``zc +- sqrt((r^2 - dmin2) * inv_a)``; only bands that reach the pair at all give a segment.
+    Returns per segment: event, string, band, its lowest DOM's rank on the string (``lo``), its
+    number of DOMs (``n``) and ``d2``, a lower bound of the squared distance of its DOMs' string
+    points from the source (the closest height of its DOMs to ``zc``)."""
     det = detector()
+    lo_b, hi_b = _band_limits()
+    r2 = reach[ev] ** 2
+    pe, band = np.nonzero(r2 >= dmin2[:, None])
+    half = np.sqrt((r2[pe, band] - dmin2[pe]) * inv_a[pe])
+    zlo = np.maximum(zc[pe] - half, lo_b[band])
+    zhi = np.minimum(zc[pe] + half, hi_b[band])
+    ok = np.flatnonzero(zlo <= zhi)
+    pe, band, zlo, zhi = pe[ok], band[ok], zlo[ok], zhi[ok]
+    string = st[pe]
     n_z = det.below.shape[1] - 1
     ilo = np.clip(np.ceil(zlo - det.grid_z0), 0, n_z).astype(np.int64)
     ihi = np.clip(np.floor(zhi - det.grid_z0) + 1, 0, n_z).astype(np.int64)
     lo = det.below32[string, ilo]
-    n = np.maximum(det.below32[string, ihi] - lo, 0)
+    n = det.below32[string, ihi] - lo
+    ok = np.flatnonzero(n > 0)
+    pe, band, string, lo, n = pe[ok], band[ok], string[ok], lo[ok], n[ok]
+    z_bottom, z_top = det.zs[string, lo], det.zs[string, lo + n - 1]
+    dz = np.maximum(np.maximum(z_bottom - zc[pe], zc[pe] - z_top), 0.0)
+    return {"ev": ev[pe], "st": string, "band": band, "lo": lo, "n": n, "d2": dmin2[pe] + dz * dz / inv_a[pe]}
+
+
+def _expand_segments(seg: dict, which: np.ndarray | None = None):
+    """All (event, sensor) pairs of the segments ``which`` (all if None), int32."""
+    ev, string, lo, n = (seg[k] if which is None else seg[k][which] for k in ("ev", "st", "lo", "n"))
     total = int(n.sum())
     starts = (np.cumsum(n) - n).astype(np.int32)
     # the (lo + j)-th lowest DOM of the string has sensor id string * 60 + 59 - (lo + j)
@@ -339,23 +388,8 @@ def _expand_ranges(ev: np.ndarray, string: np.ndarray, zlo: np.ndarray, zhi: np.
     return np.repeat(ev.astype(np.int32), n), sen
 
 
-def _banded(ev, st, dmin2, zc, inv_a, reach):
-    """Expand (event, string) pairs band by band. A pair's squared distance at height z is
-    ``dmin2 + (z - zc)^2 / inv_a`` (closest approach dmin2 at zc), so a band of reach r covers
-    ``zc +- sqrt((r^2 - dmin2) * inv_a)``; only bands that reach the pair at all are expanded."""
-    lo_b, hi_b = BAND_EDGES[:-1].copy(), BAND_EDGES[1:].copy()
-    lo_b[0], hi_b[-1] = -1e4, 1e4
-    r2 = reach[ev] ** 2
-    pe, band = np.nonzero(r2 >= dmin2[:, None])
-    half = np.sqrt((r2[pe, band] - dmin2[pe]) * inv_a[pe])
-    zlo = np.maximum(zc[pe] - half, lo_b[band])
-    zhi = np.minimum(zc[pe] + half, hi_b[band])
-    ok = zlo <= zhi
-    return _expand_ranges(ev[pe[ok]], st[pe[ok]], zlo[ok], zhi[ok])
-
-
 def _track_candidates(pos, vdir, reach):
-    """(event, sensor) with the sensor within its band's reach of the line through pos along vdir."""
+    """Segments of strings (``_banded``) within their band's reach of the line through pos along vdir."""
     det = detector()
     wx = det.string_x[None, :] - pos[:, 0:1]
     wy = det.string_y[None, :] - pos[:, 1:2]
@@ -373,7 +407,7 @@ def _track_candidates(pos, vdir, reach):
 
 
 def _sphere_candidates(pos, reach):
-    """(event, sensor) with the sensor within its band's reach of the point pos."""
+    """Segments of strings (``_banded``) within their band's reach of the point pos."""
     det = detector()
     h2 = (det.string_x[None, :] - pos[:, 0:1]) ** 2 + (det.string_y[None, :] - pos[:, 1:2]) ** 2
     ev, st = np.nonzero(h2 <= (reach.max(1) ** 2)[:, None])
@@ -467,30 +501,78 @@ def _track_geometry(p32, v32, ev, sen):
     return d, s_c
 
 
+def _sample_counts(rng, seg: dict, bmax: np.ndarray, bound_fn):
+    """Step 1 of the Poisson thinning for every DOM of the segments: counts n_b ~ Poisson(bound) per
+    (event, DOM), returned only where n_b > 0, with the bound (``bound_fn(ev, sen)``, float32).
+
+    Segments whose per-DOM bound ``bmax`` (an upper bound of ``bound_fn`` on all their DOMs) is at
+    least FAINT_SEGMENT_PE are expanded DOM by DOM (``_thin``). The faint ones, most of the DOMs, are
+    sampled as a Poisson point process instead: Poisson(bmax * n) points per segment of n DOMs, each
+    on a uniformly drawn DOM (so Poisson(bmax) per DOM, independently) and kept with probability
+    bound / bmax, which leaves exactly Poisson(bound) per DOM; only the points are computed."""
+    bright = np.flatnonzero(bmax >= FAINT_SEGMENT_PE)
+    ev, sen = _expand_segments(seg, bright)
+    bound = bound_fn(ev, sen)
+    n_b, ok = _thin(rng, bound)
+    ev, sen, bound = ev[ok], sen[ok], bound[ok]
+    faint = np.flatnonzero(bmax < FAINT_SEGMENT_PE)
+    f_n, f_b = seg["n"][faint], bmax[faint]
+    k = np.repeat(np.arange(len(faint)), rng.poisson(f_b * f_n))  # the faint segment of each point
+    f_n, f_b, faint = f_n[k], f_b[k], faint[k]
+    j = np.minimum((rng.random(len(k)) * f_n).astype(np.int32), f_n - 1)
+    p_ev = seg["ev"][faint].astype(np.int32)
+    p_sen = (seg["st"][faint] * 60 + 59 - seg["lo"][faint] - j).astype(np.int32)
+    p_bound = bound_fn(p_ev, p_sen)
+    keep = np.flatnonzero(rng.random(len(k)) * f_b < p_bound)
+    _, first, count = np.unique(p_ev[keep].astype(np.int64) * 5160 + p_sen[keep], return_index=True,
+                                return_counts=True)
+    sel = keep[first]
+    return (np.concatenate([ev, p_ev[sel]]), np.concatenate([sen, p_sen[sel]]),
+            np.concatenate([n_b, count]), np.concatenate([bound, p_bound[sel]]))
+
+
+def _segment_bound_terms(seg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per segment: a lower bound (>= 1 m) of its DOMs' distance from the source (their string
+    points' distance minus the DOMs' largest offset from the string line), and the best prefactor and
+    smallest k of the DOM classes of its string and band."""
+    det = detector()
+    d_lo = np.maximum(np.sqrt(seg["d2"]) - det.xy_margin, 1.0)
+    return d_lo, det.band_pref[seg["st"], seg["band"]], det.band_k[seg["st"], seg["band"]]
+
+
 def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
     """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per DOM that sees light,
     the PE count, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
     det = detector()
     light = muon_photons_per_m(energy) * scale
-    ev, sen = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
+    seg = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
     p32, v32 = _columns32(pos), _columns32(vdir)
-    d, s_e = _track_geometry(p32, v32, ev, sen)
-    # upper bound of the expected PE (best acceptance, clearest ice of the DOM's class):
-    # light A / (2 pi sin_c d) * pref * exp(-k dist), dist = d / sin_c the photon path
-    bound = det.dom_k32[sen]
-    bound *= d
-    bound *= np.float32(-1.0 / SIN_C)
-    np.exp(bound, out=bound)
-    bound *= det.dom_pref32[sen]
-    bound *= (light * (DOM_AREA / (2 * np.pi * SIN_C))).astype(np.float32)[ev]
-    bound /= d
-    inside = s_e <= s_max.astype(np.float32)[ev]
-    if not np.all(np.isneginf(s_min)):
-        inside &= s_e >= s_min.astype(np.float32)[ev]
-    bound *= inside
-    n_b, ok = _thin(rng, bound)
-    ev, sen, bound = ev[ok], sen[ok], bound[ok]
-    d, s_e = _track_geometry(p32, v32, ev, sen)  # the same values, for the few pairs that remain
+    light_c = light * (DOM_AREA / (2 * np.pi * SIN_C))
+    light_c32, s_max32 = light_c.astype(np.float32), s_max.astype(np.float32)
+    s_min32 = None if np.all(np.isneginf(s_min)) else s_min.astype(np.float32)
+
+    def bound_fn(ev, sen):
+        """Upper bound of the expected PE (best acceptance, clearest ice of the DOM's class):
+        light A / (2 pi sin_c d) * pref * exp(-k dist), dist = d / sin_c the photon path; 0 where
+        the emission point is off the track."""
+        d, s_e = _track_geometry(p32, v32, ev, sen)
+        bound = det.dom_k32[sen]
+        bound *= d
+        bound *= np.float32(-1.0 / SIN_C)
+        np.exp(bound, out=bound)
+        bound *= det.dom_pref32[sen]
+        bound *= light_c32[ev]
+        bound /= d
+        inside = s_e <= s_max32[ev]
+        if s_min32 is not None:
+            inside &= s_e >= s_min32[ev]
+        bound *= inside
+        return bound
+
+    d_lo, pref, k = _segment_bound_terms(seg)
+    bmax = light_c[seg["ev"]] / d_lo * pref * np.exp(-k * d_lo / SIN_C) * BOUND_SLACK
+    ev, sen, n_b, bound = _sample_counts(rng, seg, bmax, bound_fn)
+    d, s_e = _track_geometry(p32, v32, ev, sen)  # the same values as in the bound
     dist = d * np.float32(1.0 / SIN_C)  # photon path from the emission point
     qz = det.z32[sen]
     ez = p32[2][ev] + s_e * v32[2][ev]
@@ -519,29 +601,36 @@ def _cascade_sources(rng, pos, vdir, photons):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
     at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
     det = detector()
-    ev, sen = _sphere_candidates(pos, _band_reach(photons, cascade=True))
+    seg = _sphere_candidates(pos, _band_reach(photons, cascade=True))
     p32 = _columns32(pos)
-    wx, wy, wz, dist, inv_d = _cascade_geometry(p32, ev, sen)
-    del wx, wy, wz
-    # upper bound: photons A / (4 pi r^2) * (best forward peak, fading with the least scattering)
-    # * pref * exp(-k r)
-    peak_bound = dist * np.float32(-det.min_inv_scat)
-    np.exp(peak_bound, out=peak_bound)
-    peak_bound *= np.float32(max(_CASCADE_NORM - 1.0, 0.0))
-    peak_bound += np.float32(1.0)
-    bound = det.dom_k32[sen]
-    bound *= dist
-    np.negative(bound, out=bound)
-    np.exp(bound, out=bound)
-    bound *= peak_bound
-    bound *= det.dom_pref32[sen]
-    bound *= inv_d
-    bound *= inv_d
-    bound *= (photons * (DOM_AREA / (4 * np.pi))).astype(np.float32)[ev]
-    del peak_bound, dist, inv_d
-    n_b, ok = _thin(rng, bound)
-    ev, sen, bound = ev[ok], sen[ok], bound[ok]
-    wx, wy, wz, dist, inv_d = _cascade_geometry(p32, ev, sen)  # the same values, for the pairs left
+    photons_c = photons * (DOM_AREA / (4 * np.pi))
+    photons_c32 = photons_c.astype(np.float32)
+    peak_excess = max(_CASCADE_NORM - 1.0, 0.0)
+
+    def bound_fn(ev, sen):
+        """Upper bound: photons A / (4 pi r^2) * (best forward peak, fading with the least
+        scattering) * pref * exp(-k r)."""
+        _, _, _, dist, inv_d = _cascade_geometry(p32, ev, sen)
+        peak_bound = dist * np.float32(-det.min_inv_scat)
+        np.exp(peak_bound, out=peak_bound)
+        peak_bound *= np.float32(peak_excess)
+        peak_bound += np.float32(1.0)
+        bound = det.dom_k32[sen]
+        bound *= dist
+        np.negative(bound, out=bound)
+        np.exp(bound, out=bound)
+        bound *= peak_bound
+        bound *= det.dom_pref32[sen]
+        bound *= inv_d
+        bound *= inv_d
+        bound *= photons_c32[ev]
+        return bound
+
+    d_lo, pref, k = _segment_bound_terms(seg)
+    bmax = (photons_c[seg["ev"]] / (d_lo * d_lo) * (1.0 + peak_excess * np.exp(-d_lo * det.min_inv_scat))
+            * pref * np.exp(-k * d_lo) * BOUND_SLACK)
+    ev, sen, n_b, bound = _sample_counts(rng, seg, bmax, bound_fn)
+    wx, wy, wz, dist, inv_d = _cascade_geometry(p32, ev, sen)  # the same values as in the bound
     pz = p32[2][ev]
     qz = det.z32[sen]
     vx, vy, vz = (c[ev] for c in _columns32(vdir))
