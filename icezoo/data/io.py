@@ -286,6 +286,18 @@ class RawFile:
     def n_pulses(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def gather_lazy(self, events: np.ndarray) -> "LazyChunk":
+        """The :class:`LazyChunk` of ``events`` (indices into this file's events, any order): the same
+        fields as :meth:`gather`, each pulse column gathered only when something reads it."""
+        ev = np.asarray(events, dtype=np.int64)
+        starts = self.offsets[ev]
+        lengths = self.offsets[ev + 1] - starts
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return LazyChunk(self, offsets, shift=starts - offsets[:-1], event_id=self.event_id[ev], n_pulses=lengths,
+                         azimuth=None if self.azimuth is None else self.azimuth[ev],
+                         zenith=None if self.zenith is None else self.zenith[ev])
+
     def gather(self, events: np.ndarray | None = None) -> PulseChunk:
         """The PulseChunk of ``events`` (indices into this file's events, any order; None = all)."""
         if events is None:
@@ -314,6 +326,67 @@ class RawFile:
             azimuth=None if self.azimuth is None else self.azimuth[ev],
             zenith=None if self.zenith is None else self.zenith[ev],
         )
+
+
+class LazyChunk(PulseChunk):
+    """A PulseChunk of some events of a :class:`RawFile` whose pulse columns are gathered on first use.
+
+    What the loader hands to selections and extractors: a selection that reads only ``offsets`` and
+    ``auxiliary`` (aux_first, time_order) never gathers positions, times or charges of the pulses it
+    drops, and :meth:`take` composes row indices instead of copying columns. Reading any field gives
+    the same array an eager chunk would hold. Extras for the extractors' fast paths: ``sensor_index``
+    (intp sensor ids) and ``sensor_xyz`` (the geometry's x, y, z columns indexed by sensor_id, every
+    id in the chunk valid).
+    """
+
+    _LAZY = frozenset(PulseChunk.PULSE_FIELDS) | {"sensor_index", "src"}
+
+    def __init__(self, raw: "RawFile | None" = None, offsets: np.ndarray | None = None, src=None, shift=None, **events):
+        if raw is None:  # dataclasses.replace() of a LazyChunk passes every field: that is a plain chunk
+            self.__class__ = PulseChunk
+            PulseChunk.__init__(self, offsets=offsets, **events)
+            return
+        # no dataclass __init__: the pulse fields stay unset until __getattr__ fills them
+        self._raw, self._src, self._shift = raw, src, shift
+        self.offsets = offsets
+        for k, v in events.items():
+            setattr(self, k, v)
+        self.sensor_xyz = raw.geo
+
+    def __getattr__(self, name):
+        if name not in LazyChunk._LAZY:
+            raise AttributeError(name)
+        raw = self._raw
+        if name == "src":  # rows of the raw file, in chunk order
+            if self._src is None:
+                lengths = np.diff(self.offsets)
+                self._src = np.arange(int(self.offsets[-1]), dtype=np.int64) + np.repeat(self._shift, lengths)
+            value = self._src
+        elif name == "time":
+            value = raw.time[self.src].astype(np.float64)
+        elif name == "sensor_index":
+            value = self.sensor_id.astype(np.intp)
+        elif name in ("x", "y", "z"):
+            value = raw.geo["xyz".index(name)][self.sensor_index]
+        else:
+            value = getattr(raw, name)[self.src]
+        object.__setattr__(self, name, value)
+        return value
+
+    def take(self, rows: np.ndarray, offsets: np.ndarray) -> "LazyChunk":
+        return LazyChunk(self._raw, offsets, src=self.src[rows], event_id=self.event_id, n_pulses=self.n_pulses,
+                         azimuth=self.azimuth, zenith=self.zenith)
+
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``getattr(self, name)[rows]`` without gathering the whole column (raw columns only)."""
+        if name in self.__dict__:
+            return self.__dict__[name][rows]
+        return getattr(self._raw, name)[self.src[rows]]
+
+
+def column(chunk: PulseChunk, name: str, rows: np.ndarray) -> np.ndarray:
+    """``chunk.<name>[rows]``, gathering only those rows from a :class:`LazyChunk`."""
+    return chunk.column(name, rows) if isinstance(chunk, LazyChunk) else getattr(chunk, name)[rows]
 
 
 def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
@@ -434,15 +507,20 @@ def read_chunk(data_dir: str | Path, split: str, batch_id: int, geometry=None) -
 class Prepared:
     """A chunk after selection and feature extraction, ready to be cut into padded batches.
 
-    ``cols`` [F + 4, rows + 1] float32 holds, column-major, the pulse features then x, y, z (m) and
-    t - t0 (ns) of the selected rows, plus a last all-zero column that padded slots read; ``sensor``
-    [rows + 1] int64 ends with PAD_SENSOR; ``event_feats`` [E, Fe] float32.
+    Row-major, one row per selected pulse plus a last all-zero row that padded slots read:
+    ``feats`` [rows + 1, F] float32 (the pulse features), ``xyzt`` [rows + 1, 4] float32 (x, y, z in
+    m and t - t0 in ns), ``sensor`` [rows + 1] int64 ending with PAD_SENSOR; ``event_feats`` [E, Fe]
+    float32. A padded batch is then one row gather per array (``np.take(..., axis=0)``).
     """
 
-    __slots__ = ("chunk", "cols", "sensor", "event_feats", "n_features")
+    __slots__ = ("chunk", "feats", "xyzt", "sensor", "event_feats")
 
-    def __init__(self, chunk, cols, sensor, event_feats, n_features):
-        self.chunk, self.cols, self.sensor, self.event_feats, self.n_features = chunk, cols, sensor, event_feats, n_features
+    def __init__(self, chunk, feats, xyzt, sensor, event_feats):
+        self.chunk, self.feats, self.xyzt, self.sensor, self.event_feats = chunk, feats, xyzt, sensor, event_feats
+
+    @property
+    def n_features(self) -> int:
+        return self.feats.shape[1]
 
 
 def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Prepared:
@@ -451,49 +529,54 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
     sel = selection.select(chunk, rng)
     if sel.num_events != chunk.num_events:
         raise IcezooError(f"selection {selection.name}: returned {sel.num_events} events for {chunk.num_events}")
-    if sel.lengths.max(initial=0) > max_len:  # a selection wider than max_pulses: keep the earliest
-        rank = np.arange(len(sel.time)) - np.repeat(sel.offsets[:-1], sel.lengths)
-        counts = np.minimum(sel.lengths, max_len)
+    lengths = sel.lengths
+    if lengths.max(initial=0) > max_len:  # a selection wider than max_pulses: keep the earliest
+        rank = np.arange(int(sel.offsets[-1])) - np.repeat(sel.offsets[:-1], lengths)
+        counts = np.minimum(lengths, max_len)
         offsets = np.zeros_like(sel.offsets)
         np.cumsum(counts, out=offsets[1:])
         sel = sel.take(np.flatnonzero(rank < max_len), offsets)
+        lengths = sel.lengths
+    n = int(sel.offsets[-1])
     pulse_cols, event_cols = [], []
     for f in features:
         out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
-        want = chunk.num_events if f.event_level else len(sel.time)
+        want = chunk.num_events if f.event_level else n
         if out.ndim != 2 or out.shape != (want, f.out_dim):
             raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
         (event_cols if f.event_level else pulse_cols).append(out)
-    # column-major [F + 4, rows + 1]: extractors build columns cheaply, and pad_events gathers one
-    # small batch at a time and transposes it while it is in cache
+    # row-major with a zero row at the end: pad_events gathers whole rows (one take per array)
     F = sum(c.shape[1] for c in pulse_cols)
-    n = len(sel.time)
-    cols = np.empty((F + 4, n + 1), dtype=np.float32)
-    cols[:, n] = 0.0
+    feats = np.empty((n + 1, F), dtype=np.float32)
+    feats[n] = 0.0
     a = 0
     for c in pulse_cols:
-        cols[a:a + c.shape[1], :n] = c.T
+        feats[:n, a:a + c.shape[1]] = c
         a += c.shape[1]
-    lengths = sel.lengths
+    xyzt = np.empty((n + 1, 4), dtype=np.float32)
+    xyzt[n] = 0.0
+    if isinstance(sel, LazyChunk):  # float32(x) of each sensor, gathered: the same values as sel.x cast
+        idx = sel.sensor_index
+        for i, g in enumerate(sel.sensor_xyz):
+            xyzt[:n, i] = g.astype(np.float32)[idx]
+    else:
+        xyzt[:n, 0], xyzt[:n, 1], xyzt[:n, 2] = sel.x, sel.y, sel.z
     t0 = np.zeros(sel.num_events)
     nonempty = lengths > 0
     t0[nonempty] = sel.time[sel.offsets[:-1][nonempty]]
-    cols[F, :n] = sel.x
-    cols[F + 1, :n] = sel.y
-    cols[F + 2, :n] = sel.z
-    np.subtract(sel.time, np.repeat(t0, lengths), out=cols[F + 3, :n], casting="unsafe")
+    xyzt[:n, 3] = sel.time - np.repeat(t0, lengths)
     sensor = np.empty(n + 1, dtype=np.int64)
     sensor[:n] = sel.sensor_id
     sensor[n] = PAD_SENSOR
     event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)
-    return Prepared(sel, cols, sensor, event_feats, F)
+    return Prepared(sel, feats, xyzt, sensor, event_feats)
 
 
 def pad_events(prep: Prepared, events, width: int | None = None) -> Batch:
     """Padded Batch of the given events of a prepared chunk (an index array or a slice), in that order.
 
-    One index grid [B * L] maps every padded slot to its source row (or the zero column), and each
-    column is gathered with it: numpy fancy indexing, no Python loop over events.
+    One index grid [B * L] maps every padded slot to its source row (or the zero row), and each
+    row-major array is gathered with it at once: numpy, no Python loop over events.
     """
     import torch
 
@@ -505,23 +588,19 @@ def pad_events(prep: Prepared, events, width: int | None = None) -> Batch:
     lengths = sel.offsets[ev + 1] - starts
     b = len(ev)
     L = int(width if width is not None else max(int(lengths.max(initial=0)), 1))
-    n = int(lengths.sum())
     dest0 = np.cumsum(lengths) - lengths
-    within = np.arange(n, dtype=np.int64) - np.repeat(dest0, lengths)
-    grid = np.full(b * L, prep.cols.shape[1] - 1, dtype=np.int64)
-    grid[np.repeat(np.arange(b, dtype=np.int64) * L, lengths) + within] = np.repeat(starts, lengths) + within
-    C, F = prep.cols.shape[0], prep.n_features
-    buf = np.empty((C, b * L), np.float32)
-    for i in range(C):
-        np.take(prep.cols[i], grid, out=buf[i])
+    rows = np.arange(int(dest0[-1] + lengths[-1]) if b else 0, dtype=np.int64)
+    grid = np.full(b * L, len(prep.sensor) - 1, dtype=np.int64)
+    grid[rows + np.repeat(np.arange(b, dtype=np.int64) * L - dest0, lengths)] = rows + np.repeat(starts - dest0, lengths)
+    F = prep.feats.shape[1]
     target = None
     if sel.azimuth is not None:
         target = torch.from_numpy(angles_to_vector(sel.azimuth[ev], sel.zenith[ev]).astype(np.float32))
     return Batch(
-        features=torch.from_numpy(np.ascontiguousarray(buf[:F].T).reshape(b, L, F)),
+        features=torch.from_numpy(np.take(prep.feats, grid, axis=0).reshape(b, L, F)),
         mask=torch.from_numpy(np.arange(L)[None, :] < lengths[:, None]),
-        xyzt=torch.from_numpy(np.ascontiguousarray(buf[F:].T).reshape(b, L, 4)),
-        sensor_id=torch.from_numpy(prep.sensor[grid].reshape(b, L)),
+        xyzt=torch.from_numpy(np.take(prep.xyzt, grid, axis=0).reshape(b, L, 4)),
+        sensor_id=torch.from_numpy(np.take(prep.sensor, grid).reshape(b, L)),
         event_features=torch.from_numpy(prep.event_feats[ev]),
         n_pulses=torch.from_numpy(sel.n_pulses[ev].astype(np.int64)),
         event_id=torch.from_numpy(sel.event_id[ev].astype(np.int64)),

@@ -222,7 +222,7 @@ class EventDataset(IterableDataset):
             # events in yield order, each batch's events in file order: the gather (compact raw columns)
             # does the reordering, and padding then reads contiguous rows
             order = order[np.lexsort((order, np.repeat(np.arange(len(sizes)), sizes)))]
-            chunk = raw.gather(block_ev[order])
+            chunk = raw.gather_lazy(block_ev[order])  # columns gathered when (and where) they are read
             prep = prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses)
             for i in range(max(lo, j0) - j0, min(hi, j) - j0):
                 yield pad_events(prep, slice(int(bounds[i]), int(bounds[i + 1])))

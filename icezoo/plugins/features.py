@@ -38,6 +38,14 @@ def _per_event_reduce(ufunc, values: np.ndarray, chunk: PulseChunk, empty: float
     return out
 
 
+def _sensor_tables(chunk: PulseChunk):
+    """(intp sensor ids, (x, y, z) columns indexed by sensor_id) when the chunk carries the geometry
+    (a loader's LazyChunk, every id valid), else None. A per-sensor quantity is then computed once
+    per sensor and gathered, instead of per pulse: the same values, without per-pulse positions."""
+    xyz = getattr(chunk, "sensor_xyz", None)
+    return None if xyz is None else (chunk.sensor_index, xyz)
+
+
 class KaggleNorm(FeatureExtractor):
     """x,y,z/500, (time-1e4)/3e4, log10(charge)/3, auxiliary: the normalisation of EXP_08/EXP_13 on."""
 
@@ -48,8 +56,14 @@ class KaggleNorm(FeatureExtractor):
         # built column by column ([6, N] contiguous, returned as its [N, 6] view): much faster than
         # strided writes; the loader pads from this layout without a full transpose
         out = np.empty((6, len(chunk.time)), dtype=np.float32)
-        for i, v in enumerate((chunk.x, chunk.y, chunk.z)):
-            np.multiply(v, 1.0 / 500.0, out=out[i], casting="unsafe")
+        tables = _sensor_tables(chunk)
+        if tables is not None:
+            idx, xyz = tables
+            for i, g in enumerate(xyz):
+                np.take((g * (1.0 / 500.0)).astype(np.float32), idx, out=out[i])
+        else:
+            for i, v in enumerate((chunk.x, chunk.y, chunk.z)):
+                np.multiply(v, 1.0 / 500.0, out=out[i], casting="unsafe")
         np.subtract(chunk.time, 1.0e4, out=out[3], casting="unsafe")
         out[3] *= 1.0 / 3.0e4
         q = chunk.charge.astype(np.float32)
@@ -138,8 +152,14 @@ class QE(FeatureExtractor):
     columns = ("qe",)
 
     def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
-        sid = chunk.sensor_id.astype(np.int64)
         table = _QE.astype(np.float32)
+        tables = _sensor_tables(chunk)
+        if tables is not None:  # ids are valid geometry rows: 1.0 past the QE table
+            idx, xyz = tables
+            ext = np.ones(max(len(table), len(xyz[0])), dtype=np.float32)
+            ext[:len(table)] = table
+            return np.take(ext, idx)[:, None]
+        sid = chunk.sensor_id.astype(np.int64)
         return np.where(sid < len(table), table[np.minimum(sid, len(table) - 1)], np.float32(1.0))[:, None]
 
 
@@ -185,6 +205,15 @@ class IceProperties(FeatureExtractor):
 
     def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
         # interpolate once per sensor (z of each sensor_id as found in the chunk), then gather per pulse
+        tables = _sensor_tables(chunk)
+        if tables is not None:  # the geometry's z of every sensor: interpolate per sensor, gather per pulse
+            idx, xyz = tables
+            out = np.empty((2 if self.config.absorption else 1, len(idx)), dtype=np.float32)
+            scat, absorp = ice_at_z(xyz[2])
+            np.take((scat / SCATTERING_SCALE).astype(np.float32), idx, out=out[0])
+            if self.config.absorption:
+                np.take((absorp / ABSORPTION_SCALE).astype(np.float32), idx, out=out[1])
+            return out.T
         sid = chunk.sensor_id.astype(np.int64)
         out = np.empty((2 if self.config.absorption else 1, len(sid)), dtype=np.float32)
         if len(sid) == 0:

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from icezoo.core import PulseChunk, Selection, hookimpl
+from icezoo.data.io import column
 
 #: group speed of light in ice at 400 nm (m/ns), ../shared/physics.md: 0.29979 / 1.35634
 C_ICE = 0.2210
@@ -82,14 +83,14 @@ class AuxFirst(Selection):
         ln = lengths[long_ev]
         ev = np.repeat(np.arange(len(long_ev)), ln)
         rows = np.arange(len(ev), dtype=np.int64) + np.repeat(chunk.offsets[long_ev] - (np.cumsum(ln) - ln), ln)
-        aux = chunk.auxiliary[rows]
+        aux = column(chunk, "auxiliary", rows)  # a loader's lazy chunk gathers only these rows
         m = ln - np.add.reduceat(aux, np.cumsum(ln) - ln, dtype=np.int64)  # HLC pulses per event
         hlc_only = m >= k  # draw k of the HLC pulses; else keep every HLC pulse and draw k-m auxiliary ones
         in_pool = aux != hlc_only[ev]
         need = np.where(hlc_only, k, k - m)
         pool_rows = np.flatnonzero(in_pool)
         chosen = draw_per_event(ev[pool_rows], need, np.where(hlc_only, m, ln - m), rng)
-        keep = np.ones(len(chunk.time), dtype=bool)
+        keep = np.ones(int(chunk.offsets[-1]), dtype=bool)
         keep[rows] = ~aux & ~hlc_only[ev]
         keep[rows[pool_rows[chosen]]] = True
         new_lengths = np.minimum(lengths, k)
@@ -176,7 +177,7 @@ class LightSpeed(Selection):
         dist = np.sqrt(dx * dx + dy * dy + dz * dz)
         dt = np.abs(chunk.time[rows] - chunk.time[r])
         causal = dist <= c * dt + self.config.tolerance
-        keep = np.ones(len(chunk.time), dtype=bool)
+        keep = np.ones(int(chunk.offsets[-1]), dtype=bool)
         keep[rows] = causal
         out = keep_rows(chunk, keep)
         if out.lengths.max(initial=0) > self.max_pulses:
