@@ -523,6 +523,10 @@ class Prepared:
         return self.feats.shape[1]
 
 
+#: rows per slice when prepare turns feature columns into rows (a slice of every array fits in L2)
+_ROWS_PER_SLICE = 32768
+
+
 def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Prepared:
     """Select pulses and extract every feature over the whole chunk at once (vectorised)."""
     max_len = int(max_pulses if max_pulses is not None else selection.max_pulses)
@@ -549,22 +553,32 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
     F = sum(c.shape[1] for c in pulse_cols)
     feats = np.empty((n + 1, F), dtype=np.float32)
     feats[n] = 0.0
-    a = 0
-    for c in pulse_cols:
-        feats[:n, a:a + c.shape[1]] = c
-        a += c.shape[1]
     xyzt = np.empty((n + 1, 4), dtype=np.float32)
     xyzt[n] = 0.0
-    if isinstance(sel, LazyChunk):  # float32(x) of each sensor, gathered: the same values as sel.x cast
-        idx = sel.sensor_index
+    if isinstance(sel, LazyChunk):  # float32 x, y, z of each sensor as whole rows: the same values as sel.x cast
+        table = np.zeros((len(sel.sensor_xyz[0]), 4), dtype=np.float32)
         for i, g in enumerate(sel.sensor_xyz):
-            xyzt[:n, i] = g.astype(np.float32)[idx]
+            table[:, i] = g
+        np.take(table, sel.sensor_index, axis=0, out=xyzt[:n])
+        xyz = None
     else:
-        xyzt[:n, 0], xyzt[:n, 1], xyzt[:n, 2] = sel.x, sel.y, sel.z
+        xyz = (sel.x, sel.y, sel.z)
     t0 = np.zeros(sel.num_events)
     nonempty = lengths > 0
     t0[nonempty] = sel.time[sel.offsets[:-1][nonempty]]
-    xyzt[:n, 3] = sel.time - np.repeat(t0, lengths)
+    dt = sel.time - np.repeat(t0, lengths)
+    # columns -> rows in slices that stay in cache while every column of the slice is written
+    for a0 in range(0, n, _ROWS_PER_SLICE):
+        s = slice(a0, min(n, a0 + _ROWS_PER_SLICE))
+        a = 0
+        for c in pulse_cols:
+            for j in range(c.shape[1]):  # one strided 1-D copy per column (a 2-D one loops over short rows)
+                feats[s, a + j] = c[s, j]
+            a += c.shape[1]
+        if xyz is not None:
+            for i in range(3):
+                xyzt[s, i] = xyz[i][s]
+        xyzt[s, 3] = dt[s]
     sensor = np.empty(n + 1, dtype=np.int64)
     sensor[:n] = sel.sensor_id
     sensor[n] = PAD_SENSOR
