@@ -222,6 +222,65 @@ def test_trigger_and_hlc(calib):
     assert ev["auxiliary"][ev["noise"]].mean() > 0.95
 
 
+def test_segment_bounds_dominate_every_dom(monkeypatch):
+    """The faint-segment sampling is exact only if a segment's bound is at least the per-DOM
+    thinning bound of each of its DOMs: check every DOM of every segment on a few hundred events
+    of each type (a starting-track mix covers finite tracks and the hadronic cascades)."""
+    real = simulator._sample_counts
+    seen = {"doms": 0, "faint": 0}
+
+    def checked(rng, seg, bmax, bound_fn):
+        ev, sen = simulator._expand_segments(seg)
+        bound = bound_fn(ev, sen)
+        assert (bound <= np.repeat(bmax, seg["n"])).all()
+        seen["doms"] += len(ev)
+        seen["faint"] += int(seg["n"][bmax < simulator.FAINT_SEGMENT_PE].sum())
+        return real(rng, seg, bmax, bound_fn)
+
+    monkeypatch.setattr(simulator, "_sample_counts", checked)
+    simulator.simulate_events(make_config(), 300, seed=7)
+    simulator.simulate_events(make_config(frac_through_going=0, frac_starting=1, frac_cascade=0), 100, seed=7)
+    assert seen["doms"] > 100_000 and seen["faint"] > 0.5 * seen["doms"]
+
+
+def test_photo_electron_sampling_is_exact(monkeypatch):
+    """Hit DOMs per source, averaged over repeated draws, match the exact expectation
+    sum(1 - exp(-mu)) over all candidate DOMs (thinning and faint-segment sampling add no bias)."""
+    rng = np.random.default_rng(5)
+    cfg = make_config()
+    m = 200
+    az, ze, u, energy = simulator._draw_truth(rng, cfg, m, np.repeat(np.arange(20), m // 20))
+    pos, vdir = simulator._vertices(rng, cfg, m), -u
+    e_mu = 0.7 * energy
+    photons = energy * simulator.CASCADE_M_PER_GEV * simulator.MUON_PHOTONS_PER_M
+
+    def sources(r):
+        return (simulator._track_sources(r, pos, vdir, e_mu, np.zeros(m), simulator.muon_range(e_mu), 1.0),
+                simulator._cascade_sources(r, pos, vdir, photons))
+
+    reps = 40
+    hits = np.array([[(s[2] > 0).sum() for s in sources(np.random.default_rng(100 + r))] for r in range(reps)])
+    mean, err = hits.mean(0), hits.std(0, ddof=1) / np.sqrt(reps)
+    # the exact expectation: every candidate DOM of every segment, mu computed as in the simulator
+    kept = {}
+
+    def every_dom(rng_, seg, bmax, bound_fn):
+        ev, sen = simulator._expand_segments(seg)
+        bound = bound_fn(ev, sen)
+        on = np.flatnonzero(bound > 0)  # off the track: never sampled
+        return ev[on], sen[on], np.ones(len(on), dtype=np.int64), bound[on]
+
+    def record(rng_, n_b, mu, bound):
+        kept.setdefault("mu", []).append(mu.astype(np.float64))
+        return n_b
+
+    monkeypatch.setattr(simulator, "_sample_counts", every_dom)
+    monkeypatch.setattr(simulator, "_thinned_counts", record)
+    sources(None)
+    exact = np.array([(1.0 - np.exp(-mu)).sum() for mu in kept["mu"]])
+    assert (np.abs(mean - exact) < 4 * err).all(), (mean, err, exact)
+
+
 # ---------------------------------------------------------------- command line
 def test_cli_simulate_and_linefit(tmp_path, capsys):
     from icezoo.cli.main import main
