@@ -527,8 +527,25 @@ class Prepared:
 _ROWS_PER_SLICE = 32768
 
 
-def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None) -> Prepared:
-    """Select pulses and extract every feature over the whole chunk at once (vectorised)."""
+def _buffer(buffers: dict | None, key: str, shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised array of ``shape``, reusing ``buffers[key]``'s memory when it is big enough
+    (fresh large arrays cost page faults on first touch)."""
+    if buffers is None:
+        return np.empty(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    buf = buffers.get(key)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = buffers[key] = np.empty(max(size, int(size * 1.25)), dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None,
+            buffers: dict | None = None) -> Prepared:
+    """Select pulses and extract every feature over the whole chunk at once (vectorised).
+
+    ``buffers``: a dict the caller keeps between calls to reuse the output arrays' memory; the
+    previous call's Prepared must then no longer be used (a loader pads all of a block's batches,
+    which copy, before it prepares the next block)."""
     max_len = int(max_pulses if max_pulses is not None else selection.max_pulses)
     sel = selection.select(chunk, rng)
     if sel.num_events != chunk.num_events:
@@ -551,9 +568,9 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
         (event_cols if f.event_level else pulse_cols).append(out)
     # row-major with a zero row at the end: pad_events gathers whole rows (one take per array)
     F = sum(c.shape[1] for c in pulse_cols)
-    feats = np.empty((n + 1, F), dtype=np.float32)
+    feats = _buffer(buffers, "feats", (n + 1, F), np.float32)
     feats[n] = 0.0
-    xyzt = np.empty((n + 1, 4), dtype=np.float32)
+    xyzt = _buffer(buffers, "xyzt", (n + 1, 4), np.float32)
     xyzt[n] = 0.0
     if isinstance(sel, LazyChunk):  # float32 x, y, z of each sensor as whole rows: the same values as sel.x cast
         table = np.zeros((len(sel.sensor_xyz[0]), 4), dtype=np.float32)
@@ -579,7 +596,7 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
             for i in range(3):
                 xyzt[s, i] = xyz[i][s]
         xyzt[s, 3] = dt[s]
-    sensor = np.empty(n + 1, dtype=np.int64)
+    sensor = _buffer(buffers, "sensor", (n + 1,), np.int64)
     sensor[:n] = sel.sensor_id
     sensor[n] = PAD_SENSOR
     event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)

@@ -192,6 +192,7 @@ class EventDataset(IterableDataset):
             wid = self.worker_map[info.id]
         lo, hi = self.worker_range[wid]
         k = 0
+        buffers: dict = {}  # prepare's output memory, reused block after block (the batches are copies)
         for unit in self.worker_units[wid]:
             first, last = k, k + unit.n_batches
             k = last
@@ -200,10 +201,10 @@ class EventDataset(IterableDataset):
             if first >= hi:
                 break
             raw = read_raw(self.data_dir, self.split, unit.batch_id, self.geometry)
-            yield from self._unit_batches(raw, unit, max(lo, first) - first, min(hi, last) - first)
+            yield from self._unit_batches(raw, unit, max(lo, first) - first, min(hi, last) - first, buffers)
             del raw
 
-    def _unit_batches(self, raw, unit: Unit, lo: int, hi: int):
+    def _unit_batches(self, raw, unit: Unit, lo: int, hi: int, buffers: dict | None = None):
         """Batches ``lo:hi`` of a unit, block by block (blocks wholly outside are not prepared)."""
         n = raw.n_pulses
         ev = np.arange(raw.num_events) if unit.shard is None else self._shard(unit.batch_id, raw.num_events, unit.shard)
@@ -223,7 +224,8 @@ class EventDataset(IterableDataset):
             # does the reordering, and padding then reads contiguous rows
             order = order[np.lexsort((order, np.repeat(np.arange(len(sizes)), sizes)))]
             chunk = raw.gather_lazy(block_ev[order])  # columns gathered when (and where) they are read
-            prep = prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses)
+            prep = prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses,
+                           buffers=buffers)
             for i in range(max(lo, j0) - j0, min(hi, j) - j0):
                 yield pad_events(prep, slice(int(bounds[i]), int(bounds[i + 1])))
 
