@@ -88,6 +88,7 @@ DOM_CLARITY_WINDOW_M = 75
 #: are sampled as a Poisson point process instead of DOM by DOM; segment bounds carry this slack
 #: against float32 rounding of the per-DOM bound
 FAINT_SEGMENT_PE = 0.5
+SEGMENT_DOMS = 12
 BOUND_SLACK = 1.001
 #: single-PE charge: Gaussian peak + exponential low tail (shape as in the IceCube SPE calibration,
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
@@ -372,6 +373,12 @@ def _banded(ev, st, dmin2, zc, inv_a, reach) -> dict:
     n = det.below32[string, ihi] - lo
     ok = np.flatnonzero(n > 0)
     pe, band, string, lo, n = pe[ok], band[ok], string[ok], lo[ok], n[ok]
+    # pieces of at most SEGMENT_DOMS DOMs, so that each piece's bound is close to its DOMs' bounds
+    pieces = (n + (SEGMENT_DOMS - 1)) // SEGMENT_DOMS
+    which = np.repeat(np.arange(len(n)), pieces)
+    first = (np.repeat(np.cumsum(pieces) - pieces, pieces) - np.arange(len(which))) * -SEGMENT_DOMS
+    pe, band, string = pe[which], band[which], string[which]
+    lo, n = lo[which] + first, np.minimum(n[which] - first, SEGMENT_DOMS)
     z_bottom, z_top = det.zs[string, lo], det.zs[string, lo + n - 1]
     dz = np.maximum(np.maximum(z_bottom - zc[pe], zc[pe] - z_top), 0.0)
     return {"ev": ev[pe], "st": string, "band": band, "lo": lo, "n": n, "d2": dmin2[pe] + dz * dz / inv_a[pe]}
@@ -517,7 +524,8 @@ def _sample_counts(rng, seg: dict, bmax: np.ndarray, bound_fn):
     ev, sen, bound = ev[ok], sen[ok], bound[ok]
     faint = np.flatnonzero(bmax < FAINT_SEGMENT_PE)
     f_n, f_b = seg["n"][faint], bmax[faint]
-    k = np.repeat(np.arange(len(faint)), rng.poisson(f_b * f_n))  # the faint segment of each point
+    n_pts, some = _thin(rng, f_b * f_n)  # Poisson(bmax * n) points per faint segment (where > 0)
+    k = np.repeat(some, n_pts)  # the faint segment of each point
     f_n, f_b, faint = f_n[k], f_b[k], faint[k]
     j = np.minimum((rng.random(len(k)) * f_n).astype(np.int32), f_n - 1)
     p_ev = seg["ev"][faint].astype(np.int32)
@@ -646,9 +654,10 @@ def _cascade_sources(rng, pos, vdir, photons):
 
 def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
     """Single-photo-electron charges: Gaussian peak at 1 PE plus an exponential low tail."""
-    tail = rng.random(n) < SPE_TAIL_FRACTION
-    q = np.where(tail, rng.exponential(SPE_TAIL_SCALE, n), rng.normal(SPE_PEAK, SPE_WIDTH, n))
-    return np.maximum(q, 0.0)
+    q = rng.normal(SPE_PEAK, SPE_WIDTH, n)
+    tail = np.flatnonzero(rng.random(n) < SPE_TAIL_FRACTION)
+    q[tail] = rng.exponential(SPE_TAIL_SCALE, len(tail))
+    return np.maximum(q, 0.0, out=q)
 
 
 def _quantise(q: np.ndarray) -> np.ndarray:
