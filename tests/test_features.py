@@ -123,3 +123,22 @@ def test_registry_pipelines_resolve_the_data_components():
         spec.cls.Config.model_validate(cfg.selection.params)
         for ref in cfg.features:
             reg.get("features", ref.name).cls.Config.model_validate(ref.params)
+
+
+def test_sensor_table_fast_paths_match_the_per_pulse_formulas(tmp_path):
+    """kaggle_norm, qe and ice_properties on a loader's LazyChunk (per-sensor tables) give the same
+    values as on an eager chunk, also with a geometry of more sensors than IceCube-86 (qe 1.0 there)."""
+    from icezoo.data.io import read_raw, write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "d", n_files=1, events_per_file=50, seed=2, mean_pulses=20)
+    geo = np.vstack([load_geometry(), [[10.0, -20.0, -300.0], [0.0, 0.0, 100.0]]])  # ids 5160, 5161
+    raw = read_raw(data, "train", 1, geometry=geo)
+    raw.sensor_id = raw.sensor_id.copy()
+    raw.sensor_id[:7] = [5160, 5161, 5100, 0, 5159, 5161, 1234]
+    events = np.arange(50)[::-1]
+    lazy, eager = raw.gather_lazy(events), raw.gather(events)
+    for f in (make(KaggleNorm), make(QE), make(IceProperties, absorption=True), make(IceProperties)):
+        a, b = f.extract(lazy, lazy), f.extract(eager, eager)
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert make(QE).extract(lazy, lazy)[np.flatnonzero(lazy.sensor_id >= 5160), 0].tolist() == [1.0] * int((lazy.sensor_id >= 5160).sum())

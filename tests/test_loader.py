@@ -151,3 +151,56 @@ def test_worker_processes_match_and_resume(data):
     assert sorted(e for b in full for e in b.event_id.tolist()) == sorted(e for b in single for e in b.event_id.tolist())
     resumed = list(loader(data, num_workers=2, seed=1, start_step=5))
     assert event_ids(resumed) == event_ids(full[5:])
+
+
+def _batch_equal(a, b):
+    for k in ("features", "mask", "xyzt", "sensor_id", "event_features", "n_pulses", "event_id", "target"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert (x is None) == (y is None), k
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), k
+
+
+@pytest.mark.parametrize("sel_name", ["aux_first", "time_order", "light_speed"])
+def test_lazy_chunk_gives_the_same_batches_as_the_eager_gather(data, sel_name):
+    """The loader's LazyChunk (columns gathered on first read, per-sensor feature tables) pads to
+    exactly what the eager PulseChunk of the same events gives, for every selection and extractor."""
+    from icezoo.data.io import prepare, pad_events, read_raw
+    from icezoo.plugins import features as F
+    from icezoo.plugins import selection as S
+
+    cls = {"aux_first": S.AuxFirst, "time_order": S.TimeOrder, "light_speed": S.LightSpeed}[sel_name]
+    sel = cls(cls.Config(max_pulses=6))
+    feats = [F.KaggleNorm(F.KaggleNorm.Config()), F.MinMaxNorm(F.MinMaxNorm.Config()), F.TimeWeight(F.TimeWeight.Config()),
+             F.QE(F.QE.Config()), F.IceProperties(F.IceProperties.Config(absorption=True)), F.Rank(F.Rank.Config()),
+             F.CenterOfGravity(F.CenterOfGravity.Config()), F.PulseCount(F.PulseCount.Config())]
+    raw = read_raw(data, "train", 3)
+    events = np.random.default_rng(0).permutation(raw.num_events)[:70]
+    buffers: dict = {}
+    for rep in range(2):  # the second pass reuses the buffers
+        lazy = prepare(raw.gather_lazy(events), sel, feats, np.random.default_rng(rep), buffers=buffers)
+        eager = prepare(raw.gather(events), sel, feats, np.random.default_rng(rep))
+        for part in (slice(0, 16), slice(16, 70), np.array([5, 2, 60])):
+            _batch_equal(pad_events(lazy, part), pad_events(eager, part))
+
+
+def test_lazy_chunk_fields_and_replace(data):
+    import dataclasses
+
+    from icezoo.core import PulseChunk
+    from icezoo.data.io import LazyChunk, read_raw
+
+    raw = read_raw(data, "train", 2)
+    events = np.array([7, 3, 40, 41])
+    lazy, eager = raw.gather_lazy(events), raw.gather(events)
+    assert isinstance(lazy, LazyChunk) and "time" not in vars(lazy)
+    for f in PulseChunk.PULSE_FIELDS + ("offsets", "event_id", "n_pulses", "azimuth", "zenith"):
+        np.testing.assert_array_equal(getattr(lazy, f), getattr(eager, f))
+        assert getattr(lazy, f).dtype == getattr(eager, f).dtype, f
+    rows = np.array([0, 2, len(eager.time) - 1])
+    offsets = np.array([0, 2, 2, 2, 3])
+    np.testing.assert_array_equal(lazy.take(rows, offsets).charge, eager.take(rows, offsets).charge)
+    plain = dataclasses.replace(lazy, event_id=lazy.event_id + 1)
+    assert type(plain) is PulseChunk
+    np.testing.assert_array_equal(plain.x, eager.x)
+    np.testing.assert_array_equal(lazy.events([1, 0]).time, eager.events([1, 0]).time)
