@@ -15,7 +15,9 @@ problem with the input is one :class:`IcezooError` line naming the file (and the
 Public API: :func:`list_batches`, :func:`parse_batches`, :func:`split_batches`, :func:`cycle_batches`,
 :func:`read_chunk`, :func:`chunk_to_batch`, :func:`load_geometry`. The loaders build on
 :func:`read_raw` (validated columns of one file; :meth:`RawFile.gather` makes the PulseChunk of any
-events), :func:`prepare` (selection + features of a chunk) and :func:`pad_events` (one padded Batch).
+events, :meth:`RawFile.gather_lazy` a :class:`LazyChunk` whose columns are gathered only where read),
+:func:`prepare` (selection + features of a chunk, as row-major arrays) and :func:`pad_events` (one
+padded Batch: one row gather per array).
 """
 
 from __future__ import annotations

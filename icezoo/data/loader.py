@@ -18,7 +18,9 @@ per rank). Within a unit (a file, or a rank's share of one) the kept events in f
 into blocks of ``block_events`` (16384) that are visited in a seeded order; a block's events are
 shuffled, sorted by pulse count within windows of ``bucket_window`` batches and cut into batches,
 whose order is shuffled again, so a batch holds similar pulse counts and needs little padding.
-Each block is gathered, selected and featurised at once (vectorised) with its own seeds. With
+Each block is selected and featurised at once (vectorised) with its own seeds, on a lazy chunk: the
+selection reads only what it needs (aux_first: offsets and the auxiliary flags of long events) and
+every other column is gathered once, for the kept pulses. With
 ``num_workers`` > 0, worker ``w`` reads units ``w, w+W, ...`` and the torch DataLoader returns
 their batches round-robin; the step sequence depends on ``num_workers`` (resume with the same value).
 """
