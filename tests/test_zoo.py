@@ -307,6 +307,28 @@ def test_local_attention_sees_only_neighbours():
     assert not torch.allclose(bb(f, batch)[0, i], out[0, i])
 
 
+GEOMETRY = {"relbias": "relation", "relbias_dim_additive": "relation", "graph": "graph", "local": "neighbours",
+            "local_xyzt_bigk": "neighbours"}
+
+
+@pytest.mark.parametrize("key", GEOMETRY)
+def test_geometry_backbones_under_half_precision_autocast(key):
+    """Under fp16 autocast the states are half precision, but the pair geometry (intervals, distances,
+    neighbours) is computed from the batch's exact float32 metres and ns: in fp16 c^2 dt^2 and |dx|^2
+    overflow (ds^2 = inf - inf = NaN) and far pairs stop being neighbours."""
+    bb, _, _ = _component("backbone", BACKBONES[key], 32)
+    bb.float()
+    batch = synthetic_batch(32, [30, 12, 1], seed=5, dtype=torch.float32)
+    batch = batch.with_(xyzt=batch.xyzt * torch.tensor([1.0, 1.0, 1.0, 20.0]))  # times over ~10 us
+    method = GEOMETRY[key]
+    real, seen = getattr(bb, method), []
+    setattr(bb, method, lambda xyzt, mask: (seen.append(xyzt), real(xyzt, mask))[1])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        out = bb(torch.nn.Linear(32, 32)(batch.features), batch)
+    assert torch.equal(seen[0], batch.xyzt)
+    assert torch.isfinite(out[batch.mask]).all()
+
+
 def test_ae_pooler_shapes():
     ae, _, _ = _component("pooler", {"name": "ae", "bottleneck": 8}, 16)
     assert ae.out_dim == 48

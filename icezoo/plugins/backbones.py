@@ -163,7 +163,9 @@ class RelBiasTransformer(Backbone):
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
         x = self.proj(zero_padding(h, mask))
-        rel = self.relation(batch.xyzt.to(x.dtype), mask)
+        # the geometry in the batch's precision (under fp16/bf16 autocast x is half precision: metres
+        # and ns there overflow or lose metres); only the bounded result takes x's dtype
+        rel = self.relation(batch.xyzt, mask).to(x.dtype)
         for block, proj in zip(self.biased, self.bias_proj):
             if self.config.bias_mode == "content":
                 x = block(x, mask, rel=proj(rel))
@@ -268,7 +270,7 @@ class GraphTransformer(Backbone):
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
         x = self.proj(zero_padding(h, mask))
-        dist, adj = self.graph(batch.xyzt.to(x.dtype), mask)
+        dist, adj = (t.to(x.dtype) for t in self.graph(batch.xyzt, mask))  # geometry in the batch's precision
         for block in self.blocks:
             x = block(x, mask, dist=dist, adj=adj)
         return self.norm(x)
@@ -315,7 +317,7 @@ class LocalAttention(Backbone):
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
         x = self.proj(zero_padding(h, mask))
-        allowed = self.neighbours(batch.xyzt.to(x.dtype), mask)
+        allowed = self.neighbours(batch.xyzt, mask)  # kNN in the batch's precision, not x's (half under autocast)
         for block in self.local:
             x = block(x, mask, allowed=allowed)
         for block in self.plain:
