@@ -163,6 +163,14 @@ def test_predict_gives_one_pulse_events_the_fallback(world, trained, tmp_path, c
     assert row["azimuth"][0] == 0.0 and abs(row["zenith"][0] - math.pi / 2) < 1e-9
 
 
+def test_predict_out_is_a_directory_is_one_line_error(world, trained, tmp_path, capsys):
+    capsys.readouterr()
+    cli("predict", trained, "--data", world["data"], "--out", tmp_path, expect=2)
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+    assert list(tmp_path.parent.glob(f".{tmp_path.name}.tmp*")) == []  # no temporary file left beside it
+
+
 def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
     from icezoo.core.compose import Pipeline
 

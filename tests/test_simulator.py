@@ -297,6 +297,9 @@ def test_cli_simulate_and_linefit(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     # errors: one line, exit code 2
     with pytest.raises(SystemExit) as exc:
+        main(["linefit", "--data", str(out), "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "is a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         main(["simulate", "--events", "5", "--out", str(out)])
     assert exc.value.code == 2
     assert "already exists" in capsys.readouterr().err

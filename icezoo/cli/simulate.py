@@ -112,6 +112,8 @@ def linefit_cmd(
 
     if split not in ("train", "test"):
         raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
+    if out is not None and out.is_dir():
+        raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
     fit = linefit_improved if improved else linefit
     ids, azs, zes, errs = [], [], [], []
     have_truth = True

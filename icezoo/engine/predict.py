@@ -94,6 +94,8 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(dev)
