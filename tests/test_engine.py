@@ -171,6 +171,19 @@ def test_predict_out_is_a_directory_is_one_line_error(world, trained, tmp_path, 
     assert list(tmp_path.parent.glob(f".{tmp_path.name}.tmp*")) == []  # no temporary file left beside it
 
 
+def test_bad_device_is_one_line_error(world, trained, tmp_path, capsys):
+    """A device name torch does not know, or a GPU the machine lacks: one line, exit 2, no run made."""
+    commands = [["evaluate", trained, "--no-plots"], ["predict", trained, "--data", world["data"], "--out",
+                tmp_path / "s.csv"], train_args(world, "BADDEV")]
+    for args in commands:
+        for device in ("gpu", "cuda:99"):
+            capsys.readouterr()
+            cli(*args, "--device", device, expect=2)
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: --device {device}:") and "Traceback" not in err
+    assert not (world["runs"] / "BADDEV").exists()
+
+
 def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
     from icezoo.core.compose import Pipeline
 

@@ -27,7 +27,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     import torch
 
     from icezoo.core.synthetic import synthetic_batch
-    from icezoo.engine.train import device_name
+    from icezoo.engine.train import device_name, pick_device
     from icezoo.zoo import build, pipeline_config
 
     if threads:
@@ -40,7 +40,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
         over["selection.max_pulses"] = max_pulses
     if over:
         config = config.with_overrides(over)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(None, device)
     rss0 = _rss_mib()
     torch.manual_seed(0)
     model = build(config).to(dev)

@@ -145,14 +145,13 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
 
 def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
              batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
-    import torch
-
     from icezoo.core.batch import angular_error
     from icezoo.engine import runs as R
     from icezoo.engine.predict import load_run_model
+    from icezoo.engine.train import pick_device
 
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(None, device)
     model.to(dev)
     data_dir, ids, split_name = eval_ids(info, data, batches)
     res = collect(model, data_dir, "train", ids, batch_size, dev)

@@ -80,12 +80,11 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
             echo=print) -> dict[str, Any]:
     """Write the submission; returns counts."""
     import polars as pl
-    import torch
 
     from icezoo.core.batch import vector_to_angles
     from icezoo.data.io import list_batches, read_chunk
     from icezoo.engine import runs as R
-    from icezoo.engine.train import make_eval_loader
+    from icezoo.engine.train import make_eval_loader, pick_device
 
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
@@ -97,7 +96,7 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = pick_device(None, device)
     model.to(dev)
 
     meta = pl.read_parquet(meta_file, columns=["batch_id", "event_id"])

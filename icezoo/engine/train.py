@@ -94,13 +94,25 @@ def setup_distributed() -> Distributed:
     return Distributed(rank=td.get_rank(), world_size=td.get_world_size(), local_rank=local)
 
 
-def pick_device(dist: Distributed, want: str | None = None):
+def pick_device(dist: Distributed | None = None, want: str | None = None):
+    """``--device want`` (a bad name, or a GPU this machine lacks, is one IcezooError), else this
+    rank's GPU (any GPU without ``dist``) when there is one, else the CPU."""
     import torch
 
     if want:
-        return torch.device(want)
+        try:
+            device = torch.device(want)
+        except (RuntimeError, ValueError):
+            raise IcezooError(f"--device {want}: not a device (expected cpu, cuda or cuda:N)") from None
+        if device.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0:
+                raise IcezooError(f"--device {want}: no CUDA GPU available here (use --device cpu)")
+            if device.index is not None and device.index >= n:
+                raise IcezooError(f"--device {want}: this machine has {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+        return device
     if torch.cuda.is_available():
-        return torch.device("cuda", dist.local_rank)
+        return torch.device("cuda", dist.local_rank) if dist is not None else torch.device("cuda")
     return torch.device("cpu")
 
 
