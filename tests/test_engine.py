@@ -184,6 +184,32 @@ def test_bad_device_is_one_line_error(world, trained, tmp_path, capsys):
     assert not (world["runs"] / "BADDEV").exists()
 
 
+def test_plots_are_written_atomically(tmp_path, monkeypatch):
+    """A plot whose writing fails half-way leaves the previous PNG intact and no temporary file."""
+    import matplotlib.figure
+    import numpy as np
+
+    from icezoo.engine.evaluate import make_plots
+
+    rng = np.random.default_rng(0)
+    n = 200
+    res = {"zenith": rng.uniform(0, np.pi, n), "n_pulses": rng.integers(2, 300, n), "kappa": rng.uniform(1, 50, n)}
+    err = rng.uniform(0, np.pi, n)
+    written = make_plots(tmp_path, res, err, None, "t")
+    assert "resolution_vs_zenith.png" in written
+    before = (tmp_path / "resolution_vs_zenith.png").read_bytes()
+
+    def broken(self, fname, **kw):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        make_plots(tmp_path, res, err, None, "t")
+    assert (tmp_path / "resolution_vs_zenith.png").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
     from icezoo.core.compose import Pipeline
 

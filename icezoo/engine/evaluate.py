@@ -15,6 +15,7 @@ vMF credible cones against their nominal level).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,17 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
+    def save(fig, fname: str) -> None:
+        """PNG to a temporary name, then renamed: an interrupted evaluate leaves no half-written plot."""
+        tmp = out_dir / f".{fname}.tmp{os.getpid()}"
+        try:
+            fig.savefig(tmp, dpi=110, format="png")
+            os.replace(tmp, out_dir / fname)
+        finally:
+            plt.close(fig)
+            tmp.unlink(missing_ok=True)
+        written.append(fname)
+
     def versus(x, edges, xlabel, fname, logx=False):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for e, label, style in ((err, "model", "-o"), (lf_err, "LineFit", "--s")):
@@ -257,9 +269,7 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=110)
-        plt.close(fig)
-        written.append(fname)
+        save(fig, fname)
 
     versus(res["zenith"], np.linspace(0, np.pi, 19), "true zenith (rad)", "resolution_vs_zenith.png")
     npul = res["n_pulses"].astype(np.float64)
@@ -283,9 +293,7 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         ax.set_title(title)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out_dir / "resolution_by_event_type.png", dpi=110)
-        plt.close(fig)
-        written.append("resolution_by_event_type.png")
+        save(fig, "resolution_by_event_type.png")
     kappa = res["kappa"]
     if np.isfinite(kappa).all() and len(kappa) > 20:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -311,7 +319,5 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         a2.grid(alpha=0.3)
         fig.suptitle(f"{title}: kappa calibration")
         fig.tight_layout()
-        fig.savefig(out_dir / "kappa_calibration.png", dpi=110)
-        plt.close(fig)
-        written.append("kappa_calibration.png")
+        save(fig, "kappa_calibration.png")
     return written
