@@ -146,6 +146,9 @@ def test_split_batches_holds_out_validation():
         split_batches([1, 2, 3], "1:3", "3")
     with pytest.raises(IcezooError, match="no training batch"):
         split_batches([1])
+    # one file (e.g. icezoo simulate below its default 50,000 events per file): say what to do
+    with pytest.raises(IcezooError, match="at least 2 batch files.*--events-per-batch"):
+        split_batches([1])
 
 
 # ---------------------------------------------------------------------------------------------

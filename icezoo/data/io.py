@@ -160,8 +160,10 @@ def split_batches(available: list[int], train_spec: str = "cycle", val_spec: str
             raise IcezooError(f"validation batches {_ids_text(overlap)} are also training batches ('{train_spec}')")
     train = [b for b in train if b not in set(val)]
     if not train:
+        hint = ("; training needs at least 2 batch files, one held out for validation (icezoo simulate "
+                "--events-per-batch N writes several)" if len(avail) == 1 else "")
         raise IcezooError(f"no training batch file left after holding out validation {_ids_text(val)} "
-                          f"(available: {_ids_text(avail)})")
+                          f"(available: {_ids_text(avail)}){hint}")
     return train, val
 
 
