@@ -360,6 +360,11 @@ def test_bench_model_reports_throughput_and_machine(world, capsys):
         "--steps", "1", "--warmup", "0")
     out = capsys.readouterr().out
     assert "train" in out and "events/s" in out and "infer" in out and "cores" in out and "MiB" in out
+    # an unknown precision is refused, not timed in fp32 under its name
+    cli("bench", "model", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--batch-size", "8",
+        "--steps", "1", "--warmup", "0", "--precision", "fp8", expect=2)
+    captured = capsys.readouterr()
+    assert "fp8" not in captured.out and "error: --precision fp8" in captured.err
 
 
 def test_default_dataset_is_built_once_and_split(tmp_path, monkeypatch):

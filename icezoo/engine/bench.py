@@ -27,9 +27,12 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     import torch
 
     from icezoo.core.synthetic import synthetic_batch
-    from icezoo.engine.train import device_name, pick_device
+    from icezoo.core.errors import IcezooError
+    from icezoo.engine.train import PRECISIONS, device_name, pick_device
     from icezoo.zoo import build, pipeline_config
 
+    if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
+        raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
         torch.set_num_threads(threads)
     config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file)
