@@ -235,6 +235,14 @@ def test_nan_guard_skips_counts_and_falls_back_to_fp32(world, monkeypatch):
     from icezoo.engine.runs import ledger_markdown, ledger_rows
 
     assert "fell back to fp32 at step 3" in ledger_markdown(ledger_rows(world["runs"], filter_text="NAN"))
+    # predict runs in the precision the run ended in (fp32), not the bf16 that the guard abandoned
+    import icezoo.engine.predict as P
+
+    used = []
+    real_infer = P.infer
+    monkeypatch.setattr(P, "infer", lambda *a, **k: (used.append(a[3]), real_infer(*a, **k))[1])
+    cli("predict", world["runs"] / "NAN", "--data", world["data"], "--out", world["root"] / "nan_sub.csv")
+    assert used and set(used) == {"fp32"}
 
 
 def _spawn_train(world, name, env_extra=None):

@@ -113,13 +113,15 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
         raise IcezooError(f"{data_dir}/{split}: batch file(s) {missing_files[:5]} named in {meta_file.name} are missing")
 
     n_model = n_one = n_zero = 0
+    # the precision the run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)
+    precision = (info.get("precision") or {}).get("final") or config.train.precision
     from rich.progress import Progress
 
     with Progress(transient=True, disable=not echo) as progress:
         task = progress.add_task(f"predict {split}", total=len(wanted))
         for bid in wanted:
             loader = make_eval_loader(data_dir, split, [bid], model, batch_size, workers=workers)
-            res = infer(model, loader, dev, config.train.precision)
+            res = infer(model, loader, dev, precision)
             a, z = vector_to_angles(res["direction"])
             idx = np.array([position[int(e)] for e in res["event_id"]], dtype=np.int64)
             azimuth[idx], zenith[idx] = a, z
