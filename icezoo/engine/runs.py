@@ -21,9 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +108,6 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def command_line(argv: list[str] | None = None) -> str:
-    """The icezoo command as typed (``icezoo train ...``), shell-quoted."""
-    argv = list(sys.argv if argv is None else argv)
-    if argv and (argv[0].endswith("icezoo") or argv[0].endswith("main.py") or argv[0].endswith("__main__.py")
-                 or argv[0] == "-m"):
-        argv = ["icezoo", *argv[1:]]
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 # ------------------------------------------------------------------------------ run dirs

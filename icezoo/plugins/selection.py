@@ -34,23 +34,6 @@ def rank_in_event(chunk: PulseChunk) -> np.ndarray:
     return np.arange(len(chunk.time)) - np.repeat(chunk.offsets[:-1], chunk.lengths)
 
 
-def smallest_per_event(event_index: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of the ``k`` pulses with the smallest ``key`` in each event (one sort of the rows).
-
-    ``event_index`` must be non-decreasing (rows grouped by event); ``key`` is non-negative int64 < 2**40.
-    """
-    if len(key) == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.argsort((event_index.astype(np.int64) << 40) | key)
-    ev_sorted = event_index[order]
-    starts = np.flatnonzero(np.r_[True, ev_sorted[1:] != ev_sorted[:-1]])
-    lengths = np.diff(np.r_[starts, len(order)])
-    rank = np.arange(len(order)) - np.repeat(starts, lengths)
-    keep = np.zeros(len(key), dtype=bool)
-    keep[order[rank < k]] = True
-    return keep
-
-
 class TimeOrder(Selection):
     """The first max_pulses pulses in time (plain truncation, EXP_00-EXP_11)."""
 
