@@ -70,6 +70,10 @@ def test_compose_prints_stages_and_saves_a_pipeline(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run(["show", "mine", "--pipeline-file", str(saved)], capsys)
     assert code == 0 and "rotary_pos_emb = false" in out and "depth = 1" in out
+    # --save naming a directory: one line, exit 2, no temporary file left beside it
+    code, out, err = run(["compose", *TINY, "--save", str(tmp_path)], capsys)
+    assert code == 2 and "is a directory" in err and "Traceback" not in err
+    assert list(tmp_path.parent.glob(f".{tmp_path.name}.tmp*")) == []
 
 
 def test_show_resolves_parents_and_defaults(capsys):

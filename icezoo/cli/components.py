@@ -176,9 +176,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise IcezooError(f"{path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise IcezooError(f"{path}: is a directory (give a file name)")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cmd_show(
