@@ -306,3 +306,7 @@ def test_cli_simulate_and_linefit(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--events", "5", "--out", str(tmp_path / "x"), "--energy-min", "-1"])
     assert exc.value.code == 2 and "energy_min" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--events", "5", "--out", str(tmp_path / "x"), "--test", "--test-events", "0"])
+    assert exc.value.code == 2 and "--test-events must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

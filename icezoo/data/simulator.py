@@ -1019,6 +1019,8 @@ def simulate(out_dir, n_events: int, events_per_batch: int = 50_000, seed: int =
         raise IcezooError(f"simulate: --events must be >= 1 (got {n_events})")
     if events_per_batch < 1:
         raise IcezooError(f"simulate: --events-per-batch must be >= 1 (got {events_per_batch})")
+    if test and test_events is not None and test_events < 1:
+        raise IcezooError(f"simulate: --test-events must be >= 1 (got {test_events})")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise IcezooError(f"{out}: already exists and is not empty (choose another --out)")
