@@ -184,6 +184,23 @@ def test_bad_device_is_one_line_error(world, trained, tmp_path, capsys):
     assert not (world["runs"] / "BADDEV").exists()
 
 
+def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch):
+    from icezoo.engine import runs as R
+
+    target = tmp_path / "run.json"
+    R.write_json_atomic(target, {"a": 1})
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(R.os, "replace", failing_replace)
+    for write in (lambda: R.write_json_atomic(target, {"a": 2}), lambda: R.write_text_atomic(target, "x")):
+        with pytest.raises(OSError):
+            write()
+        assert json.loads(target.read_text()) == {"a": 1}
+        assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
 def test_plots_are_written_atomically(tmp_path, monkeypatch):
     """A plot whose writing fails half-way leaves the previous PNG intact and no temporary file."""
     import matplotlib.figure
