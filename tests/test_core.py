@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,6 +232,17 @@ def test_checkpoint_round_trip(tmp_path):
     model.eval(), again.eval()
     assert torch.equal(model(batch), again(batch))
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_failed_checkpoint_save_leaves_no_temporary(tmp_path, monkeypatch):
+    def disk_full(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "c.pt", {"name": "T"}, {})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_refuses_code_and_garbage(tmp_path):

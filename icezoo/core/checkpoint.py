@@ -27,8 +27,11 @@ def save_checkpoint(path: str | Path, pipeline: dict[str, Any], state_dict: dict
     payload = {"format": FORMAT, "version": VERSION, "pipeline": pipeline,
                "provenance": dict(provenance or {}), "state_dict": state_dict, **extra}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no partial checkpoint behind
     return path
 
 
