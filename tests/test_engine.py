@@ -201,6 +201,21 @@ def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch
         assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
+def test_ctrl_c_before_the_loop_does_not_leave_the_run_running(world, monkeypatch):
+    import icezoo.engine.train as T
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "make_train_loader", interrupted)  # Ctrl-C while the epochs are planned
+    opts = T.TrainOptions(pipeline="tiny", pipeline_file=str(world["pf"]), data=str(world["data"]),
+                          runs_dir=str(world["runs"]), name="EARLY_CTRL_C", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(opts, echo=lambda *a, **k: None)
+    info = json.loads((world["runs"] / "EARLY_CTRL_C" / "run.json").read_text())
+    assert info["status"] == "interrupted"
+
+
 def test_plots_are_written_atomically(tmp_path, monkeypatch):
     """A plot whose writing fails half-way leaves the previous PNG intact and no temporary file."""
     import matplotlib.figure

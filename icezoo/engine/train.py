@@ -386,7 +386,12 @@ def train(opts: TrainOptions, echo=print) -> Path:
     where: dict[str, Any] = {}
     try:
         return _train(opts, echo, where)
-    except KeyboardInterrupt:
+    except _InterruptedRun:  # Ctrl-C in the loop: checkpoint saved, run marked interrupted
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the loop (planning, building): nothing to resume from
+        run_dir = where.get("run_dir")
+        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
+            R.update_run(run_dir, status="interrupted", error="interrupted before the first training step")
         raise
     except BaseException as exc:
         run_dir = where.get("run_dir")
