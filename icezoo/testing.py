@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
-from icezoo.core.components import Component
 from icezoo.core.registry import ComponentSpec, Registry
 from icezoo.core.synthetic import synthetic_batch
 

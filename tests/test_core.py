@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from icezoo.core import Backbone, Batch, Config, Embedder, IcezooError, Pooler, hookimpl
+from icezoo.core import Backbone, Embedder, IcezooError, Pooler, hookimpl
 from icezoo.core.checkpoint import load_checkpoint, save_checkpoint
 from icezoo.core.config import PipelineConfig, load_pipeline, merge_tables, pipeline_from_table
-from icezoo.core.registry import Registry, build_registry
+from icezoo.core.registry import build_registry
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.testing import check_component
 from icezoo.zoo import build, make_registry, pipeline_config, registry
@@ -335,3 +335,23 @@ def test_every_registry_pipeline_composes_and_trains_one_step():
         assert torch.isfinite(loss), source.name
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads), source.name
+
+
+def test_submission_csv_is_written_atomically(tmp_path, monkeypatch):
+    import numpy as np
+
+    import icezoo.core.atomic as atomic
+    from icezoo.data.kaggle_layout import write_submission
+
+    out = tmp_path / "sub.csv"
+    write_submission(out, np.array([2_000_000_001, 7]), np.array([0.5, 6.0]), np.array([1.0, 3.0]))
+    assert out.read_text().splitlines() == ["event_id,azimuth,zenith", "2000000001,0.5000000000,1.0000000000",
+                                            "7,6.0000000000,3.0000000000"]
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        write_submission(out, np.array([1]), np.array([0.0]), np.array([0.0]))
+    assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"] and out.read_text().startswith("event_id")

@@ -185,6 +185,7 @@ def test_bad_device_is_one_line_error(world, trained, tmp_path, capsys):
 
 
 def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch):
+    import icezoo.core.atomic as atomic
     from icezoo.engine import runs as R
 
     target = tmp_path / "run.json"
@@ -193,7 +194,7 @@ def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(R.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     for write in (lambda: R.write_json_atomic(target, {"a": 2}), lambda: R.write_text_atomic(target, "x")):
         with pytest.raises(OSError):
             write()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any, Optional
@@ -172,18 +171,16 @@ def cmd_compose(
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name next to ``path``, then rename (nothing half-written on failure)."""
+    """Write a file the user named: one-line errors for a missing directory or a directory given as
+    the file, then the core's atomic write (temporary name, rename)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise IcezooError(f"{path}: directory {path.parent} does not exist")
     if path.is_dir():
         raise IcezooError(f"{path}: is a directory (give a file name)")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from icezoo.core.atomic import write_text_atomic as write
+
+    write(path, text)
 
 
 def cmd_show(

@@ -56,23 +56,6 @@ def simulate_cmd(
     typer.echo(f"wrote {events} events to {path} in {dt:.1f} s ({events / dt:,.0f} events/s)")
 
 
-def _write_csv_atomic(path: Path, event_id, azimuth, zenith) -> None:
-    """Kaggle submission format (event_id,azimuth,zenith), written to a temporary name then renamed."""
-    import numpy as np
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("event_id,azimuth,zenith\n")
-            np.savetxt(fh, np.column_stack([event_id, azimuth, zenith]), fmt=["%d", "%.9f", "%.9f"], delimiter=",")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _truth_for(data: Path, split: str, event_id, chunk_azimuth, chunk_zenith):
     """(azimuth, zenith) truth: from the chunk (train meta) or, for a simulated test split, from
     DIR/test_truth.parquet; None when there is none."""
@@ -133,7 +116,9 @@ def linefit_cmd(
     event_id, azimuth, zenith = np.concatenate(ids), np.concatenate(azs), np.concatenate(zes)
     name = "linefit_improved" if improved else "linefit"
     if out is not None:
-        _write_csv_atomic(out, event_id, azimuth, zenith)
+        from icezoo.data.kaggle_layout import write_submission
+
+        write_submission(out, event_id, azimuth, zenith)
         typer.echo(f"wrote {len(event_id)} predictions to {out}")
     if have_truth and errs:
         err = np.concatenate(errs)

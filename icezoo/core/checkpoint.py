@@ -7,12 +7,12 @@ no class paths, pickled objects or eval-able strings, so loading one cannot run 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from icezoo.core.atomic import atomic_path
 from icezoo.core.errors import IcezooError
 
 FORMAT = "icezoo-checkpoint"
@@ -26,12 +26,8 @@ def save_checkpoint(path: str | Path, pipeline: dict[str, Any], state_dict: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "pipeline": pipeline,
                "provenance": dict(provenance or {}), "state_dict": state_dict, **extra}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:  # a failed save (disk full, Ctrl-C) leaves no partial checkpoint
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no partial checkpoint behind
     return path
 
 

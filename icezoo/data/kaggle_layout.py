@@ -105,3 +105,15 @@ def write_meta(path, batch_id, event_id, first_pulse_index, last_pulse_index, az
 def write_table(path, columns: dict[str, np.ndarray]) -> None:
     """Write a plain parquet table (no index), e.g. the simulator's train_truth.parquet."""
     _write(path, pa.table({k: np.asarray(v) for k, v in columns.items()}), index=None)
+
+
+def write_submission(path: str | Path, event_id, azimuth, zenith) -> Path:
+    """A Kaggle submission CSV (``event_id,azimuth,zenith``, radians), written atomically."""
+    from icezoo.core.atomic import atomic_path
+
+    table = np.column_stack([np.asarray(event_id, dtype=np.float64), azimuth, zenith])
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("event_id,azimuth,zenith\n")
+            np.savetxt(fh, table, fmt=["%d", "%.10f", "%.10f"], delimiter=",")
+    return Path(path)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from icezoo.core.batch import Batch
 from icezoo.core.errors import IcezooError
 from icezoo.data.io import batch_path, file_counts, file_pulse_counts, pad_events, prepare, read_raw
 

@@ -15,12 +15,12 @@ vMF credible cones against their nominal level).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from icezoo.core.atomic import atomic_path
 from icezoo.core.errors import IcezooError
 
 N_BOOT = 1000
@@ -56,15 +56,6 @@ def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(c, -1.0, 1.0))
 
 
-def _linefit_available():
-    try:
-        from icezoo.recon.linefit import linefit  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
-
-
 def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, device) -> dict[str, np.ndarray]:
     """Model and LineFit directions, float64 truth and per-event attributes for the scored events."""
     from icezoo.core.batch import angles_to_vector
@@ -80,9 +71,8 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
     truth = np.full((n, 3), np.nan)
     lf = np.full((n, 3), np.nan)
     zenith = np.full(n, np.nan)
-    have_lf = _linefit_available()
-    if have_lf:
-        from icezoo.recon.linefit import linefit
+    from icezoo.recon.linefit import linefit
+
     for bid in ids:
         chunk = read_chunk(data_dir, split, bid)
         if chunk.azimuth is None:
@@ -94,10 +84,9 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
         sub = chunk.events(sel)
         truth[pos[sel]] = angles_to_vector(sub.azimuth.astype(np.float64), sub.zenith.astype(np.float64))
         zenith[pos[sel]] = sub.zenith
-        if have_lf:
-            lf[pos[sel]] = np.asarray(linefit(sub), dtype=np.float64)
+        lf[pos[sel]] = np.asarray(linefit(sub), dtype=np.float64)
     out = dict(res)
-    out.update(truth=truth, linefit=lf if have_lf else None, zenith=zenith, skipped=skipped)
+    out.update(truth=truth, linefit=lf, zenith=zenith, skipped=skipped)
     truth_file = Path(data_dir) / f"{split}_truth.parquet"
     if truth_file.is_file():
         import polars as pl
@@ -244,13 +233,11 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
 
     def save(fig, fname: str) -> None:
         """PNG to a temporary name, then renamed: an interrupted evaluate leaves no half-written plot."""
-        tmp = out_dir / f".{fname}.tmp{os.getpid()}"
         try:
-            fig.savefig(tmp, dpi=110, format="png")
-            os.replace(tmp, out_dir / fname)
+            with atomic_path(out_dir / fname) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
         finally:
             plt.close(fig)
-            tmp.unlink(missing_ok=True)
         written.append(fname)
 
     def versus(x, edges, xlabel, fname, logx=False):

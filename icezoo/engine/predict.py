@@ -83,6 +83,7 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
 
     from icezoo.core.batch import vector_to_angles
     from icezoo.data.io import list_batches, read_chunk
+    from icezoo.data.kaggle_layout import write_submission
     from icezoo.engine import runs as R
     from icezoo.engine.train import make_eval_loader, pick_device
 
@@ -140,9 +141,7 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
     azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
 
-    lines = ["event_id,azimuth,zenith"]
-    lines += [f"{e},{a:.10f},{z:.10f}" for e, a, z in zip(event_ids.tolist(), azimuth.tolist(), zenith.tolist())]
-    R.write_text_atomic(out, "\n".join(lines) + "\n")
+    write_submission(out, event_ids, azimuth, zenith)
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "run": str(run_dir), "checkpoint": str(ckpt)}
     R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)

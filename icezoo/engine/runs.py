@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from icezoo.core.atomic import write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.registry import normalise
 
@@ -43,18 +43,6 @@ def now_iso() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name next to ``path``, then rename; the temporary never outlives a failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(obj: Any) -> Any:
