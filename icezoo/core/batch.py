@@ -145,6 +145,10 @@ class PulseChunk:
         """For every pulse, the index (0..E-1) of its event."""
         return np.repeat(np.arange(self.num_events), self.lengths)
 
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``getattr(self, name)[rows]``; a loader's lazy chunk gathers only those rows."""
+        return getattr(self, name)[rows]
+
     def take(self, rows: np.ndarray, offsets: np.ndarray) -> "PulseChunk":
         """A chunk of the same events keeping only ``rows`` (grouped by event, new ``offsets``)."""
         return replace(self, offsets=offsets, **{f: getattr(self, f)[rows] for f in self.PULSE_FIELDS})

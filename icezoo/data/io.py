@@ -388,11 +388,6 @@ class LazyChunk(PulseChunk):
         return getattr(self._raw, name)[self.src[rows]]
 
 
-def column(chunk: PulseChunk, name: str, rows: np.ndarray) -> np.ndarray:
-    """``chunk.<name>[rows]``, gathering only those rows from a :class:`LazyChunk`."""
-    return chunk.column(name, rows) if isinstance(chunk, LazyChunk) else getattr(chunk, name)[rows]
-
-
 def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
     """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
     import polars as pl

@@ -33,16 +33,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from icezoo.core.detector import C_ICE, C_VACUUM, N_GROUP, SURFACE_Z  # group speed C_ICE = 0.2210 m/ns
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.data import kaggle_layout
 
 # ----------------------------------------------------------------------------------------------
 # Physical constants (../shared/physics.md unless stated)
 # ----------------------------------------------------------------------------------------------
-C_VACUUM = 0.299792458  # m/ns
 N_PHASE = 1.3195  # phase index at 400 nm
-N_GROUP = 1.35634  # group index at 400 nm
-C_ICE = C_VACUUM / N_GROUP  # group speed in ice, 0.2210 m/ns
 COS_C = 1.0 / N_PHASE  # Cherenkov angle 40.7 deg
 SIN_C = math.sqrt(1.0 - COS_C**2)
 TAN_C = SIN_C / COS_C
@@ -194,7 +192,7 @@ class _Detector:
         # average along any straight path is (F(z2) - F(z1)) / (z2 - z1): exact for the table
         self.grid_z0 = -1000.0
         zg = np.arange(-1000.0, 1001.0)
-        depth = 1948.07 - zg
+        depth = SURFACE_Z - zg
         self.inv_abs_grid = 1.0 / np.interp(depth, self.ice_depth, self.ice_abs)
         self.inv_scat_grid = 1.0 / np.interp(depth, self.ice_depth, self.ice_scat)
         self.cum_abs = np.concatenate([[0.0], np.cumsum(0.5 * (self.inv_abs_grid[1:] + self.inv_abs_grid[:-1]))])

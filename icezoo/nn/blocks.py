@@ -21,13 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: speed of light in vacuum, m/ns
-C_VACUUM = 0.299792458
-#: group speed of light in ice (group index 1.35634 at 400 nm), m/ns
-C_ICE = C_VACUUM / 1.35634
-#: bounding box of the 5160 in-ice DOMs (x, y, z in metres): the "min-max normalised" units of EXP_03-08
-DETECTOR_MIN = (-570.9, -521.1, -512.8)
-DETECTOR_MAX = (576.4, 509.5, 524.6)
+from icezoo.core.detector import C_ICE, C_VACUUM, DETECTOR_MAX, DETECTOR_MIN  # noqa: F401 (re-exported)
 
 
 def neg_fill(dtype: torch.dtype) -> float:

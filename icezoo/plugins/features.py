@@ -14,9 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from icezoo.core import FeatureExtractor, PulseChunk, hookimpl
+from icezoo.core.detector import SURFACE_Z
 
-#: depth below the ice surface = SURFACE_Z - z (metres), ../shared/physics.md
-SURFACE_Z = 1948.07
 #: quantum efficiency of the high-QE DOMs relative to a standard DOM
 HIGH_QE = 1.35
 

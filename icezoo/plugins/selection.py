@@ -12,12 +12,8 @@ import numpy as np
 from pydantic import Field
 
 from icezoo.core import PulseChunk, Selection, hookimpl
-from icezoo.data.io import column
+from icezoo.core.detector import C_ICE, C_VACUUM
 
-#: group speed of light in ice at 400 nm (m/ns), ../shared/physics.md: 0.29979 / 1.35634
-C_ICE = 0.2210
-#: speed of light in vacuum (m/ns)
-C_VACUUM = 0.299792458
 
 
 def keep_rows(chunk: PulseChunk, keep: np.ndarray) -> PulseChunk:
@@ -66,7 +62,7 @@ class AuxFirst(Selection):
         ln = lengths[long_ev]
         ev = np.repeat(np.arange(len(long_ev)), ln)
         rows = np.arange(len(ev), dtype=np.int64) + np.repeat(chunk.offsets[long_ev] - (np.cumsum(ln) - ln), ln)
-        aux = column(chunk, "auxiliary", rows)  # a loader's lazy chunk gathers only these rows
+        aux = chunk.column("auxiliary", rows)  # a loader's lazy chunk gathers only these rows
         m = ln - np.add.reduceat(aux, np.cumsum(ln) - ln, dtype=np.int64)  # HLC pulses per event
         hlc_only = m >= k  # draw k of the HLC pulses; else keep every HLC pulse and draw k-m auxiliary ones
         in_pool = aux != hlc_only[ev]
