@@ -3,6 +3,7 @@ classical LineFit baselines from the command line. Heavy imports happen inside t
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import sys
@@ -66,6 +67,18 @@ def _truth_for(data: Path, split: str, event_id, chunk_azimuth, chunk_zenith):
     truth_file = data / f"{split}_truth.parquet"
     if not truth_file.is_file():
         return None
+    ids, order, azimuth, zenith = _truth_table(truth_file)
+    pos = np.searchsorted(ids, event_id, sorter=order)
+    pos = order[np.clip(pos, 0, len(ids) - 1)]
+    if not np.array_equal(ids[pos], event_id):
+        raise IcezooError(f"{truth_file}: does not cover every event of the {split} split")
+    return azimuth[pos], zenith[pos]
+
+
+@functools.lru_cache(maxsize=2)
+def _truth_table(truth_file: Path):
+    """event_id (with its sort order), azimuth, zenith of a truth file: read once per command, not per batch."""
+    import numpy as np
     import polars as pl
 
     try:
@@ -73,12 +86,7 @@ def _truth_for(data: Path, split: str, event_id, chunk_azimuth, chunk_zenith):
     except Exception as exc:  # noqa: BLE001
         raise IcezooError(f"{truth_file}: cannot read event_id/azimuth/zenith ({str(exc).splitlines()[0]})") from None
     ids = tr["event_id"].to_numpy()
-    order = np.argsort(ids)
-    pos = np.searchsorted(ids, event_id, sorter=order)
-    pos = order[np.clip(pos, 0, len(ids) - 1)]
-    if not np.array_equal(ids[pos], event_id):
-        raise IcezooError(f"{truth_file}: does not cover every event of the {split} split")
-    return tr["azimuth"].to_numpy()[pos], tr["zenith"].to_numpy()[pos]
+    return ids, np.argsort(ids), tr["azimuth"].to_numpy(), tr["zenith"].to_numpy()
 
 
 def linefit_cmd(

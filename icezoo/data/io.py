@@ -231,10 +231,10 @@ def read_meta(data_dir: str | Path, split: str, batch_id: int) -> dict[str, np.n
         df = lf.select(cols).filter(pl.col("batch_id") == int(batch_id)).collect()
     except Exception as exc:  # noqa: BLE001
         raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
-    for c in cols:
-        if df[c].null_count():
-            i = int(np.flatnonzero(df[c].is_null().to_numpy())[0])
-            raise IcezooError(f"{path}: batch {int(batch_id)}, event {df['event_id'][i]}: {c} is null")
+    null = _first_null(df, cols)
+    if null:
+        c, i = null
+        raise IcezooError(f"{path}: batch {int(batch_id)}, event {df['event_id'][i]}: {c} is null")
     df = df.sort("first_pulse_index")
     return {c: df[c].to_numpy() for c in cols}
 
@@ -388,6 +388,14 @@ class LazyChunk(PulseChunk):
         return getattr(self._raw, name)[self.src[rows]]
 
 
+def _first_null(df, columns) -> tuple[str, int] | None:
+    """(column, row) of the first null among ``columns`` of a polars frame, or None."""
+    for name in columns:
+        if df[name].null_count():
+            return name, int(np.flatnonzero(df[name].is_null().to_numpy())[0])
+    return None
+
+
 def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
     """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
     import polars as pl
@@ -415,10 +423,9 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
         df = pl.read_parquet(path, columns=list(PULSE_COLUMNS))
     except Exception as exc:  # noqa: BLE001
         raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
-    for name in PULSE_COLUMNS:
-        if df[name].null_count():
-            r = int(np.flatnonzero(df[name].is_null().to_numpy())[0])
-            raise IcezooError(f"{path}: row {r}: {name} is null")
+    null = _first_null(df, PULSE_COLUMNS)
+    if null:
+        raise IcezooError(f"{path}: row {null[1]}: {null[0]} is null")
 
     meta = read_meta(data_dir, split, batch_id)
     mpath = meta_path(data_dir, split)
