@@ -43,7 +43,8 @@ def pipeline_config(name: str | None = None, pipeline_file: str | Path | None = 
             if len(tables) != 1:
                 raise IcezooError(f"{pipeline_file}: holds {len(tables)} pipelines; say which with --pipeline")
             name = next(iter(tables))
-        local = Registry(components=reg.components, pipelines=dict(reg.pipelines), plugins=reg.plugins)
+        local = Registry(components=reg.components, pipelines=dict(reg.pipelines), plugins=reg.plugins,
+                         aliases=reg.aliases)
         for key in [k for k, src in local.pipelines.items() if src.name in tables]:
             del local.pipelines[key]
         local.add_pipeline_file(pipeline_file)

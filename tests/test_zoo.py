@@ -48,8 +48,8 @@ BACKBONES = {
     "relbias": {"name": "relbias_transformer", "heads": 4, "biased_depth": 1, "depth": 1, "bias_dim": 8},
     "relbias_dim_additive": {"name": "relbias_transformer", "heads": 2, "biased_depth": 2, "depth": 0,
                              "bias_dim": 8, "dim": 16, "bias_mode": "additive"},
-    "graph": {"name": "graph_transformer", "depth": 1, "heads": 4, "radius": 0.05},
-    "graph_no_attention": {"name": "graph_transformer", "depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5},
+    "graph": {"name": "mat", "depth": 1, "heads": 4, "radius": 0.05},
+    "graph_no_attention": {"name": "mat", "depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5},
     "local": {"name": "local_attention", "k": 4, "local_depth": 1, "depth": 1, "heads": 4},
     "local_xyzt_bigk": {"name": "local_attention", "k": 100, "local_depth": 1, "depth": 0, "heads": 4,
                         "space": "xyzt"},
@@ -194,7 +194,7 @@ def test_declared_properties():
     assert tf.declared_properties(tf.Config()) == {"permutation_invariant"}
     assert tf.declared_properties(tf.Config(cls=True)) == {"permutation_invariant", "adds_cls_token"}
     assert tf.declared_properties(tf.Config(cls=True, rotary_pos_emb=True)) == {"adds_cls_token"}
-    for name in ("relbias_transformer", "graph_transformer", "local_attention"):
+    for name in ("relbias_transformer", "mat", "local_attention"):
         cls = reg.get("backbone", name).cls
         assert cls.declared_properties(cls.Config()) == {"permutation_invariant"}
         assert cls.declared_requires(cls.Config()) == {"xyzt"}
@@ -212,7 +212,7 @@ def test_cls_pooler_needs_a_cls_backbone():
 
 def test_config_errors_name_the_path():
     with pytest.raises(IcezooError, match=r"backbone.*lambda_g \+ lambda_d"):
-        build(pipeline(backbone={"name": "graph_transformer", "lambda_g": 0.7, "lambda_d": 0.5}))
+        build(pipeline(backbone={"name": "mat", "lambda_g": 0.7, "lambda_d": 0.5}))
     with pytest.raises(IcezooError, match="sensor_dim"):
         build(pipeline(embedder={"name": "sensor_embedding", "dim": 32, "sensor_dim": 8}))
     with pytest.raises(IcezooError, match="aux_column=7 but the features have only 6 columns"):
@@ -271,8 +271,8 @@ def test_relbias_interval_bias():
     assert add.bias_proj[0].out_features == 4
 
 
-def test_graph_transformer_units_and_adjacency():
-    bb, _, _ = _component("backbone", {"name": "graph_transformer", "depth": 1, "heads": 4, "radius": 0.015}, 32)
+def test_mat_units_and_adjacency():
+    bb, _, _ = _component("backbone", {"name": "mat", "depth": 1, "heads": 4, "radius": 0.015}, 32)
     # 10 m apart along x is ~0.0087 detector units (adjacent at 0.015); 30 m is ~0.026 (not adjacent)
     xyzt = torch.tensor([[[0.0, 0, 0, 0], [10.0, 0, 0, 5], [40.0, 0, 0, 9], [0.0, 0, 0, 0]]], dtype=F64)
     mask = torch.tensor([[True, True, True, False]])
@@ -340,7 +340,7 @@ def test_ae_pooler_shapes():
 
 
 def test_masked_poolers_values():
-    from icezoo.plugins.poolers import masked_max, masked_mean, masked_min, masked_sum
+    from icezoo.nn import masked_max, masked_mean, masked_min, masked_sum
 
     h = torch.tensor([[[1.0], [3.0], [float("nan")]], [[-2.0], [float("inf")], [0.0]]], dtype=F64)
     mask = torch.tensor([[True, True, False], [True, False, False]])
@@ -372,7 +372,7 @@ KIT_VARIANTS = [
     ("backbone", "transformer", {"depth": 1, "heads": 4, "cls": True, "rotary_pos_emb": True, "ff_glu": True}),
     ("backbone", "relbias_transformer", {"heads": 2, "biased_depth": 1, "depth": 0, "bias_dim": 4, "dim": 8,
                                          "c": 0.22, "bias_mode": "additive"}),
-    ("backbone", "graph_transformer", {"depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5, "radius": 0.3}),
+    ("backbone", "mat", {"depth": 1, "heads": 4, "lambda_g": 0.5, "lambda_d": 0.5, "radius": 0.3}),
     ("backbone", "local_attention", {"k": 30, "local_depth": 1, "depth": 0, "heads": 4, "space": "xyzt"}),
     ("backbone", "local_attention", {"k": 1, "local_depth": 2, "depth": 0, "heads": 2}),
     ("embedder", "linear", {"dim": 16, "post_norm": True}),
@@ -531,7 +531,7 @@ TINY_BACKBONES = {"transformer": {"name": "transformer", "depth": 1, "heads": 2}
                   "transformer_cls": {"name": "transformer", "depth": 1, "heads": 2, "cls": True},
                   "relbias_transformer": {"name": "relbias_transformer", "heads": 2, "biased_depth": 1, "depth": 1,
                                           "bias_dim": 4},
-                  "graph_transformer": {"name": "graph_transformer", "depth": 1, "heads": 2},
+                  "mat": {"name": "mat", "depth": 1, "heads": 2},
                   "local_attention": {"name": "local_attention", "k": 3, "local_depth": 1, "depth": 1, "heads": 2}}
 TINY_POOLERS = ["mean", "max", "min", "sum", "cls", "mean_unmasked", "ae"]
 

@@ -85,7 +85,8 @@ def cmd_list(
                            ("properties", 2)):
             table.add_column(col, overflow="fold", ratio=ratio)
         for spec in group:
-            table.add_row(spec.name, spec.provider, spec.cls.description(), _params_text(spec.cls),
+            name = spec.name + (f" (alias: {', '.join(spec.cls.aliases)})" if spec.cls.aliases else "")
+            table.add_row(name, spec.provider, spec.cls.description(), _params_text(spec.cls),
                           _properties_text(spec.cls))
         console.print(table)
 

@@ -12,10 +12,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-#: sensor_id written into padded slots; real sensors are 0..5159 (sensor 0 is real, so never 0).
-PAD_SENSOR = 5160
-#: number of in-ice DOMs of IceCube-86.
-N_SENSORS = 5160
+from icezoo.core.detector import N_SENSORS, PAD_SENSOR  # noqa: F401 (part of the batch's vocabulary)
 
 
 @dataclass

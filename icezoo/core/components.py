@@ -22,6 +22,9 @@ from torch import nn
 
 from icezoo.core.batch import Batch, PulseChunk
 
+#: pulses kept per event when a pipeline's selection does not say
+DEFAULT_MAX_PULSES = 128
+
 #: The vocabulary of declared properties, with what each one means.
 PROPERTIES: dict[str, str] = {
     "permutation_invariant": "output does not depend on the order of the pulses (a pooler: the pooled "
@@ -46,6 +49,8 @@ class Component:
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
+    #: former names that still resolve (registry.toml, --set, saved pipelines, checkpoints)
+    aliases: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[Config]] = Config
     #: guarantees this component makes (keys of PROPERTIES)
     properties: ClassVar[frozenset[str]] = frozenset()
@@ -93,7 +98,7 @@ class Selection(Component):
     kind = "selection"
 
     class Config(Config):
-        max_pulses: int = 128
+        max_pulses: int = DEFAULT_MAX_PULSES
 
     def __init__(self, config: Config):
         self.config = config

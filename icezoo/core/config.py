@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from icezoo.core.components import DEFAULT_MAX_PULSES
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.core.registry import Registry, normalise
 
@@ -110,7 +111,7 @@ class PipelineConfig(BaseModel):
 
     @property
     def max_pulses(self) -> int:
-        return int(self.selection.params.get("max_pulses", 128))
+        return int(self.selection.params.get("max_pulses", DEFAULT_MAX_PULSES))
 
     def to_table(self) -> dict[str, Any]:
         """The pipeline as a TOML-ready table (what ``--save`` writes, what checkpoints store)."""

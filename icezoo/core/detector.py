@@ -8,6 +8,11 @@ N_GROUP = 1.35634
 C_ICE = C_VACUUM / N_GROUP
 #: depth below the surface = SURFACE_Z - z (metres; Kaggle/ppc detector frame)
 SURFACE_Z = 1948.07
-#: bounding box of the 5160 in-ice DOMs (x, y, z in metres): the "min-max normalised" units of EXP_03-08
-DETECTOR_MIN = (-570.9, -521.1, -512.8)
-DETECTOR_MAX = (576.4, 509.5, 524.6)
+#: number of in-ice DOMs of IceCube-86 (sensor_id 0..5159)
+N_SENSORS = 5160
+#: sensor_id written into padded slots; real sensors are 0..5159 (sensor 0 is real, so never 0)
+PAD_SENSOR = N_SENSORS
+#: bounding box of the in-ice DOMs of the shipped geometry table (x, y, z in metres; a test checks it
+#: against the table): the "min-max normalised" units of EXP_03-08
+DETECTOR_MIN = (-570.9, -521.08, -512.82)
+DETECTOR_MAX = (576.37, 509.5, 524.56)

@@ -71,6 +71,8 @@ class Registry:
     components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
     pipelines: dict[str, PipelineSource] = field(default_factory=dict)
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> package
+    #: (kind, normalised former name) -> (kind, normalised name) of the component that declares it
+    aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ components
     def add_component(self, cls: type[Component], plugin: str, package: str, version: str) -> None:
@@ -82,18 +84,22 @@ class Registry:
         if not cls.name:
             raise IcezooError(f"plugin {plugin} ({package}): component {cls.__name__} has no name")
         key = (cls.kind, normalise(cls.name))
-        if key in self.components:
-            other = self.components[key]
-            raise IcezooError(
-                f"{cls.kind} '{cls.name}' is provided twice: by {other.package} (plugin {other.plugin}) "
-                f"and by {package} (plugin {plugin}); block one with {DISABLE_ENV}"
-            )
+        for name in (cls.name, *cls.aliases):
+            taken = (cls.kind, normalise(name))
+            if taken in self.components or taken in self.aliases:
+                other = self.components[self.aliases.get(taken, taken)]
+                raise IcezooError(
+                    f"{cls.kind} '{name}' is provided twice: by {other.package} (plugin {other.plugin}) "
+                    f"and by {package} (plugin {plugin}); block one with {DISABLE_ENV}"
+                )
         self.components[key] = ComponentSpec(cls, plugin, package, version)
+        self.aliases.update({(cls.kind, normalise(alias)): key for alias in cls.aliases})
 
     def get(self, kind: str, name: str) -> ComponentSpec:
         if kind not in KINDS:
             raise IcezooError(f"unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
         key = (kind, normalise(name))
+        key = self.aliases.get(key, key)
         if key in self.components:
             return self.components[key]
         names = [spec.name for (k, _), spec in self.components.items() if k == kind]
@@ -108,13 +114,13 @@ class Registry:
         raise IcezooError(f"unknown {kind} '{name}'{hint}{listing}")
 
     def list(self, kind: str | None = None, pattern: str | None = None) -> list[ComponentSpec]:
-        """Specs in kind order then name; ``pattern`` is an fnmatch glob on the name (or kind)."""
+        """Specs in kind order then name; ``pattern`` is an fnmatch glob on the name, an alias or the kind."""
         order = list(KINDS)
         out = [
             spec for spec in self.components.values()
             if (kind is None or spec.kind == kind)
-            and (pattern is None or fnmatch.fnmatch(normalise(spec.name), normalise(pattern))
-                 or fnmatch.fnmatch(spec.kind, pattern))
+            and (pattern is None or fnmatch.fnmatch(spec.kind, pattern)
+                 or any(fnmatch.fnmatch(normalise(n), normalise(pattern)) for n in (spec.name, *spec.cls.aliases)))
         ]
         return sorted(out, key=lambda s: (order.index(s.kind), normalise(s.name)))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk, angles_to_vector
+from icezoo.core.batch import N_SENSORS, PAD_SENSOR, Batch, PulseChunk, angles_to_vector
 from icezoo.core.errors import IcezooError
 
 PULSE_COLUMNS = ("event_id", "sensor_id", "time", "charge", "auxiliary")
@@ -681,7 +681,7 @@ def write_toy_dataset(data_dir: str | Path, n_files: int = 2, events_per_file: i
         ev = np.repeat(np.arange(n_ev), n)
         time = np.round(6000 + rng.exponential(3000.0, total)).astype(np.int64)
         time = time[np.lexsort((time, ev))]
-        write_batch(batch_path(data_dir, split, b), np.repeat(eid, n), rng.integers(0, 5160, total), time,
+        write_batch(batch_path(data_dir, split, b), np.repeat(eid, n), rng.integers(0, N_SENSORS, total), time,
                     np.round(rng.lognormal(0.0, 0.7, total) / 0.025) * 0.025 + 0.025, rng.random(total) < 0.3)
         last = np.cumsum(n) - 1
         metas["batch_id"].append(np.full(n_ev, b))

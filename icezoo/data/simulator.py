@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from icezoo.core.detector import C_ICE, C_VACUUM, N_GROUP, SURFACE_Z  # group speed C_ICE = 0.2210 m/ns
+from icezoo.core.detector import C_ICE, C_VACUUM, N_GROUP, N_SENSORS, SURFACE_Z  # group speed C_ICE = 0.2210 m/ns
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.data import kaggle_layout
 
@@ -155,11 +155,11 @@ class _Detector:
 
     def __init__(self) -> None:
         geo = np.loadtxt(_resource("sensor_geometry.csv"), delimiter=",", skiprows=1)
-        if geo.shape != (5160, 4):
-            raise IcezooError(f"{_resource('sensor_geometry.csv')}: expected 5160 rows of sensor_id,x,y,z")
+        if geo.shape != (N_SENSORS, 4):
+            raise IcezooError(f"{_resource('sensor_geometry.csv')}: expected {N_SENSORS} rows of sensor_id,x,y,z")
         self.x, self.y, self.z = geo[:, 1].copy(), geo[:, 2].copy(), geo[:, 3].copy()
         self.x32, self.y32, self.z32 = (a.astype(np.float32) for a in (self.x, self.y, self.z))
-        sid = np.arange(5160)
+        sid = np.arange(N_SENSORS)
         string, dom = sid // 60, sid % 60
         hqe = (string >= 78) & (dom >= 10)  # lower 50 DOMs of strings 79-86
         self.qe = np.where(hqe, HQE_FACTOR, 1.0)
@@ -530,7 +530,7 @@ def _sample_counts(rng, seg: dict, bmax: np.ndarray, bound_fn):
     p_sen = (seg["st"][faint] * 60 + 59 - seg["lo"][faint] - j).astype(np.int32)
     p_bound = bound_fn(p_ev, p_sen)
     keep = np.flatnonzero(rng.random(len(k)) * f_b < p_bound)
-    _, first, count = np.unique(p_ev[keep].astype(np.int64) * 5160 + p_sen[keep], return_index=True,
+    _, first, count = np.unique(p_ev[keep].astype(np.int64) * N_SENSORS + p_sen[keep], return_index=True,
                                 return_counts=True)
     sel = keep[first]
     return (np.concatenate([ev, p_ev[sel]]), np.concatenate([sen, p_sen[sel]]),
@@ -686,7 +686,7 @@ def _hlc(ev: np.ndarray, sen: np.ndarray, t: np.ndarray, key: np.ndarray) -> np.
 
 
 def _pack(ev, sen, t):
-    return ((ev.astype(np.int64) * 5160 + sen) << _T_BITS) + (t + _TIME_OFFSET)
+    return ((ev.astype(np.int64) * N_SENSORS + sen) << _T_BITS) + (t + _TIME_OFFSET)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -824,7 +824,7 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         n_noise = rng.poisson(det.noise_total * length)
         n_ev = np.repeat(np.arange(n_trig), n_noise)
         n_sen = np.searchsorted(det.noise_cdf, rng.random(len(n_ev)), side="right").astype(np.int64)
-        n_sen = np.minimum(n_sen, 5159)
+        n_sen = np.minimum(n_sen, N_SENSORS - 1)
         n_t = win_lo[n_ev] + np.floor(rng.random(len(n_ev)) * (length[n_ev] + 1)).astype(np.int64)
         a_ev = np.concatenate([a_ev, n_ev])
         a_sen = np.concatenate([a_sen, n_sen])

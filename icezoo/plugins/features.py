@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from icezoo.core import FeatureExtractor, PulseChunk, hookimpl
-from icezoo.core.detector import SURFACE_Z
+from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS, SURFACE_Z
 
 #: quantum efficiency of the high-QE DOMs relative to a standard DOM
 HIGH_QE = 1.35
@@ -74,16 +74,9 @@ class KaggleNorm(FeatureExtractor):
         return out.T
 
 
-@lru_cache(maxsize=1)
 def detector_bounds() -> tuple[np.ndarray, np.ndarray]:
-    """(min, max) of the DOM x, y, z over the shipped IceCube-86 geometry (metres)."""
-    import csv
-
-    from icezoo.resources import geometry_csv
-
-    with open(geometry_csv()) as fh:
-        rows = np.array([[float(r["x"]), float(r["y"]), float(r["z"])] for r in csv.DictReader(fh)])
-    return rows.min(axis=0), rows.max(axis=0)
+    """(min, max) of the DOM x, y, z of IceCube-86 (metres; :data:`icezoo.core.detector.DETECTOR_MIN`/``MAX``)."""
+    return np.array(DETECTOR_MIN), np.array(DETECTOR_MAX)
 
 
 class MinMaxNorm(FeatureExtractor):
@@ -134,7 +127,7 @@ class TimeWeight(FeatureExtractor):
         return np.exp((t0 - chunk.time) / self.config.tau).astype(np.float32)[:, None]
 
 
-def qe_table(n_sensors: int = 5160) -> np.ndarray:
+def qe_table(n_sensors: int = N_SENSORS) -> np.ndarray:
     """Quantum efficiency per sensor_id: 1.35 on the lower 50 DOMs of DeepCore strings 79-86, else 1.0."""
     sid = np.arange(n_sensors)
     string, dom = sid // 60 + 1, sid % 60 + 1

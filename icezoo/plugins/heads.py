@@ -9,12 +9,12 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Config, Head, angles_to_vector, hookimpl
+from icezoo.nn import mlp
 
 
 def _net(in_dim: int, hidden: int | None, out: int) -> nn.Module:
-    if hidden:
-        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out))
-    return nn.Linear(in_dim, out)
+    """A 2-layer GELU MLP with ``hidden`` width, or one Linear (kept bare: its checkpoint keys are net.weight/bias)."""
+    return mlp(in_dim, [hidden], out) if hidden else nn.Linear(in_dim, out)
 
 
 class DirectionKappa(Head):

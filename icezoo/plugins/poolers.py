@@ -1,8 +1,9 @@
 """Poolers: per-pulse states [B, L, D] + mask -> [B, P]; a list of poolers concatenates.
 
-The masked poolers read real pulses only (padded slots are selected away, never multiplied, so
-NaN or inf there cannot leak); an event with no real pulse pools to zeros. Every pooler here is a
-symmetric function of the pulses, so all declare ``permutation_invariant``.
+The masked poolers read real pulses only, through :mod:`icezoo.nn.pooling` (padded slots are
+selected away, never multiplied, so NaN or inf there cannot leak); an event with no real pulse pools
+to zeros. Every pooler here is a symmetric function of the pulses, so all declare
+``permutation_invariant``.
 """
 
 from __future__ import annotations
@@ -14,36 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Pooler, hookimpl
-from icezoo.nn import activation, zero_padding
-
-
-def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return zero_padding(h, mask).sum(1)
-
-
-def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    count = mask.sum(1, keepdim=True).clamp_min(1).to(h.dtype)
-    return masked_sum(h, mask) / count
-
-
-def _masked_extreme(h: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch.Tensor:
-    finfo = torch.finfo(h.dtype)
-    fill = torch.full((), finfo.min if largest else finfo.max, dtype=h.dtype, device=h.device)
-    m = mask.unsqueeze(-1)
-    x = torch.where(m, h, fill)
-    out = x.amax(1) if largest else x.amin(1)
-    return torch.where(mask.any(1, keepdim=True), out, torch.zeros((), dtype=h.dtype, device=h.device))
-
-
-def masked_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return _masked_extreme(h, mask, largest=True)
-
-
-def masked_min(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return _masked_extreme(h, mask, largest=False)
-
-
-POOLS = {"mean": masked_mean, "max": masked_max, "min": masked_min, "sum": masked_sum}
+from icezoo.nn import POOLS, masked_max, masked_mean, masked_min, masked_sum, mlp
 
 
 class MeanPool(Pooler):
@@ -126,9 +98,8 @@ class AEPool(Pooler):
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         width = len(config.pools) * in_dim
-        self.encoder = nn.Sequential(nn.Linear(width, config.bottleneck), activation(config.act))
-        self.decoder = (nn.Sequential(nn.Linear(config.bottleneck, width), activation(config.act))
-                        if config.decode else nn.Identity())
+        self.encoder = mlp(width, [], config.bottleneck, act=config.act, final_act=True)
+        self.decoder = mlp(config.bottleneck, [], width, act=config.act, final_act=True) if config.decode else nn.Identity()
         self.out_dim = width if config.decode else config.bottleneck
 
     def forward(self, h, mask, cls=None):

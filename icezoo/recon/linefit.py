@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from icezoo.core.detector import N_SENSORS
+
 DELAY_NS = 778.0
 DELAY_RADIUS_M = 156.0
 HUBER_M = 153.0
@@ -107,15 +109,15 @@ def _delay_clean(idx: np.ndarray, sensor: np.ndarray, t: np.ndarray, n_events: i
     earliest hit of some DOM within DELAY_RADIUS_M (vectorised over groups of events)."""
     ptr, nbr = _neighbours()
     keep = np.ones(len(t), dtype=bool)
-    first = np.full((group, 5160), np.inf)
+    first = np.full((group, N_SENSORS), np.inf)
     bounds = np.searchsorted(idx, np.arange(0, n_events + group, group))
     for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         if a == b:
             continue
         e = idx[a:b] - g * group
         s = sensor[a:b]
-        uk, inv = np.unique(e * 5160 + s, return_inverse=True)
-        ue, us = uk // 5160, uk % 5160
+        uk, inv = np.unique(e * N_SENSORS + s, return_inverse=True)
+        ue, us = uk // N_SENSORS, uk % N_SENSORS
         first_u = np.full(len(uk), np.inf)
         np.minimum.at(first_u, inv, t[a:b])
         first[ue, us] = first_u  # dense per-group table of each hit DOM's earliest pulse

@@ -1,0 +1,25 @@
+"""Encodings of scalars for attention models."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Transformer-style sinusoidal encoding: sin of dim/2 geometric frequencies from 1 down to
+    1/max_period, then cos.
+
+    Shapes: x [...] -> [..., dim] (dim even, >= 2).
+    """
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal encoding needs an even dim >= 2, got {dim}")
+    half = dim // 2
+    steps = torch.arange(half, device=x.device, dtype=x.dtype)
+    freqs = torch.exp(-math.log(max_period) * steps / max(half - 1, 1))
+    args = x[..., None] * freqs
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+__all__ = ["sinusoidal"]

@@ -1,0 +1,74 @@
+"""Dense k nearest neighbours on padded events (no pyg-lib): a padded pulse is never a neighbour."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from icezoo.nn.masking import zero_padding
+
+
+def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor | None = None,
+               include_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest real pulses of every pulse, dense and batched.
+
+    Shapes: pos [B, L, d] coordinates (any units), mask [B, L] real pulses, time [B, L] optional
+    tie-breaker -> ``(index, valid)``, both [B, L, k]: ``index[b, i, j]`` is the slot of the j-th
+    nearest neighbour of pulse i (nearest first), ``valid`` says which entries are real neighbours.
+
+    * Padded pulses are never neighbours; rows of padded pulses are all invalid.
+    * Ties are broken by (distance, time), so the neighbour *set* does not depend on the pulse order
+      (only exact duplicates in both position and time fall back to slot order).
+    * ``k`` larger than an event's pulse count: the surplus entries are invalid.
+    * Invalid entries point at the query itself, so gathering with ``index`` is always safe.
+
+    Distances are exact squared differences (not cdist's matmul trick, whose rounding depends on the
+    batch and would break ties differently). No gradient flows through the neighbour choice.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    b, length, _ = pos.shape
+    device = pos.device
+    with torch.no_grad():
+        p = zero_padding(pos.detach(), mask)
+        dist = (p[:, :, None, :] - p[:, None, :, :]).pow(2).sum(-1)  # [B, L, L]
+        keep = mask[:, None, :].expand(b, length, length)
+        if not include_self:
+            keep = keep & ~torch.eye(length, dtype=torch.bool, device=device)
+        dist = dist.masked_fill(~keep, math.inf)
+        slots = torch.arange(length, device=device)
+        if time is not None:
+            # secondary key first (stable), then the primary key with a stable sort
+            t = torch.where(mask, time.detach(), torch.full((), math.inf, dtype=time.dtype, device=device))
+            order = torch.sort(t, dim=1, stable=True).indices  # [B, L]
+        else:
+            order = slots.expand(b, length)
+        order3 = order[:, None, :].expand(b, length, length)
+        dist = dist.gather(2, order3)
+        sorted_d, pos_in_order = torch.sort(dist, dim=-1, stable=True)
+        kk = min(k, length)
+        index = order3.gather(2, pos_in_order[..., :kk])
+        valid = torch.isfinite(sorted_d[..., :kk]) & mask[:, :, None]
+        selfidx = slots[None, :, None].expand(b, length, kk)
+        index = torch.where(valid, index, selfidx)
+        if kk < k:
+            extra = k - kk
+            index = torch.cat([index, slots[None, :, None].expand(b, length, extra)], dim=-1)
+            valid = torch.cat([valid, torch.zeros(b, length, extra, dtype=torch.bool, device=device)], dim=-1)
+    return index, valid
+
+
+def knn_mask(index: torch.Tensor, valid: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """(index, valid) of :func:`masked_knn` -> dense pair mask: ``[b, i, j]`` True if j is a neighbour of i.
+
+    Shapes: index, valid [B, L, k] -> [B, L, length] (length defaults to L).
+    """
+    b, n, _ = index.shape
+    length = n if length is None else length
+    counts = torch.zeros(b, n, length, dtype=torch.int32, device=index.device)
+    counts.scatter_add_(2, index, valid.to(torch.int32))
+    return counts > 0
+
+
+__all__ = ["masked_knn", "knn_mask"]

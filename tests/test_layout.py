@@ -1,0 +1,164 @@
+"""The house rules: component aliases, constants defined once, shared layers in icezoo.nn."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from icezoo.cli.main import main
+from icezoo.core import IcezooError
+from icezoo.core.checkpoint import save_checkpoint
+from icezoo.core.config import PipelineConfig
+from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS
+from icezoo.core.synthetic import synthetic_batch
+from icezoo.zoo import build, registry
+
+PACKAGE = Path(__file__).resolve().parents[1] / "icezoo"
+MAT_TINY = {"embedder.dim": 16, "backbone.depth": 1, "backbone.heads": 2, "backbone.radius": 0.3}
+
+
+def _mat_config(backbone_name: str) -> PipelineConfig:
+    return PipelineConfig(name="mat_alias", backbone=backbone_name).with_overrides(MAT_TINY)
+
+
+# ------------------------------------------------------------------------------- aliases
+def test_alias_resolves_to_the_same_component():
+    reg = registry()
+    assert reg.get("backbone", "graph_transformer") is reg.get("backbone", "mat")
+    assert reg.get("backbone", "Graph-Transformer").name == "mat"
+    assert [s.name for s in reg.list(pattern="graph_trans*")] == ["mat"]
+
+
+def test_alias_and_new_name_build_the_same_model():
+    torch.manual_seed(0)
+    old = build(_mat_config("graph_transformer"))
+    torch.manual_seed(0)
+    new = build(_mat_config("mat"))
+    assert type(old.backbone) is type(new.backbone)
+    state_old, state_new = old.state_dict(), new.state_dict()
+    assert state_old.keys() == state_new.keys()
+    assert all(torch.equal(state_old[k], state_new[k]) for k in state_old)
+
+
+def test_alias_works_in_set_overrides():
+    config = PipelineConfig(name="x").with_overrides({"backbone.name": "graph_transformer", **MAT_TINY})
+    assert type(build(config).backbone).name == "mat"
+
+
+def test_checkpoint_saved_with_the_old_name_loads(tmp_path):
+    """A checkpoint whose table names graph_transformer (as every one saved before the rename does) loads."""
+    from icezoo.engine.train import checkpoint_pipeline_table, model_from_checkpoint
+
+    torch.manual_seed(1)
+    model = build(_mat_config("mat"))
+    table = checkpoint_pipeline_table(model.config)
+    table["backbone"] = {**table["backbone"], "name": "graph_transformer"}  # the table of an old checkpoint
+    path = save_checkpoint(tmp_path / "old.pt", table, model.state_dict())
+    config, loaded, _ = model_from_checkpoint(path)
+    assert config.backbone.name == "graph_transformer" and type(loaded.backbone).name == "mat"
+    batch = synthetic_batch(loaded.feature_dim, [3, 5], seed=2)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), loaded(batch))
+
+
+def test_an_alias_taken_by_another_component_is_refused():
+    from icezoo.core import Backbone, Batch, hookimpl
+    from icezoo.zoo import make_registry
+
+    class Clash(Backbone):
+        """A backbone claiming the old name of mat."""
+
+        name = "clash"
+        aliases = ("graph_transformer",)
+
+        def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
+            return h
+
+    class Plugin:
+        @hookimpl
+        def icezoo_components(self):
+            return [Clash]
+
+    with pytest.raises(IcezooError, match="backbone 'graph_transformer' is provided twice"):
+        make_registry(extra_plugins=[("clash", Plugin())], autoload=False)
+
+
+def test_list_shows_aliases(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")
+    main(["list", "backbone"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if " mat " in ln)
+    assert "alias: graph_transformer" in line
+
+
+def test_compose_old_and_new_names_print_the_same_model(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")
+    outputs = []
+    for name in ("graph_transformer", "mat"):
+        main(["compose", "--backbone", name, *[f"--set={k}={v}" for k, v in MAT_TINY.items()]])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert re.search(r"backbone\s.*\smat\s", outputs[1]) and "total parameters:" in outputs[1]
+
+
+# ------------------------------------------------------------------------------- constants once
+def test_detector_bounds_are_the_shipped_geometry():
+    from icezoo.resources import geometry_csv
+
+    with open(geometry_csv()) as fh:
+        rows = np.array([[float(r["x"]), float(r["y"]), float(r["z"])] for r in csv.DictReader(fh)])
+    assert len(rows) == N_SENSORS
+    np.testing.assert_array_equal(rows.min(axis=0), DETECTOR_MIN)
+    np.testing.assert_array_equal(rows.max(axis=0), DETECTOR_MAX)
+
+
+def _literal_homes(found) -> list[str]:
+    """Modules of icezoo whose code (not docstrings or comments) has a node for which ``found`` is true."""
+    homes = set()
+    for path in PACKAGE.rglob("*.py"):
+        if any(found(node) for node in ast.walk(ast.parse(path.read_text(), str(path)))):
+            homes.add(str(path.relative_to(PACKAGE)))
+    return sorted(homes)
+
+
+def _is_const(node, *values) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value in values
+
+
+def _is_int(node) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
+def _max_pulses_default(node) -> bool:
+    """``max_pulses: int = 128`` or ``.get("max_pulses", 128)``: a default max_pulses written as a number."""
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "max_pulses":
+        return _is_int(node.value)
+    if isinstance(node, ast.Call) and len(node.args) == 2 and isinstance(node.args[0], ast.Constant):
+        return node.args[0].value == "max_pulses" and _is_int(node.args[1])
+    return False
+
+
+def test_constants_are_written_once():
+    """The sensor count, the detector box and the default max_pulses are numbers in one module each."""
+    assert _literal_homes(lambda n: _is_const(n, 5160, 5159, 5161)) == ["core/detector.py"]
+    assert _literal_homes(lambda n: _is_const(n, 570.9, 521.08, 512.82, 576.37, 524.56)) == ["core/detector.py"]
+    assert _literal_homes(lambda n: isinstance(n, ast.Assign) and any(
+        getattr(t, "id", "") == "DEFAULT_MAX_PULSES" for t in n.targets)) == ["core/components.py"]
+    assert _literal_homes(_max_pulses_default) == []
+
+
+# ------------------------------------------------------------------------------- icezoo.nn
+def test_every_shared_layer_documents_its_shapes():
+    import icezoo.nn as nn_pkg
+
+    not_layers = {"activation", "neg_fill"}  # a module factory by name and a dtype's fill value: no tensors in
+    for name in nn_pkg.__all__:
+        obj = getattr(nn_pkg, name)
+        if callable(obj) and name not in not_layers:
+            assert "Shapes:" in (obj.__doc__ or ""), f"icezoo.nn.{name} has no 'Shapes:' in its docstring"
