@@ -61,10 +61,7 @@ _register_profiles()
 def build_component(spec: ComponentSpec, in_dim: int | None = None):
     """An instance from ``example_params`` (or the defaults): float64 and eval mode for modules."""
     cfg = spec.cls.Config.model_validate(spec.cls.example_params)
-    if spec.kind in ("selection", "features", "loss"):
-        obj = spec.cls(cfg)
-    else:
-        obj = spec.cls(cfg, in_dim)
+    obj = spec.cls.build(cfg, in_dim or 0)
     if isinstance(obj, torch.nn.Module):
         obj.double().eval()
     return obj, cfg
@@ -401,6 +398,11 @@ class ConformanceSuite:
             check_component(spec, lengths, seed)
 
         properties()
+
+    def test_every_stage_has_checks(self) -> None:
+        from icezoo.core.components import STAGES
+
+        assert [s.kind for s in STAGES if s.kind not in CHECKS] == [], "stages without conformance checks"
 
     def test_every_component_is_tested(self) -> None:
         registered = {(s.kind, s.name) for s in self.specs()}

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from icezoo.core.components import STAGES
 from icezoo.core.compose import Pipeline, compose
 from icezoo.core.config import PipelineConfig, load_pipeline, pipeline_from_table
 from icezoo.core.registry import Registry, build_registry, read_toml
@@ -61,24 +62,22 @@ def resolved_table(config: PipelineConfig, reg: Registry | None = None) -> dict[
     reg = reg or registry()
     table = config.to_table()
     root = f"pipelines.{config.name}"
-    kinds = {"features": "features", "selection": "selection", "embedder": "embedder", "backbone": "backbone",
-             "pooler": "pooler", "head": "head", "loss": "loss"}
-    for stage, kind in kinds.items():
-        refs = getattr(config, stage)
-        many = isinstance(refs, list)
+    for stage in STAGES:
+        kind, many = stage.kind, stage.many
+        refs = getattr(config, kind)
         out = []
         for i, ref in enumerate(refs if many else [refs]):
-            path = f"{root}.{stage}" + (f".{i}" if many and len(refs) > 1 else "")
+            path = f"{root}.{kind}" + (f".{i}" if many and len(refs) > 1 else "")
             try:
                 spec = reg.get(kind, ref.name)
             except IcezooError as exc:
                 raise IcezooError(f"{path}: {exc}") from None
             params = validate_params(spec, ref.params, path).model_dump()
             entry = {"name": spec.name, **params}
-            if stage == "loss":
+            if kind == "loss":
                 entry["weight"] = ref.weight
             out.append(entry)
-        table[stage] = out if many else out[0]
+        table[kind] = out if many else out[0]
     table["train"] = config.train.model_dump()
     return table
 

@@ -162,3 +162,57 @@ def test_every_shared_layer_documents_its_shapes():
         obj = getattr(nn_pkg, name)
         if callable(obj) and name not in not_layers:
             assert "Shapes:" in (obj.__doc__ or ""), f"icezoo.nn.{name} has no 'Shapes:' in its docstring"
+
+
+# ------------------------------------------------------------------------------- abstract methods
+def _incomplete_plugin():
+    from icezoo.core import Head, Selection, hookimpl
+
+    class Forgetful(Selection):
+        """A selection without select()."""
+
+        name = "forgetful"
+
+    class HalfHead(Head):
+        """A head with forward() but no direction()."""
+
+        name = "half_head"
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return z
+
+    class Plugin:
+        def __init__(self, *classes):
+            self.classes = classes
+
+        @hookimpl
+        def icezoo_components(self):
+            return list(self.classes)
+
+    return Plugin, Forgetful, HalfHead
+
+
+def test_a_component_missing_an_abstract_method_is_refused_in_one_line():
+    from icezoo.zoo import make_registry
+
+    Plugin, Forgetful, HalfHead = _incomplete_plugin()
+    with pytest.raises(IcezooError) as err:
+        make_registry(extra_plugins=[("forgetful_plugin", Plugin(Forgetful))], autoload=False)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "Forgetful" in msg and "select()" in msg and "forgetful_plugin" in msg and "(abstract in Selection)" in msg
+    with pytest.raises(IcezooError, match=r"class HalfHead \('half_head'\) does not implement direction\(\)"):
+        make_registry(extra_plugins=[("half", Plugin(HalfHead))], autoload=False)
+
+
+def test_cli_exits_2_on_a_component_missing_an_abstract_method(capsys, monkeypatch):
+    import icezoo.zoo as zoo
+
+    Plugin, Forgetful, _ = _incomplete_plugin()
+    monkeypatch.setattr(zoo, "registry", lambda: zoo.make_registry(
+        extra_plugins=[("forgetful_plugin", Plugin(Forgetful))], autoload=False))
+    with pytest.raises(SystemExit) as exc:
+        main(["list"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Forgetful" in err and "select()" in err

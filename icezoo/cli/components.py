@@ -56,7 +56,7 @@ def cmd_list(
     what: Optional[str] = typer.Argument(None, help="a kind (backbone, loss, ...), 'pipelines', or a glob such as 'dyn*'"),
 ) -> None:
     """List registered components (grouped by kind) or named pipelines."""
-    from icezoo.core.components import KINDS
+    from icezoo.core.components import KINDS, STAGES
     from icezoo.zoo import registry
 
     reg = registry()
@@ -76,11 +76,13 @@ def cmd_list(
     specs = reg.list(kind=kind, pattern=pattern)
     if not specs:
         raise IcezooError(f"no component matches '{what}' (kinds: {', '.join(KINDS)}, or 'pipelines')")
-    for kind_name in KINDS:
-        group = [spec for spec in specs if spec.kind == kind_name]
+    for stage in STAGES:
+        group = [spec for spec in specs if spec.kind == stage.kind]
         if not group:
             continue
-        table = Table(title=f"{kind_name} ({len(group)})", title_justify="left", show_lines=True)
+        many = "a list" if stage.many else "one"
+        table = Table(title=f"{stage.kind} ({len(group)}; a pipeline names {many}; in_dim: {stage.in_dim})",
+                      title_justify="left", show_lines=True)
         for col, ratio in (("name", 1), ("provider", 1), ("description", 3), ("parameters (defaults)", 3),
                            ("properties", 2)):
             table.add_column(col, overflow="fold", ratio=ratio)

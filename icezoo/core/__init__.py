@@ -10,7 +10,7 @@ from importlib import import_module
 _EXPORTS = {
     "icezoo.core.batch": ("Batch", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector",
                           "vector_to_angles", "angular_error"),
-    "icezoo.core.components": ("KINDS", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection",
+    "icezoo.core.components": ("KINDS", "STAGES", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection",
                                "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss"),
     "icezoo.core.errors": ("IcezooError",),
     "icezoo.core.hookspecs": ("hookimpl",),

@@ -2,8 +2,12 @@
 
 A component is a class with ``kind``, ``name``, a one-line ``description`` (first docstring line),
 a nested pydantic ``Config`` (``extra="forbid"``) and the properties it declares. The composer
-validates ``Config.model_validate(params)``, gives the component its ``in_dim`` and reads back
-``out_dim``. Components never read files or import plugins.
+validates ``Config.model_validate(params)``, builds it with ``cls.build(config, in_dim)`` and reads
+back ``out_dim``. Components never read files or import plugins. The base classes are abstract: a
+class that leaves one of its kind's abstract methods unimplemented is refused at registration.
+
+:data:`STAGES` is the one table of the pipeline's stages (kind, base class, list or not, default
+components); the config, the composer, the registry, ``icezoo list`` and the conformance kit read it.
 
 Declared properties (``properties`` / ``requires``; see :data:`PROPERTIES`) are checked two ways:
 the composer checks that every ``requires`` is provided upstream, the conformance kit
@@ -12,7 +16,8 @@ the composer checks that every ``requires`` is provided upstream, the conformanc
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC, ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,8 +49,8 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Component:
-    """Shared metadata of every component kind."""
+class Component(metaclass=ABCMeta):
+    """Shared metadata of every component kind (abstract: each kind's base names what must be implemented)."""
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -58,6 +63,16 @@ class Component:
     requires: ClassVar[frozenset[str]] = frozenset()
     #: params that build a small, valid instance when the defaults alone cannot (conformance kit, compose)
     example_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def build(cls, config: Config, in_dim: int) -> "Component":
+        """An instance for ``config``, fed ``in_dim``-wide inputs (data-side kinds and losses ignore it)."""
+        return cls(config)
+
+    @classmethod
+    def missing_methods(cls) -> list[str]:
+        """Abstract methods this class leaves unimplemented (empty for a usable component)."""
+        return sorted(getattr(cls, "__abstractmethods__", ()))
 
     @classmethod
     def description(cls) -> str:
@@ -82,6 +97,10 @@ class ModuleComponent(Component, nn.Module):
         self.config = config
         self.in_dim = in_dim
         self.out_dim = in_dim
+
+    @classmethod
+    def build(cls, config: Config, in_dim: int) -> "ModuleComponent":
+        return cls(config, in_dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,18 +243,36 @@ class Loss(Component, nn.Module):
         """Per-event loss [B]."""
 
 
-#: Every kind, in data-path order, with its base class.
-KINDS: dict[str, type[Component]] = {
-    "selection": Selection,
-    "features": FeatureExtractor,
-    "embedder": Embedder,
-    "backbone": Backbone,
-    "pooler": Pooler,
-    "head": Head,
-    "loss": Loss,
-}
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pipeline: its kind (the key in a pipeline table), the base class its components
+    subclass, whether the table holds a list of them, and the component(s) used when a table omits it."""
+
+    kind: str
+    base: type[Component]
+    many: bool
+    default: tuple[str, ...]
+    #: what ``Component.build(config, in_dim)`` gets as in_dim in this stage (for ``icezoo list`` and the docs)
+    in_dim: str
+
+
+#: The stages, in data-path order: the one place that lists them.
+STAGES: tuple[Stage, ...] = (
+    Stage("selection", Selection, False, ("time_order",), "unused (works on pulse chunks)"),
+    Stage("features", FeatureExtractor, True, ("kaggle_norm",), "unused (works on pulse chunks)"),
+    Stage("embedder", Embedder, False, ("linear",), "the width F of the pulse-level features"),
+    Stage("backbone", Backbone, False, ("transformer",), "the embedder's out_dim"),
+    Stage("pooler", Pooler, True, ("mean", "max"), "the backbone's out_dim"),
+    Stage("head", Head, False, ("direction_kappa",), "the poolers' out_dims summed, plus event-level features"),
+    Stage("loss", Loss, True, ("vmf3d",), "unused (takes the head's output)"),
+)
+
+#: Every kind, in data-path order, with its base class (read from :data:`STAGES`).
+KINDS: dict[str, type[Component]] = {stage.kind: stage.base for stage in STAGES}
+#: The stage of each kind.
+STAGE_OF: dict[str, Stage] = {stage.kind: stage for stage in STAGES}
 
 __all__ = [
-    "PROPERTIES", "Config", "Component", "ModuleComponent", "Selection", "FeatureExtractor", "Embedder",
-    "Backbone", "Pooler", "Head", "Loss", "KINDS", "ABC",
+    "PROPERTIES", "DEFAULT_MAX_PULSES", "Config", "Component", "ModuleComponent", "Selection", "FeatureExtractor",
+    "Embedder", "Backbone", "Pooler", "Head", "Loss", "Stage", "STAGES", "STAGE_OF", "KINDS", "ABC",
 ]

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from icezoo.core.batch import Batch
-from icezoo.core.components import Component, Config, FeatureExtractor, Head, Loss, Selection
-from icezoo.core.config import ComponentRef, PipelineConfig
+from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection
+from icezoo.core.config import PipelineConfig
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.core.registry import ComponentSpec, Registry
 
@@ -42,9 +42,9 @@ def validate_params(spec: ComponentSpec, params: dict[str, Any], path: str) -> C
         raise IcezooError(format_validation_error(path, exc)) from None
 
 
-def _build(spec: ComponentSpec, config: Config, path: str, *args):
+def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
     try:
-        return spec.cls(config, *args)
+        return spec.cls.build(config, in_dim)
     except (ValueError, AssertionError, TypeError) as exc:
         raise IcezooError(f"{path}: {spec.name}: {exc}") from None
 
@@ -118,72 +118,54 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     """Build the pipeline; every error is one IcezooError line naming the path."""
     root = f"pipelines.{config.name}"
     provenance: dict[str, str] = {}
+    provided = set(BATCH_PROVIDES)
 
-    def resolve(kind: str, ref: ComponentRef, path: str) -> tuple[ComponentSpec, Config]:
-        try:
-            spec = registry.get(kind, ref.name)
-        except IcezooError as exc:
-            raise IcezooError(f"{path}: {exc}") from None
-        provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
-        return spec, validate_params(spec, ref.params, path)
+    def make(kind: str, in_dim: int = 0, check=None) -> list:
+        """Every component of one stage, built with ``cls.build(config, in_dim)``, in table order."""
+        refs = getattr(config, kind)
+        refs = refs if STAGE_OF[kind].many else [refs]
+        built = []
+        for i, ref in enumerate(refs):
+            path = f"{root}.{kind}" if len(refs) == 1 else f"{root}.{kind}.{i}"
+            try:
+                spec = registry.get(kind, ref.name)
+            except IcezooError as exc:
+                raise IcezooError(f"{path}: {exc}") from None
+            provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
+            cfg = validate_params(spec, ref.params, path)
+            missing = spec.cls.declared_requires(cfg) - provided
+            if missing:
+                need = ", ".join(sorted(missing))
+                why = (" (a backbone that declares adds_cls_token, e.g. transformer with cls = true)"
+                       if "cls_token" in missing else "")
+                raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
+            if check is not None:
+                check(spec, path)
+            built.append(_build(spec, cfg, path, in_dim))
+            if "adds_cls_token" in spec.cls.declared_properties(cfg):
+                provided.add("cls_token")
+        return built
 
-    def index_path(stage: str, i: int, n: int) -> str:
-        return f"{root}.{stage}" if n == 1 else f"{root}.{stage}.{i}"
-
-    spec, cfg = resolve("selection", config.selection, f"{root}.selection")
-    selection = _build(spec, cfg, f"{root}.selection")
-
-    features = []
-    for i, ref in enumerate(config.features):
-        path = index_path("features", i, len(config.features))
-        spec, cfg = resolve("features", ref, path)
-        features.append(_build(spec, cfg, path))
+    (selection,) = make("selection")
+    features = make("features")
     feature_dim = sum(f.out_dim for f in features if not f.event_level)
     event_dim = sum(f.out_dim for f in features if f.event_level)
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
+    (embedder,) = make("embedder", feature_dim)
+    (backbone,) = make("backbone", embedder.out_dim)
+    poolers = make("pooler", backbone.out_dim)
+    (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
-    provided = set(BATCH_PROVIDES)
-
-    def check_requires(spec: ComponentSpec, cfg: Config, path: str) -> None:
-        missing = spec.cls.declared_requires(cfg) - provided
-        if missing:
-            need = ", ".join(sorted(missing))
-            why = " (a backbone that declares adds_cls_token, e.g. transformer with cls = true)" if "cls_token" in missing else ""
-            raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
-
-    spec, cfg = resolve("embedder", config.embedder, f"{root}.embedder")
-    check_requires(spec, cfg, f"{root}.embedder")
-    embedder = _build(spec, cfg, f"{root}.embedder", feature_dim)
-
-    spec, cfg = resolve("backbone", config.backbone, f"{root}.backbone")
-    check_requires(spec, cfg, f"{root}.backbone")
-    backbone = _build(spec, cfg, f"{root}.backbone", embedder.out_dim)
-    if "adds_cls_token" in spec.cls.declared_properties(cfg):
-        provided.add("cls_token")
-
-    poolers = []
-    for i, ref in enumerate(config.pooler):
-        path = index_path("pooler", i, len(config.pooler))
-        spec, cfg = resolve("pooler", ref, path)
-        check_requires(spec, cfg, path)
-        poolers.append(_build(spec, cfg, path, backbone.out_dim))
-
-    spec, cfg = resolve("head", config.head, f"{root}.head")
-    head = _build(spec, cfg, f"{root}.head", sum(p.out_dim for p in poolers) + event_dim)
-
-    losses, weights = [], []
-    for i, ref in enumerate(config.loss):
-        path = index_path("loss", i, len(config.loss))
-        spec, cfg = resolve("loss", ref, path)
+    def accepts_head(spec: ComponentSpec, path: str) -> None:
         if head.output not in spec.cls.accepts:
             raise IcezooError(
                 f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
                 f"but head '{head.name}' gives {head.output}"
             )
-        losses.append(_build(spec, cfg, path))
-        weights.append(ref.weight)
 
+    losses = make("loss", check=accepts_head)
+    weights = [ref.weight for ref in config.loss]
     return Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
 
 

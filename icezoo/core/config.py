@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from icezoo.core.components import DEFAULT_MAX_PULSES
+from icezoo.core.components import DEFAULT_MAX_PULSES, STAGES, Stage
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.core.registry import Registry, normalise
 
@@ -77,8 +77,25 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, gt=0)
 
 
-class PipelineConfig(BaseModel):
-    """A fully resolved pipeline: one component (or list) per stage, plus training defaults."""
+def _stage_field(stage: Stage) -> tuple[Any, Any]:
+    if stage.many:
+        return list[ComponentRef], Field(default_factory=lambda: [ComponentRef(name=n) for n in stage.default])
+    return ComponentRef, Field(default_factory=lambda: ComponentRef(name=stage.default[0]))
+
+
+def _parse_many(cls, value: Any) -> list[ComponentRef]:
+    refs = _refs(value)
+    if not refs:
+        raise ValueError("needs at least one component")
+    return refs
+
+
+def _parse_one(cls, value: Any) -> ComponentRef:
+    return ComponentRef.parse(value)
+
+
+class _PipelineBase(BaseModel):
+    """What a pipeline holds besides its stages (those come from :data:`icezoo.core.components.STAGES`)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = "custom"
@@ -87,27 +104,6 @@ class PipelineConfig(BaseModel):
     experiment: str = ""
     log_score: str = ""
     init_from: str | None = None
-    features: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="kaggle_norm")])
-    selection: ComponentRef = Field(default_factory=lambda: ComponentRef(name="time_order"))
-    embedder: ComponentRef = Field(default_factory=lambda: ComponentRef(name="linear"))
-    backbone: ComponentRef = Field(default_factory=lambda: ComponentRef(name="transformer"))
-    pooler: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="mean"), ComponentRef(name="max")])
-    head: ComponentRef = Field(default_factory=lambda: ComponentRef(name="direction_kappa"))
-    loss: list[ComponentRef] = Field(default_factory=lambda: [ComponentRef(name="vmf3d")])
-    train: TrainSettings = Field(default_factory=TrainSettings)
-
-    @field_validator("features", "pooler", "loss", mode="before")
-    @classmethod
-    def _many(cls, value: Any) -> list[ComponentRef]:
-        refs = _refs(value)
-        if not refs:
-            raise ValueError("needs at least one component")
-        return refs
-
-    @field_validator("selection", "embedder", "backbone", "head", mode="before")
-    @classmethod
-    def _one(cls, value: Any) -> ComponentRef:
-        return ComponentRef.parse(value)
 
     @property
     def max_pulses(self) -> int:
@@ -116,19 +112,12 @@ class PipelineConfig(BaseModel):
     def to_table(self) -> dict[str, Any]:
         """The pipeline as a TOML-ready table (what ``--save`` writes, what checkpoints store)."""
         table: dict[str, Any] = {"description": self.description}
-        if self.experiment:
-            table["experiment"] = self.experiment
-        if self.log_score:
-            table["log_score"] = self.log_score
-        if self.init_from:
-            table["init_from"] = self.init_from
-        table["features"] = [r.to_toml_value() for r in self.features]
-        table["selection"] = self.selection.to_toml_value()
-        table["embedder"] = self.embedder.to_toml_value()
-        table["backbone"] = self.backbone.to_toml_value()
-        table["pooler"] = [r.to_toml_value() for r in self.pooler]
-        table["head"] = self.head.to_toml_value()
-        table["loss"] = [r.to_toml_value(with_weight=True) for r in self.loss]
+        for key in ("experiment", "log_score", "init_from"):
+            if getattr(self, key):
+                table[key] = getattr(self, key)
+        for stage in STAGES:
+            refs = [r.to_toml_value(with_weight=stage.kind == "loss") for r in _refs(getattr(self, stage.kind))]
+            table[stage.kind] = refs if stage.many else refs[0]
         table["train"] = self.train.model_dump(exclude_none=True)
         return table
 
@@ -139,7 +128,7 @@ class PipelineConfig(BaseModel):
             parts = dotted.split(".")
             stage = parts[0]
             if stage not in table and stage not in PipelineConfig.model_fields:
-                raise IcezooError(f"{where} {dotted}: unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+                raise IcezooError(f"{where} {dotted}: unknown stage '{stage}' (stages: {', '.join(STAGE_NAMES)})")
             target = table.setdefault(stage, {})
             if isinstance(target, list):
                 if len(parts) > 1 and parts[1].isdigit():
@@ -160,7 +149,22 @@ class PipelineConfig(BaseModel):
         return pipeline_from_table(self.name, table)
 
 
-STAGES = ("features", "selection", "embedder", "backbone", "pooler", "head", "loss", "train")
+#: A fully resolved pipeline: one component (or list) per stage of STAGES, plus training defaults.
+PipelineConfig = create_model(
+    "PipelineConfig",
+    __base__=_PipelineBase,
+    __module__=__name__,
+    __validators__={
+        "_many": field_validator(*(s.kind for s in STAGES if s.many), mode="before")(classmethod(_parse_many)),
+        "_one": field_validator(*(s.kind for s in STAGES if not s.many), mode="before")(classmethod(_parse_one)),
+    },
+    **{stage.kind: _stage_field(stage) for stage in STAGES},
+    train=(TrainSettings, Field(default_factory=TrainSettings)),
+)
+PipelineConfig.__doc__ = "A fully resolved pipeline: one component (or list) per stage, plus training defaults."
+
+#: the top-level keys a --set override may name
+STAGE_NAMES = (*(s.kind for s in STAGES), "train")
 
 
 def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

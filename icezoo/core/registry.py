@@ -83,6 +83,12 @@ class Registry:
             )
         if not cls.name:
             raise IcezooError(f"plugin {plugin} ({package}): component {cls.__name__} has no name")
+        missing = cls.missing_methods()
+        if missing:
+            raise IcezooError(
+                f"plugin {plugin} ({package}): {cls.kind} class {cls.__name__} ('{cls.name}') does not implement "
+                f"{', '.join(m + '()' for m in missing)} (abstract in {KINDS[cls.kind].__name__})"
+            )
         key = (cls.kind, normalise(cls.name))
         for name in (cls.name, *cls.aliases):
             taken = (cls.kind, normalise(name))
