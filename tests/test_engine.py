@@ -203,12 +203,13 @@ def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch
 
 
 def test_ctrl_c_before_the_loop_does_not_leave_the_run_running(world, monkeypatch):
+    import icezoo.engine.loaders as L
     import icezoo.engine.train as T
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "make_train_loader", interrupted)  # Ctrl-C while the epochs are planned
+    monkeypatch.setattr(L, "make_train_loader", interrupted)  # Ctrl-C while the epochs are planned
     opts = T.TrainOptions(pipeline="tiny", pipeline_file=str(world["pf"]), data=str(world["data"]),
                           runs_dir=str(world["runs"]), name="EARLY_CTRL_C", progress=False)
     with pytest.raises(KeyboardInterrupt):

@@ -10,13 +10,19 @@ benchmark (the model, optimizer state and activations), since torch's CPU alloca
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import Any
 
+import torch
+
+from icezoo.core.errors import IcezooError
+from icezoo.core.synthetic import synthetic_batch
+from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
+from icezoo.zoo import build, pipeline_config
+
 
 def _rss_mib() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -24,13 +30,6 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
                 max_pulses: int | None = None, precision: str = "fp32", steps: int = 10, warmup: int = 2,
                 overrides: dict[str, Any] | None = None, device: str | None = None,
                 threads: int | None = None) -> dict[str, Any]:
-    import torch
-
-    from icezoo.core.synthetic import synthetic_batch
-    from icezoo.core.errors import IcezooError
-    from icezoo.engine.train import PRECISIONS, device_name, pick_device
-    from icezoo.zoo import build, pipeline_config
-
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
@@ -49,7 +48,6 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     model = build(config).to(dev)
     B, L = config.train.batch_size, config.max_pulses
     batch = synthetic_batch(model.feature_dim, [L] * B, event_dim=model.event_dim, seed=0).to(dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def sync():
@@ -57,7 +55,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
             torch.cuda.synchronize(dev)
 
     def train_step():
-        with torch.autocast(device_type=dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(dev, precision):
             pred = model(batch)
         loss = model.loss(pred.float(), batch)
         loss.backward()
@@ -65,8 +63,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
         opt.zero_grad(set_to_none=True)
 
     def infer_step():
-        with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None):
+        with torch.inference_mode(), autocast(dev, precision):
             model(batch)
 
     result: dict[str, Any] = {"pipeline": config.name, "batch_size": B, "max_pulses": L, "precision": precision,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icezoo.core.errors import IcezooError
+from icezoo.data import simulator
 
 SPLIT_FILE = "icezoo_split.json"
 
@@ -44,8 +45,6 @@ def cache_root() -> Path:
 
 def simulator_version() -> str:
     """The simulator's declared version, else a hash of its source (any change makes a new set)."""
-    from icezoo.data import simulator
-
     for attr in ("SIMULATOR_VERSION", "VERSION", "__version__"):
         value = getattr(simulator, attr, None)
         if value:
@@ -83,8 +82,6 @@ def default_dataset(n_train: int = DEFAULT_TRAIN_EVENTS, n_val: int = DEFAULT_VA
 def make_dataset(final: Path, n_train: int, n_val: int, events_per_batch: int, seed: int, log=print,
                  test_events: int = 0, version: str = "", **knobs) -> Path:
     """Simulate into a temporary directory next to ``final``, write the split file, rename."""
-    from icezoo.data.simulator import simulate
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp{os.getpid()}"
@@ -96,8 +93,8 @@ def make_dataset(final: Path, n_train: int, n_val: int, events_per_batch: int, s
         log(f"simulating the default dataset ({n_train:,} training + {n_val:,} validation events) into {final} "
             f"(once; cached)")
     try:
-        simulate(tmp, n_train + n_val, events_per_batch=events_per_batch, seed=seed,
-                 test=bool(test_events), test_events=test_events or None, **knobs)
+        simulator.simulate(tmp, n_train + n_val, events_per_batch=events_per_batch, seed=seed,
+                           test=bool(test_events), test_events=test_events or None, **knobs)
         info = {
             "train_batches": f"1:{n_files_train}",
             "val_batches": f"{n_files_train + 1}:{n_files_train + n_files_val}",

@@ -18,10 +18,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
 
 from icezoo.core.atomic import atomic_path
+from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
+from icezoo.data.io import list_batches, parse_batches, read_chunk, split_batches
+from icezoo.engine import runs as R
+from icezoo.engine.checkpoints import load_run_model
+from icezoo.engine.default_data import read_split
+from icezoo.engine.device import pick_device
+from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.predict import infer
+from icezoo.recon.linefit import linefit
+
+matplotlib.use("Agg")  # plots are files; no display
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
 
 N_BOOT = 1000
 
@@ -58,11 +74,6 @@ def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
 
 def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, device) -> dict[str, np.ndarray]:
     """Model and LineFit directions, float64 truth and per-event attributes for the scored events."""
-    from icezoo.core.batch import angles_to_vector
-    from icezoo.data.io import read_chunk
-    from icezoo.engine.predict import infer
-    from icezoo.engine.train import make_eval_loader
-
     loader = make_eval_loader(data_dir, split, ids, model, batch_size)
     res = infer(model, loader, device, "fp32")
     skipped = int(loader.skipped)
@@ -71,8 +82,6 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
     truth = np.full((n, 3), np.nan)
     lf = np.full((n, 3), np.nan)
     zenith = np.full(n, np.nan)
-    from icezoo.recon.linefit import linefit
-
     for bid in ids:
         chunk = read_chunk(data_dir, split, bid)
         if chunk.azimuth is None:
@@ -89,8 +98,6 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
     out.update(truth=truth, linefit=lf, zenith=zenith, skipped=skipped)
     truth_file = Path(data_dir) / f"{split}_truth.parquet"
     if truth_file.is_file():
-        import polars as pl
-
         cols = pl.read_parquet_schema(truth_file)
         want = [c for c in ("event_id", "energy", "event_type") if c in cols]
         if "event_id" in want and len(want) > 1:
@@ -111,9 +118,6 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
 
 def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, list[int], str]:
     """Which data and batch files to score: the run's validation split unless told otherwise."""
-    from icezoo.data.io import list_batches, parse_batches, split_batches
-    from icezoo.engine.default_data import read_split
-
     split = info.get("split", {})
     if data is None:
         data_dir = Path(split["data_dir"])
@@ -135,11 +139,6 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
 
 def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
              batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
-    from icezoo.core.batch import angular_error
-    from icezoo.engine import runs as R
-    from icezoo.engine.predict import load_run_model
-    from icezoo.engine.train import pick_device
-
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
     dev = pick_device(None, device)
     model.to(dev)
@@ -179,9 +178,6 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
 
 
 def print_result(result: dict[str, Any], run_dir: Path, echo=print) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{run_dir.name}: {result['split']} ({result['n_events']:,} events, batches {result['batches']}; "
                         f"{result['skipped_lt2_pulses']} with < 2 pulses not scored)")
     for col in ("", "mean (Kaggle score)", "95% CI of mean", "median", "68% containment"):
@@ -223,11 +219,6 @@ def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray):
 
 
 def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | None, title: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 

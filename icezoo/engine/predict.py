@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
+import torch
+from rich.progress import Progress
 
+from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
+from icezoo.data.io import list_batches, read_chunk
+from icezoo.data.kaggle_layout import write_submission
+from icezoo.engine import runs as R
+from icezoo.engine.checkpoints import load_run_model
+from icezoo.engine.device import autocast, pick_device
+from icezoo.engine.loaders import make_eval_loader
 
 FALLBACK_AZIMUTH = 0.0
 FALLBACK_ZENITH = math.pi / 2
@@ -25,17 +35,13 @@ FALLBACK_ZENITH = math.pi / 2
 def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Run ``model`` over ``loader``: event_id, direction [N,3] float64 unit vectors, kappa (or NaN),
     target [N,3] (NaN without truth), n_pulses, selected pulse count."""
-    import torch
-
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     ids, dirs, kappas, targets, npulses, nsel = [], [], [], [], [], []
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             batch = batch.to(device)
-            with torch.autocast(device_type=device.type, dtype=dtypes.get(precision, torch.float32),
-                                enabled=precision != "fp32"):
+            with autocast(device, precision):
                 pred = model(batch)
             pred = pred.double()
             d = model.direction(pred)
@@ -58,35 +64,10 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
             "n_pulses": np.concatenate(npulses).astype(np.int64), "n_selected": np.concatenate(nsel).astype(np.int64)}
 
 
-def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
-    """(run_dir, run info, config, model) from a run's best (or last) checkpoint."""
-    from icezoo.engine import runs as R
-    from icezoo.engine.train import model_from_checkpoint
-
-    run_dir = R.resolve_run(run, runs_dir)
-    info = R.load_run(run_dir)
-    path = run_dir / (R.BEST if which == "best" else R.LAST)
-    if not path.is_file():
-        other = run_dir / (R.LAST if which == "best" else R.BEST)
-        if not other.is_file():
-            raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
-        path = other
-    config, model, _ = model_from_checkpoint(path)
-    return run_dir, info, config, model, path
-
-
 def predict(run: str, data: str, split: str = "test", out: str | Path = "submission.csv",
             runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
             echo=print) -> dict[str, Any]:
     """Write the submission; returns counts."""
-    import polars as pl
-
-    from icezoo.core.batch import vector_to_angles
-    from icezoo.data.io import list_batches, read_chunk
-    from icezoo.data.kaggle_layout import write_submission
-    from icezoo.engine import runs as R
-    from icezoo.engine.train import make_eval_loader, pick_device
-
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
     if not meta_file.is_file():
@@ -116,8 +97,6 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
     n_model = n_one = n_zero = 0
     # the precision the run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)
     precision = (info.get("precision") or {}).get("final") or config.train.precision
-    from rich.progress import Progress
-
     with Progress(transient=True, disable=not echo) as progress:
         task = progress.add_task(f"predict {split}", total=len(wanted))
         for bid in wanted:

@@ -19,10 +19,14 @@ runs, so concurrent runs never race on one file. Every JSON file is written atom
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as md
 import json
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from icezoo.core.atomic import write_text_atomic
 from icezoo.core.errors import IcezooError
@@ -46,15 +50,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
@@ -86,9 +85,6 @@ def git_commit() -> str:
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-    import platform
-
     out = {"python": platform.python_version()}
     for dist in ("icezoo", "torch", "numpy", "polars", "pyarrow", "pydantic", "x-transformers", "pluggy"):
         try:

@@ -1,0 +1,125 @@
+"""Checkpoint -> model: the pipeline a checkpoint names, rebuilt and loaded (strictly, or by matching names).
+
+The one module that turns checkpoints into models, for predict, evaluate, fine-tuning and resume.
+What a training checkpoint holds beyond the weights is :class:`icezoo.engine.train.state.TrainState`'s business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from icezoo.core.checkpoint import load_checkpoint
+from icezoo.core.config import pipeline_from_table
+from icezoo.core.errors import IcezooError
+from icezoo.engine import runs as R
+from icezoo.zoo import build
+
+
+def checkpoint_pipeline_table(config) -> dict[str, Any]:
+    """The pipeline table a checkpoint stores (``PipelineConfig.to_table()`` plus its name)."""
+    return {"name": config.name, **config.to_table()}
+
+
+def config_from_checkpoint(ckpt: dict[str, Any], where: str):
+    """Rebuild the PipelineConfig a checkpoint was trained with; one-line error when it cannot."""
+    table = dict(ckpt["pipeline"])
+    name = str(table.pop("name", "checkpoint"))
+    try:
+        return pipeline_from_table(name, table)
+    except IcezooError as exc:
+        raise IcezooError(f"{where}: incompatible checkpoint: {exc}") from None
+
+
+def model_from_checkpoint(path: Path, map_location="cpu"):
+    """(config, model, checkpoint) with the weights loaded strictly; IcezooError if anything differs.
+
+    Component names resolve through the registry, aliases included, so a checkpoint saved under a
+    component's former name (``graph_transformer``) loads into the renamed one (``mat``)."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    config = config_from_checkpoint(ckpt, str(path))
+    try:
+        model = build(config)
+    except IcezooError as exc:
+        raise IcezooError(f"{path}: incompatible checkpoint (pipeline {config.name}): {exc}") from None
+    load_strict(model, ckpt["state_dict"], str(path))
+    return config, model, ckpt
+
+
+def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
+    """(run_dir, run info, config, model, checkpoint path) from a run's best (or last) checkpoint."""
+    run_dir = R.resolve_run(run, runs_dir)
+    info = R.load_run(run_dir)
+    path = run_dir / (R.BEST if which == "best" else R.LAST)
+    if not path.is_file():
+        other = run_dir / (R.LAST if which == "best" else R.BEST)
+        if not other.is_file():
+            raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
+        path = other
+    config, model, _ = model_from_checkpoint(path)
+    return run_dir, info, config, model, path
+
+
+def load_strict(model, state: dict, where: str) -> None:
+    """Load every tensor; a missing, unexpected or reshaped one is one IcezooError naming an example."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if bad:
+            k = bad[0]
+            parts.append(f"{len(bad)} of another shape (e.g. {k}: {list(state[k].shape)} vs {list(own[k].shape)})")
+        raise IcezooError(f"{where}: incompatible checkpoint: its tensors do not fit the pipeline: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_matching(model, state: dict) -> dict[str, Any]:
+    """Load the tensors whose name and shape match; report by name what did not (fine-tuning)."""
+    own = model.state_dict()
+    loaded, shape_mismatch = [], []
+    new_state = {}
+    for k, v in state.items():
+        if k in own:
+            if tuple(own[k].shape) == tuple(v.shape):
+                new_state[k] = v
+                loaded.append(k)
+            else:
+                shape_mismatch.append({"name": k, "checkpoint": list(v.shape), "model": list(own[k].shape)})
+    missing = [k for k in own if k not in state]
+    unused = [k for k in state if k not in own]
+    with torch.no_grad():
+        model.load_state_dict(new_state, strict=False)
+    return {"loaded": len(loaded), "total": len(own), "shape_mismatch": shape_mismatch,
+            "missing_in_checkpoint": missing, "unused_from_checkpoint": unused}
+
+
+def init_report_text(source: str, rep: dict[str, Any]) -> str:
+    """The fine-tuning report of :func:`load_matching`, one line per tensor not loaded."""
+    lines = [f"init from {source}: loaded {rep['loaded']}/{rep['total']} tensors"]
+    for m in rep["shape_mismatch"]:
+        lines.append(f"  not loaded (shape): {m['name']} {m['checkpoint']} in checkpoint vs {m['model']} here")
+    for k in rep["missing_in_checkpoint"]:
+        lines.append(f"  not in checkpoint (kept fresh): {k}")
+    for k in rep["unused_from_checkpoint"]:
+        lines.append(f"  unused from checkpoint: {k}")
+    return "\n".join(lines)
+
+
+def init_source(spec: str, runs_dir: Path) -> Path:
+    """A checkpoint file, a run directory or a run name -> the checkpoint to initialise from."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    run = R.resolve_run(spec, runs_dir)
+    for rel in (R.BEST, R.LAST):
+        if (run / rel).is_file():
+            return run / rel
+    raise IcezooError(f"{run}: no checkpoint to initialise from")

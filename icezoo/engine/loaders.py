@@ -1,0 +1,18 @@
+"""The engine's data loaders: training (sharded per rank, resumable mid-epoch) and evaluation (in order)."""
+
+from __future__ import annotations
+
+from icezoo.data.loader import make_loader
+
+
+def make_train_loader(data_dir, ids, model, batch_size, seed, epoch, dist, workers, start_step=0, shuffle=True):
+    """This rank's share of an epoch over the batch files ``ids``, from loader step ``start_step``."""
+    return make_loader(data_dir, "train", ids, model.selection, model.features, batch_size, shuffle=shuffle,
+                       seed=seed, epoch=epoch, rank=dist.rank, world_size=dist.world_size, num_workers=workers,
+                       start_step=start_step)
+
+
+def make_eval_loader(data_dir, split, ids, model, batch_size, workers=0, min_pulses=2):
+    """Every event of the batch files ``ids`` with at least ``min_pulses`` pulses, in file order."""
+    return make_loader(data_dir, split, ids, model.selection, model.features, batch_size, shuffle=False, seed=0,
+                       epoch=0, rank=0, world_size=1, num_workers=workers, start_step=0, min_pulses=min_pulses)

@@ -1,0 +1,354 @@
+"""The training loop: open (or reopen) a run, build the model, walk the step plan, validate at each epoch end."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as td
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
+
+from icezoo.core.batch import angular_error
+from icezoo.core.checkpoint import load_checkpoint
+from icezoo.core.errors import IcezooError
+from icezoo.core.tomlwrite import pipelines_toml
+from icezoo.engine import loaders, predict
+from icezoo.engine import runs as R
+from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
+                                       init_source, load_matching)
+from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
+from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
+from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
+from icezoo.engine.train.state import TrainState, seed_everything
+from icezoo.zoo import build, resolved_table
+
+
+class InterruptedRun(KeyboardInterrupt):
+    """Ctrl-C after the checkpoint was saved (the CLI prints one line and exits 130)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+@dataclass
+class Run:
+    """One run as the loop sees it: its options and pipeline, where it writes, what it trains on."""
+
+    opts: TrainOptions
+    config: Any
+    dist: Distributed
+    device: torch.device
+    command: str
+    run_dir: Path | None = None
+    data_dir: Path | None = None
+    train_ids: list[int] | None = None
+    val_ids: list[int] | None = None
+    train_spec: str = ""
+    val_spec: str | None = None
+    info: dict[str, Any] | None = None
+    resume_ckpt: dict[str, Any] | None = None
+    log: Any = None
+
+    def update(self, **changes: Any) -> None:
+        """Update run.json (rank 0 only) and keep the copy here current."""
+        if self.dist.main:
+            self.info = R.update_run(self.run_dir, **changes)
+
+
+def train(opts: TrainOptions, echo=print) -> Path:
+    """Run ``icezoo train``; returns the run directory. A run that fails is marked ``failed``."""
+    where: dict[str, Any] = {}
+    try:
+        return _train(opts, echo, where)
+    except InterruptedRun:  # Ctrl-C in the loop: checkpoint saved, run marked interrupted
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the loop (planning, building): nothing to resume from
+        run_dir = where.get("run_dir")
+        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
+            R.update_run(run_dir, status="interrupted", error="interrupted before the first training step")
+        raise
+    except BaseException as exc:
+        run_dir = where.get("run_dir")
+        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
+            R.update_run(run_dir, status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500])
+        raise
+
+
+def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
+    # a skipped first optimizer step (NaN guard) makes torch warn about the scheduler order
+    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+    dist = setup_distributed()
+    device = pick_device(dist, opts.device)
+    say = echo if dist.main else (lambda *_a, **_k: None)
+    if opts.resume:
+        run = _reopen(opts, dist, device, say)
+    else:
+        config = config_from_options(opts)
+        run = Run(opts, config, dist, device, canonical_command(opts, config.name))
+    opts, runs_dir = run.opts, Path(run.opts.runs_dir)
+    seed_everything(opts.seed)
+    try:
+        model = build(run.config)
+    except IcezooError as exc:
+        raise IcezooError(f"{opts.resume}: incompatible checkpoint: {exc}" if run.resume_ckpt else str(exc)) from None
+    init_src = None
+    if run.resume_ckpt is None:
+        if opts.init_from or run.config.init_from:
+            init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
+                        else R.newest_successful_run(run.config.init_from, runs_dir) / R.BEST)
+        _open(run, say, where)
+    run.log = R.RunLog(run.run_dir / R.LOG_FILE if dist.main else None, echo=say)
+    if run.resume_ckpt is None and dist.main:
+        _write_run_files(run)
+    if init_src is not None:  # fine-tuning: the tensors that fit
+        rep = load_matching(model, load_checkpoint(init_src)["state_dict"])
+        run.log(init_report_text(str(init_src), rep))
+        run.update(init_from=str(init_src), init_report=rep)
+
+    model.to(device)
+    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.enabled else model
+    ts = run.config.train
+    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers)
+    state = TrainState.new(model, ts, device, plan)
+    if run.resume_ckpt is not None:
+        state.restore(run.resume_ckpt, plan, str(run.run_dir / R.LAST))
+        where["run_dir"] = run.run_dir if dist.main else None
+        if state.step >= plan.total_steps and R.load_run(run.run_dir).get("status") == "done":
+            run.log(f"{run.run_dir} already finished ({state.step}/{plan.total_steps} steps): nothing to resume")
+            return run.run_dir
+        run.update(status="running", resumed=(run.info.get("resumed", 0) or 0) + 1)
+        run.log(f"resumed {run.run_dir} at step {state.step}/{plan.total_steps} (epoch {plan.epoch_of(state.step)})")
+    _run_epochs(run, wrapped, plan, state)
+    _finish(run, state)
+    return run.run_dir
+
+
+def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
+    """A run to resume: its own options, pipeline (from last.pt) and data split (from run.json)."""
+    runs_dir = Path(opts.runs_dir)
+    run_dir = R.resolve_run(opts.resume, runs_dir)
+    info = R.load_run(run_dir)
+    defaults = TrainOptions()
+    ignored = [f"--{k.replace('_', '-')}" for k in RUN_SETTINGS if getattr(opts, k) != getattr(defaults, k)]
+    if ignored:
+        say(f"note: --resume continues the run with its own settings; ignored: {' '.join(ignored)}")
+    last = run_dir / R.LAST
+    ckpt = load_checkpoint(last)
+    config = config_from_checkpoint(ckpt, str(last))
+    own = TrainOptions(**{**asdict(TrainOptions()), **info.get("options", {}), "resume": opts.resume,
+                          "progress": opts.progress, "device": opts.device, "runs_dir": str(runs_dir)})
+    split = info["split"]
+    return Run(own, config, dist, device, info.get("command", ""), run_dir=run_dir, data_dir=Path(split["data_dir"]),
+               train_ids=split["train_batches"], val_ids=split["val_batches"], train_spec=split["train_spec"],
+               val_spec=split["val_spec"], info=info, resume_ckpt=ckpt)
+
+
+def _open(run: Run, say, where: dict[str, Any]) -> None:
+    """A new run: the data split first (a bad --data makes no run directory), then the run directory."""
+    ts = run.config.train
+    run.data_dir, run.train_ids, run.val_ids, run.train_spec, run.val_spec = resolve_data(
+        run.opts.data, ts.batches, ts.val_batches, say, run.dist)
+    if run.dist.main:
+        name = run.opts.name or f"{run.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.run_dir = R.new_run_dir(Path(run.opts.runs_dir), name)
+        where["run_dir"] = run.run_dir
+    if run.dist.enabled:
+        box = [str(run.run_dir) if run.run_dir else None]
+        td.broadcast_object_list(box, src=0)
+        run.run_dir = Path(box[0])
+
+
+def _write_run_files(run: Run) -> None:
+    """config.toml, command.txt and run.json of a new run."""
+    config, opts, ts = run.config, run.opts, run.config.train
+    split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
+             else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
+             "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
+    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config)}))
+    R.write_text_atomic(run.run_dir / "command.txt", run.command + "\n")
+    saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
+    run.info = {
+        "name": run.run_dir.name, "pipeline": config.name, "experiment": config.experiment,
+        "description": opts.description or config.description, "command": run.command, "status": "running",
+        "started": R.now_iso(), "finished": None, "git_commit": R.git_commit(), "packages": R.package_versions(),
+        "device": device_name(run.device), "world_size": run.dist.world_size, "split": split, "options": saved_opts,
+        "precision": {"requested": ts.precision, "final": ts.precision}, "best_val": None,
+    }
+    R.write_json_atomic(run.run_dir / R.RUN_FILE, run.info)
+    run.log(f"run {run.run_dir} - pipeline {config.name} - {run.command}", echo=False)
+    run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {R._ranges(run.train_ids)}, "
+            f"validation {R._ranges(run.val_ids)} (fixed, disjoint)")
+
+
+def _progress(run: Run) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]:>7.0f} ev/s  loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    disable=not (run.opts.progress and run.dist.main), transient=False)
+
+
+@dataclass
+class _Window:
+    """Running sums between log lines and the last completed optimizer step."""
+
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    bad: bool = False
+    boundary_step: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.loss_n, 1)
+
+
+def _run_epochs(run: Run, model, plan: StepPlan, state: TrainState) -> None:
+    """Walk the plan from ``state.step`` to its end; on Ctrl-C save the last completed step and stop."""
+    ts, raw = run.config.train, state.model
+    progress = _progress(run)
+    run.log(f"{run.config.name}: {sum(p.numel() for p in raw.parameters()):,} parameters on "
+            f"{device_name(run.device)}; {plan.total_steps} steps ({plan.per_epoch_text()}, batch {ts.batch_size}, "
+            f"accumulate {ts.accumulate}), {state.precision}, {ts.schedule} lr {ts.lr:g}"
+            + (f", EMA {ts.ema}" if ts.ema else ""))
+    window = _Window(boundary_step=state.step)
+    try:
+        with progress:
+            task = progress.add_task(run.config.name, total=plan.total_steps, completed=state.step, rate=0.0,
+                                     loss=float("nan"), lr=state.scheduler.get_last_lr()[0])
+            t_start = time.perf_counter() - state.train_time
+            while state.step < plan.total_steps:
+                epoch = plan.epoch_of(state.step)
+                _train_epoch(run, model, plan, state, epoch, window, lambda: progress.update(
+                    task, completed=state.step, rate=state.events_seen / max(state.train_time, 1e-9),
+                    loss=window.mean_loss, lr=state.scheduler.get_last_lr()[0]), t_start)
+                _end_epoch(run, plan, state, epoch, window, t_start)
+    except KeyboardInterrupt:
+        run.log(f"interrupted at step {state.step}: saving a checkpoint (resume with: icezoo train --resume "
+                f"{run.run_dir})")
+        # the state at the last completed optimizer step; a half-accumulated window is dropped
+        state.optimizer.zero_grad(set_to_none=True)
+        _save(run, state, plan, "last", window.boundary_step)
+        run.update(status="interrupted", nan_guard=state.guard.public(), step=window.boundary_step)
+        raise InterruptedRun(run.run_dir) from None
+
+
+def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int, window: _Window, show,
+                 t_start: float) -> None:
+    """Loader steps of one epoch from ``state.step``: forward, backward, and an optimizer step per window."""
+    ts, dist, raw = run.config.train, run.dist, state.model
+    end = plan.epoch_end(epoch)
+    debug_sleep = float(os.environ.get("ICEZOO_DEBUG_STEP_SLEEP", "0") or 0)
+    log_every = max(1, plan.total_steps // 100)
+    loader = loaders.make_train_loader(run.data_dir, epoch_files(ts, run.train_ids, epoch), raw, ts.batch_size,
+                                       run.opts.seed, epoch, dist, run.opts.workers,
+                                       start_step=state.step - plan.starts[epoch])
+    raw.train()
+    for batch in loader:
+        batch = batch.to(run.device)
+        with autocast(run.device, state.precision):
+            pred = model(batch)
+        loss = raw.loss(pred.float(), batch)
+        if bool(torch.isfinite(loss)):
+            state.scaler.scale(loss / ts.accumulate).backward()
+            window.loss_sum += float(loss.detach())
+            window.loss_n += 1
+        else:
+            state.guard.loss_nonfinite()
+            window.bad = True
+            if dist.enabled:  # keep the collective: every rank runs backward
+                (pred.float().sum() * 0.0).backward()
+        state.step += 1
+        state.events_seen += batch.num_events * dist.world_size
+        at_boundary = plan.at_boundary(state.step, epoch)
+        if at_boundary:
+            skipped = state.optimizer_step(window.bad, ts, dist)
+            precision = state.guard.after_window(skipped, state.step, state.precision, run.log, run.run_dir)
+            if precision != state.precision:
+                state.set_precision(precision)
+            window.bad = False
+            window.boundary_step = state.step
+            if debug_sleep:
+                time.sleep(debug_sleep)
+        state.train_time = time.perf_counter() - t_start
+        show()
+        if state.step % log_every == 0:
+            run.log(f"step {state.step}/{plan.total_steps} epoch {epoch} loss {window.mean_loss:.4f} "
+                    f"lr {state.scheduler.get_last_lr()[0]:.3e} "
+                    f"{state.events_seen / max(state.train_time, 1e-9):.0f} ev/s", echo=False)
+        save_every = run.opts.save_every_steps
+        if save_every and at_boundary and state.step % save_every == 0 and state.step < end:
+            _save(run, state, plan, "last", state.step)
+        if state.step >= end:
+            break
+    if state.step < end:  # the loader gave fewer batches than announced
+        state.step = end
+        window.boundary_step = end
+
+
+def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: _Window, t_start: float) -> None:
+    """Validate, keep the best weights, save the state and the metrics."""
+    val = _validate(run, state) if run.dist.main else 0.0
+    state.train_time = time.perf_counter() - t_start
+    entry = {"epoch": epoch, "step": state.step, "train_loss": window.mean_loss, "val_mean": val,
+             "lr": state.scheduler.get_last_lr()[0], "events_per_s": state.events_seen / max(state.train_time, 1e-9),
+             "elapsed_s": state.train_time, "precision": state.precision}
+    state.history.append(entry)
+    window.loss_sum, window.loss_n = 0.0, 0
+    improved = state.best_val is None or val < state.best_val
+    if improved:
+        state.best_val = val
+    run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}, "
+            f"validation mean angular error {val:.4f}{' (best)' if improved else ''}")
+    if run.dist.main:
+        if improved:
+            _save(run, state, plan, "best", state.step, weights=state.weights())
+        _save(run, state, plan, "last", state.step)
+        R.write_json_atomic(run.run_dir / R.METRICS_FILE, {"history": state.history, "best_val": state.best_val})
+        run.update(best_val=state.best_val, best_step=state.step if improved else run.info.get("best_step"),
+                   nan_guard=state.guard.public(), train_time_s=round(state.train_time, 2),
+                   events_seen=state.events_seen, precision={"requested": run.config.train.precision,
+                                                             "final": state.precision})
+    run.dist.barrier()
+
+
+def _validate(run: Run, state: TrainState) -> float:
+    """Mean angular error on the fixed validation files, with the EMA weights where there are some."""
+    raw = state.model
+    backup = None
+    if state.ema is not None:
+        backup = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+        raw.load_state_dict(state.weights())
+    loader = loaders.make_eval_loader(run.data_dir, "train", run.val_ids, raw, max(run.config.train.batch_size, 128))
+    out = predict.infer(raw, loader, run.device, state.precision)
+    if backup is not None:
+        raw.load_state_dict(backup)
+    return float(np.mean(angular_error(out["direction"], out["target"])))
+
+
+def _save(run: Run, state: TrainState, plan: StepPlan, kind: str, at_step: int, weights=None) -> None:
+    if run.dist.main:
+        state.save(run.run_dir / (R.LAST if kind == "last" else R.BEST), kind, at_step, plan,
+                   checkpoint_pipeline_table(run.config), run.run_dir.name, weights=weights)
+
+
+def _finish(run: Run, state: TrainState) -> None:
+    if run.dist.main:
+        history = state.history
+        R.update_run(run.run_dir, status="done", finished=R.now_iso(), best_val=state.best_val,
+                     final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
+                     train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
+                     precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step)
+        run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
+                f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
+                f"{state.best_val:.4f}; run {run.run_dir}")
+        if state.guard.summary():
+            run.log(state.guard.summary())
+    run.dist.barrier()

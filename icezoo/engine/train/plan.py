@@ -1,0 +1,127 @@
+"""The step plan: which files each epoch trains on, how many loader and optimizer steps, the lr schedule."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from icezoo.core.errors import IcezooError
+from icezoo.data.io import cycle_batches, list_batches, split_batches
+from icezoo.engine.default_data import default_dataset, read_split
+from icezoo.engine.device import Distributed
+from icezoo.engine import loaders
+
+
+def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed):
+    """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol."""
+    if data is None:
+        if dist.main:
+            dd = default_dataset(log=log)
+        dist.barrier()
+        if not dist.main:
+            dd = default_dataset(log=None)
+        data_dir = dd.path
+    else:
+        data_dir = Path(data)
+        if not data_dir.is_dir():
+            raise IcezooError(f"--data {data}: no such directory")
+    split = read_split(data_dir)
+    if split is not None and val_spec is None:
+        val_spec = split.val_spec
+    available = list_batches(data_dir, "train")
+    train_ids, val_ids = split_batches(available, train_spec, val_spec)
+    if not train_ids:
+        raise IcezooError(f"{data_dir}: no training batch files for '{train_spec}'")
+    if not val_ids:
+        raise IcezooError(f"{data_dir}: no validation batch files (val_batches = {val_spec!r}); "
+                          f"the engine needs a fixed validation split")
+    return data_dir, list(train_ids), list(val_ids), train_spec, val_spec
+
+
+@dataclass
+class StepPlan:
+    """Loader steps of each epoch (counted from the meta alone), the run's total, and the optimizer steps."""
+
+    epoch_steps: list[int]
+    total_steps: int
+    accumulate: int
+
+    @property
+    def starts(self) -> list[int]:
+        """The global step at which each epoch starts (one more entry: the end of the last)."""
+        out = [0]
+        for n in self.epoch_steps:
+            out.append(out[-1] + n)
+        return out
+
+    def epoch_of(self, step: int) -> int:
+        return bisect.bisect_right(self.starts, step) - 1
+
+    def epoch_end(self, epoch: int) -> int:
+        return min(self.starts[epoch + 1], self.total_steps)
+
+    def at_boundary(self, step: int, epoch: int) -> bool:
+        """After loader step ``step``: does an optimizer step (end of an accumulation window) follow?"""
+        return (step - self.starts[epoch]) % self.accumulate == 0 or step == self.epoch_end(epoch)
+
+    @property
+    def optimizer_steps(self) -> int:
+        starts = self.starts
+        return sum(math.ceil(max(0, min(n, self.total_steps - starts[e])) / self.accumulate)
+                   for e, n in enumerate(self.epoch_steps))
+
+    def per_epoch_text(self) -> str:
+        steps = self.epoch_steps
+        return f"{steps[0]}/epoch" if len(set(steps)) == 1 else f"{min(steps)}-{max(steps)}/epoch"
+
+
+def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
+    """The training files of an epoch: all of them, or the next ``files_per_epoch`` round-robin."""
+    if ts.files_per_epoch:
+        return cycle_batches(train_ids, epoch, ts.files_per_epoch)
+    return train_ids
+
+
+def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int) -> StepPlan:
+    """Count the steps of as many epochs as ``ts.epochs`` (or ``ts.max_steps``) needs."""
+    epoch_steps: list[int] = []
+
+    def plan_epoch() -> None:
+        e = len(epoch_steps)
+        n = len(loaders.make_train_loader(data_dir, epoch_files(ts, train_ids, e), model, ts.batch_size, seed, e, dist,
+                                  workers))
+        if n == 0:
+            raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
+        epoch_steps.append(n)
+
+    if ts.max_steps:
+        total_steps = ts.max_steps
+        while sum(epoch_steps) < total_steps:
+            plan_epoch()
+    else:
+        for _ in range(math.ceil(ts.epochs)):
+            plan_epoch()
+        whole, frac = int(ts.epochs), ts.epochs - int(ts.epochs)
+        total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole]) if frac > 0 else 0)
+        total_steps = max(1, total_steps)
+    return StepPlan(epoch_steps, total_steps, ts.accumulate)
+
+
+def lr_factor(schedule: str, warmup: float, total: int):
+    """Multiplier of the base lr at optimizer step i (0-based), for LambdaLR."""
+    total = max(1, total)
+    w = int(round(warmup * total))
+
+    def f(i: int) -> float:
+        if w and i < w:
+            start = 1.0 / 25.0 if schedule == "onecycle" else 0.0
+            return start + (1.0 - start) * (i + 1) / w
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (i - w) / max(1, total - w))
+        floor = 1e-4 if schedule == "onecycle" else 0.0
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
