@@ -25,7 +25,7 @@ def _register_commands() -> None:
     from icezoo.cli import components
 
     components.register(app, bench_app)
-    for module in ("icezoo.cli.simulate", "icezoo.cli.data", "icezoo.cli.engine"):
+    for module in ("icezoo.cli.simulate", "icezoo.cli.data", "icezoo.cli.engine", "icezoo.cli.studies"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -129,6 +129,9 @@ class _PipelineBase(BaseModel):
             stage = parts[0]
             if stage not in table and stage not in PipelineConfig.model_fields:
                 raise IcezooError(f"{where} {dotted}: unknown stage '{stage}' (stages: {', '.join(STAGE_NAMES)})")
+            if len(parts) == 1:  # the whole stage: --set pooler='["mean","max"]'
+                table[stage] = value
+                continue
             target = table.setdefault(stage, {})
             if isinstance(target, list):
                 if len(parts) > 1 and parts[1].isdigit():
@@ -140,9 +143,6 @@ class _PipelineBase(BaseModel):
                     target = target[0]
                 else:
                     raise IcezooError(f"{where} {dotted}: {stage} is a list; say {stage}.N.param")
-            if len(parts) == 1:
-                table[stage] = value
-                continue
             for part in parts[1:-1]:
                 target = target.setdefault(part, {})
             target[parts[-1]] = value

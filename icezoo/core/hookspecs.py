@@ -27,3 +27,11 @@ def icezoo_pipeline_files():
 
     A pipeline name defined twice (across files) is an error naming both files.
     """
+
+
+@hookspec
+def icezoo_study_files():
+    """Return an iterable of paths to TOML files with ``[studies.NAME]`` tables (``icezoo reproduce``).
+
+    A study name defined twice (across files) is an error naming both files.
+    """

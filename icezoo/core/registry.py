@@ -73,6 +73,7 @@ class Registry:
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> package
     #: (kind, normalised former name) -> (kind, normalised name) of the component that declares it
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    study_files: list[str] = field(default_factory=list)  # read by icezoo.engine.studies
 
     # ------------------------------------------------------------------ components
     def add_component(self, cls: type[Component], plugin: str, package: str, version: str) -> None:
@@ -241,4 +242,6 @@ def build_registry(
     for impl in pm.hook.icezoo_pipeline_files.get_hookimpls():
         for path in impl.function() or ():
             registry.add_pipeline_file(path)
+    for impl in pm.hook.icezoo_study_files.get_hookimpls():
+        registry.study_files.extend(str(path) for path in impl.function() or ())
     return registry

@@ -1,4 +1,5 @@
-"""Files shipped inside the package: detector geometry, ice table, and the pipeline registry."""
+"""Files shipped inside the package: detector geometry, ice table, the pipeline registry, the shipped
+studies and the experiment log's rows."""
 
 from __future__ import annotations
 
@@ -20,10 +21,25 @@ def ice_table_csv() -> Path:
     return resource_path("ice_transparency.csv")
 
 
-def registry_toml() -> Path:
-    """registry.toml: at the repository root in a checkout (editable install), inside the package
-    in a wheel (the build copies it there); the root copy wins so edits take effect at once."""
-    root = Path(__file__).resolve().parents[2] / "registry.toml"
+def _root_or_packaged(name: str) -> Path:
+    """A TOML file kept at the repository root: the root copy in a checkout (editable install), so
+    edits take effect at once; the copy inside the package in a wheel (the build copies it there)."""
+    root = Path(__file__).resolve().parents[2] / name
     if root.is_file() and (root.parent / "pyproject.toml").is_file():
         return root
-    return resource_path("registry.toml")
+    return resource_path(name)
+
+
+def registry_toml() -> Path:
+    """registry.toml: the named pipelines."""
+    return _root_or_packaged("registry.toml")
+
+
+def studies_toml() -> Path:
+    """studies.toml: the shipped studies (``icezoo reproduce``)."""
+    return _root_or_packaged("studies.toml")
+
+
+def experiment_log_toml() -> Path:
+    """The experiment log's rows in its order (``icezoo experiments``)."""
+    return resource_path("experiment_log.toml")

@@ -1,0 +1,79 @@
+"""``icezoo experiments`` (the log as a table beside this machine's runs) and ``icezoo reproduce``
+(a study of the log's questions, trained and compared alike)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from icezoo.core.errors import IcezooError
+
+
+def cmd_experiments(
+    data: Optional[Path] = typer.Option(None, help="only runs scored on this dataset directory"),
+    markdown: bool = typer.Option(False, "--markdown", help="print a markdown table (the log's format)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="the ledger to read"),
+) -> None:
+    """Every row of the experiment log in its order: pipeline, log score, and this machine's best run of it."""
+    from icezoo.engine.experiments import COLUMNS, experiments_markdown, experiments_table
+
+    rows = experiments_table(runs_dir, str(data) if data else None)
+    if markdown:
+        print(experiments_markdown(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"The experiment log ({len(rows)} rows) and the best runs in {runs_dir}/", show_lines=False)
+    for key, head in COLUMNS:
+        table.add_column(head, overflow="fold", ratio=3 if key == "description" else 1)
+    for r in rows:
+        table.add_row(*(r[k] for k, _ in COLUMNS))
+    Console().print(table)
+
+
+def cmd_reproduce(
+    study: Optional[str] = typer.Argument(None, help="study name (icezoo reproduce --list)"),
+    list_: bool = typer.Option(False, "--list", help="list the studies (shipped and from plugins)"),
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
+    budget: Optional[str] = typer.Option(None, help="per variant and seed: events seen (30000, 30k) or wall clock (5min)"),
+    seeds: Optional[int] = typer.Option(None, min=1, help="seeds 0..N-1 (default: the study's)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="the study's runs go to RUNS/studies/"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | cuda:1"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's)"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train every variant of a study alike, score them on the same validation events, and compare them
+    with the reference (paired bootstrap 95% CI); writes results.md and forest.png. Rerunning resumes."""
+    if list_:
+        from rich.console import Console
+        from rich.table import Table
+
+        from icezoo.engine.studies import load_studies
+
+        table = Table(title="Studies (icezoo reproduce NAME)")
+        for col in ("study", "question", "log rows", "reference", "variants", "budget", "seeds"):
+            table.add_column(col, overflow="fold")
+        for s in load_studies().values():
+            table.add_row(s.name, s.question, ", ".join(s.experiments), s.reference, ", ".join(s.variants),
+                          str(s.budget), ", ".join(map(str, s.seeds)))
+        Console().print(table)
+        return
+    if study is None:
+        raise IcezooError("name a study (icezoo reproduce --list shows them)")
+    from icezoo.engine.reproduce import StudyInterrupted, reproduce
+
+    try:
+        reproduce(study, data=str(data) if data else None, budget=budget, seeds=seeds, runs_dir=runs_dir,
+                  device=device, progress=False if no_progress else None, threads=threads)
+    except StudyInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(130)
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    app.command("experiments")(cmd_experiments)
+    app.command("reproduce")(cmd_reproduce)

@@ -1,0 +1,261 @@
+"""Studies: one question of the experiment log, declared in TOML and answered by ``icezoo reproduce``.
+
+A study (``[studies.NAME]`` in studies.toml, or in a plugin's file from the ``icezoo_study_files``
+hook) names variants, each a pipeline and/or ``--set`` overrides, and a reference variant the others
+are compared with. Every variant trains at one common budget (events seen, or minutes of wall clock
+turned into a fixed step count on this machine), on the same training files with the same seeds,
+at one common model size (``size``: overrides applied to every variant, so that a study of losses is
+not a study of model sizes), and is scored on the same validation events::
+
+    [studies.pooling_mask]
+    question = "Does pooling over the real pulses (the mask) beat pooling over the padded sequence?"
+    experiments = ["EXP_00", "EXP_01"]
+    reference = "unmasked"
+    budget = "30k"                 # events seen; "5min" = minutes of wall clock
+    seeds = [0]
+    size = { "embedder.dim" = 32, "backbone.depth" = 2, "backbone.heads" = 4 }
+    common = { "selection.max_pulses" = 64, "train.batch_size" = 64 }
+    [studies.pooling_mask.variants]
+    unmasked = { pipeline = "BASELINE_HF", log_score = "1.182" }
+    masked = { pipeline = "BASELINE_HF_V1", log_score = "1.169", log = "better" }
+
+A variant given as a plain string is a pipeline name. ``init_from = "LABEL"`` fine-tunes a variant
+from another variant's run of the same seed (trained first). ``log`` is what the log found for the
+variant against the reference (better / worse / same / unknown); the report reads the measured
+paired difference against it. Errors name the file and the path: ``FILE: studies.X.variants.Y.pipeline: ...``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.registry import normalise, read_toml
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: the pipeline to train (default: the study's ``pipeline``)
+    pipeline: str | None = None
+    #: ``--set`` overrides, applied after the study's ``size`` and ``common``
+    set: dict[str, Any] = Field(default_factory=dict)
+    #: fine-tune from this variant's run of the same seed
+    init_from: str | None = None
+    #: what the log found for this variant against the reference, and the log's score
+    log: Literal["better", "worse", "same", "unknown"] = "unknown"
+    log_score: str = ""
+    description: str = ""
+
+
+class Budget(BaseModel):
+    """Events seen per variant (the default), or minutes of wall clock."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    events: int | None = None
+    minutes: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> "Budget":
+        """``30000``, ``"30k"``, ``"30k events"``, ``"1.5M"``; ``"5min"``, ``"5 minutes"``, ``"90s"``."""
+        if isinstance(value, Budget):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected events (30000, '30k') or wall clock ('5min'), not {value!r}")
+        text = str(value).strip().lower().replace("_", "").replace(",", "")
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(k|m)?\s*(?:events?)?", text)
+        if m:
+            events = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[m.group(2)]
+            if events < 1:
+                raise ValueError(f"budget {value!r}: at least one event")
+            return cls(events=int(round(events)))
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(min|mins|minutes?|s|sec|seconds?)", text)
+        if m:
+            minutes = float(m.group(1)) / (60.0 if m.group(2).startswith("s") else 1.0)
+            if minutes <= 0:
+                raise ValueError(f"budget {value!r}: must be positive")
+            return cls(minutes=minutes)
+        raise ValueError(f"budget {value!r}: expected events (30000, '30k', '1.5M') or wall clock ('5min', '90s')")
+
+    def __str__(self) -> str:
+        if self.events is not None:
+            return f"{self.events:,} events"
+        return f"{self.minutes:g} min"
+
+    @property
+    def slug(self) -> str:
+        if self.events is not None:
+            return f"{self.events // 1000}k" if self.events % 1000 == 0 else f"{self.events}ev"
+        return f"{self.minutes:g}min"
+
+    def steps(self, batch_size: int) -> int | None:
+        """Loader steps of an events budget (None for a wall-clock budget: measured per variant)."""
+        return None if self.events is None else max(1, math.ceil(self.events / batch_size))
+
+
+class Study(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    question: str
+    #: the log rows this study asks about, and what the log found (text)
+    experiments: list[str] = Field(default_factory=list)
+    log: str = ""
+    #: the pipeline of variants that do not name one
+    pipeline: str | None = None
+    reference: str
+    variants: dict[str, Variant]
+    budget: Budget = Field(default_factory=lambda: Budget(events=30_000))
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    size: dict[str, Any] = Field(default_factory=dict)
+    common: dict[str, Any] = Field(default_factory=dict)
+    file: str = ""
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variants(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("must be a table of variants")
+        return {k: {"pipeline": v} if isinstance(v, str) else v for k, v in value.items()}
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Budget:
+        return Budget.parse(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one seed")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _labels(self) -> "Study":
+        if len(self.variants) < 2:
+            raise ValueError("needs at least two variants (a reference and one to compare)")
+        if self.reference not in self.variants:
+            raise ValueError(f"reference '{self.reference}' is not a variant (variants: {', '.join(self.variants)})")
+        for label, v in self.variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+                raise ValueError(f"variant label '{label}': use letters, digits, '_', '-', '.'")
+            if v.pipeline is None and self.pipeline is None:
+                raise ValueError(f"variant '{label}' names no pipeline and the study has no 'pipeline'")
+            if v.init_from is not None and v.init_from not in self.variants:
+                raise ValueError(f"variant '{label}': init_from '{v.init_from}' is not a variant")
+        for label in self.variants:  # init_from chains must end
+            seen, cur = [label], self.variants[label].init_from
+            while cur is not None:
+                if cur in seen:
+                    raise ValueError(f"variant '{label}': init_from cycle {' -> '.join([*seen, cur])}")
+                seen.append(cur)
+                cur = self.variants[cur].init_from
+        return self
+
+    def pipeline_of(self, label: str) -> str:
+        return self.variants[label].pipeline or self.pipeline  # type: ignore[return-value]
+
+    def overrides(self, label: str) -> dict[str, Any]:
+        """The ``--set`` overrides of a variant: size, then common, then its own; every variant
+        trains on the same files (``train.batches``, default all training files: ``cycle``)."""
+        return {"train.batches": "cycle", **self.size, **self.common, **self.variants[label].set}
+
+    def order(self) -> list[str]:
+        """Variant labels with every init_from source before the variants fine-tuned from it."""
+        out: list[str] = []
+
+        def visit(label: str) -> None:
+            if label in out:
+                return
+            src = self.variants[label].init_from
+            if src is not None:
+                visit(src)
+            out.append(label)
+
+        for label in self.variants:
+            visit(label)
+        return out
+
+    def compared(self) -> list[str]:
+        return [label for label in self.variants if label != self.reference]
+
+
+def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
+    """The studies of one file, validated (schema, variant references, pipelines named)."""
+    path = Path(path)
+    data = read_toml(path)
+    tables = data.get("studies", {})
+    if not isinstance(tables, dict):
+        raise IcezooError(f"{path}: 'studies' must be a table of [studies.NAME] tables")
+    unknown = [k for k in data if k != "studies"]
+    if unknown:
+        raise IcezooError(f"{path}: {unknown[0]}: unknown top-level table (a study file holds [studies.NAME] tables)")
+    out: dict[str, Study] = {}
+    for name, table in tables.items():
+        where = f"{path}: studies.{name}"
+        if not isinstance(table, dict):
+            raise IcezooError(f"{where}: must be a table")
+        try:
+            study = Study.model_validate({**table, "name": name, "file": str(path)})
+        except ValidationError as exc:
+            raise IcezooError(f"{path}: " + format_validation_error(f"studies.{name}", exc)) from None
+        if reg is not None:
+            for label in study.variants:
+                try:
+                    reg.pipeline(study.pipeline_of(label))
+                except IcezooError as exc:
+                    field = "pipeline" if study.variants[label].pipeline else "(study) pipeline"
+                    raise IcezooError(f"{where}.variants.{label}.{field}: {exc}") from None
+        out[name] = study
+    return out
+
+
+def load_studies(reg=None) -> dict[str, Study]:
+    """Every study of every registered study file (the shipped studies.toml and plugins' files);
+    a name defined twice is an error naming both files."""
+    from icezoo.zoo import registry
+
+    reg = reg or registry()
+    studies: dict[str, Study] = {}
+    for path in reg.study_files:
+        for name, study in parse_study_file(path, reg).items():
+            key = normalise(name)
+            if key in studies:
+                raise IcezooError(f"study '{name}' is defined twice: in {studies[key].file} and in {path}")
+            studies[key] = study
+    return studies
+
+
+def get_study(name: str, reg=None) -> Study:
+    import difflib
+
+    studies = load_studies(reg)
+    key = normalise(name)
+    if key in studies:
+        return studies[key]
+    close = difflib.get_close_matches(key, list(studies), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(studies[c].name) for c in close)}?" if close else ""
+    raise IcezooError(f"unknown study '{name}'{hint} (icezoo reproduce --list shows them)")
+
+
+def variant_config(study: Study, label: str, reg=None):
+    """The variant's resolved PipelineConfig (its overrides applied), with one-line errors."""
+    from icezoo.zoo import pipeline_config, resolved_table
+
+    where = f"{study.file}: studies.{study.name}.variants.{label}"
+    try:
+        config = pipeline_config(study.pipeline_of(label), reg=reg)
+        config = config.with_overrides(study.overrides(label), where=f"{where}.set")
+        resolved_table(config, reg)  # component names and params
+    except IcezooError as exc:
+        text = str(exc)
+        raise IcezooError(text if text.startswith(where) else f"{where}: {text}") from None
+    if config.init_from and study.variants[label].init_from is None:
+        raise IcezooError(f"{where}: pipeline {config.name} fine-tunes from {config.init_from}; "
+                          f"say which variant it starts from (init_from = \"LABEL\")")
+    return config
