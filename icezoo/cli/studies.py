@@ -55,8 +55,9 @@ def cmd_reproduce(
         from icezoo.engine.studies import load_studies
 
         table = Table(title="Studies (icezoo reproduce NAME)")
-        for col in ("study", "question", "log rows", "reference", "variants", "budget", "seeds"):
-            table.add_column(col, overflow="fold")
+        table.add_column("study", no_wrap=True)
+        for col in ("question", "log rows", "reference", "variants", "budget", "seeds"):
+            table.add_column(col, overflow="fold", ratio=3 if col == "question" else 1)
         for s in load_studies().values():
             table.add_row(s.name, s.question, ", ".join(s.experiments), s.reference, ", ".join(s.variants),
                           str(s.budget), ", ".join(map(str, s.seeds)))

@@ -234,7 +234,7 @@ def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step
                             name=plan.run_name(label, seed), runs_dir=str(plan.study_dir), seed=seed, init_from=init,
                             description=f"study {plan.study.name}, variant {label}" +
                                         (f": {v.description}" if v.description else ""),
-                            progress=False, device=device)
+                            save_every_steps=max(1, plan.steps[label] // 10), progress=False, device=device)
     try:
         with _StepWatcher(run_dir / R.LOG_FILE, on_step):
             train(opts, echo=quiet)
