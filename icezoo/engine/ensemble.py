@@ -1,0 +1,70 @@
+"""Ensembles of runs and test-time augmentation (TTA) by rotations about the vertical axis.
+
+Combination rule (the top Kaggle solutions' practice): per event, the kappa-weighted mean of the
+members' unit direction vectors, renormalised: ``sum_i kappa_i v_i / |sum_i kappa_i v_i|``. A
+von Mises-Fisher member with concentration kappa_i contributes the log-likelihood
+``kappa_i v_i . u``, so this is the direction that maximises the members' summed log-likelihood:
+a confident member counts for more. Where any member has no kappa for an event (an angles head,
+or a non-finite value) the event gets the plain mean of the unit vectors. The combined kappa is
+``|sum_i kappa_i v_i|`` (the concentration of that product of vMF densities; NaN without kappa).
+If the sum vanishes (members exactly opposed) the first member's direction is kept.
+
+TTA: the detector is turned by ``theta_k = 2 pi k / N`` about the vertical (z) axis (every DOM
+position rotated; charge, time, sensor ids and depth-dependent ice are unchanged), the model
+predicts, and the prediction is turned back by ``-theta_k``; the N predictions are combined by the
+same rule. The detector is not rotationally symmetric, so a turned event is a slightly different
+plausible event: an ensemble of views, scored against no TTA by ``icezoo evaluate --tta N``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icezoo.core.errors import IcezooError
+
+
+def combine(directions: list[np.ndarray], kappas: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(unit directions [N,3], combined kappa [N]) of members' directions [N,3] and kappas [N]."""
+    if not directions:
+        raise IcezooError("an ensemble needs at least one member")
+    d = np.stack([np.asarray(v, dtype=np.float64) for v in directions])  # [M,N,3]
+    if d.ndim != 3 or d.shape[-1] != 3:
+        raise IcezooError(f"ensemble members must give [N,3] directions, got {d.shape[1:]}")
+    d = d / np.linalg.norm(d, axis=-1, keepdims=True)
+    if kappas is None:
+        k = np.full(d.shape[:2], np.nan)
+    else:
+        k = np.stack([np.asarray(x, dtype=np.float64) for x in kappas])  # [M,N]
+        if k.shape != d.shape[:2]:
+            raise IcezooError(f"ensemble: {k.shape} kappas for {d.shape[:2]} directions")
+    weighted = np.isfinite(k).all(axis=0) & (k >= 0).all(axis=0)  # [N]: every member has a kappa
+    w = np.where(weighted[None, :], np.where(np.isfinite(k), k, 0.0), 1.0)
+    s = (w[..., None] * d).sum(axis=0)  # [N,3]
+    norm = np.linalg.norm(s, axis=-1)
+    ok = norm > 1e-12 * np.maximum(w.sum(axis=0), 1e-300)
+    out = np.where(ok[:, None], s / np.where(ok, norm, 1.0)[:, None], d[0])
+    kappa = np.where(weighted, norm, np.nan)
+    return out, kappa
+
+
+def rotation_z(theta: float) -> np.ndarray:
+    """The 3x3 rotation by ``theta`` (radians, counter-clockwise seen from above) about the z axis."""
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def tta_angles(n: int) -> list[float]:
+    """``n`` rotations evenly spaced over the full turn, starting with the identity."""
+    if n < 1:
+        raise IcezooError(f"--tta {n}: at least 1 (1 = no augmentation)")
+    return [2.0 * np.pi * k / n for k in range(n)]
+
+
+def rotate_geometry(geometry: np.ndarray, theta: float) -> np.ndarray:
+    """DOM positions [S,3] turned by ``theta`` about the vertical axis (NaN rows stay NaN)."""
+    return np.asarray(geometry, dtype=np.float64) @ rotation_z(theta).T
+
+
+def unrotate(directions: np.ndarray, theta: float) -> np.ndarray:
+    """Directions predicted in the turned detector, turned back into the detector's frame."""
+    return np.asarray(directions, dtype=np.float64) @ rotation_z(-theta).T
