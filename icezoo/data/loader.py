@@ -7,7 +7,8 @@ whole files), so that
 * every rank gets the same number of steps (the longer ranks drop their last batches, counted in
   ``stats["dropped_events"]``);
 * events with fewer than ``min_pulses`` pulses are skipped and counted (``.skipped``) before any
-  batch file is read;
+  batch file is read; so are, with ``keep_events`` (``{batch_id: event ids}``, e.g. the kappa
+  filter of EXP_33_FT_3_KAPPA), the events of a file that its list does not name;
 * ``start_step`` skips batches exactly: the batches after it are those of a full pass;
 * only the batch files in flight (one per worker) are in memory, whatever the dataset size.
 
@@ -35,7 +36,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import batch_path, file_counts, file_pulse_counts, pad_events, prepare, read_raw
+from icezoo.data.io import batch_path, file_counts, file_pulse_counts, pad_events, prepare, read_meta, read_raw
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Unit:
 
     batch_id: int
     shard: int | None
-    kept: int  # events with at least min_pulses pulses in this unit
+    kept: int  # events with at least min_pulses pulses (and named by keep_events) in this unit
     n_batches: int
 
 
@@ -75,7 +76,8 @@ class EventDataset(IterableDataset):
     def __init__(self, data_dir: str | Path, split: str, batch_ids: list[int], selection, features, batch_size: int, *,
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 0, start_step: int = 0, min_pulses: int = 2, bucket_window: int = 64,
-                 max_pulses: int | None = None, geometry=None, block_events: int = 16384):
+                 max_pulses: int | None = None, geometry=None, block_events: int = 16384,
+                 keep_events: dict[int, np.ndarray] | None = None):
         if batch_size < 1:
             raise IcezooError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -90,6 +92,7 @@ class EventDataset(IterableDataset):
         self.max_pulses = int(max_pulses if max_pulses is not None else selection.max_pulses)
         self.geometry, self.window = geometry, max(1, int(bucket_window))
         self.block = max(batch_size, (int(block_events) // batch_size) * batch_size)  # whole batches per block
+        self.keep = None if keep_events is None else {int(b): np.asarray(v, np.int64) for b, v in keep_events.items()}
         self._plan(list(dict.fromkeys(int(b) for b in batch_ids)))
 
     # -- planning (meta only) -------------------------------------------------------------------
@@ -101,6 +104,13 @@ class EventDataset(IterableDataset):
     def _seed(self, unit: Unit, *more: int) -> np.random.Generator:
         return _rng(self.seed, self.epoch, unit.batch_id, -1 if unit.shard is None else unit.shard, *more)
 
+    def _kept(self, batch_id: int, n_pulses: np.ndarray, event_id: np.ndarray | None) -> np.ndarray:
+        """Which events (of those given) the loader uses: enough pulses, and named by keep_events."""
+        mask = n_pulses >= self.min_pulses
+        if self.keep is not None:
+            mask &= np.isin(event_id, self.keep.get(int(batch_id), np.zeros(0, np.int64)))
+        return mask
+
     def _n_batches(self, kept: int) -> int:
         full, rem = divmod(kept, self.block)
         return full * (self.block // self.batch_size) + -(-rem // self.batch_size)
@@ -109,7 +119,14 @@ class EventDataset(IterableDataset):
         for b in ids:  # fail before training starts, not hours into an epoch
             if not batch_path(self.data_dir, self.split, b).is_file():
                 raise IcezooError(f"{batch_path(self.data_dir, self.split, b)}: batch file not found")
-        counts = file_counts(self.data_dir, self.split, ids, self.min_pulses)
+        if self.keep is None:
+            counts = file_counts(self.data_dir, self.split, ids, self.min_pulses)
+        else:  # per-event lists: the meta of each file
+            counts = {}
+            for b in ids:
+                meta = read_meta(self.data_dir, self.split, b)
+                n = meta["last_pulse_index"] - meta["first_pulse_index"] + 1
+                counts[b] = (len(n), int(self._kept(b, n, meta["event_id"]).sum()))
         ws = self.world_size
         if self.shuffle:
             ids = [ids[i] for i in _rng(self.seed, self.epoch, 0x5EED).permutation(len(ids))]
@@ -122,10 +139,11 @@ class EventDataset(IterableDataset):
                 shares = [(i % ws, None, kept, events - kept)]
             else:  # the files left over are split by events across every rank
                 n = file_pulse_counts(self.data_dir, self.split, b)
+                eid = read_meta(self.data_dir, self.split, b)["event_id"] if self.keep is not None else None
                 shares = []
                 for r in range(ws):
                     ev = self._shard(b, len(n), r)
-                    k = int((n[ev] >= self.min_pulses).sum())
+                    k = int(self._kept(b, n[ev], None if eid is None else eid[ev]).sum())
                     shares.append((r, r, k, len(ev) - k))
             for r, shard, k, skip in shares:
                 skipped[r] += skip
@@ -209,7 +227,7 @@ class EventDataset(IterableDataset):
         """Batches ``lo:hi`` of a unit, block by block (blocks wholly outside are not prepared)."""
         n = raw.n_pulses
         ev = np.arange(raw.num_events) if unit.shard is None else self._shard(unit.batch_id, raw.num_events, unit.shard)
-        ev = ev[n[ev] >= self.min_pulses]
+        ev = ev[self._kept(unit.batch_id, n[ev], raw.event_id[ev])]
         if len(ev) != unit.kept:
             raise IcezooError(f"{raw.path}: the meta changed while loading ({len(ev)} events kept, planned {unit.kept})")
         j = 0
