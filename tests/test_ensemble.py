@@ -10,10 +10,10 @@ from icezoo.engine.ensemble import combine, rotate_geometry, rotation_z, tta_ang
 
 
 def test_kappa_weighted_mean_by_hand():
-    # kappa 3 along x and kappa 1 along y: sum (3, 1, 0), |sum| = sqrt(10)
+    # kappa 3 along x and kappa 1 along y: sum (3, 1, 0), |sum| = sqrt(10), over 2 members
     d, k = combine([np.array([[1.0, 0, 0]]), np.array([[0, 2.0, 0]])], [np.array([3.0]), np.array([1.0])])
     np.testing.assert_allclose(d, [[3 / np.sqrt(10), 1 / np.sqrt(10), 0]])
-    np.testing.assert_allclose(k, [np.sqrt(10)])
+    np.testing.assert_allclose(k, [np.sqrt(10) / 2])
 
 
 def test_plain_mean_without_kappa():
@@ -28,7 +28,17 @@ def test_an_event_missing_a_kappa_gets_the_plain_mean_the_others_keep_their_weig
     d, k = combine([a, b], [np.array([3.0, 3.0]), np.array([1.0, np.nan])])
     np.testing.assert_allclose(d[0], [3 / np.sqrt(10), 1 / np.sqrt(10), 0])
     np.testing.assert_allclose(d[1], [1 / np.sqrt(2), 1 / np.sqrt(2), 0])
-    assert k[0] == pytest.approx(np.sqrt(10)) and np.isnan(k[1])
+    assert k[0] == pytest.approx(np.sqrt(10) / 2) and np.isnan(k[1])
+
+
+def test_one_member_is_itself_and_agreeing_members_keep_their_kappa():
+    v = np.array([[0.0, 0.6, 0.8]])
+    d, k = combine([v], [np.array([5.0])])
+    np.testing.assert_allclose(d, v)
+    np.testing.assert_allclose(k, [5.0])
+    d, k = combine([v, v, v], [np.array([5.0])] * 3)
+    np.testing.assert_allclose(d, v)
+    np.testing.assert_allclose(k, [5.0])
 
 
 def test_scaling_every_kappa_keeps_the_direction_and_opposed_members_keep_the_first():

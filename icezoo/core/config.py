@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from icezoo.core.components import DEFAULT_MAX_PULSES, STAGES, Stage
 from icezoo.core.errors import IcezooError, format_validation_error
@@ -75,6 +75,16 @@ class TrainSettings(BaseModel):
     files_per_epoch: int | None = Field(None, gt=0)
     val_batches: str | None = None
     max_steps: int | None = Field(None, gt=0)
+    #: the kappa filter (EXP_33_FT_3_KAPPA): train only on events where run ``kappa_from`` predicts
+    #: kappa above ``min_kappa`` (its predictions are cached in that run's directory)
+    min_kappa: float | None = Field(None, ge=0)
+    kappa_from: str | None = None
+
+    @model_validator(mode="after")
+    def _kappa_filter(self) -> "TrainSettings":
+        if (self.min_kappa is None) != (self.kappa_from is None):
+            raise ValueError("the kappa filter needs both min_kappa and kappa_from")
+        return self
 
 
 def _stage_field(stage: Stage) -> tuple[Any, Any]:

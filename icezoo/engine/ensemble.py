@@ -6,7 +6,9 @@ von Mises-Fisher member with concentration kappa_i contributes the log-likelihoo
 ``kappa_i v_i . u``, so this is the direction that maximises the members' summed log-likelihood:
 a confident member counts for more. Where any member has no kappa for an event (an angles head,
 or a non-finite value) the event gets the plain mean of the unit vectors. The combined kappa is
-``|sum_i kappa_i v_i|`` (the concentration of that product of vMF densities; NaN without kappa).
+``|sum_i kappa_i v_i| / M`` for M members: the members' mean kappa shrunk by their disagreement,
+on the scale of one member (the views are not independent measurements, so it is not summed; NaN
+without kappa); an ensemble of ensembles then weighs each on that scale.
 If the sum vanishes (members exactly opposed) the first member's direction is kept.
 
 TTA: the detector is turned by ``theta_k = 2 pi k / N`` about the vertical (z) axis (every DOM
@@ -43,7 +45,7 @@ def combine(directions: list[np.ndarray], kappas: list[np.ndarray] | None = None
     norm = np.linalg.norm(s, axis=-1)
     ok = norm > 1e-12 * np.maximum(w.sum(axis=0), 1e-300)
     out = np.where(ok[:, None], s / np.where(ok, norm, 1.0)[:, None], d[0])
-    kappa = np.where(weighted, norm, np.nan)
+    kappa = np.where(weighted, norm / len(d), np.nan)
     return out, kappa
 
 
@@ -68,3 +70,38 @@ def rotate_geometry(geometry: np.ndarray, theta: float) -> np.ndarray:
 def unrotate(directions: np.ndarray, theta: float) -> np.ndarray:
     """Directions predicted in the turned detector, turned back into the detector's frame."""
     return np.asarray(directions, dtype=np.float64) @ rotation_z(-theta).T
+
+
+# ------------------------------------------------------------------------------ members
+def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
+                       batch_size: int = 256) -> dict[str, np.ndarray]:
+    """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
+    rotations of the detector combined by the same rule as members (``tta = 1``: none)."""
+    from icezoo.data.io import load_geometry
+    from icezoo.engine.predict import infer
+    from icezoo.engine.train import make_eval_loader
+
+    geometry = load_geometry(data_dir)
+    views = []
+    for theta in tta_angles(tta):
+        geo = geometry if theta == 0 else rotate_geometry(geometry, theta)
+        res = infer(model, make_eval_loader(data_dir, split, ids, model, batch_size, geometry=geo), device, precision)
+        order = np.argsort(res["event_id"], kind="stable")
+        views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
+                      "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+    for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
+        if not np.array_equal(v["event_id"], views[0]["event_id"]):
+            raise IcezooError("TTA: the rotated views did not score the same events")
+    direction, kappa = combine([v["direction"] for v in views], [v["kappa"] for v in views])
+    return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
+
+
+def ensemble_of(preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The members' predictions combined on the events every member scored (sorted by event id)."""
+    ids = preds[0]["event_id"]
+    for p in preds[1:]:
+        ids = np.intersect1d(ids, p["event_id"])
+    take = [np.searchsorted(p["event_id"], ids) for p in preds]
+    direction, kappa = combine([p["direction"][t] for p, t in zip(preds, take)],
+                               [p["kappa"][t] for p, t in zip(preds, take)])
+    return {"event_id": ids, "direction": direction, "kappa": kappa}
