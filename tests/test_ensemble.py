@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,114 @@ def test_rotations_about_the_vertical_axis():
     np.testing.assert_allclose(unrotate(v @ rotation_z(0.7).T, 0.7), v, atol=1e-12)
     with pytest.raises(IcezooError, match="--tta 0"):
         tta_angles(0)
+
+
+# ------------------------------------------------------------------------------ end to end
+TINY = """
+[pipelines.tiny]
+description = "tiny test pipeline"
+features = [{ name = "kaggle_norm" }]
+selection = { name = "time_order", max_pulses = 32 }
+embedder = { name = "linear", dim = 16 }
+backbone = { name = "transformer", depth = 1, heads = 2 }
+pooler = ["mean", "max"]
+head = { name = "direction_kappa" }
+loss = [{ name = "vmf3d" }]
+train = { batch_size = 32, epochs = 1, lr = 3e-3 }
+
+[pipelines.tiny_angles]
+parent = "tiny"
+description = "tiny pipeline with an angles head (no kappa)"
+head = { name = "angles" }
+loss = [{ name = "angular" }]
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from icezoo.cli.main import main
+    from icezoo.data.simulator import simulate
+
+    root = tmp_path_factory.mktemp("ensemble")
+    data = simulate(root / "data", 400, events_per_batch=100, seed=4, test=True, test_events=80)
+    pf = root / "tiny.toml"
+    pf.write_text(TINY)
+    runs = root / "runs"
+    for name, pipeline, seed in (("A", "tiny", 0), ("B", "tiny", 1), ("C", "tiny_angles", 0)):
+        try:
+            main(["train", "--pipeline-file", str(pf), "--pipeline", pipeline, "--data", str(data), "--runs-dir",
+                  str(runs), "--name", name, "--seed", str(seed), "--no-progress"])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    return {"data": data, "runs": runs}
+
+
+def _members(world, names, split, ids, tta=1):
+    import torch
+
+    from icezoo.engine.checkpoints import load_run_model
+    from icezoo.engine.predict import member_predictions
+
+    out = []
+    for n in names:
+        _, _, _, model, _ = load_run_model(n, world["runs"])
+        out.append(member_predictions(model, world["data"], split, ids, torch.device("cpu"), tta=tta))
+    return out
+
+
+def test_evaluate_scores_the_ensemble_beside_its_members_by_the_rule(world):
+    from icezoo.core.batch import angular_error
+    from icezoo.engine.evaluate import evaluate_members, truth_vectors
+
+    res = evaluate_members(["A", "B", "C"], runs_dir=world["runs"], echo=None)
+    rows = res["rows"]
+    assert set(rows) == {"A", "B", "C", "ensemble"} and res["reference"] in {"A", "B", "C"}
+    ids = json.loads((world["runs"] / "A" / "run.json").read_text())["split"]["val_batches"]
+    a, b, c = _members(world, ["A", "B", "C"], "train", ids)
+    # with C's angles head (no kappa) every event takes the plain mean of the three directions
+    s = a["direction"] + b["direction"] + c["direction"]
+    expected = s / np.linalg.norm(s, axis=1, keepdims=True)
+    tid, truth = truth_vectors(world["data"], "train", ids)
+    err = angular_error(expected, truth[np.searchsorted(tid, a["event_id"])])
+    assert rows["ensemble"]["mean"] == pytest.approx(err.mean(), abs=1e-9)
+    assert rows["ensemble"]["n_events"] == rows["A"]["n_events"] == len(a["event_id"])
+    # A and B alone (both with kappa): the kappa-weighted mean
+    ab = evaluate_members(["A", "B"], runs_dir=world["runs"], echo=None)["rows"]["ensemble"]
+    s = a["kappa"][:, None] * a["direction"] + b["kappa"][:, None] * b["direction"]
+    err = angular_error(s / np.linalg.norm(s, axis=1, keepdims=True), truth[np.searchsorted(tid, a["event_id"])])
+    assert ab["mean"] == pytest.approx(err.mean(), abs=1e-9)
+
+
+def test_predict_writes_the_ensembles_directions(world, tmp_path):
+    import polars as pl
+
+    from icezoo.core.batch import angles_to_vector
+    from icezoo.engine.ensemble import combine
+    from icezoo.engine.predict import predict
+
+    out = tmp_path / "sub.csv"
+    predict(["A", "B"], str(world["data"]), split="test", out=out, runs_dir=world["runs"], echo=None)
+    sub = pl.read_csv(out)
+    a, b = _members(world, ["A", "B"], "test", [1])
+    d, _ = combine([a["direction"], b["direction"]], [a["kappa"], b["kappa"]])
+    got = sub.filter(pl.col("event_id").is_in(a["event_id"].tolist())).sort("event_id")
+    v = angles_to_vector(got["azimuth"].to_numpy(), got["zenith"].to_numpy())
+    np.testing.assert_allclose(v, d, atol=1e-6)
+
+
+def test_tta_rows_are_scored_against_no_tta(world, capsys):
+    from icezoo.cli.main import main
+    from icezoo.engine.evaluate import evaluate, evaluate_members
+
+    res = evaluate_members(["A"], runs_dir=world["runs"], tta=3, echo=None)
+    plain = evaluate("A", runs_dir=world["runs"], plots=False, echo=None)
+    assert res["rows"]["A"]["mean"] == pytest.approx(plain["mean"], abs=1e-9)
+    tta = res["rows"]["A + TTA 3"]
+    assert tta["paired_n"] == plain["n_events"] and tta["diff_ci95"][0] <= tta["diff"] <= tta["diff_ci95"][1]
+    assert tta["mean"] != pytest.approx(plain["mean"], abs=1e-6)  # the rotated views did change the prediction
+    try:
+        main(["evaluate", "A", "--tta", "0", "--runs-dir", str(world["runs"])])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and "--tta" in capsys.readouterr().err

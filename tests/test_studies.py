@@ -14,7 +14,7 @@ import pytest
 from icezoo.cli.main import main
 from icezoo.core import hookimpl
 from icezoo.core.errors import IcezooError
-from icezoo.engine.paired import paired, reading
+from icezoo.engine.stats import paired, reading
 from icezoo.engine.studies import Budget, load_studies, parse_study_file, variant_config
 
 

@@ -62,23 +62,32 @@ def cmd_train(
 
 
 def cmd_evaluate(
-    run: str = typer.Argument(..., help="run directory or run name in --runs-dir"),
+    runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble too"),
     data: Optional[Path] = typer.Option(None, help="dataset to score on (default: the run's own data)"),
     batches: Optional[str] = typer.Option(None, help="score these batch files instead of the validation split"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: Optional[str] = typer.Option(None),
     no_plots: bool = typer.Option(False, "--no-plots"),
+    tta: int = typer.Option(1, "--tta", min=1, help="also score N rotations about the vertical axis, combined"),
 ) -> None:
-    """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots."""
-    from icezoo.engine.evaluate import evaluate
+    """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
+    Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and
+    without test-time rotations."""
+    if len(runs) == 1 and tta == 1:
+        from icezoo.engine.evaluate import evaluate
 
-    evaluate(run, data=str(data) if data else None, batches=batches, runs_dir=runs_dir, batch_size=batch_size,
-             device=device, plots=not no_plots)
+        evaluate(runs[0], data=str(data) if data else None, batches=batches, runs_dir=runs_dir,
+                 batch_size=batch_size, device=device, plots=not no_plots)
+        return
+    from icezoo.engine.evaluate import evaluate_members
+
+    evaluate_members(runs, data=str(data) if data else None, batches=batches, runs_dir=runs_dir, tta=tta,
+                     device=device, batch_size=batch_size)
 
 
 def cmd_predict(
-    run: str = typer.Argument(..., help="run directory or run name in --runs-dir"),
+    runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble"),
     data: Path = typer.Option(..., help="Kaggle-layout dataset dir"),
     split: str = typer.Option("test", help="split to predict (DIR/<split>_meta.parquet)"),
     out: Path = typer.Option(Path("submission.csv"), help="CSV to write (atomically)"),
@@ -86,12 +95,14 @@ def cmd_predict(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     workers: int = typer.Option(0, min=0),
     device: Optional[str] = typer.Option(None),
+    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis"),
 ) -> None:
-    """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith)."""
+    """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith); several runs:
+    the kappa-weighted mean of their directions (plain mean for heads without kappa)."""
     from icezoo.engine.predict import predict
 
-    predict(run, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
-            device=device)
+    predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
+            device=device, tta=tta)
 
 
 def cmd_runs(

@@ -72,30 +72,6 @@ def unrotate(directions: np.ndarray, theta: float) -> np.ndarray:
     return np.asarray(directions, dtype=np.float64) @ rotation_z(-theta).T
 
 
-# ------------------------------------------------------------------------------ members
-def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
-                       batch_size: int = 256) -> dict[str, np.ndarray]:
-    """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
-    rotations of the detector combined by the same rule as members (``tta = 1``: none)."""
-    from icezoo.data.io import load_geometry
-    from icezoo.engine.predict import infer
-    from icezoo.engine.train import make_eval_loader
-
-    geometry = load_geometry(data_dir)
-    views = []
-    for theta in tta_angles(tta):
-        geo = geometry if theta == 0 else rotate_geometry(geometry, theta)
-        res = infer(model, make_eval_loader(data_dir, split, ids, model, batch_size, geometry=geo), device, precision)
-        order = np.argsort(res["event_id"], kind="stable")
-        views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
-                      "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
-    for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
-        if not np.array_equal(v["event_id"], views[0]["event_id"]):
-            raise IcezooError("TTA: the rotated views did not score the same events")
-    direction, kappa = combine([v["direction"] for v in views], [v["kappa"] for v in views])
-    return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
-
-
 def ensemble_of(preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The members' predictions combined on the events every member scored (sorted by event id)."""
     ids = preds[0]["event_id"]

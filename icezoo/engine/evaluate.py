@@ -27,19 +27,20 @@ from rich.table import Table
 from icezoo.core.atomic import atomic_path
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import list_batches, parse_batches, read_chunk, split_batches
+from icezoo.data.io import list_batches, parse_batches, read_chunk, read_meta, split_batches
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
 from icezoo.engine.loaders import make_eval_loader
-from icezoo.engine.predict import infer
+from icezoo.engine.predict import infer, member_predictions
+from icezoo.engine.ensemble import ensemble_of, tta_angles
+from icezoo.engine.stats import N_BOOT, bootstrap_ci, paired
 from icezoo.recon.linefit import linefit
 
 matplotlib.use("Agg")  # plots are files; no display
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
 
-N_BOOT = 1000
 
 
 def summary(err: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
@@ -50,19 +51,6 @@ def summary(err: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, A
         return {"mean": None, "median": None, "containment68": None, "ci95": [None, None], "n_events": 0}
     return {"mean": float(err.mean()), "median": float(np.median(err)), "containment68": float(np.quantile(err, 0.68)),
             "ci95": bootstrap_ci(err, n_boot, seed), "n_events": int(n)}
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
-    n = len(values)
-    means = np.empty(n_boot)
-    step = max(1, min(n_boot, 20_000_000 // max(n, 1)))
-    for start in range(0, n_boot, step):
-        k = min(step, n_boot - start)
-        idx = rng.integers(0, n, size=(k, n))
-        means[start:start + k] = values[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return [float(lo), float(hi)]
 
 
 def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
@@ -299,3 +287,71 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         fig.tight_layout()
         save(fig, "kappa_calibration.png")
     return written
+
+
+# ------------------------------------------------------------------------------ ensembles and TTA
+def truth_vectors(data_dir, split: str, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(event ids sorted, float64 true unit directions) of batch files ``ids``, from the meta."""
+    eids, vecs = [], []
+    for bid in ids:
+        meta = read_meta(data_dir, split, bid)
+        if "azimuth" not in meta:
+            raise IcezooError(f"{data_dir}/{split}: batch {bid} has no truth (azimuth/zenith): cannot evaluate")
+        eids.append(meta["event_id"].astype(np.int64))
+        vecs.append(angles_to_vector(meta["azimuth"].astype(np.float64), meta["zenith"].astype(np.float64)))
+    eid, vec = np.concatenate(eids), np.concatenate(vecs)
+    order = np.argsort(eid, kind="stable")
+    return eid[order], vec[order]
+
+
+def evaluate_members(runs: list[str], data: str | None = None, batches: str | None = None, runs_dir="runs",
+                     tta: int = 1, device: str | None = None, batch_size: int = 256, echo=print) -> dict:
+    """Score each run, each with ``tta`` rotations when asked, and (for several runs) their ensemble,
+    on the same events; each row is compared with the best single run without TTA by a paired
+    bootstrap 95% interval."""
+    tta_angles(tta)  # a bad --tta is an error before any model is loaded
+    members = [load_run_model(r, runs_dir) for r in runs]
+    targets = [eval_ids(info, data, batches) for _, info, *_ in members]
+    if len({(str(Path(d).resolve()), tuple(ids)) for d, ids, _ in targets}) > 1:
+        raise IcezooError("the runs were validated on different data or files; name the events to score them "
+                          "on with --data DIR (and --batches SPEC)")
+    data_dir, ids, split_name = targets[0]
+    dev = pick_device(None, device)
+    truth_ids, truth = truth_vectors(data_dir, "train", ids)
+    views = sorted({1, tta})
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    by_view: dict[int, list] = {n: [] for n in views}
+    for run_dir, info, config, model, _ in members:
+        model.to(dev)
+        precision = (info.get("precision") or {}).get("final") or config.train.precision
+        for n in views:
+            p = member_predictions(model, data_dir, "train", ids, dev, precision, n, batch_size)
+            preds[run_dir.name + (f" + TTA {n}" if n > 1 else "")] = p
+            by_view[n].append(p)
+    singles = [run_dir.name for run_dir, *_ in members]
+    if len(members) > 1:
+        for n in views:
+            preds["ensemble" + (f" + TTA {n}" if n > 1 else "")] = ensemble_of(by_view[n])
+    errors = {}
+    for label, p in preds.items():
+        pos = np.searchsorted(truth_ids, p["event_id"])
+        errors[label] = (p["event_id"], angular_error(p["direction"], truth[pos]))
+    best = min(singles, key=lambda s: errors[s][1].mean())
+    result: dict = {"split": split_name, "data": str(data_dir), "tta": tta, "reference": best, "rows": {}}
+    for label, (eid, err) in errors.items():
+        row = summary(err)
+        if label != best:
+            pr = paired(eid, err, *errors[best])
+            row.update(diff=pr.diff, diff_ci95=list(pr.ci95), paired_n=pr.n)
+        result["rows"][label] = row
+    if echo:
+        table = Table(title=f"{len(members)} run(s) on {split_name} of {data_dir} (batches {ids[0]}..{ids[-1]})"
+                            + (f", TTA {tta} rotations about the vertical" if tta > 1 else ""))
+        for col in ("", "events", "mean (Kaggle score)", "95% CI", "median", f"Δ vs {best} [paired 95% CI]"):
+            table.add_column(col)
+        for label, r in result["rows"].items():
+            d = "reference" if label == best else f"{r['diff']:+.4f} [{r['diff_ci95'][0]:+.4f}, {r['diff_ci95'][1]:+.4f}]"
+            table.add_row(label, f"{r['n_events']:,}", f"{r['mean']:.4f}", f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
+                          f"{r['median']:.4f}", d)
+        Console().print(table)
+    return result

@@ -12,7 +12,9 @@ def make_train_loader(data_dir, ids, model, batch_size, seed, epoch, dist, worke
                        start_step=start_step)
 
 
-def make_eval_loader(data_dir, split, ids, model, batch_size, workers=0, min_pulses=2):
-    """Every event of the batch files ``ids`` with at least ``min_pulses`` pulses, in file order."""
+def make_eval_loader(data_dir, split, ids, model, batch_size, workers=0, min_pulses=2, geometry=None):
+    """Every event of the batch files ``ids`` with at least ``min_pulses`` pulses, in file order;
+    ``geometry`` replaces the DOM positions (the test-time rotations)."""
     return make_loader(data_dir, split, ids, model.selection, model.features, batch_size, shuffle=False, seed=0,
-                       epoch=0, rank=0, world_size=1, num_workers=workers, start_step=0, min_pulses=min_pulses)
+                       epoch=0, rank=0, world_size=1, num_workers=workers, start_step=0, min_pulses=min_pulses,
+                       geometry=geometry)

@@ -21,11 +21,12 @@ from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import list_batches, read_chunk
+from icezoo.data.io import list_batches, load_geometry, read_chunk
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
+from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
 from icezoo.engine.loaders import make_eval_loader
 
 FALLBACK_AZIMUTH = 0.0
@@ -64,10 +65,32 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
             "n_pulses": np.concatenate(npulses).astype(np.int64), "n_selected": np.concatenate(nsel).astype(np.int64)}
 
 
-def predict(run: str, data: str, split: str = "test", out: str | Path = "submission.csv",
+def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
+                       batch_size: int = 256, workers: int = 0) -> dict[str, np.ndarray]:
+    """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
+    rotations of the detector about the vertical axis combined by the ensemble rule (``tta = 1``:
+    none; see :mod:`icezoo.engine.ensemble`)."""
+    geometry = load_geometry(data_dir)
+    views = []
+    for theta in tta_angles(tta):
+        geo = geometry if theta == 0 else rotate_geometry(geometry, theta)
+        loader = make_eval_loader(data_dir, split, ids, model, batch_size, workers=workers, geometry=geo)
+        res = infer(model, loader, device, precision)
+        order = np.argsort(res["event_id"], kind="stable")
+        views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
+                      "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+    for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
+        if not np.array_equal(v["event_id"], views[0]["event_id"]):
+            raise IcezooError("TTA: the rotated views did not score the same events")
+    direction, kappa = combine([v["direction"] for v in views], [v["kappa"] for v in views])
+    return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
+
+
+def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
             runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
-            echo=print) -> dict[str, Any]:
-    """Write the submission; returns counts."""
+            tta: int = 1, echo=print) -> dict[str, Any]:
+    """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
+    directions, :mod:`icezoo.engine.ensemble`), optionally with ``tta`` rotations; returns counts."""
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
     if not meta_file.is_file():
@@ -77,9 +100,11 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
-    run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
+    tta_angles(tta)  # a bad --tta fails before any work
+    members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
     dev = pick_device(None, device)
-    model.to(dev)
+    for _, _, _, model, _ in members:
+        model.to(dev)
 
     meta = pl.read_parquet(meta_file, columns=["batch_id", "event_id"])
     event_ids = meta["event_id"].to_numpy().astype(np.int64)
@@ -95,13 +120,15 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
         raise IcezooError(f"{data_dir}/{split}: batch file(s) {missing_files[:5]} named in {meta_file.name} are missing")
 
     n_model = n_one = n_zero = 0
-    # the precision the run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)
-    precision = (info.get("precision") or {}).get("final") or config.train.precision
+    # the precision each run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)
+    precisions = [(info.get("precision") or {}).get("final") or config.train.precision
+                  for _, info, config, _, _ in members]
     with Progress(transient=True, disable=not echo) as progress:
         task = progress.add_task(f"predict {split}", total=len(wanted))
         for bid in wanted:
-            loader = make_eval_loader(data_dir, split, [bid], model, batch_size, workers=workers)
-            res = infer(model, loader, dev, precision)
+            preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
+                     for (_, _, _, model, _), prec in zip(members, precisions)]
+            res = preds[0] if len(preds) == 1 else ensemble_of(preds)
             a, z = vector_to_angles(res["direction"])
             idx = np.array([position[int(e)] for e in res["event_id"]], dtype=np.int64)
             azimuth[idx], zenith[idx] = a, z
@@ -122,9 +149,12 @@ def predict(run: str, data: str, split: str = "test", out: str | Path = "submiss
 
     write_submission(out, event_ids, azimuth, zenith)
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
-              "fallback_no_pulse": n_zero + n_absent, "out": str(out), "run": str(run_dir), "checkpoint": str(ckpt)}
-    R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
+              "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
+              "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}
+    for run_dir, *_ in members:
+        R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
     if echo:
-        echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by the model, "
-             f"{n_one:,} one-pulse fallback, {n_zero + n_absent:,} no-pulse fallback) from {ckpt}")
+        what = "the model" if len(members) == 1 else f"the ensemble of {len(members)} runs"
+        echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by {what}{f' with TTA {tta}' if tta > 1 else ''}, "
+             f"{n_one:,} one-pulse fallback, {n_zero + n_absent:,} no-pulse fallback) from {counts['checkpoint']}")
     return counts

@@ -255,8 +255,8 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
             return {k: z[k] for k in z.files}
     from icezoo.core.batch import angular_error
     from icezoo.engine.evaluate import collect, eval_ids, summary
-    from icezoo.engine.predict import load_run_model
-    from icezoo.engine.train import pick_device
+    from icezoo.engine.checkpoints import load_run_model
+    from icezoo.engine.device import pick_device
 
     _, info, _, model, ckpt = load_run_model(str(run_dir), run_dir.parent)
     dev = pick_device(None, device)
@@ -328,7 +328,7 @@ def compare(plan: Plan) -> dict[str, Any]:
     """Per variant: score with its bootstrap CI (errors averaged over seeds, per event), budget
     actually used, and the paired difference to the reference on the common events."""
     from icezoo.engine.evaluate import summary
-    from icezoo.engine.paired import paired, reading
+    from icezoo.engine.stats import paired, reading
 
     per: dict[str, dict[str, Any]] = {}
     for label in plan.configs:
