@@ -185,3 +185,42 @@ def test_tta_rows_are_scored_against_no_tta(world, capsys):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and "--tta" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the kappa filter
+def test_kappa_filter_trains_on_the_confident_events_with_cached_predictions(world, capsys):
+    from icezoo.cli.main import main
+    from icezoo.engine.kappa_filter import predicted_kappa
+
+    info = json.loads((world["runs"] / "A" / "run.json").read_text())
+    train_ids = info["split"]["train_batches"]
+    pred = predicted_kappa("A", world["data"], train_ids, world["runs"])
+    kappa = np.concatenate([k for _, k in pred.values()])
+    cut = float(np.median(kappa))
+    expected = int((kappa > cut).sum())
+    assert 0 < expected < len(kappa)
+    cache = list((world["runs"] / "A" / "predictions").glob("*/train_*.npz"))
+    assert len(cache) == len(train_ids)
+    stamps = {f: f.stat().st_mtime_ns for f in cache}
+
+    def train(name, *extra):
+        try:
+            main(["train", "--pipeline-file", str(world["runs"].parent / "tiny.toml"), "--pipeline", "tiny",
+                  "--data", str(world["data"]), "--runs-dir", str(world["runs"]), "--name", name, "--no-progress",
+                  "--epochs", "2", *extra])
+            return 0
+        except SystemExit as exc:
+            return exc.code
+
+    assert train("KF", "--set", f"train.min_kappa={cut!r}", "--set", "train.kappa_from=A") in (0, None)
+    run = json.loads((world["runs"] / "KF" / "run.json").read_text())
+    assert run["events_seen"] == 2 * expected  # two epochs over exactly the events above the cut
+    log = (world["runs"] / "KF" / "train.log").read_text()
+    assert f"{expected:,} of {len(kappa):,} training events have kappa > {cut:g}" in log
+    assert "(0 made, " in log  # every file's predictions came from the cache
+    assert {f: f.stat().st_mtime_ns for f in cache} == stamps
+    capsys.readouterr()
+    assert train("KF_BAD", "--set", "train.min_kappa=0.5", "--set", "train.kappa_from=C") == 2
+    assert "its head predicts no kappa" in capsys.readouterr().err
+    assert train("KF_HALF", "--set", "train.min_kappa=0.5") == 2
+    assert "needs both min_kappa and kappa_from" in capsys.readouterr().err

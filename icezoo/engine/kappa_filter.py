@@ -18,6 +18,10 @@ import numpy as np
 from icezoo.core.atomic import atomic_path
 from icezoo.core.errors import IcezooError
 from icezoo.engine import runs as R
+from icezoo.engine.checkpoints import load_run_model
+from icezoo.engine.device import pick_device
+from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.predict import infer
 
 
 def _cache_dir(run_dir: Path, checkpoint: Path, data_dir: Path) -> Path:
@@ -29,11 +33,6 @@ def _cache_dir(run_dir: Path, checkpoint: Path, data_dir: Path) -> Path:
 def predicted_kappa(run: str, data_dir: Path, batch_ids: list[int], runs_dir: str | Path, device=None,
                     batch_size: int = 256, log=None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """``{batch_id: (event ids, kappa)}`` of RUN's model on the training files (cached)."""
-    from icezoo.engine.checkpoints import load_run_model
-    from icezoo.engine.device import pick_device
-    from icezoo.engine.loaders import make_eval_loader
-    from icezoo.engine.predict import infer
-
     run_dir = R.resolve_run(run, runs_dir)
     ckpt = run_dir / R.BEST if (run_dir / R.BEST).is_file() else run_dir / R.LAST
     if not ckpt.is_file():

@@ -24,6 +24,7 @@ from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
                                        init_source, load_matching)
 from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
+from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
@@ -56,6 +57,7 @@ class Run:
     info: dict[str, Any] | None = None
     resume_ckpt: dict[str, Any] | None = None
     log: Any = None
+    keep_events: dict[int, np.ndarray] | None = None  # the kappa filter's training events
 
     def update(self, **changes: Any) -> None:
         """Update run.json (rank 0 only) and keep the copy here current."""
@@ -117,7 +119,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
     ts = run.config.train
-    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers)
+    run.keep_events = _kappa_filter(run)
+    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
     state = TrainState.new(model, ts, device, plan)
     if run.resume_ckpt is not None:
         state.restore(run.resume_ckpt, plan, str(run.run_dir / R.LAST))
@@ -130,6 +133,18 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     _run_epochs(run, wrapped, plan, state)
     _finish(run, state)
     return run.run_dir
+
+
+def _kappa_filter(run: Run) -> dict[int, np.ndarray] | None:
+    """The kappa filter (EXP_33_FT_3_KAPPA): the training events run ``kappa_from`` predicts with
+    kappa above ``min_kappa`` (rank 0 fills the prediction cache, the other ranks read it), or None."""
+    ts = run.config.train
+    if ts.min_kappa is None:
+        return None
+    args = (ts.kappa_from, ts.min_kappa, run.data_dir, run.train_ids, run.opts.runs_dir, run.device)
+    keep = kept_events(*args, log=run.log) if run.dist.main else None
+    run.dist.barrier()
+    return keep if run.dist.main else kept_events(*args)
 
 
 def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
@@ -249,7 +264,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     log_every = max(1, plan.total_steps // 100)
     loader = loaders.make_train_loader(run.data_dir, epoch_files(ts, run.train_ids, epoch), raw, ts.batch_size,
                                        run.opts.seed, epoch, dist, run.opts.workers,
-                                       start_step=state.step - plan.starts[epoch])
+                                       start_step=state.step - plan.starts[epoch], keep_events=run.keep_events)
     raw.train()
     for batch in loader:
         batch = batch.to(run.device)

@@ -84,14 +84,15 @@ def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
     return train_ids
 
 
-def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int) -> StepPlan:
+def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int,
+              keep_events=None) -> StepPlan:
     """Count the steps of as many epochs as ``ts.epochs`` (or ``ts.max_steps``) needs."""
     epoch_steps: list[int] = []
 
     def plan_epoch() -> None:
         e = len(epoch_steps)
         n = len(loaders.make_train_loader(data_dir, epoch_files(ts, train_ids, e), model, ts.batch_size, seed, e, dist,
-                                  workers))
+                                          workers, keep_events=keep_events))
         if n == 0:
             raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
         epoch_steps.append(n)
