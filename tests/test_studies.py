@@ -346,3 +346,9 @@ def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     assert again["masked"]["paired"] == out["masked"]["paired"]
     # another budget is another study directory: nothing of this one is reused for it
     assert make_plan("tinystudy", data=data, budget="320", runs_dir=runs, log=lambda *a: None).study_dir != plan.study_dir
+
+
+def test_seeds_that_disagree_make_a_resolved_difference_inconclusive():
+    p = paired([1, 2, 3], [0.8, 0.9, 0.7], [1, 2, 3], [1.0, 1.0, 1.0])
+    assert reading(p, "better", [-0.2, -0.1]) == "reproduced"
+    assert reading(p, "better", [-0.2, +0.1]) == "inconclusive (the seeds disagree)"

@@ -338,8 +338,8 @@ def compare(plan: Plan) -> dict[str, Any]:
         for sc in scores[1:]:
             ids = np.intersect1d(ids, sc["event_id"])
         errs = np.mean([_take(sc, ids) for sc in scores], axis=0)
-        per[label] = {"ids": ids, "err": errs, "summary": summary(errs), "seed_means": [float(sc["error"].mean())
-                                                                                       for sc in scores],
+        per[label] = {"ids": ids, "err": errs, "summary": summary(errs), "seeds": scores,
+                      "seed_means": [float(sc["error"].mean()) for sc in scores],
                       "n_params": int(scores[0]["n_params"]), "events_seen": [int(i.get("events_seen", 0)) for i in infos],
                       "train_time_s": [float(i.get("train_time_s", 0.0)) for i in infos],
                       "device": infos[0].get("device", ""), "val_batches": infos[0]["split"]["val_batches"],
@@ -352,7 +352,10 @@ def compare(plan: Plan) -> dict[str, Any]:
         p = paired(per[label]["ids"], per[label]["err"], ref["ids"], ref["err"])
         v = plan.study.variants[label]
         log_delta = _log_delta(v.log_score, plan.study.variants[plan.study.reference].log_score)
-        per[label].update(paired=p, reading=reading(p, v.log), log_delta=log_delta,
+        # the interval covers the validation sample; the seeds show the training's own spread
+        seed_diffs = [paired(a["event_id"], a["error"], b["event_id"], b["error"]).diff
+                      for a, b in zip(per[label]["seeds"], ref["seeds"])]
+        per[label].update(paired=p, reading=reading(p, v.log, seed_diffs), log_delta=log_delta, seed_diffs=seed_diffs,
                           events_needed=p.events_to_resolve(log_delta if log_delta else p.diff))
     return per
 
@@ -401,16 +404,21 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
             delta = f"{p.diff:+.4f} [{p.ci95[0]:+.4f}, {p.ci95[1]:+.4f}]"
             rd = r["reading"]
         changes = _kv(v.set) + (f"; init from {v.init_from}" if v.init_from else "")
-        log = f"{v.log_score} ({v.log})" if v.log_score else v.log
+        log = v.log_score or "-" if label == s.reference else (f"{v.log_score} ({v.log})" if v.log_score else v.log)
         lines.append(f"| {label} | {plan.configs[label].name} | {changes.strip('; ') or '-'} | {r['n_params']:,} | "
                      f"{int(np.mean(r['events_seen'])):,} | {np.mean(r['train_time_s']):.0f} | "
                      f"{sm['mean']:.4f} [{sm['ci95'][0]:.4f}, {sm['ci95'][1]:.4f}] | {delta} | {log} | {rd} |")
     if len(plan.seeds) > 1:
-        lines += ["", "Per-seed validation means: " + "; ".join(
-            f"{label} " + ", ".join(f"{m:.4f}" for m in r["seed_means"]) for label, r in per.items())]
+        lines += ["", "Per seed (" + ", ".join(map(str, plan.seeds)) + "), validation mean and Δ vs the reference "
+                  "of the same seed: " + "; ".join(
+                      f"{label} " + ", ".join(f"{m:.4f}" for m in r["seed_means"]) +
+                      (" (Δ " + ", ".join(f"{d:+.4f}" for d in r["seed_diffs"]) + ")" if "seed_diffs" in r else "")
+                      for label, r in per.items())]
     lines += ["", "Δ = variant - reference, mean angular error (rad) per validation event, paired on the same "
               "events (errors averaged over seeds), percentile bootstrap 95% interval (1,000 resamples); "
-              "negative = the variant is better."]
+              "negative = the variant is better. The interval covers the validation sample only, not the spread "
+              "of training from another seed" + (" (see the seeds above; a reading needs every seed's Δ on the "
+                                                 "same side)" if len(plan.seeds) > 1 else "; one seed was run") + "."]
     needed = [(label, r) for label, r in per.items() if r.get("events_needed")]
     if needed:
         lines += ["Validation events for 80% power at the two-sided 5% level, at the spread seen here, for the log's Δ "
@@ -430,7 +438,7 @@ def write_report(plan: Plan, per: dict[str, Any]) -> None:
     forest_plot(plan, per, plan.study_dir / "forest.png")
     R.write_json_atomic(plan.study_dir / "comparison.json", {
         label: {"mean": r["summary"]["mean"], "ci95": r["summary"]["ci95"], "n_events": r["summary"]["n_events"],
-                "seed_means": r["seed_means"], "n_params": r["n_params"], "events_seen": r["events_seen"],
+                "seed_means": r["seed_means"], "seed_diffs": r.get("seed_diffs"), "n_params": r["n_params"], "events_seen": r["events_seen"],
                 "train_time_s": r["train_time_s"],
                 **({"diff": r["paired"].diff, "diff_ci95": list(r["paired"].ci95), "reading": r["reading"],
                     "log_delta": r["log_delta"], "events_needed": r["events_needed"]} if "paired" in r else {})}

@@ -80,8 +80,12 @@ def paired(ids_a, err_a, ids_b, err_b, n_boot: int = N_BOOT, seed: int = 0) -> P
                   sd=float(d.std(ddof=1)) if len(d) > 1 else float("nan"), frac_a_better=float(np.mean(a < b)))
 
 
-def reading(p: Paired, log: str) -> str:
-    """The measured difference read against the log's finding for variant a against reference b."""
+def reading(p: Paired, log: str, seed_diffs: list[float] | None = None) -> str:
+    """The measured difference read against the log's finding for variant a against reference b;
+    with several seeds, a resolved difference also needs every seed's difference on its side."""
+    if p.excludes_zero and seed_diffs and len(seed_diffs) > 1 and not (
+            all(d < 0 for d in seed_diffs) or all(d > 0 for d in seed_diffs)):
+        return "inconclusive (the seeds disagree)"
     if log == "same":
         return "consistent (no difference resolved)" if not p.excludes_zero else (
             "contradicted (a difference was resolved)")
