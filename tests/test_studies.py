@@ -352,3 +352,21 @@ def test_seeds_that_disagree_make_a_resolved_difference_inconclusive():
     p = paired([1, 2, 3], [0.8, 0.9, 0.7], [1, 2, 3], [1.0, 1.0, 1.0])
     assert reading(p, "better", [-0.2, -0.1]) == "reproduced"
     assert reading(p, "better", [-0.2, +0.1]) == "inconclusive (the seeds disagree)"
+
+
+def test_one_reproduce_per_study_directory(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from icezoo.engine.reproduce import study_lock
+
+    with study_lock(tmp_path):
+        with pytest.raises(IcezooError, match=rf"another icezoo reproduce \(pid {os.getpid()}\)"):
+            with study_lock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(dead.stdout.strip())  # left by a process that has exited
+    with study_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())

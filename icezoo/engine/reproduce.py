@@ -14,8 +14,10 @@ comparison is written to ``results.md`` and ``forest.png`` in the study director
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -34,6 +36,33 @@ from icezoo.engine.studies import Budget, Study, get_study, variant_config
 
 MANIFEST = "study.json"
 ERRORS_FILE = "val_errors.npz"
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: Path):
+    """One ``icezoo reproduce`` per study directory at a time (two would resume the same run twice);
+    a lock left by a process that no longer exists is taken over."""
+    lock = study_dir / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale
+                continue
+            except PermissionError:
+                pass
+            raise IcezooError(f"{study_dir}: another icezoo reproduce (pid {pid}) is running this study") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 class StudyInterrupted(Exception):
@@ -280,16 +309,21 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
               threads: int | None = None, echo=print) -> dict[str, Any]:
     """Run (or finish) the study and write its comparison; returns the comparison. ``threads`` sets
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     plan = make_plan(name, data, budget, seeds, runs_dir, log=echo)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
+    with study_lock(plan.study_dir):
+        return _run_study(plan, device, progress, echo)
+
+
+def _run_study(plan: Plan, device: str | None, progress: bool | None, echo) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
     fix_steps(plan, device, echo)
     write_manifest(plan)
     jobs = plan.jobs()
