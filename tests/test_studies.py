@@ -298,22 +298,23 @@ def with_study(study_world, monkeypatch):
 def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     import icezoo.engine.train as T
     from icezoo.engine.reproduce import StudyInterrupted, make_plan, reproduce
+    from icezoo.engine.train.state import TrainState
 
     runs = with_study["root"] / "runs"
     data = str(with_study["data"])
-    real_step = T._optimizer_step
+    real_step = TrainState.optimizer_step
     calls = {"n": 0}
 
-    def interrupt_in_second_run(*args, **kwargs):  # Ctrl-C at the 3rd optimizer step of 'masked'
+    def interrupt_in_second_run(self, *args, **kwargs):  # Ctrl-C at the 3rd optimizer step of 'masked'
         calls["n"] += 1
         if calls["n"] == 6 + 3:
             raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
+        return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(T, "_optimizer_step", interrupt_in_second_run)
+    monkeypatch.setattr(TrainState, "optimizer_step", interrupt_in_second_run)
     with pytest.raises(StudyInterrupted, match="masked-s0 interrupted"):
         reproduce("tinystudy", data=data, runs_dir=runs, progress=False, echo=lambda *a: None)
-    monkeypatch.setattr(T, "_optimizer_step", real_step)
+    monkeypatch.setattr(TrainState, "optimizer_step", real_step)
     plan = make_plan("tinystudy", data=data, runs_dir=runs, log=lambda *a: None)
     plain, masked = plan.run_dir("plain", 0), plan.run_dir("masked", 0)
     assert json.loads((masked / "run.json").read_text())["status"] == "interrupted"
@@ -326,8 +327,9 @@ def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     assert info["plain"]["finished"] == plain_finished  # not retrained
     assert info["masked"]["resumed"] == 1 and info["masked"]["step"] == 6  # 192 events / 32 per step
     assert all(i["step"] == 6 and i["status"] == "done" for i in info.values())
-    # the same seed walks the same batches (a file's last batch is short, so fewer than 6 x 32 events)
-    assert info["plain"]["events_seen"] == info["tuned"]["events_seen"] <= 192
+    # the same seed walks the same batches (a file's last batch is short, so fewer than 6 x 32 events);
+    # the interrupted run counts the events of its dropped half-step once, like an uninterrupted one
+    assert info["plain"]["events_seen"] == info["tuned"]["events_seen"] == info["masked"]["events_seen"] <= 192
     assert len({json.dumps(i["split"], sort_keys=True) for i in info.values()}) == 1  # same files, same validation
     assert info["tuned"]["init_from"].endswith("plain-s0/checkpoints/best.pt")
     for label in ("masked", "tuned"):

@@ -219,6 +219,7 @@ class _Window:
     loss_n: int = 0
     bad: bool = False
     boundary_step: int = 0
+    boundary_events: int = 0  # events seen at that step (a Ctrl-C drops the half-done window's events too)
 
     @property
     def mean_loss(self) -> float:
@@ -233,7 +234,7 @@ def _run_epochs(run: Run, model, plan: StepPlan, state: TrainState) -> None:
             f"{device_name(run.device)}; {plan.total_steps} steps ({plan.per_epoch_text()}, batch {ts.batch_size}, "
             f"accumulate {ts.accumulate}), {state.precision}, {ts.schedule} lr {ts.lr:g}"
             + (f", EMA {ts.ema}" if ts.ema else ""))
-    window = _Window(boundary_step=state.step)
+    window = _Window(boundary_step=state.step, boundary_events=state.events_seen)
     try:
         with progress:
             task = progress.add_task(run.config.name, total=plan.total_steps, completed=state.step, rate=0.0,
@@ -250,6 +251,7 @@ def _run_epochs(run: Run, model, plan: StepPlan, state: TrainState) -> None:
                 f"{run.run_dir})")
         # the state at the last completed optimizer step; a half-accumulated window is dropped
         state.optimizer.zero_grad(set_to_none=True)
+        state.events_seen = window.boundary_events
         _save(run, state, plan, "last", window.boundary_step)
         run.update(status="interrupted", nan_guard=state.guard.public(), step=window.boundary_step)
         raise InterruptedRun(run.run_dir) from None
@@ -289,7 +291,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
             if precision != state.precision:
                 state.set_precision(precision)
             window.bad = False
-            window.boundary_step = state.step
+            window.boundary_step, window.boundary_events = state.step, state.events_seen
             if debug_sleep:
                 time.sleep(debug_sleep)
         state.train_time = time.perf_counter() - t_start
@@ -305,7 +307,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
             break
     if state.step < end:  # the loader gave fewer batches than announced
         state.step = end
-        window.boundary_step = end
+        window.boundary_step, window.boundary_events = end, state.events_seen
 
 
 def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: _Window, t_start: float) -> None:
