@@ -372,3 +372,26 @@ def test_one_reproduce_per_study_directory(tmp_path):
     (tmp_path / ".lock").write_text(dead.stdout.strip())  # left by a process that has exited
     with study_lock(tmp_path):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
+
+
+def test_a_wall_clock_budget_becomes_steps_measured_once(with_study, monkeypatch):
+    import icezoo.engine.bench as bench
+    from icezoo.engine.reproduce import fix_steps, make_plan, write_manifest
+
+    calls = []
+
+    def fake_bench(pipeline, overrides=None, **kw):
+        calls.append(pipeline)
+        return {"train_events_per_s": 64.0}  # 2 steps of 32 events per second
+
+    monkeypatch.setattr(bench, "bench_model", fake_bench)
+    plan = make_plan("tinystudy", data=str(with_study["data"]), budget="0.5min",
+                     runs_dir=with_study["root"] / "wall", log=lambda *a: None)
+    plan.study_dir.mkdir(parents=True)
+    fix_steps(plan, None, lambda *a: None)
+    assert plan.steps == {"plain": 60, "masked": 60, "tuned": 60} and len(calls) == 3
+    write_manifest(plan)
+    again = make_plan("tinystudy", data=str(with_study["data"]), budget="0.5min",
+                      runs_dir=with_study["root"] / "wall", log=lambda *a: None)
+    fix_steps(again, None, lambda *a: None)  # kept in the manifest: not measured again
+    assert again.steps == plan.steps and len(calls) == 3
