@@ -297,7 +297,7 @@ def with_study(study_world, monkeypatch):
 
 def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     import icezoo.engine.train as T
-    from icezoo.engine.reproduce import StudyInterrupted, make_plan, reproduce
+    from icezoo.engine.reproduce import StudyInterrupted, plan_study, reproduce
     from icezoo.engine.train.state import TrainState
 
     runs = with_study["root"] / "runs"
@@ -315,7 +315,7 @@ def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     with pytest.raises(StudyInterrupted, match="masked-s0 interrupted"):
         reproduce("tinystudy", data=data, runs_dir=runs, progress=False, echo=lambda *a: None)
     monkeypatch.setattr(TrainState, "optimizer_step", real_step)
-    plan = make_plan("tinystudy", data=data, runs_dir=runs, log=lambda *a: None)
+    plan = plan_study("tinystudy", data=data, runs_dir=runs, log=lambda *a: None)
     plain, masked = plan.run_dir("plain", 0), plan.run_dir("masked", 0)
     assert json.loads((masked / "run.json").read_text())["status"] == "interrupted"
     plain_finished = json.loads((plain / "run.json").read_text())["finished"]
@@ -347,7 +347,7 @@ def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     again = reproduce("tinystudy", data=data, runs_dir=runs, progress=False, echo=lambda *a: None)
     assert again["masked"]["paired"] == out["masked"]["paired"]
     # another budget is another study directory: nothing of this one is reused for it
-    assert make_plan("tinystudy", data=data, budget="320", runs_dir=runs, log=lambda *a: None).study_dir != plan.study_dir
+    assert plan_study("tinystudy", data=data, budget="320", runs_dir=runs, log=lambda *a: None).study_dir != plan.study_dir
 
 
 def test_seeds_that_disagree_make_a_resolved_difference_inconclusive():
@@ -376,7 +376,7 @@ def test_one_reproduce_per_study_directory(tmp_path):
 
 def test_a_wall_clock_budget_becomes_steps_measured_once(with_study, monkeypatch):
     import icezoo.engine.bench as bench
-    from icezoo.engine.reproduce import fix_steps, make_plan, write_manifest
+    from icezoo.engine.reproduce import fix_steps, plan_study, write_manifest
 
     calls = []
 
@@ -385,13 +385,13 @@ def test_a_wall_clock_budget_becomes_steps_measured_once(with_study, monkeypatch
         return {"train_events_per_s": 64.0}  # 2 steps of 32 events per second
 
     monkeypatch.setattr(bench, "bench_model", fake_bench)
-    plan = make_plan("tinystudy", data=str(with_study["data"]), budget="0.5min",
+    plan = plan_study("tinystudy", data=str(with_study["data"]), budget="0.5min",
                      runs_dir=with_study["root"] / "wall", log=lambda *a: None)
     plan.study_dir.mkdir(parents=True)
     fix_steps(plan, None, lambda *a: None)
     assert plan.steps == {"plain": 60, "masked": 60, "tuned": 60} and len(calls) == 3
     write_manifest(plan)
-    again = make_plan("tinystudy", data=str(with_study["data"]), budget="0.5min",
+    again = plan_study("tinystudy", data=str(with_study["data"]), budget="0.5min",
                       runs_dir=with_study["root"] / "wall", log=lambda *a: None)
     fix_steps(again, None, lambda *a: None)  # kept in the manifest: not measured again
     assert again.steps == plan.steps and len(calls) == 3

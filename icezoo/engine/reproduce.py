@@ -97,7 +97,7 @@ def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any]) 
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def make_plan(name: str, data: str | None = None, budget: str | None = None, seeds: int | None = None,
+def plan_study(name: str, data: str | None = None, budget: str | None = None, seeds: int | None = None,
               runs_dir: str | Path = "runs", log=print) -> Plan:
     """Validate the study and every variant's pipeline, fix the data and the study directory."""
     from icezoo.engine.default_data import default_dataset
@@ -309,7 +309,7 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
               threads: int | None = None, echo=print) -> dict[str, Any]:
     """Run (or finish) the study and write its comparison; returns the comparison. ``threads`` sets
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
-    plan = make_plan(name, data, budget, seeds, runs_dir, log=echo)
+    plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
     if threads:
         import torch
 
@@ -507,9 +507,3 @@ def forest_plot(plan: Plan, per: dict[str, Any], path: Path) -> None:
             fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-
-
-def list_studies() -> list[Study]:
-    from icezoo.engine.studies import load_studies
-
-    return list(load_studies().values())
