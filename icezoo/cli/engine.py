@@ -130,13 +130,17 @@ def cmd_bench_model(
     set_: Optional[list[str]] = typer.Option(None, "--set"),
     device: Optional[str] = typer.Option(None),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+    lengths: str = typer.Option("max", help="max: every event filled to max_pulses; data:DIR: the training "
+                                            "loader's first batches of DIR (real pulse counts, bucketed)"),
+    no_flops: bool = typer.Option(False, "--no-flops", help="skip the FLOP count and the matmul roof"),
 ) -> None:
-    """Training and inference events/s and peak memory of a pipeline, naming the machine."""
+    """Training and inference events/s, FLOPs per event, GFLOP/s against a matmul roof, and peak memory."""
     from icezoo.engine.bench import bench_model, format_bench
 
     res = bench_model(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
                       max_pulses=max_pulses, precision=precision, steps=steps, warmup=warmup,
-                      overrides=parse_set(set_), device=device, threads=threads)
+                      overrides=parse_set(set_), device=device, threads=threads, lengths=lengths,
+                      flops=not no_flops)
     print(format_bench(res))
 
 

@@ -68,6 +68,12 @@ class Batch:
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked host memory, so that ``to(cuda)`` copies asynchronously (the
+        torch DataLoader calls this in its pinning thread when ``pin_memory`` is set)."""
+        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory())
+                        for f in fields(self)})
+
     def select(self, index: torch.Tensor | slice | list[int]) -> "Batch":
         """The sub-batch of the given events (same padding width)."""
         return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])

@@ -274,8 +274,9 @@ def _identity(x):
 class EventLoader:
     """What :func:`make_loader` returns: iterate for Batch objects; ``len()``, ``skipped``, ``stats``."""
 
-    def __init__(self, dataset: EventDataset):
+    def __init__(self, dataset: EventDataset, pin_memory: bool = False):
         self.dataset = dataset
+        self.pin_memory = pin_memory
 
     @property
     def skipped(self) -> int:
@@ -291,21 +292,24 @@ class EventLoader:
     def __iter__(self):
         ds = self.dataset
         if ds.num_workers == 0:
-            return iter(ds)
+            return (b.pin_memory() for b in ds) if self.pin_memory else iter(ds)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=ds.num_workers,
                                              collate_fn=_identity, prefetch_factor=2, persistent_workers=False,
+                                             pin_memory=self.pin_memory,
                                              # polars runs a thread pool: forked children can deadlock
                                              multiprocessing_context="spawn")
         return iter(loader)
 
 
 def make_loader(data_dir, split, batch_ids, selection, features, batch_size, *, shuffle=True, seed=0, epoch=0,
-                rank=0, world_size=1, num_workers=0, start_step=0, min_pulses=2, **kwargs) -> EventLoader:
+                rank=0, world_size=1, num_workers=0, start_step=0, min_pulses=2, pin_memory=False,
+                **kwargs) -> EventLoader:
     """Padded, length-bucketed batches of ``batch_ids`` for one rank, deterministic for (seed, epoch).
 
-    See the module docstring for sharding, equal step counts, skipping and ``start_step``. Extra
+    See the module docstring for sharding, equal step counts, skipping and ``start_step``.
+    ``pin_memory``: batches come in page-locked memory (for asynchronous copies to a GPU). Extra
     keywords go to :class:`EventDataset` (``bucket_window``, ``max_pulses``, ``geometry``, ``block_events``).
     """
     return EventLoader(EventDataset(data_dir, split, batch_ids, selection, features, batch_size, shuffle=shuffle,
                                     seed=seed, epoch=epoch, rank=rank, world_size=world_size, num_workers=num_workers,
-                                    start_step=start_step, min_pulses=min_pulses, **kwargs))
+                                    start_step=start_step, min_pulses=min_pulses, **kwargs), pin_memory=pin_memory)

@@ -1,10 +1,16 @@
-"""``icezoo bench model``: training and inference throughput and peak memory of a pipeline.
+"""``icezoo bench model``: training and inference throughput, FLOPs and peak memory of a pipeline.
 
-Measured on synthetic batches from :func:`icezoo.core.synthetic.synthetic_batch` with *every*
-event filled to ``max_pulses`` (the worst case for padding-bound models; real events are shorter,
-so real throughput is higher). A training step is forward + fp32 loss + backward + AdamW step;
-inference is a forward under ``torch.inference_mode``. Peak memory is ``max_memory_allocated`` on a
-GPU; on a CPU the process's peak resident set size (``ru_maxrss``) and its growth over the
+Batches: by default synthetic (:func:`icezoo.core.synthetic.synthetic_batch`) with *every* event
+filled to ``max_pulses`` (the worst case for padding-bound models); with ``lengths="data:DIR"`` the
+first batches the training loader yields from DIR's train split (its selection, features and
+length bucketing), so the pulse counts and the padding are those of that dataset. A training step
+is forward + fp32 loss + backward + AdamW step; inference is a forward under
+``torch.inference_mode``.
+
+FLOPs are the matmul work of the timed batches (:mod:`icezoo.engine.flops`), reported per event
+and as achieved GFLOP/s; the matmul roof is one large matmul timed in the same process, precision
+and threads, so the roof fraction compares like with like. Peak memory is ``max_memory_allocated``
+on a GPU; on a CPU the process's peak resident set size (``ru_maxrss``) and its growth over the
 benchmark (the model, optimizer state and activations), since torch's CPU allocator keeps no count.
 """
 
@@ -19,6 +25,7 @@ import torch
 from icezoo.core.errors import IcezooError
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
+from icezoo.engine.flops import count_flops, matmul_roof
 from icezoo.zoo import build, pipeline_config
 
 
@@ -26,10 +33,34 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _data_batches(spec: str, model, batch_size: int, n: int) -> list:
+    """The first ``n`` batches the training loader yields from ``data:DIR`` (fewer if the split is smaller)."""
+    from pathlib import Path
+
+    from icezoo.data.io import list_batches
+    from icezoo.data.loader import make_loader
+
+    if not spec.startswith("data:") or not spec[5:]:
+        raise IcezooError(f"--lengths {spec!r}: expected 'max' or 'data:DIR'")
+    data = Path(spec[5:])
+    if not data.is_dir():
+        raise IcezooError(f"--lengths {spec}: {data} is not a directory")
+    loader = make_loader(data, "train", list_batches(data, "train"), model.selection, model.features, batch_size,
+                         shuffle=True, seed=0)
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == n:
+            break
+    if not batches:
+        raise IcezooError(f"--lengths {spec}: no events with at least 2 pulses in {data}/train")
+    return batches
+
+
 def bench_model(pipeline: str | None = "default", pipeline_file: str | None = None, batch_size: int | None = None,
                 max_pulses: int | None = None, precision: str = "fp32", steps: int = 10, warmup: int = 2,
                 overrides: dict[str, Any] | None = None, device: str | None = None,
-                threads: int | None = None) -> dict[str, Any]:
+                threads: int | None = None, lengths: str = "max", flops: bool = True) -> dict[str, Any]:
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
@@ -47,14 +78,20 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     torch.manual_seed(0)
     model = build(config).to(dev)
     B, L = config.train.batch_size, config.max_pulses
-    batch = synthetic_batch(model.feature_dim, [L] * B, event_dim=model.event_dim, seed=0).to(dev)
+    if lengths == "max":
+        batches = [synthetic_batch(model.feature_dim, [L] * B, event_dim=model.event_dim, seed=0)]
+    else:
+        batches = _data_batches(lengths, model, B, steps)
+    batches = [b.to(dev) for b in batches]
+    timed = [batches[i % len(batches)] for i in range(steps)]  # the batches of the timed steps, in order
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    def train_step():
+    def train_step(batch):
         with autocast(dev, precision):
             pred = model(batch)
         loss = model.loss(pred.float(), batch)
@@ -62,29 +99,41 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def infer_step():
+    def infer_step(batch):
         with torch.inference_mode(), autocast(dev, precision):
             model(batch)
 
+    events = sum(b.num_events for b in timed)
+    real = sum(int(b.mask.sum()) for b in timed)
+    padded = sum(b.mask.numel() for b in timed)
     result: dict[str, Any] = {"pipeline": config.name, "batch_size": B, "max_pulses": L, "precision": precision,
-                              "machine": device_name(dev), "torch": torch.__version__,
-                              "parameters": sum(p.numel() for p in model.parameters())}
+                              "machine": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "parameters": sum(p.numel() for p in model.parameters()), "lengths": lengths,
+                              "mean_pulses": real / events, "mean_padded": padded / events}
+    if flops:
+        result["roof_gflops"] = matmul_roof(dev, dtype)
     for phase, fn in (("train", train_step), ("infer", infer_step)):
         model.train(phase == "train")
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        for _ in range(warmup):
-            fn()
+        for i in range(warmup):
+            fn(batches[i % len(batches)])
         sync()
         t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
+        for batch in timed:
+            fn(batch)
         sync()
         dt = time.perf_counter() - t0
-        result[f"{phase}_events_per_s"] = B * steps / dt
+        result[f"{phase}_events_per_s"] = events / dt
         result[f"{phase}_step_ms"] = 1000 * dt / steps
         if dev.type == "cuda":
             result[f"{phase}_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        if flops:  # counted after the timing (the counter slows the step down), on the same batches
+            per_batch = {key: count_flops(lambda b=b: fn(b)) for key, b in {id(b): b for b in timed}.items()}
+            total = sum(per_batch[id(b)] for b in timed)
+            result[f"{phase}_flops_per_event"] = total / events
+            result[f"{phase}_gflops"] = total / dt / 1e9
+            result[f"{phase}_roof_fraction"] = result[f"{phase}_gflops"] / result["roof_gflops"]
     if dev.type != "cuda":
         result["peak_rss_mib"] = _rss_mib()
         result["rss_growth_mib"] = _rss_mib() - rss0
@@ -95,7 +144,19 @@ def format_bench(r: dict[str, Any]) -> str:
     mem = (f"peak GPU memory train {r['train_peak_mib']:.0f} MiB, infer {r['infer_peak_mib']:.0f} MiB"
            if "train_peak_mib" in r else
            f"peak RSS {r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during the benchmark)")
-    return (f"{r['pipeline']} ({r['parameters']:,} params), batch {r['batch_size']} x {r['max_pulses']} pulses, "
-            f"{r['precision']} on {r['machine']} (torch {r['torch']}):\n"
-            f"  train {r['train_events_per_s']:.1f} events/s ({r['train_step_ms']:.0f} ms/step), "
-            f"infer {r['infer_events_per_s']:.1f} events/s ({r['infer_step_ms']:.0f} ms/step); {mem}")
+    shape = (f"batch {r['batch_size']} x {r['max_pulses']} pulses" if r["lengths"] == "max" else
+             f"batch {r['batch_size']}, lengths from {r['lengths'][5:]} (max_pulses {r['max_pulses']}, "
+             f"mean {r['mean_pulses']:.1f} pulses/event, padded to {r['mean_padded']:.1f})")
+    lines = [f"{r['pipeline']} ({r['parameters']:,} params), {shape}, {r['precision']} on {r['machine']} "
+             f"(torch {r['torch']}, {r['threads']} threads):"]
+    for phase, word in (("train", "train"), ("infer", "infer")):
+        line = (f"  {word} {r[f'{phase}_events_per_s']:.1f} events/s ({r[f'{phase}_step_ms']:.0f} ms/step)")
+        if f"{phase}_gflops" in r:
+            line += (f", {r[f'{phase}_flops_per_event'] / 1e6:,.1f} MFLOP/event, {r[f'{phase}_gflops']:.1f} GFLOP/s = "
+                     f"{100 * r[f'{phase}_roof_fraction']:.0f}% of the matmul roof")
+        lines.append(line)
+    if "roof_gflops" in r:
+        lines.append(f"  matmul roof {r['roof_gflops']:.1f} GFLOP/s (1024^2 {r['precision']} matmul, same process); {mem}")
+    else:
+        lines.append(f"  {mem}")
+    return "\n".join(lines)
