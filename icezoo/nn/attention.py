@@ -52,24 +52,116 @@ class BiasedAttention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
 
 
+def _relative_core(q, k, v, qw, e, mask, dropout: float = 0.0):
+    """The pair part of :class:`RelativeAttention`'s fast path, for the queries given.
+
+    Shapes: q [B, Lq, h, d] (scaled), k, v [B, L, h, d], qw [B, Lq, h, c] (the queries contracted
+    with the pair projection), e [B, Lq, L, c] (the pair encodings of these queries), mask [B, L]
+    -> (a [B, Lq, h, L], o1 = sum_j a_ij v_j [B, Lq, h, d], o2 = sum_j a_ij e_ij [B, Lq, h, c],
+    rows = sum_j a_ij [B, Lq, h, 1] when ``dropout`` makes it differ from 1, else None).
+
+    The scores live query-major ([B, Lq, h, L]) so that both pair products (qw . e and a . e) are
+    plain batched matmuls over (event, query) that read e in place; q . k and a @ v batch over
+    (event, head) and meet them through one transposed view each.
+    """
+    s = torch.matmul(qw, e.transpose(-1, -2))
+    s += torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)).transpose(1, 2)
+    s.masked_fill_(~mask[:, None, None, :], neg_fill(s.dtype))
+    half = s.dtype in (torch.float16, torch.bfloat16)
+    a = torch.softmax(s, dim=-1, dtype=torch.float32 if half else None).to(s.dtype)
+    rows = None
+    if dropout:
+        a = F.dropout(a, dropout)
+        rows = a.sum(-1, keepdim=True)
+    o2 = torch.matmul(a, e)
+    o1 = torch.matmul(a.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    return a, o1, o2, rows
+
+
+class _RelativeCore(torch.autograd.Function):
+    """:func:`_relative_core` (no dropout) with a hand-written backward: the attention matrix is
+    kept in both layouts it is read in, and each gradient is formed once in the layout its matmuls
+    want (autograd's generic backward copies each of them several times)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, qw, e, mask):
+        with torch.autocast(q.device.type, enabled=False):  # the caller gave one dtype
+            a, o1, o2, _ = _relative_core(q, k, v, qw, e, mask)
+        ctx.save_for_backward(q, k, v, e, a)
+        return o1, o2
+
+    @staticmethod
+    def backward(ctx, go1, go2):
+        q, k, v, e, a = ctx.saved_tensors
+        qh, kh, vh, go1h = (t.transpose(1, 2) for t in (q, k, v, go1))  # [B, h, L, d] views
+        ah = a.transpose(1, 2)
+        gv = torch.matmul(ah.transpose(-1, -2), go1h).transpose(1, 2)
+        ga = torch.matmul(go2, e.transpose(-1, -2))  # [B, L, h, L]
+        ga += torch.matmul(go1h, vh.transpose(-1, -2)).transpose(1, 2)
+        gs = ga.mul_(a)  # softmax backward: a * (ga - sum_j a ga)
+        gs -= a * gs.sum(-1, keepdim=True)
+        gqw = torch.matmul(gs, e)
+        gsh = gs.transpose(1, 2).contiguous()
+        gq = torch.matmul(gsh, kh).transpose(1, 2)
+        gk = torch.matmul(gsh.transpose(-1, -2), qh).transpose(1, 2)
+        return gq, gk, gv, gqw, None, None
+
+
 class RelativeAttention(nn.Module):
     """Multi-head attention with content-dependent relative encodings (Shaw et al.; the 2nd-place model).
 
     Shapes: x [B, L, D], mask [B, L], rel [B, L, L, dim_head] -> [B, L, D]. The scores get
-    ``q_i . rel_ij`` added and the output gets ``sum_j a_ij rel_ij``, so each head reads the pair relation through its
-    own query. Padded keys are excluded; a query row with no key outputs zeros.
+    ``q_i . rel_ij`` added and the output gets ``sum_j a_ij rel_ij``, so each head reads the pair
+    relation through its own query. Padded keys are excluded; a query row with no key outputs zeros.
+
+    Fast path: ``forward(x, mask, rel=e, proj=linear)`` with the raw pair encodings e [B, L, L, c]
+    and the Linear(c, dim_head) that would make rel = W e + b. The query is contracted with the
+    projection first, q . (W e + b) = (W^T q) . e + q . b, and q . b is the same for every key of
+    a query, so softmax drops it; the output is W (sum_j a_ij e_ij) + b sum_j a_ij. So the
+    [B, L, L, dim_head] tensor is never formed, e is shared by every block, and without grad
+    (inference) the queries go in blocks of ``query_block``, which bounds the [B, Lq, h, L] scores on
+    long events (same numbers: each query row is computed alike).
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, query_block: int | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads, self.dim_head = heads, dim // heads
+        self.query_block = query_block
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor,
+                proj: nn.Linear | None = None) -> torch.Tensor:
+        if proj is None:
+            return self._reference(x, mask, rel)
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)  # [B, L, h, dh]
+        q = q * self.dim_head ** -0.5
+        qw = torch.matmul(q, proj.weight.to(q.dtype))  # [B, L, h, c]
+        dt = qw.dtype
+        k, v, e = k.to(dt), v.to(dt), rel.to(dt)
+        p = self.drop.p if self.training else 0.0
+        rows = None
+        if torch.is_grad_enabled() and not p:
+            o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, mask)
+        elif torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
+            _, o1, o2, rows = _relative_core(q.to(dt), k, v, qw, e, mask, p)
+        else:  # inference on long events: query blocks
+            o1 = q.new_empty(b, n, self.heads, self.dim_head, dtype=dt)
+            o2 = q.new_empty(b, n, self.heads, e.shape[-1], dtype=dt)
+            for i in range(0, n, self.query_block):
+                j = min(n, i + self.query_block)
+                _, o1[:, i:j], o2[:, i:j], _ = _relative_core(q[:, i:j].to(dt), k, v, qw[:, i:j], e[:, i:j], mask)
+        bias = proj.bias.to(dt) if proj.bias is not None else torch.zeros((), dtype=dt, device=x.device)
+        out = o1 + torch.matmul(o2, proj.weight.t().to(dt)) + (bias if rows is None else bias * rows)
+        out = out * mask.any(-1).to(out.dtype)[:, None, None, None]  # an empty event: zeros
+        return self.out(out.reshape(b, n, d))
+
+    def _reference(self, x: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """The plain formula with the pair vectors given: the fast path's reference."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
         q = q * self.dim_head ** -0.5

@@ -22,8 +22,13 @@ class RelBiasTransformer(Backbone):
     that encoding with its own Linear to its bias: ``bias_mode = "content"`` (the 2nd-place model) a
     pair vector [B, L, L, dim_head] that each head reads through its query (added to the scores as
     q_i . r_ij and to the output as sum_j a_ij r_ij); ``"additive"`` a per-head additive bias
-    [B, heads, L, L] (cheaper: fused attention kernels). Then ``depth`` plain pre-norm blocks, then a
-    final LayerNorm.
+    [B, heads, L, L] (fused attention kernels). Then ``depth`` plain pre-norm blocks, then a final
+    LayerNorm.
+
+    Speed and memory (docs/performance.md): the encoding is computed once per batch (in blocks of
+    ``query_block`` rows) and shared by the blocks; in content mode each block contracts its
+    queries with its projection instead of forming the pair vectors (:class:`RelativeAttention`'s
+    fast path, the same numbers), and at inference it takes its queries ``query_block`` at a time.
     """
 
     name = "relbias_transformer"
@@ -41,6 +46,8 @@ class RelBiasTransformer(Backbone):
         bias_scale: float = Field(1024.0, gt=0, description="frequency multiplier of the interval encoding")
         bias_mode: Literal["content", "additive"] = Field(
             "content", description="content: q-dependent relative encoding (2nd place); additive: per-head bias")
+        query_block: int = Field(128, gt=0, description="queries per block at inference and when encoding "
+                                                        "the pairs (bounds memory on long events)")
 
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
@@ -49,7 +56,8 @@ class RelBiasTransformer(Backbone):
         block = lambda attn=None: TransformerBlock(dim, config.heads, config.ff_mult, config.dropout,  # noqa: E731
                                                    config.attn_dropout, attn=attn)
         if config.bias_mode == "content":
-            self.biased = nn.ModuleList([block(RelativeAttention(dim, config.heads, config.attn_dropout))
+            self.biased = nn.ModuleList([block(RelativeAttention(dim, config.heads, config.attn_dropout,
+                                                                     query_block=config.query_block))
                                          for _ in range(config.biased_depth)])
             width = dim // config.heads
         else:
@@ -61,15 +69,21 @@ class RelBiasTransformer(Backbone):
         self.out_dim = dim
 
     def relation(self, xyzt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Sinusoidal encoding of the scaled signed interval, [B, L, L, bias_dim] (no gradient: data only)."""
+        """Sinusoidal encoding of the scaled signed interval, [B, L, L, bias_dim] (no gradient: data
+        only), ``query_block`` rows at a time, so the intermediates stay small next to the result."""
         cfg = self.config
         with torch.no_grad():
             p = zero_padding(xyzt.detach(), mask)
-            dx2 = (p[:, :, None, :3] - p[:, None, :, :3]).pow(2).sum(-1)
-            dt = cfg.c * (p[:, :, None, 3] - p[:, None, :, 3])
-            ds2 = dt * dt - dx2
-            d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / cfg.length_scale
-            return sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim)
+            b, n, _ = p.shape
+            out = torch.empty(b, n, n, cfg.bias_dim, dtype=p.dtype, device=p.device)
+            for i in range(0, n, cfg.query_block):
+                q = p[:, i:i + cfg.query_block]
+                dx2 = (q[:, :, None, :3] - p[:, None, :, :3]).pow(2).sum(-1)
+                dt = cfg.c * (q[:, :, None, 3] - p[:, None, :, 3])
+                ds2 = dt * dt - dx2
+                d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / cfg.length_scale
+                out[:, i:i + cfg.query_block] = sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim)
+            return out
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
@@ -79,7 +93,7 @@ class RelBiasTransformer(Backbone):
         rel = self.relation(batch.xyzt, mask).to(x.dtype)
         for block, proj in zip(self.biased, self.bias_proj):
             if self.config.bias_mode == "content":
-                x = block(x, mask, rel=proj(rel))
+                x = block(x, mask, rel=rel, proj=proj)
             else:
                 x = block(x, mask, bias=proj(rel).permute(0, 3, 1, 2))
         for block in self.plain:
