@@ -143,3 +143,26 @@ def test_bench_model_counts_flops_and_reads_lengths_from_a_dataset(tmp_path):
 
     with pytest.raises(IcezooError, match="--lengths"):
         bench_model("default", steps=1, warmup=0, overrides=over, lengths="somewhere")
+
+
+def test_bench_predict_runs_icezoo_predict_end_to_end_and_its_stages(tmp_path):
+    from icezoo.engine.bench import bench_predict, format_bench_predict
+
+    pf = tmp_path / "tiny.toml"
+    pf.write_text("""
+[pipelines.tiny_predict]
+description = "tiny"
+features = [{ name = "kaggle_norm" }]
+selection = { name = "time_order", max_pulses = 16 }
+embedder = { name = "linear", dim = 8 }
+backbone = { name = "transformer", depth = 1, heads = 2 }
+pooler = ["mean"]
+head = { name = "direction_kappa" }
+loss = [{ name = "vmf3d" }]
+""")
+    r = bench_predict("tiny_predict", str(pf), events=150, batch_size=64, echo=lambda *a: None)
+    assert r["events"] == 150 and 0 < r["model_events"] <= 150
+    assert r["wall_s"] > 0 and r["load_s"] > 0 and r["model_s"] > 0 and r["write_s"] > 0
+    assert r["events_per_s"] == pytest.approx(150 / r["wall_s"])
+    text = format_bench_predict(r)
+    assert "150 test events" in text and "read+select+featurise" in text

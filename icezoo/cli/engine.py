@@ -133,6 +133,7 @@ def cmd_bench_model(
     lengths: str = typer.Option("max", help="max: every event filled to max_pulses; data:DIR: the training "
                                             "loader's first batches of DIR (real pulse counts, bucketed)"),
     no_flops: bool = typer.Option(False, "--no-flops", help="skip the FLOP count and the matmul roof"),
+    infer_only: bool = typer.Option(False, "--infer-only", help="time inference only (long events)"),
 ) -> None:
     """Training and inference events/s, FLOPs per event, GFLOP/s against a matmul roof, and peak memory."""
     from icezoo.engine.bench import bench_model, format_bench
@@ -140,8 +141,31 @@ def cmd_bench_model(
     res = bench_model(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
                       max_pulses=max_pulses, precision=precision, steps=steps, warmup=warmup,
                       overrides=parse_set(set_), device=device, threads=threads, lengths=lengths,
-                      flops=not no_flops)
+                      flops=not no_flops, phases=("infer",) if infer_only else ("train", "infer"))
     print(format_bench(res))
+
+
+def cmd_bench_predict(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", help="pipeline to time (trained 1 step; "
+                                                                          "weights do not change the speed)"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    run: Optional[str] = typer.Option(None, help="an existing run instead (name or directory)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset with a test split; default: a "
+                                                   "temporary simulated one"),
+    events: int = typer.Option(20_000, min=1, help="test events of the temporary dataset"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    workers: int = typer.Option(0, min=0),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+) -> None:
+    """`icezoo predict` end to end (read, select, featurise, model, write): events/s, then each stage apart."""
+    from icezoo.engine.bench import bench_predict, format_bench_predict
+
+    res = bench_predict(pipeline, str(pipeline_file) if pipeline_file else None, run=run, runs_dir=str(runs_dir),
+                        data=str(data) if data else None, events=events, batch_size=batch_size, workers=workers,
+                        device=device, threads=threads)
+    print(format_bench_predict(res))
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -150,3 +174,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("predict")(cmd_predict)
     app.command("runs")(cmd_runs)
     bench.command("model")(cmd_bench_model)
+    bench.command("predict")(cmd_bench_predict)

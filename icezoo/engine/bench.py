@@ -60,7 +60,8 @@ def _data_batches(spec: str, model, batch_size: int, n: int) -> list:
 def bench_model(pipeline: str | None = "default", pipeline_file: str | None = None, batch_size: int | None = None,
                 max_pulses: int | None = None, precision: str = "fp32", steps: int = 10, warmup: int = 2,
                 overrides: dict[str, Any] | None = None, device: str | None = None,
-                threads: int | None = None, lengths: str = "max", flops: bool = True) -> dict[str, Any]:
+                threads: int | None = None, lengths: str = "max", flops: bool = True,
+                phases: tuple[str, ...] = ("train", "infer")) -> dict[str, Any]:
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
@@ -113,6 +114,8 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     if flops:
         result["roof_gflops"] = matmul_roof(dev, dtype)
     for phase, fn in (("train", train_step), ("infer", infer_step)):
+        if phase not in phases:
+            continue
         model.train(phase == "train")
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -141,8 +144,9 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
 
 
 def format_bench(r: dict[str, Any]) -> str:
-    mem = (f"peak GPU memory train {r['train_peak_mib']:.0f} MiB, infer {r['infer_peak_mib']:.0f} MiB"
-           if "train_peak_mib" in r else
+    mem = (", ".join(f"peak GPU memory {p} {r[f'{p}_peak_mib']:.0f} MiB" for p in ("train", "infer")
+                     if f"{p}_peak_mib" in r)
+           if "peak_rss_mib" not in r else
            f"peak RSS {r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during the benchmark)")
     shape = (f"batch {r['batch_size']} x {r['max_pulses']} pulses" if r["lengths"] == "max" else
              f"batch {r['batch_size']}, lengths from {r['lengths'][5:]} (max_pulses {r['max_pulses']}, "
@@ -150,6 +154,8 @@ def format_bench(r: dict[str, Any]) -> str:
     lines = [f"{r['pipeline']} ({r['parameters']:,} params), {shape}, {r['precision']} on {r['machine']} "
              f"(torch {r['torch']}, {r['threads']} threads):"]
     for phase, word in (("train", "train"), ("infer", "infer")):
+        if f"{phase}_events_per_s" not in r:
+            continue
         line = (f"  {word} {r[f'{phase}_events_per_s']:.1f} events/s ({r[f'{phase}_step_ms']:.0f} ms/step)")
         if f"{phase}_gflops" in r:
             line += (f", {r[f'{phase}_flops_per_event'] / 1e6:,.1f} MFLOP/event, {r[f'{phase}_gflops']:.1f} GFLOP/s = "
@@ -160,3 +166,81 @@ def format_bench(r: dict[str, Any]) -> str:
     else:
         lines.append(f"  {mem}")
     return "\n".join(lines)
+
+
+def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = None, run: str | None = None,
+                  runs_dir: str = "runs", data: str | None = None, events: int = 20_000, batch_size: int = 256,
+                  workers: int = 0, device: str | None = None, threads: int | None = None, echo=print) -> dict[str, Any]:
+    """``icezoo predict`` end to end on a test split, timed, then its stages one by one.
+
+    Without ``run``, the pipeline is trained for one step on a small simulated train split (weights
+    do not change the speed) in a temporary runs directory. Without ``data``, a temporary simulated
+    dataset with ``events`` test events (and a small train split). The total is :func:`predict`
+    itself: read, select, featurise, model, write. The stages are then timed apart on the same
+    split: the loader (read + select + featurise into padded batches), the model over those
+    batches (inference mode, the run's precision) and the submission writer.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from icezoo.data.io import list_batches
+    from icezoo.data.kaggle_layout import write_submission
+    from icezoo.engine.checkpoints import load_run_model
+    from icezoo.engine.loaders import make_eval_loader
+    from icezoo.engine.predict import infer, predict
+    from icezoo.engine.train import TrainOptions, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="icezoo-bench-predict-") as tmp:
+        tmp = Path(tmp)
+        from icezoo.data.simulator import simulate
+
+        if data is None:
+            t0 = time.perf_counter()
+            data = str(simulate(tmp / "data", 100, events_per_batch=50_000, seed=0, test=True, test_events=events))
+            echo(f"temporary dataset: {events:,} simulated test events ({time.perf_counter() - t0:.0f} s)")
+        if run is None:  # a one-step run on a small simulated train split of its own
+            runs_dir = str(tmp / "runs")
+            train_data = str(simulate(tmp / "train", 2 * max(256, batch_size), events_per_batch=max(256, batch_size),
+                                      seed=1))
+            run = str(train(TrainOptions(pipeline=pipeline, pipeline_file=pipeline_file, data=train_data, max_steps=1,
+                                         runs_dir=runs_dir, name="BENCH_PREDICT", progress=False, device=device)))
+        out = tmp / "submission.csv"
+        t0, c0 = time.perf_counter(), time.process_time()
+        counts = predict(run, data, split="test", out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
+                         device=device, echo=None)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+
+        _, info, config, model, _ = load_run_model(run, runs_dir)
+        dev = pick_device(None, device)
+        model.to(dev)
+        precision = (info.get("precision") or {}).get("final") or config.train.precision
+        ids = list_batches(data, "test")
+        t0 = time.perf_counter()
+        batches = [b for bid in ids for b in make_eval_loader(data, "test", [bid], model, batch_size, workers=workers)]
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = infer(model, batches, dev, precision)
+        t_model = time.perf_counter() - t0
+        n = counts["events"]
+        t0 = time.perf_counter()
+        write_submission(tmp / "again.csv", np.arange(n, dtype=np.int64), np.zeros(n), np.zeros(n))
+        t_write = time.perf_counter() - t0
+    return {"pipeline": config.name, "events": n, "model_events": int(len(res["event_id"])), "batch_size": batch_size,
+            "workers": workers, "threads": torch.get_num_threads(), "machine": device_name(dev),
+            "torch": torch.__version__, "precision": precision, "wall_s": wall, "cpu_s": cpu,
+            "events_per_s": n / wall, "events_per_cpu_s": n / cpu, "load_s": t_load, "model_s": t_model,
+            "write_s": t_write, "peak_rss_mib": _rss_mib()}
+
+
+def format_bench_predict(r: dict[str, Any]) -> str:
+    return (f"icezoo predict, {r['pipeline']} ({r['precision']}), {r['events']:,} test events, batch {r['batch_size']}, "
+            f"{r['workers']} workers, {r['threads']} threads on {r['machine']} (torch {r['torch']}):\n"
+            f"  {r['events_per_s']:,.0f} events/s wall ({r['wall_s']:.2f} s), {r['events_per_cpu_s']:,.0f} events per "
+            f"CPU-second of this process; peak RSS {r['peak_rss_mib']:.0f} MiB\n"
+            f"  stages apart: read+select+featurise {r['load_s']:.2f} s ({r['events'] / r['load_s']:,.0f} events/s), "
+            f"model {r['model_s']:.2f} s ({r['model_events'] / r['model_s']:,.0f} events/s), "
+            f"write {r['write_s']:.2f} s")
