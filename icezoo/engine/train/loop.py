@@ -266,7 +266,8 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     log_every = max(1, plan.total_steps // 100)
     loader = loaders.make_train_loader(run.data_dir, epoch_files(ts, run.train_ids, epoch), raw, ts.batch_size,
                                        run.opts.seed, epoch, dist, run.opts.workers,
-                                       start_step=state.step - plan.starts[epoch], keep_events=run.keep_events)
+                                       start_step=state.step - plan.starts[epoch], keep_events=run.keep_events,
+                                       pin_memory=run.device.type == "cuda")
     raw.train()
     for batch in loader:
         batch = batch.to(run.device)
