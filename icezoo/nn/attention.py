@@ -147,7 +147,7 @@ class RelativeAttention(nn.Module):
         rows = None
         if torch.is_grad_enabled() and not p:
             o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, mask)
-        elif torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
+        elif p or torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
             _, o1, o2, rows = _relative_core(q.to(dt), k, v, qw, e, mask, p)
         else:  # inference on long events: query blocks
             o1 = q.new_empty(b, n, self.heads, self.dim_head, dtype=dt)
