@@ -40,17 +40,34 @@ def simulate_cmd(
     max_pulses: Optional[int] = typer.Option(None, "--max-pulses", help="keep at most N earliest pulses per event (default all)"),
     downgoing_excess: Optional[float] = typer.Option(None, "--downgoing-excess", help="extra fraction forced down-going (default 0)"),
     yield_scale: Optional[float] = typer.Option(None, "--yield-scale", help="overall light-yield factor (default 1.0)"),
+    spectral_break: Optional[float] = typer.Option(None, "--spectral-break", help="GeV: E^-index-low below it (default 100)"),
+    spectral_index_low: Optional[float] = typer.Option(None, "--spectral-index-low", help="spectral index below the break (default -1)"),
+    kinematics: Optional[bool] = typer.Option(None, "--kinematics/--no-kinematics", help="neutrino kinematics: lepton/cascade split, opening angle (default on)"),
+    stochastic: Optional[bool] = typer.Option(None, "--stochastic/--no-stochastic", help="stochastic muon losses, energy falling along the track (default on)"),
+    layered_timing: Optional[bool] = typer.Option(None, "--layered-timing/--no-layered-timing", help="Pandel delays from the local ice table (default on)"),
+    deepcore_trigger: Optional[bool] = typer.Option(None, "--deepcore/--no-deepcore", help="SMT3 DeepCore trigger besides SMT8 (default on)"),
+    noise_bursts: Optional[bool] = typer.Option(None, "--bursts/--no-bursts", help="correlated noise bursts (default on; off: Poisson)"),
+    afterpulses: Optional[bool] = typer.Option(None, "--afterpulses/--no-afterpulses", help="PMT afterpulses (default on)"),
+    dom_efficiency_spread: Optional[float] = typer.Option(None, "--dom-efficiency-spread", help="per-DOM efficiency spread (default 0.1; 0 = off)"),
+    launch_readout: Optional[bool] = typer.Option(None, "--launch-readout/--no-launch-readout", help="DOM launch readout and soft saturation (default on; off: 10 ns PE grouping)"),
+    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off; explicit flags still apply)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory"),
 ) -> None:
     """Simulate IceCube events into the Kaggle layout (train/, train_meta.parquet, sensor_geometry.csv;
     extra truth in train_truth.parquet; with --test also test/, test_meta.parquet, test_truth.parquet)."""
-    from icezoo.data.simulator import simulate
+    from icezoo.data.simulator import LEGACY_KNOBS, simulate
 
     t0 = time.perf_counter()
     given = dict(energy_min=energy_min, energy_max=energy_max, spectral_index=spectral_index,
                  frac_through_going=frac_through_going, frac_starting=frac_starting, frac_cascade=frac_cascade,
-                 noise=noise, max_pulses=max_pulses, downgoing_excess=downgoing_excess, yield_scale=yield_scale)
-    knobs = {k: v for k, v in given.items() if v is not None}  # unset flags keep SimulatorConfig's defaults
+                 noise=noise, max_pulses=max_pulses, downgoing_excess=downgoing_excess, yield_scale=yield_scale,
+                 spectral_break=spectral_break, spectral_index_low=spectral_index_low, kinematics=kinematics,
+                 stochastic=stochastic, layered_timing=layered_timing, deepcore_trigger=deepcore_trigger,
+                 noise_bursts=noise_bursts, afterpulses=afterpulses, dom_efficiency_spread=dom_efficiency_spread,
+                 launch_readout=launch_readout)
+    # unset flags keep SimulatorConfig's defaults (or, with --legacy, the values before issue 11)
+    knobs = dict(LEGACY_KNOBS) if legacy else {}
+    knobs.update({k: v for k, v in given.items() if v is not None})
     path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
                     overwrite=overwrite, **knobs)
     dt = time.perf_counter() - t0
@@ -140,16 +157,18 @@ def bench_sim_cmd(
     events: int = typer.Option(20_000, "--events", help="events to simulate"),
     seed: int = typer.Option(0, "--seed"),
     noise: bool = typer.Option(True, "--noise/--no-noise"),
+    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off)"),
 ) -> None:
     """Simulator speed: events/s on one core (one process, numpy single-threaded) and peak memory."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from icezoo.data.simulator import detector, simulate
+    from icezoo.data.simulator import LEGACY_KNOBS, detector, simulate
 
+    knobs = dict(LEGACY_KNOBS) if legacy else {}
     detector()
     with tempfile.TemporaryDirectory(prefix="icezoo-bench-sim-") as tmp:
         t0 = time.perf_counter()
         cpu0 = time.process_time()
-        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise)
+        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise, **knobs)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
     typer.echo(f"simulate: {events} events in {wall:.2f} s wall, {cpu:.2f} s CPU -> "

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from functools import lru_cache
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -57,22 +58,67 @@ HADRONIC_FACTOR = 0.88  # hadronic / EM light (physics.md: ~0.88 at 10 TeV; used
 #: muon energy loss dE/dx = a + b E in ice (PDG muon tables: a ~ 0.24 GeV/m, b ~ 3.2e-4 /m)
 MUON_LOSS_A = 0.24
 MUON_LOSS_B = 3.2e-4
+#: stochastic losses: dN/(dv ds) = b / v in the lost fraction v (normalised so the mean loss rate is
+#: b E); a loss is sampled when v > v_min = min(STOCH_V_CUT, STOCH_E_CUT / E0) (E0: the muon's energy
+#: where sampling starts; the PROPOSAL-style e_cut/v_cut pair); below it the loss is continuous
+STOCH_V_CUT = 0.05
+STOCH_E_CUT = 0.5  # GeV
+#: losses are sampled where the muon is within this distance of the detector centre (m); farther
+#: away the muon is continuous (no DOM sees a loss there)
+STOCH_RADIUS = 1200.0
+#: through-going muons enter that sphere with at least this energy (GeV; speed cut, the neutrino
+#: energies are drawn accordingly, see _entering_muons): with a 50 GeV cut, none of 1,500 written
+#: through-going muons had entered with less than 150 GeV (1% below 223 GeV)
+MUON_MIN_ENTRY_ENERGY = 150.0
+#: CC kinematics: median angle between the neutrino and the muon (or a cascade's light axis),
+#: 0.7 deg x (E_nu / TeV)^-0.7 (the issue's figure; IceCube's usual kinematic-angle estimate)
+KIN_MEDIAN_DEG, KIN_INDEX = 0.7, 0.7
+#: share of neutral-current interactions among cascade events (sigma_NC/sigma_CC ~ 0.31, flavours
+#: 1:1:1 with nu_e and nu_tau CC as cascades: 0.93 / (2 + 0.93))
+NC_FRACTION_CASCADES = 1.0 / 3.0
 #: DOM: 13-inch glass sphere (IceCube instrumentation paper), geometric cross-section in m^2
 DOM_AREA = math.pi * 0.1651**2
 HQE_FACTOR = 1.35
-NOISE_RATE_NS = 560e-9  # dark rate per ns, standard DOM
+NOISE_RATE_NS = 560e-9  # dark rate per ns, standard DOM (all noise: uncorrelated + bursts)
 NOISE_RATE_HQE_NS = 780e-9  # high-QE DOM
+#: of the 560 Hz, ~250 Hz are uncorrelated (Poisson); the rest comes in correlated bursts of 3-4
+#: hits (physics.md); high-QE DOMs scale both parts by 780/560. The gaps between the hits of a
+#: burst are exponential with this mean (our assumption: the sources give no time scale)
+NOISE_UNCORRELATED_NS = 250e-9
+BURST_SIZES = (3, 4)
+BURST_GAP_NS = 2000.0
+#: afterpulses: probability per photo-electron (IceCube PMT paper, NIM A 618 (2010) 139: ~0.06)
+#: and delay ~ Gaussian 6 +- 2 us (physics.md)
+AFTERPULSE_PROB = 0.06
+AFTERPULSE_DELAY_NS, AFTERPULSE_SPREAD_NS = 6000.0, 2000.0
+#: per-DOM efficiency: relative spread (Gaussian, clipped at +-3 sigma), fixed per DOM and seed
+DOM_EFFICIENCY_SPREAD = 0.1
 #: readout: local coincidence +-1 us on the same string within 2 DOMs; SMT8 = 8 HLC hits in 5 us
 HLC_WINDOW_NS = 1000
 HLC_SPAN = 2
 SMT_HITS = 8
 SMT_WINDOW_NS = 5000
+#: DeepCore trigger SMT3: 3 HLC hits within 2.5 us on the DeepCore fiducial DOMs (DeepCore design
+#: paper, Astropart. Phys. 35 (2012) 615): the lower 50 DOMs of strings 79-86 and the lower 22 DOMs
+#: (DOMs 39-60) of the 7 surrounding standard strings
+SMT3_HITS = 3
+SMT3_WINDOW_NS = 2500
+DEEPCORE_STRINGS_STANDARD = (26, 27, 35, 36, 37, 45, 46)
 READOUT_BEFORE_NS = 4000
 READOUT_AFTER_NS = 6000
 #: Kaggle clock: the trigger window starts at this time, so the readout window opens near 5900 ns
 TRIGGER_TIME_NS = 9900
-#: photo-electrons of one DOM in the same bin of this width (from the DOM's first PE) form one pulse
+#: legacy readout (``launch_readout=False``): photo-electrons of one DOM in the same bin of this
+#: width (from the DOM's first PE) form one pulse
 PULSE_MERGE_NS = 10
+#: DOM launch readout (IceCube instrumentation paper, JINST 12 (2017) P03012): a launch records
+#: 6.4 us of FADC waveform (25 ns samples) and, for HLC launches, 427 ns of ATWD (3.3 ns samples);
+#: an SLC launch sends only the three FADC samples around the peak (a 75 ns charge stamp)
+LAUNCH_NS = 6400
+ATWD_NS = 427
+ATWD_MERGE_NS = 25
+FADC_MERGE_NS = 100
+SLC_STAMP_NS = 75
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 256
 #: speed cut (approximation): DOMs whose best-case light from a source (best acceptance, QE 1.35,
@@ -92,7 +138,8 @@ BOUND_SLACK = 1.001
 #: JINST 15 (2020) P06032); quantised to 0.025 like the Kaggle charges (float16 storage)
 SPE_PEAK, SPE_WIDTH, SPE_TAIL_FRACTION, SPE_TAIL_SCALE = 1.0, 0.3, 0.15, 0.4
 CHARGE_QUANTUM = 0.025
-#: pulse charges are clipped here (PMT/digitiser saturation; Kaggle batch 1 has max 2762 PE)
+#: pulse charges saturate at this scale (PMT/digitiser saturation; Kaggle batch 1 has max 2762 PE):
+#: q_s tanh(q / q_s) with the launch readout (our shape: linear below ~1000 PE), a clip without it
 CHARGE_SATURATION = 3000.0
 #: cascade angular emission: Gaussian in cos(angle to the shower axis) around cos(theta_c)
 CASCADE_PROFILE_WIDTH = 0.25
@@ -107,14 +154,31 @@ _TIME_OFFSET = 1 << 23  # relative times are packed as non-negative 24-bit integ
 _T_BITS = 24
 
 
+#: the default spectrum (neutrino energy, 10 GeV - 10 PeV): chosen so the written events have
+#: Kaggle's pulse-count distribution (docs/simulator.md, calibration)
+SPECTRAL_INDEX = 1.6
+ENERGY_MAX = 3.0e6
+SPECTRAL_BREAK = 100.0
+SPECTRAL_INDEX_LOW = -1.0
+#: bump when the physics changes: the cached default dataset is keyed by it
+SIMULATOR_VERSION = "2026.12-issue11"
+
+#: knob values that reproduce the simulator before issue 11 (docs/simulator.md, ablation)
+LEGACY_KNOBS = {"energy_min": 100.0, "energy_max": 1.0e7, "spectral_index": 1.9, "spectral_break": 100.0, "kinematics": False, "stochastic": False,
+                "layered_timing": False, "deepcore_trigger": False, "noise_bursts": False, "afterpulses": False,
+                "dom_efficiency_spread": 0.0, "launch_readout": False}
+
+
 class SimulatorConfig(BaseModel):
     """Knobs of ``icezoo simulate`` (every default documented; unknown names are an error)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    energy_min: float = Field(100.0, gt=0, description="lowest energy of the power law, GeV")
-    energy_max: float = Field(1.0e7, gt=0, description="highest energy of the power law, GeV")
-    spectral_index: float = Field(1.9, ge=0, description="dN/dE ~ E^-index")
+    energy_min: float = Field(10.0, gt=0, description="lowest energy of the power law, GeV (the neutrino's)")
+    energy_max: float = Field(ENERGY_MAX, gt=0, description="highest energy of the power law, GeV")
+    spectral_index: float = Field(SPECTRAL_INDEX, ge=0, description="dN/dE ~ E^-index (above spectral_break)")
+    spectral_break: float = Field(SPECTRAL_BREAK, gt=0, description="GeV: below it the spectrum is E^-spectral_index_low")
+    spectral_index_low: float = Field(SPECTRAL_INDEX_LOW, description="dN/dE ~ E^-index_low below spectral_break")
     frac_through_going: float = Field(0.5, ge=0, description="weight of through-going muon tracks")
     frac_starting: float = Field(0.2, ge=0, description="weight of starting tracks (CC nu_mu in the volume)")
     frac_cascade: float = Field(0.3, ge=0, description="weight of cascades (nu_e CC, NC)")
@@ -127,6 +191,16 @@ class SimulatorConfig(BaseModel):
     generation_radius: float = Field(800.0, gt=0, description="m: impact-disk radius of through-going tracks")
     vertex_radius: float = Field(650.0, gt=0, description="m: radius of the vertex cylinder (starting tracks, cascades)")
     vertex_half_height: float = Field(600.0, gt=0, description="m: half height of the vertex cylinder")
+    # the physics of issue 11, each with a switch (False = the simulator before it)
+    kinematics: bool = Field(True, description="simulate the neutrino: lepton/cascade split, CC opening angle, visible fraction")
+    stochastic: bool = Field(True, description="stochastic muon losses (1/v spectrum) and the energy falling along the track")
+    layered_timing: bool = Field(True, description="Pandel delays from the local ice (depth-dependent table), not bulk H2")
+    deepcore_trigger: bool = Field(True, description="SMT3 DeepCore trigger besides SMT8")
+    noise_bursts: bool = Field(True, description="correlated noise bursts of 3-4 hits (off: all noise Poisson)")
+    afterpulses: bool = Field(True, description="PMT afterpulses 6 +- 2 us after photo-electrons")
+    dom_efficiency_spread: float = Field(DOM_EFFICIENCY_SPREAD, ge=0, le=0.3,
+                                         description="relative per-DOM efficiency spread, fixed per DOM and seed (0 = off)")
+    launch_readout: bool = Field(True, description="DOM launches: HLC waveforms (ATWD/FADC), SLC charge stamps (off: 10 ns PE grouping)")
 
     @model_validator(mode="after")
     def _check(self) -> "SimulatorConfig":
@@ -165,10 +239,15 @@ class _Detector:
         self.qe = np.where(hqe, HQE_FACTOR, 1.0)
         self.qe32 = self.qe.astype(np.float32)
         self.noise_rate = np.where(hqe, NOISE_RATE_HQE_NS, NOISE_RATE_NS)
-        self.noise_cdf = np.cumsum(self.noise_rate) / self.noise_rate.sum()
-        self.noise_total = float(self.noise_rate.sum())  # per ns, whole detector
+        # the noise split into uncorrelated hits and bursts (same shares on high-QE DOMs)
+        self.noise_uncorrelated = self.noise_rate * (NOISE_UNCORRELATED_NS / NOISE_RATE_NS)
+        self.burst_rate = (self.noise_rate - self.noise_uncorrelated) / float(np.mean(BURST_SIZES))
+        # DeepCore fiducial DOMs of the SMT3 trigger
+        self.deepcore_fiducial = ((string >= 78) & (dom >= 10)) | (np.isin(string + 1, DEEPCORE_STRINGS_STANDARD) & (dom >= 38))
         self.string_x = self.x.reshape(86, 60).mean(1)
         self.string_y = self.y.reshape(86, 60).mean(1)
+        self.string_r_max = float(np.hypot(self.string_x, self.string_y).max()) + 1.0
+        self.dom_z_max = float(np.abs(self.z).max()) + 1.0
         # per string, its sensor ids in ascending z (row s*60 .. s*60+59)
         order = np.lexsort((self.z, string))
         self.zkey_sensor = sid[order]
@@ -187,6 +266,8 @@ class _Detector:
             raise IcezooError(f"{_resource('sensor_geometry.csv')}: DOMs must be numbered top to bottom on each string")
         ice = np.loadtxt(_resource("ice_transparency.csv"), delimiter=",", skiprows=1)
         self.ice_depth, self.ice_scat, self.ice_abs = ice[:, 0], ice[:, 1], ice[:, 2]
+        # reference ice of the layered timing: the table's median lengths (Pandel H2 ~ average ice)
+        self.scat_ref, self.abs_ref = float(np.median(self.ice_scat)), float(np.median(self.ice_abs))
 
         # 1 m grid in z of 1/absorption and 1/scattering, and their running integrals, so that the
         # average along any straight path is (F(z2) - F(z1)) / (z2 - z1): exact for the table
@@ -219,14 +300,19 @@ class _Detector:
         # the band edges), for the per-segment bounds
         lo_b, hi_b = _band_limits()
         self.band_k = np.zeros((86, len(lo_b)))
-        self.band_pref = np.zeros((86, len(lo_b)))
+        self.band_masks = []
         for b in range(len(lo_b)):
             inb = ((self.z >= lo_b[b] - 2.0) & (self.z <= hi_b[b] + 2.0)).reshape(86, 60)
             k = np.where(inb, self.dom_k32.reshape(86, 60), np.inf).min(1)
             self.band_k[:, b] = np.where(np.isfinite(k), k, self.class_k.min())
-            self.band_pref[:, b] = np.where(inb, self.dom_pref32.reshape(86, 60), 0.0).max(1)
+            self.band_masks.append(inb)
+        self.band_pref = self.band_max(self.dom_pref32)
         self.min_inv_scat = float(1.0 / self.ice_scat.max())
         self.cum_abs32, self.cum_scat32 = self.cum_abs.astype(np.float32), self.cum_scat.astype(np.float32)
+
+    def band_max(self, per_dom: np.ndarray) -> np.ndarray:
+        """[86, bands]: the largest value of a per-DOM quantity on each string within each depth band."""
+        return np.stack([np.where(inb, per_dom.reshape(86, 60), 0.0).max(1) for inb in self.band_masks], -1)
 
     def inv_lengths(self, z_from: np.ndarray, z_to: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Average 1/absorption and 1/scattering length along a straight path between two heights
@@ -247,6 +333,27 @@ class _Detector:
 def detector() -> _Detector:
     """The shared detector tables (loaded once)."""
     return _Detector()
+
+
+class _DomResponse:
+    """Per-DOM light response of one dataset: QE times a relative efficiency fixed per DOM and seed
+    (Gaussian spread, clipped at +-3 sigma), and the thinning-bound prefactors that include it (so the
+    bounds stay as tight as without the spread)."""
+
+    def __init__(self, seed: int, spread: float) -> None:
+        det = detector()
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7160]))
+        eff = 1.0 + spread * np.clip(rng.standard_normal(5160), -3.0, 3.0)
+        self.efficiency = eff
+        self.qe32 = (det.qe * eff).astype(np.float32)
+        self.dom_pref32 = (det.dom_pref32 * eff).astype(np.float32) * np.float32(1.0 + 1e-6)
+        self.band_pref = det.band_max(self.dom_pref32)
+
+
+@lru_cache(maxsize=4)
+def dom_response(seed: int = 0, spread: float = 0.0) -> _DomResponse:
+    """The per-DOM response for a dataset seed (spread 0: every DOM at its nominal QE)."""
+    return _DomResponse(seed, spread)
 
 
 def _cascade_profile_norm() -> float:
@@ -279,11 +386,12 @@ def _attenuation(dist, d_eff, inv_abs):
     return np.exp(-dist * inv_abs - d_eff / PANDEL_LAMBDA * np.log1p(PANDEL_TAU * C_ICE * inv_abs))
 
 
-def muon_photons_per_m(energy: np.ndarray) -> np.ndarray:
+def muon_photons_per_m(energy: np.ndarray, radiative_b: float | np.ndarray = MUON_LOSS_B) -> np.ndarray:
     """Detectable photons per metre of muon track: bare muon with its sub-threshold losses
-    (2.5e3 * (1 + 0.987 (0.188 + 0.0206 ln E))) plus radiative losses b*E as EM light (5.25 m/GeV)."""
+    (2.5e3 * (1 + 0.987 (0.188 + 0.0206 ln E))) plus continuous radiative losses b*E as EM light
+    (5.25 m/GeV; with stochastic losses only their part below the sampling threshold, b v_min E)."""
     e = np.maximum(energy, 1.0)
-    return MUON_PHOTONS_PER_M * (1.0 + 0.987 * (0.188 + 0.0206 * np.log(e)) + CASCADE_M_PER_GEV * MUON_LOSS_B * e)
+    return MUON_PHOTONS_PER_M * (1.0 + 0.987 * (0.188 + 0.0206 * np.log(e)) + CASCADE_M_PER_GEV * radiative_b * e)
 
 
 def muon_range(energy: np.ndarray) -> np.ndarray:
@@ -422,16 +530,40 @@ def _sphere_candidates(pos, reach):
 # ----------------------------------------------------------------------------------------------
 # Light sources -> expected PE, direct time and effective distance per (event, DOM)
 # ----------------------------------------------------------------------------------------------
-def _light_terms(dist, cos_eta, z_from, z_to, sen):
-    """Shared per-DOM factors (float32): Pandel effective distance, mixed acceptance x QE x
-    attenuation, and the unscattered fraction (which keeps the emission direction)."""
+class _Context(NamedTuple):
+    """Per-dataset settings the light sources need: the DOM response and the timing model."""
+
+    resp: _DomResponse
+    layered_timing: bool
+
+
+def _context(cfg: SimulatorConfig | None = None, seed: int = 0) -> _Context:
+    if cfg is None:
+        return _Context(dom_response(0, 0.0), False)
+    return _Context(dom_response(seed, cfg.dom_efficiency_spread), cfg.layered_timing)
+
+
+def _light_terms(dist, cos_eta, z_from, z_to, sen, ctx: _Context):
+    """Shared per-DOM factors (float32): the unscattered fraction (which keeps the emission direction),
+    mixed acceptance x QE x efficiency x attenuation, and the Pandel delay's shape and scale.
+
+    Layered timing: the Pandel lambda scales with the path's average effective scattering length and
+    the Pandel absorption length with its average absorption length, both relative to the table's
+    median (32.4 m, 111.8 m), so light through the dust layer is late as well as dim; otherwise the
+    bulk H2 numbers at every depth."""
     det = detector()
     inv_a, inv_s = det.inv_lengths(z_from, z_to)
     d_eff = 0.8395 * dist + 3.094 - 3.946 * cos_eta + 4.636 * cos_eta * cos_eta
     w_dir = np.exp(-dist * inv_s)
     acc = _MEAN_ACCEPTANCE + w_dir * (_acceptance(cos_eta) - _MEAN_ACCEPTANCE)
     att = np.exp(-dist * inv_a - d_eff * (1.0 / PANDEL_LAMBDA) * np.log1p(PANDEL_TAU * C_ICE * inv_a))
-    return d_eff, w_dir, acc * det.qe32[sen] * att
+    if ctx.layered_timing:
+        shape = d_eff * inv_s * np.float32(det.scat_ref / PANDEL_LAMBDA)
+        scale = 1.0 / (np.float32(1.0 / PANDEL_TAU) + inv_a * np.float32(C_ICE * det.abs_ref / PANDEL_ABS))
+    else:
+        shape = d_eff * np.float32(1.0 / PANDEL_LAMBDA)
+        scale = np.full(len(d_eff), 1.0 / PANDEL_RHO, dtype=np.float32)
+    return w_dir, acc * ctx.resp.qe32[sen] * att, shape, scale
 
 
 def _thin(rng, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -537,20 +669,23 @@ def _sample_counts(rng, seg: dict, bmax: np.ndarray, bound_fn):
             np.concatenate([n_b, count]), np.concatenate([bound, p_bound[sel]]))
 
 
-def _segment_bound_terms(seg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _segment_bound_terms(seg: dict, resp: _DomResponse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per segment: a lower bound (>= 1 m) of its DOMs' distance from the source (their string
     points' distance minus the DOMs' largest offset from the string line), and the best prefactor and
     smallest k of the DOM classes of its string and band."""
     det = detector()
     d_lo = np.maximum(np.sqrt(seg["d2"]) - det.xy_margin, 1.0)
-    return d_lo, det.band_pref[seg["st"], seg["band"]], det.band_k[seg["st"], seg["band"]]
+    return d_lo, resp.band_pref[seg["st"], seg["band"]], det.band_k[seg["st"], seg["band"]]
 
 
-def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
+def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale, ctx: _Context | None = None,
+                   radiative_b: float | np.ndarray = MUON_LOSS_B):
     """Muon track segments (pos + s vdir, s in [s_min, s_max], t = s/c): per DOM that sees light,
-    the PE count, direct Cherenkov time and Pandel effective distance (float32 arithmetic)."""
+    the PE count, direct Cherenkov time and the Pandel delay's shape and scale (float32 arithmetic).
+    ``radiative_b``: the part of the radiative losses emitted as continuous light."""
     det = detector()
-    light = muon_photons_per_m(energy) * scale
+    ctx = ctx or _context()
+    light = muon_photons_per_m(energy, radiative_b) * scale
     seg = _track_candidates(pos, vdir, _band_reach(light, cascade=False))
     p32, v32 = _columns32(pos), _columns32(vdir)
     light_c = light * (DOM_AREA / (2 * np.pi * SIN_C))
@@ -566,7 +701,7 @@ def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
         bound *= d
         bound *= np.float32(-1.0 / SIN_C)
         np.exp(bound, out=bound)
-        bound *= det.dom_pref32[sen]
+        bound *= ctx.resp.dom_pref32[sen]
         bound *= light_c32[ev]
         bound /= d
         inside = s_e <= s_max32[ev]
@@ -575,7 +710,7 @@ def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
         bound *= inside
         return bound
 
-    d_lo, pref, k = _segment_bound_terms(seg)
+    d_lo, pref, k = _segment_bound_terms(seg, ctx.resp)
     bmax = light_c[seg["ev"]] / d_lo * pref * np.exp(-k * d_lo / SIN_C) * BOUND_SLACK
     ev, sen, n_b, bound = _sample_counts(rng, seg, bmax, bound_fn)
     d, s_e = _track_geometry(p32, v32, ev, sen)  # the same values as in the bound
@@ -583,10 +718,10 @@ def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale):
     qz = det.z32[sen]
     ez = p32[2][ev] + s_e * v32[2][ev]
     cos_eta = (qz - ez) / dist  # > 0: light from below, into the PMT face
-    d_eff, _, factor = _light_terms(dist, cos_eta, ez, qz, sen)
+    _, factor, shape, tscale = _light_terms(dist, cos_eta, ez, qz, sen, ctx)
     mu = light.astype(np.float32)[ev] * np.float32(DOM_AREA / (2 * np.pi * SIN_C)) / d * factor
     t_geo = (s_e + dist * np.float32(N_GROUP)) * np.float32(1.0 / C_VACUUM)
-    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, d_eff
+    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, shape, tscale
 
 
 def _cascade_geometry(p32, ev, sen):
@@ -603,10 +738,11 @@ def _cascade_geometry(p32, ev, sen):
     return wx, wy, wz, dist, tmp
 
 
-def _cascade_sources(rng, pos, vdir, photons):
+def _cascade_sources(rng, pos, vdir, photons, ctx: _Context | None = None):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
     at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
     det = detector()
+    ctx = ctx or _context()
     seg = _sphere_candidates(pos, _band_reach(photons, cascade=True))
     p32 = _columns32(pos)
     photons_c = photons * (DOM_AREA / (4 * np.pi))
@@ -626,13 +762,13 @@ def _cascade_sources(rng, pos, vdir, photons):
         np.negative(bound, out=bound)
         np.exp(bound, out=bound)
         bound *= peak_bound
-        bound *= det.dom_pref32[sen]
+        bound *= ctx.resp.dom_pref32[sen]
         bound *= inv_d
         bound *= inv_d
         bound *= photons_c32[ev]
         return bound
 
-    d_lo, pref, k = _segment_bound_terms(seg)
+    d_lo, pref, k = _segment_bound_terms(seg, ctx.resp)
     bmax = (photons_c[seg["ev"]] / (d_lo * d_lo) * (1.0 + peak_excess * np.exp(-d_lo * det.min_inv_scat))
             * pref * np.exp(-k * d_lo) * BOUND_SLACK)
     ev, sen, n_b, bound = _sample_counts(rng, seg, bmax, bound_fn)
@@ -642,12 +778,12 @@ def _cascade_sources(rng, pos, vdir, photons):
     vx, vy, vz = (c[ev] for c in _columns32(vdir))
     cos_phi = (wx * vx + wy * vy + wz * vz) * inv_d
     cos_eta = -wz * inv_d  # direction DOM -> source against the PMT axis (0, 0, -1)
-    d_eff, w_dir, factor = _light_terms(dist, cos_eta, pz, qz, sen)
+    w_dir, factor, shape, tscale = _light_terms(dist, cos_eta, pz, qz, sen, ctx)
     x = (cos_phi - np.float32(COS_C)) * np.float32(1.0 / CASCADE_PROFILE_WIDTH)
     ang = 1.0 + w_dir * (np.float32(_CASCADE_NORM) * np.exp(np.float32(-0.5) * x * x) - 1.0)
     mu = photons.astype(np.float32)[ev] * np.float32(DOM_AREA / (4 * np.pi)) * inv_d * inv_d * ang * factor
     t_geo = dist * np.float32(N_GROUP / C_VACUUM)
-    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, d_eff
+    return ev, sen, _thinned_counts(rng, n_b, mu, bound), t_geo, shape, tscale
 
 
 def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -658,9 +794,10 @@ def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.maximum(q, 0.0, out=q)
 
 
-def _quantise(q: np.ndarray) -> np.ndarray:
-    """Charges as Kaggle stores them: multiples of 0.025 PE, at least 0.025, clipped at saturation."""
-    q = np.minimum(q, CHARGE_SATURATION)
+def _quantise(q: np.ndarray, soft: bool = True) -> np.ndarray:
+    """Charges as Kaggle stores them: multiples of 0.025 PE, at least 0.025, saturating at
+    CHARGE_SATURATION (soft: q_s tanh(q / q_s), linear for small pulses; else a hard clip)."""
+    q = CHARGE_SATURATION * np.tanh(q / CHARGE_SATURATION) if soft else np.minimum(q, CHARGE_SATURATION)
     return np.round(np.maximum(np.round(q / CHARGE_QUANTUM), 1.0) * CHARGE_QUANTUM, 3)
 
 
@@ -699,15 +836,38 @@ def _draw_truth(rng, cfg: SimulatorConfig, m: int, zbin: np.ndarray):
     cos_ze = -1.0 + (zbin + rng.random(m)) * (2.0 / ZENITH_BINS)
     ze = np.arccos(np.clip(cos_ze, -1.0, 1.0))
     u = np.stack([np.cos(az) * np.sin(ze), np.sin(az) * np.sin(ze), np.cos(ze)], -1)
-    g = cfg.spectral_index
-    lo, hi = cfg.energy_min, cfg.energy_max
-    r = rng.random(m)
-    if abs(g - 1.0) < 1e-9:
-        energy = lo * (hi / lo) ** r
-    else:
-        k = 1.0 - g
-        energy = (lo**k + r * (hi**k - lo**k)) ** (1.0 / k)
+    energy = sample_energies(rng, cfg, m)
     return az, ze, u, energy
+
+
+def _power_law(r: np.ndarray, g: float, lo: float, hi: float) -> np.ndarray:
+    """Inverse CDF of dN/dE ~ E^-g on [lo, hi] at the uniforms r."""
+    if abs(g - 1.0) < 1e-9:
+        return lo * (hi / lo) ** r
+    k = 1.0 - g
+    return (lo**k + r * (hi**k - lo**k)) ** (1.0 / k)
+
+
+def _power_law_mass(g: float, lo: float, hi: float, ref: float) -> float:
+    """Integral of (E / ref)^-g over [lo, hi]."""
+    if hi <= lo:
+        return 0.0
+    if abs(g - 1.0) < 1e-9:
+        return ref * math.log(hi / lo)
+    return ref ** g * (hi ** (1 - g) - lo ** (1 - g)) / (1 - g)
+
+
+def sample_energies(rng, cfg: SimulatorConfig, m: int) -> np.ndarray:
+    """The generation spectrum: a broken power law, E^-spectral_index_low below spectral_break and
+    E^-spectral_index above (continuous at the break), between energy_min and energy_max."""
+    lo, hi = cfg.energy_min, cfg.energy_max
+    brk = min(max(cfg.spectral_break, lo), hi)
+    w_low = _power_law_mass(cfg.spectral_index_low, lo, brk, brk)
+    w_high = _power_law_mass(cfg.spectral_index, brk, hi, brk)
+    low = rng.random(m) < w_low / (w_low + w_high)
+    r = rng.random(m)
+    return np.where(low, _power_law(r, cfg.spectral_index_low, lo, brk) if w_low > 0 else lo,
+                    _power_law(r, cfg.spectral_index, brk, hi) if w_high > 0 else hi)
 
 
 def _vertices(rng, cfg: SimulatorConfig, m: int) -> np.ndarray:
@@ -717,135 +877,432 @@ def _vertices(rng, cfg: SimulatorConfig, m: int) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
 
 
-def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray) -> dict:
+# ----------------------------------------------------------------------------------------------
+# Neutrino kinematics and muon propagation
+# ----------------------------------------------------------------------------------------------
+def kinematic_median_angle(e_nu: np.ndarray) -> np.ndarray:
+    """Median angle (rad) between the neutrino and the CC muon (or a cascade's light axis):
+    0.7 deg x (E_nu / TeV)^-0.7."""
+    return np.radians(KIN_MEDIAN_DEG) * (np.asarray(e_nu, dtype=np.float64) / 1000.0) ** -KIN_INDEX
+
+
+def _kinematic_angles(rng, e_nu: np.ndarray) -> np.ndarray:
+    """Angles with the median ``kinematic_median_angle``: a 2-D Gaussian on the sky (Rayleigh in the
+    angle, sigma = median / sqrt(2 ln 2)), capped at pi."""
+    sigma = kinematic_median_angle(e_nu) / math.sqrt(2.0 * math.log(2.0))
+    return np.minimum(sigma * np.sqrt(-2.0 * np.log1p(-rng.random(len(e_nu)))), np.pi)
+
+
+def _basis(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors perpendicular to the unit vectors u and to each other."""
+    ref = np.where(np.abs(u[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
+    e1 = np.cross(u, ref)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    return e1, np.cross(u, e1)
+
+
+def _deflect(u: np.ndarray, theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Unit vectors at angle theta from the unit vectors u, at azimuth phi around them."""
+    e1, e2 = _basis(u)
+    return (np.cos(theta)[:, None] * u
+            + np.sin(theta)[:, None] * (np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2))
+
+
+def muon_energy_after(energy: np.ndarray, dist: np.ndarray, b: float | np.ndarray = MUON_LOSS_B) -> np.ndarray:
+    """Muon energy after ``dist`` metres of continuous losses dE/dx = a + b E (0 once stopped)."""
+    c = MUON_LOSS_A / b
+    return np.maximum((energy + c) * np.exp(-b * dist) - c, 0.0)
+
+
+def _segment_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Cumulative sums restarting where ``first`` is True (x sorted by segment)."""
+    cs = np.cumsum(x)
+    start = np.flatnonzero(first)
+    base = (cs[start] - x[start])[np.cumsum(first) - 1]
+    return cs - base
+
+
+def stochastic_losses(rng, e0: np.ndarray, s0: np.ndarray, s_hi: np.ndarray):
+    """Stochastic energy losses of muons that have energy e0 at s0, sampled on [s0, s_hi].
+
+    Losses above v_min = min(STOCH_V_CUT, STOCH_E_CUT / e0) of the muon's energy come as discrete
+    points: a Poisson process of rate b ln(1/v_min) per metre, each taking a fraction v ~ 1/v of the
+    energy the muon has there; between them the muon loses a + b v_min E continuously. The energy
+    before each loss follows from composing these affine maps (one cumulative product and sum per
+    muon), so the energy falls along the track and the muon stops where it runs out.
+    Returns (owner, s, lost energy) per loss while the muon lives, and per muon the stopping point and v_min."""
+    m = len(e0)
+    v_min = np.minimum(STOCH_V_CUT, STOCH_E_CUT / np.maximum(e0, 1e-9))
+    length = np.maximum(s_hi - s0, 0.0)
+    n = rng.poisson(MUON_LOSS_B * np.log(1.0 / v_min) * length)
+    owner = np.repeat(np.arange(m), n)
+    k = len(owner)
+    s = s0[owner] + rng.random(k) * length[owner]
+    s = s[np.lexsort((s, owner))]
+    v = v_min[owner] ** (1.0 - rng.random(k))  # dN/dv ~ 1/v on [v_min, 1)
+    first = np.ones(k, dtype=bool)
+    first[1:] = owner[1:] != owner[:-1]
+    prev = np.empty(k)
+    prev[1:] = s[:-1]
+    prev[first] = s0[owner[first]]
+    b_c = MUON_LOSS_B * v_min[owner]
+    c = MUON_LOSS_A / b_c
+    qm1 = np.expm1(-b_c * (s - prev))  # continuous drift: E -> (E + c) q - c
+    log_a = np.maximum(_segment_cumsum(np.log1p(qm1) + np.log1p(-v), first), -20.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e_after = np.exp(log_a) * (e0[owner] + _segment_cumsum((1.0 - v) * c * qm1 * np.exp(-log_a), first))
+        e_before = e_after / (1.0 - v)
+    dead = ~(e_before > 0)
+    alive = _segment_cumsum(dead.astype(np.int64), first) == 0 if k else dead
+    n_alive = np.bincount(owner[alive], minlength=m)
+    last = np.cumsum(n) - n + n_alive - 1
+    has = n_alive > 0
+    s_last = np.where(has, s[np.maximum(last, 0)] if k else s0, s0)
+    e_last = np.where(has, e_after[np.maximum(last, 0)] if k else e0, e0)
+    b_m = MUON_LOSS_B * v_min
+    s_stop = s_last + np.log1p(e_last * b_m / MUON_LOSS_A) / b_m
+    # beyond s_hi no losses are sampled (far from every DOM): there the mean range applies
+    beyond = s_stop > s_hi
+    e_hi = muon_energy_after(e_last, s_hi - s_last, b_m)
+    s_stop = np.where(beyond, s_hi + muon_range(e_hi), s_stop)
+    return owner[alive], s[alive], (v * e_before)[alive], s_stop, v_min
+
+
+def _entering_muons(rng, cfg: SimulatorConfig, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neutrino energies and inelasticities of through-going muons whose vertex lies upstream,
+    uniformly within the muon's range: a muon that would enter the STOCH_RADIUS sphere with less than
+    MUON_MIN_ENTRY_ENERGY cannot reach a DOM, so candidates are kept with the probability that it
+    enters with more, (R(E_mu) - R(E_min)) / R(E_mu) (rejection: the kept ones have exactly the
+    distribution of the triggerable part)."""
+    e_out, y_out, got = [], [], 0
+    if (1.0 - 1e-9) * cfg.energy_max <= MUON_MIN_ENTRY_ENERGY:
+        raise IcezooError(f"simulate: through-going muons need energy_max above {MUON_MIN_ENTRY_ENERGY:g} GeV")
+    while got < m:
+        k = max(4 * (m - got), 256)
+        e = sample_energies(rng, cfg, k)
+        y = rng.random(k) ** 2
+        reach = muon_range((1.0 - y) * e)
+        ok = np.flatnonzero(rng.random(k) * reach < reach - muon_range(MUON_MIN_ENTRY_ENERGY))[: m - got]
+        e_out.append(e[ok])
+        y_out.append(y[ok])
+        got += len(ok)
+    return np.concatenate(e_out), np.concatenate(y_out)
+
+
+def _sphere_exit(pos: np.ndarray, vdir: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit s of the lines pos + s vdir through the sphere of this radius (NaN if missed)."""
+    pd = np.einsum("ij,ij->i", pos, vdir)
+    disc = pd * pd - np.einsum("ij,ij->i", pos, pos) + radius * radius
+    root = np.sqrt(np.where(disc >= 0, disc, np.nan))
+    return -pd - root, -pd + root
+
+
+# ----------------------------------------------------------------------------------------------
+# Readout: DOM launches -> pulses, local coincidence, triggers, noise
+# ----------------------------------------------------------------------------------------------
+def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None) -> dict:
+    """Photo-electrons (any order) -> pulses sorted by (event, sensor, time) with their HLC flag.
+
+    ``launch``: each DOM launches on a PE and records LAUNCH_NS; the next PE after that opens the next
+    launch. A launch is HLC when a DOM within 2 on the string launched within +-1 us. HLC launches are
+    unfolded into pulses of ATWD_MERGE_NS (first ATWD_NS) and FADC_MERGE_NS bins; an SLC launch is one
+    pulse, the charge of its first SLC_STAMP_NS (later PEs of the launch are not read out).
+    Otherwise (the legacy readout) PEs in the same PULSE_MERGE_NS bin from the DOM's first PE form
+    a pulse and HLC is decided per pulse. HLC is only computed in events with at least ``need_doms``
+    hit DOMs (fewer cannot trigger). A pulse's tag is its first PE's."""
+    key = _pack(ev, sen, t)
+    order = np.argsort(key, kind="stable")
+    key, t, q, ev, sen, tag = key[order], t[order], q[order], ev[order], sen[order], tag[order]
+    n = len(key)
+    es = key >> _T_BITS
+    new_dom = np.ones(n, dtype=bool)
+    new_dom[1:] = es[1:] != es[:-1]
+    if launch:
+        start = new_dom.copy()
+        t_unit = np.empty(n, dtype=np.int64)
+        pending = np.arange(n)
+        while len(pending):
+            head = np.ones(len(pending), dtype=bool)
+            head[1:] = es[pending[1:]] != es[pending[:-1]]
+            start[pending[head]] = True
+            tl = t[pending[head]][np.cumsum(head) - 1]
+            inside = t[pending] < tl + LAUNCH_NS
+            t_unit[pending[inside]] = tl[inside]
+            pending = pending[~inside]
+    else:
+        first = np.maximum.accumulate(np.where(new_dom, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+        bins = (t - t[first]) // PULSE_MERGE_NS if n else np.zeros(0, np.int64)
+        start = new_dom.copy()
+        start[1:] |= bins[1:] != bins[:-1]
+    # local coincidence per unit (launch, or legacy pulse)
+    u_idx = np.flatnonzero(start)
+    u_ev = ev[u_idx]
+    u_hlc = np.zeros(len(u_idx), dtype=bool)
+    if need_doms is None:
+        may = np.arange(len(u_idx))
+    else:
+        doms_per_event = np.bincount(ev[new_dom], minlength=int(ev.max()) + 1 if n else 0)
+        may = np.flatnonzero(doms_per_event[u_ev] >= need_doms) if n else np.zeros(0, np.int64)
+    u_key = key[u_idx]
+    u_hlc[may] = _hlc(u_ev[may], sen[u_idx][may], t[u_idx][may], u_key[may])
+    if launch:
+        unit_of = np.cumsum(start) - 1
+        hlc_pe = u_hlc[unit_of]
+        dt = t - t_unit
+        atwd_bins = ATWD_NS // ATWD_MERGE_NS + 1
+        bins = np.where(dt < ATWD_NS, dt // ATWD_MERGE_NS, atwd_bins + (dt - ATWD_NS) // FADC_MERGE_NS)
+        keep = hlc_pe | (dt < SLC_STAMP_NS)
+        bins = np.where(hlc_pe, bins, 0)
+        k = np.flatnonzero(keep)
+        key, t, q, ev, sen, tag, bins, start, hlc_pe = (a[k] for a in (key, t, q, ev, sen, tag, bins, start, hlc_pe))
+        new_pulse = start.copy()
+        new_pulse[1:] |= bins[1:] != bins[:-1]
+        p = np.flatnonzero(new_pulse)
+        hlc = hlc_pe[p]
+    else:
+        p = u_idx
+        hlc = u_hlc
+    return {"ev": ev[p], "sen": sen[p], "t": t[p], "q": np.add.reduceat(q, p) if len(p) else np.zeros(0),
+            "tag": tag[p], "hlc": hlc, "key": key[p]}
+
+
+def _smt_windows(ev, t, hits: int, window: int):
+    """Sliding windows of ``hits`` consecutive hits (per event, time ordered) within ``window`` ns:
+    (event, window start, window end) of each."""
+    o = np.lexsort((t, ev))
+    ev, t = ev[o], t[o]
+    k = hits - 1
+    if len(ev) <= k:
+        return (np.zeros(0, dtype=np.int64),) * 3
+    win = (ev[k:] == ev[:-k]) & (t[k:] - t[:-k] <= window)
+    return ev[:-k][win], t[:-k][win], t[k:][win]
+
+
+def _trigger(pulses: dict, deepcore: bool):
+    """SMT8 (and SMT3 on the DeepCore fiducial DOMs) on the first HLC pulse of each DOM: per
+    triggered event its index, the start of its first and the end of its last trigger window, and
+    the trigger bits (1: SMT8, 2: SMT3)."""
+    det = detector()
+    h = np.flatnonzero(pulses["hlc"])
+    hk = pulses["key"][h] >> _T_BITS
+    first_hlc = np.ones(len(h), dtype=bool)
+    first_hlc[1:] = hk[1:] != hk[:-1]
+    h = h[first_hlc]
+    hit_ev, hit_t, hit_sen = pulses["ev"][h], pulses["t"][h], pulses["sen"][h]
+    parts = [(*_smt_windows(hit_ev, hit_t, SMT_HITS, SMT_WINDOW_NS), 1)]
+    if deepcore:
+        f = det.deepcore_fiducial[hit_sen]
+        parts.append((*_smt_windows(hit_ev[f], hit_t[f], SMT3_HITS, SMT3_WINDOW_NS), 2))
+    w_ev = np.concatenate([p[0] for p in parts])
+    w_start = np.concatenate([p[1] for p in parts])
+    w_end = np.concatenate([p[2] for p in parts])
+    w_bit = np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in parts])
+    o = np.argsort(w_ev, kind="stable")
+    w_ev, w_start, w_end, w_bit = w_ev[o], w_start[o], w_end[o], w_bit[o]
+    trig_ev, first = np.unique(w_ev, return_index=True)
+    if not len(trig_ev):
+        return trig_ev, trig_ev, trig_ev, trig_ev
+    t_start = np.minimum.reduceat(w_start, first)
+    t_end = np.maximum.reduceat(w_end, first)
+    bits = np.bitwise_or.reduceat(w_bit, first)
+    return trig_ev, t_start, t_end, bits
+
+
+def _dom_draws(rng, cdf: np.ndarray, n: int) -> np.ndarray:
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), 5159).astype(np.int64)
+
+
+def noise_hits(rng, win_lo: np.ndarray, win_hi: np.ndarray, bursts: bool = True):
+    """Dark-noise hits (event, sensor, time) over the readout windows [win_lo, win_hi].
+
+    With ``bursts``: uncorrelated Poisson hits at 250 Hz (scaled 780/560 on high-QE DOMs) plus
+    correlated bursts of 3-4 hits on one DOM, the burst starts a Poisson process that carries the rest
+    of the 560 / 780 Hz, the hits of a burst separated by exponential gaps (mean BURST_GAP_NS); bursts
+    that start before the window reach into it. Without: all 560 / 780 Hz as Poisson hits."""
+    det = detector()
+    length = (win_hi - win_lo).astype(np.float64)
+    rate = det.noise_uncorrelated if bursts else det.noise_rate
+    n = rng.poisson(rate.sum() * length)
+    ev = np.repeat(np.arange(len(win_lo)), n)
+    sen = _dom_draws(rng, np.cumsum(rate) / rate.sum(), len(ev))
+    t = win_lo[ev] + np.floor(rng.random(len(ev)) * (length[ev] + 1)).astype(np.int64)
+    if not bursts:
+        return ev, sen, t
+    pad = 20.0 * BURST_GAP_NS
+    nb = rng.poisson(det.burst_rate.sum() * (length + pad))
+    b_ev = np.repeat(np.arange(len(win_lo)), nb)
+    b_sen = _dom_draws(rng, np.cumsum(det.burst_rate) / det.burst_rate.sum(), len(b_ev))
+    b_t0 = win_lo[b_ev] - pad + rng.random(len(b_ev)) * (length[b_ev] + pad)
+    size = rng.choice(np.asarray(BURST_SIZES), len(b_ev))
+    owner = np.repeat(np.arange(len(b_ev)), size)
+    first = np.ones(len(owner), dtype=bool)
+    first[1:] = owner[1:] != owner[:-1]
+    gaps = np.where(first, 0.0, rng.exponential(BURST_GAP_NS, len(owner)))
+    h_t = np.floor(b_t0[owner] + _segment_cumsum(gaps, first)).astype(np.int64)
+    h_ev = b_ev[owner]
+    inside = (h_t >= win_lo[h_ev]) & (h_t <= win_hi[h_ev])
+    return (np.concatenate([ev, h_ev[inside]]), np.concatenate([sen, b_sen[owner][inside]]),
+            np.concatenate([t, h_t[inside]]))
+
+
+def afterpulse_times(rng, t: np.ndarray, n_pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Afterpulses of PE samples at times t carrying n_pe photo-electrons each: Poisson(0.06 n_pe)
+    per sample, delayed by a Gaussian 6 +- 2 us (at least 100 ns). Returns (sample index, time)."""
+    k = rng.poisson(AFTERPULSE_PROB * n_pe)
+    src = np.repeat(np.arange(len(t)), k)
+    delay = np.maximum(rng.normal(AFTERPULSE_DELAY_NS, AFTERPULSE_SPREAD_NS, len(src)), 100.0)
+    return src, t[src] + np.rint(delay).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# One chunk of candidate events of one type
+# ----------------------------------------------------------------------------------------------
+def _loss_sources(rng, cfg, ctx, owner, s_loss, e_loss, pos, vdir):
+    """The stochastic losses as EM cascades along their muons (time s / c); losses too faint to reach
+    any string are skipped (the same speed cut as every source)."""
+    det = detector()
+    photons = e_loss * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
+    p = pos[owner] + s_loss[:, None] * vdir[owner]
+    reach = _band_reach(photons, cascade=True).max(1)
+    outside = np.maximum(np.hypot(p[:, 0], p[:, 1]) - det.string_r_max, np.abs(p[:, 2]) - det.dom_z_max)
+    near = np.flatnonzero(outside < reach)
+    ev, sen, n_pe, t_geo, shape, scale = _cascade_sources(rng, p[near], vdir[owner[near]], photons[near], ctx)
+    t_geo = t_geo + (s_loss[near][ev] * (1.0 / C_VACUUM)).astype(np.float32)
+    return owner[near][ev], sen, n_pe, t_geo, shape, scale
+
+
+def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray,
+                    ctx: _Context | None = None) -> dict:
     """Simulate candidate events of one type (one per entry of ``zbin``, their cos-zenith bins);
     return the triggered ones (CSR pulses + truth, ``candidate`` = their index)."""
     det = detector()
+    ctx = ctx or _context(cfg)
     m = len(zbin)
     az, ze, u, energy = _draw_truth(rng, cfg, m, zbin)
-    vdir = -u  # the particle travels away from where the neutrino came from
-    inf = np.full(m, np.inf)
-    y = np.full(m, np.nan)
-    track_len = np.full(m, np.nan)
+    nan = np.full(m, np.nan)
+    y, track_len, e_mu, e_casc = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    opening = np.zeros(m)
     sources = []
-    if kind == 0:  # through-going muon: random point on a disk perpendicular to the direction
-        e1 = np.stack([-np.sin(az), np.cos(az), np.zeros(m)], -1)
-        e2 = np.cross(u, e1)
-        r = cfg.generation_radius * np.sqrt(rng.random(m))
-        phi = rng.uniform(0, 2 * np.pi, m)
-        pos = (r * np.cos(phi))[:, None] * e1 + (r * np.sin(phi))[:, None] * e2
-        s_max = muon_range(energy)
-        track_len = s_max
-        sources.append(_track_sources(rng, pos, vdir, energy, -inf, s_max, cfg.yield_scale))
-    else:
+    kin = cfg.kinematics
+    if kind in (0, 1):
+        if kind == 0 and kin:
+            energy, y = _entering_muons(rng, cfg, m)
+        else:
+            y = rng.random(m) ** 2 if kind == 1 else nan  # inelasticity, mean 1/3
+        if kin:
+            opening = _kinematic_angles(rng, energy)
+            phi = rng.uniform(0.0, 2 * np.pi, m)
+            mdir = _deflect(-u, opening, phi)  # the muon's direction of travel
+        else:
+            phi = np.zeros(m)
+            mdir = -u
+        e_mu = (1.0 - y) * energy if (kin or kind == 1) else energy.copy()
+        if kind == 0:  # through-going muon: random point on a disk perpendicular to the muon
+            e1, e2 = _basis(mdir)
+            r = cfg.generation_radius * np.sqrt(rng.random(m))
+            ang = rng.uniform(0, 2 * np.pi, m)
+            pos = (r * np.cos(ang))[:, None] * e1 + (r * np.sin(ang))[:, None] * e2
+            half = np.sqrt(np.maximum(STOCH_RADIUS**2 - r * r, 0.0))
+            s0, s_hi = -half, half  # where the muon is within STOCH_RADIUS of the centre
+            if kin:  # the vertex lies upstream, uniformly where it leaves the muon >= MUON_MIN_ENTRY_ENERGY
+                upstream = rng.random(m) * (muon_range(e_mu) - muon_range(MUON_MIN_ENTRY_ENERGY))
+                e_mu = np.maximum(muon_energy_after(e_mu, upstream), MUON_MIN_ENTRY_ENERGY)
+                s_min = s0 - upstream
+            else:
+                s_min = np.full(m, -np.inf)
+            live = np.ones(m, dtype=bool)
+        else:  # starting track: the muon and a hadronic cascade from the vertex
+            pos = _vertices(rng, cfg, m)
+            s0, s_min = np.zeros(m), np.zeros(m)
+            s_hi = np.nan_to_num(_sphere_exit(pos, mdir, STOCH_RADIUS)[1], nan=0.0)
+            live = np.ones(m, dtype=bool)
+        idx = np.flatnonzero(live)
+        if cfg.stochastic:
+            owner, s_loss, e_loss, s_stop, v_min = stochastic_losses(rng, e_mu[idx], s0[idx], s_hi[idx])
+            radiative_b = MUON_LOSS_B * v_min
+            loss = _loss_sources(rng, cfg, ctx, owner, s_loss, e_loss, pos[idx], mdir[idx])
+            sources.append((idx[loss[0]], *loss[1:]))
+        else:
+            s_stop = muon_range(e_mu[idx]) if (kind == 1 or not kin) else s0[idx] + muon_range(e_mu[idx])
+            radiative_b = MUON_LOSS_B
+        s_max = np.full(m, np.nan)
+        s_max[idx] = s_stop
+        track_len = s_max - np.maximum(s_min, s0) if kind == 0 else s_max
+        trk = _track_sources(rng, pos[idx], mdir[idx], e_mu[idx], s_min[idx], s_stop, cfg.yield_scale, ctx, radiative_b)
+        sources.append((idx[trk[0]], *trk[1:]))
+        if kind == 1:
+            e_casc = HADRONIC_FACTOR * y * energy
+            cdir = _deflect(-u, _kinematic_angles(rng, energy), phi + np.pi) if kin else -u
+            photons = e_casc * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
+            sources.append(_cascade_sources(rng, pos, cdir, photons, ctx))
+    else:  # cascade: nu_e / nu_tau CC (all energy visible) or NC (the hadronic part only)
         pos = _vertices(rng, cfg, m)
-        if kind == 1:  # starting track: hadronic cascade (y E) + muon ((1-y) E) from the vertex
-            y = rng.random(m) ** 2  # inelasticity, mean 1/3
-            e_mu = (1.0 - y) * energy
-            track_len = muon_range(e_mu)
-            sources.append(_track_sources(rng, pos, vdir, e_mu, np.zeros(m), track_len, cfg.yield_scale))
-            photons = HADRONIC_FACTOR * y * energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
-        else:  # cascade: all energy in a shower at the vertex (EM-equivalent)
-            photons = energy * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
-        sources.append(_cascade_sources(rng, pos, vdir, photons))
-    ev = np.concatenate([s[0] for s in sources])
-    sen = np.concatenate([s[1] for s in sources])
-    n_pe = np.concatenate([s[2] for s in sources])
-    t_geo = np.concatenate([s[3] for s in sources])
-    d_eff = np.concatenate([s[4] for s in sources])
+        if kin:
+            y = rng.random(m) ** 2
+            nc = rng.random(m) < NC_FRACTION_CASCADES
+            e_casc = np.where(nc, 0.0, (1.0 - y) * energy) + HADRONIC_FACTOR * y * energy
+            opening = _kinematic_angles(rng, energy)
+            cdir = _deflect(-u, opening, rng.uniform(0.0, 2 * np.pi, m))
+        else:  # all energy in an EM-equivalent shower along the neutrino
+            e_casc, cdir = energy.copy(), -u
+        photons = e_casc * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
+        sources.append(_cascade_sources(rng, pos, cdir, photons, ctx))
+    ev, sen, n_pe, t_geo, shape, tscale = (np.concatenate([s_[k] for s_ in sources]) for k in range(6))
 
     # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge
-    hit = n_pe > 0
-    ev, sen, t_geo, d_eff, n_pe = ev[hit], sen[hit], t_geo[hit], d_eff[hit], n_pe[hit]
+    hit = np.flatnonzero(n_pe > 0)
+    ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
     weight = n_pe / n_s
     rep = np.repeat(np.arange(len(n_s)), n_s)
     n_ph = len(rep)
-    t = t_geo[rep] + rng.gamma(d_eff[rep] / PANDEL_LAMBDA, 1.0 / PANDEL_RHO) + rng.normal(0.0, JITTER_NS, n_ph)
+    t = t_geo[rep] + rng.gamma(shape[rep], tscale[rep]) + rng.normal(0.0, JITTER_NS, n_ph)
     t = np.rint(t).astype(np.int64)
-    q = _spe_charges(rng, n_ph) * weight[rep]
-    ev_ph, sen_ph = ev[rep], sen[rep]
+    w_ph = weight[rep]
+    q = _spe_charges(rng, n_ph) * w_ph
+    ev_ph, sen_ph = ev[rep].astype(np.int64), sen[rep].astype(np.int64)
+    tag = np.zeros(n_ph, dtype=np.int8)
 
-    # photo-electrons -> pulses: per DOM, PEs in the same PULSE_MERGE_NS bin (counted from the DOM's
-    # first PE) form one pulse at the time of its first PE, with the summed charge
-    key = _pack(ev_ph, sen_ph, t)
-    order = np.argsort(key, kind="stable")
-    key, t, q, ev_ph, sen_ph = key[order], t[order], q[order], ev_ph[order], sen_ph[order]
-    es = key >> _T_BITS
-    new_group = np.ones(n_ph, dtype=bool)
-    new_group[1:] = es[1:] != es[:-1]
-    first = np.maximum.accumulate(np.where(new_group, np.arange(n_ph), 0)) if n_ph else np.zeros(0, np.int64)
-    bins = (t - t[first]) // PULSE_MERGE_NS if n_ph else np.zeros(0, np.int64)
-    new_pulse = new_group.copy()
-    new_pulse[1:] |= bins[1:] != bins[:-1]
-    starts = np.flatnonzero(new_pulse)
-    p_ev, p_sen, p_t = ev_ph[starts], sen_ph[starts], t[starts]
-    p_q = np.add.reduceat(q, starts) if len(starts) else np.zeros(0)
-    p_key = key[starts]
-
-    # trigger: SMT8 on the first HLC pulse of each DOM (only events with >= 8 hit DOMs can pass)
-    dom_first = np.ones(len(p_key), dtype=bool)
-    dom_first[1:] = (p_key[1:] >> _T_BITS) != (p_key[:-1] >> _T_BITS)
-    may = np.flatnonzero(np.bincount(p_ev[dom_first], minlength=m)[p_ev] >= SMT_HITS)
-    hlc = np.zeros(len(p_key), dtype=bool)
-    hlc[may] = _hlc(p_ev[may], p_sen[may], p_t[may], p_key[may])
-    h = np.flatnonzero(hlc)
-    hk = p_key[h] >> _T_BITS
-    first_hlc = np.ones(len(h), dtype=bool)
-    first_hlc[1:] = hk[1:] != hk[:-1]
-    h = h[first_hlc]
-    hit_ev, hit_t = p_ev[h], p_t[h]
-    o = np.lexsort((hit_t, hit_ev))
-    hit_ev, hit_t = hit_ev[o], hit_t[o]
-    k = SMT_HITS - 1
-    if len(hit_ev) > k:
-        win = (hit_ev[k:] == hit_ev[:-k]) & (hit_t[k:] - hit_t[:-k] <= SMT_WINDOW_NS)
-        w_ev, w_start, w_end = hit_ev[:-k][win], hit_t[:-k][win], hit_t[k:][win]
-    else:
-        w_ev = w_start = w_end = np.zeros(0, dtype=np.int64)
-    trig_ev, first_i = np.unique(w_ev, return_index=True)
-    t_start = w_start[first_i]
-    last_i = len(w_ev) - 1 - np.unique(w_ev[::-1], return_index=True)[1]
-    t_end = w_end[last_i]
+    # trigger on the physics pulses
+    need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
+    pulses = _readout(ev_ph, sen_ph, t, q, tag, cfg.launch_readout, need_doms=need)
+    trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
     n_trig = len(trig_ev)
     remap = np.full(m, -1, dtype=np.int64)
     remap[trig_ev] = np.arange(n_trig)
 
-    # readout window [start - 4 us, end + 6 us]; physics pulses inside it, plus dark noise
+    # readout window [start - 4 us, end + 6 us]: physics PEs inside it, afterpulses, dark noise
     win_lo = t_start - READOUT_BEFORE_NS
     win_hi = t_end + READOUT_AFTER_NS
-    new_ev = remap[p_ev]
-    keep = new_ev >= 0
-    keep[keep] &= (p_t[keep] >= win_lo[new_ev[keep]]) & (p_t[keep] <= win_hi[new_ev[keep]])
-    a_ev, a_sen, a_t, a_q = new_ev[keep], p_sen[keep], p_t[keep], p_q[keep]
-    a_noise = np.zeros(len(a_ev), dtype=bool)
+    new_ev = remap[ev_ph]
+    keep = np.flatnonzero(new_ev >= 0)
+    keep = keep[(t[keep] >= win_lo[new_ev[keep]]) & (t[keep] <= win_hi[new_ev[keep]])]
+    a_ev, a_sen, a_t, a_q, a_tag = new_ev[keep], sen_ph[keep], t[keep], q[keep], tag[keep]
+    extra = []
+    if cfg.afterpulses and len(keep):
+        src, ap_t = afterpulse_times(rng, a_t, w_ph[keep])
+        inside = ap_t <= win_hi[a_ev[src]]
+        src, ap_t = src[inside], ap_t[inside]
+        extra.append((a_ev[src], a_sen[src], ap_t, _spe_charges(rng, len(src)), np.full(len(src), 2, np.int8)))
     if cfg.noise and n_trig:
-        length = (win_hi - win_lo).astype(np.float64)
-        n_noise = rng.poisson(det.noise_total * length)
-        n_ev = np.repeat(np.arange(n_trig), n_noise)
-        n_sen = np.searchsorted(det.noise_cdf, rng.random(len(n_ev)), side="right").astype(np.int64)
-        n_sen = np.minimum(n_sen, N_SENSORS - 1)
-        n_t = win_lo[n_ev] + np.floor(rng.random(len(n_ev)) * (length[n_ev] + 1)).astype(np.int64)
-        a_ev = np.concatenate([a_ev, n_ev])
-        a_sen = np.concatenate([a_sen, n_sen])
-        a_t = np.concatenate([a_t, n_t])
-        a_q = np.concatenate([a_q, _spe_charges(rng, len(n_ev))])
-        a_noise = np.concatenate([a_noise, np.ones(len(n_ev), dtype=bool)])
-    key = _pack(a_ev, a_sen, a_t)
-    o = np.argsort(key, kind="stable")
-    a_ev, a_sen, a_t, a_q, a_noise, key = a_ev[o], a_sen[o], a_t[o], a_q[o], a_noise[o], key[o]
-    aux = ~_hlc(a_ev, a_sen, a_t, key)
+        n_ev, n_sen, n_t = noise_hits(rng, win_lo, win_hi, cfg.noise_bursts)
+        extra.append((n_ev, n_sen, n_t, _spe_charges(rng, len(n_ev)), np.ones(len(n_ev), np.int8)))
+    if extra:
+        a_ev, a_sen, a_t, a_q, a_tag = (np.concatenate([a, *(e[k] for e in extra)])
+                                        for k, a in enumerate((a_ev, a_sen, a_t, a_q, a_tag)))
+    final = _readout(a_ev, a_sen, a_t, a_q, a_tag, cfg.launch_readout)
+    a_ev, a_sen, a_t, a_q, a_tag, aux = final["ev"], final["sen"], final["t"], final["q"], final["tag"], ~final["hlc"]
 
     # event order, then time (then sensor): the Kaggle order; Kaggle clock
     # one stable argsort of a composite key (event: 11+ bits, time: 24 bits, sensor: 13 bits)
     o = np.argsort((a_ev.astype(np.int64) << (_T_BITS + 13)) | ((a_t + _TIME_OFFSET) << 13) | a_sen, kind="stable")
-    a_ev, a_sen, a_t, a_q, a_noise, aux = a_ev[o], a_sen[o], a_t[o], a_q[o], a_noise[o], aux[o]
+    a_ev, a_sen, a_t, a_q, a_tag, aux = a_ev[o], a_sen[o], a_t[o], a_q[o], a_tag[o], aux[o]
     counts = np.bincount(a_ev, minlength=n_trig)
     if cfg.max_pulses is not None and len(a_ev):
         starts_e = np.cumsum(counts) - counts
         rank = np.arange(len(a_ev)) - starts_e[a_ev]
         sel = rank < cfg.max_pulses
-        a_ev, a_sen, a_t, a_q, a_noise, aux = a_ev[sel], a_sen[sel], a_t[sel], a_q[sel], a_noise[sel], aux[sel]
+        a_ev, a_sen, a_t, a_q, a_tag, aux = a_ev[sel], a_sen[sel], a_t[sel], a_q[sel], a_tag[sel], aux[sel]
         counts = np.bincount(a_ev, minlength=n_trig)
     a_t = a_t - t_start[a_ev] + TRIGGER_TIME_NS
     trig = trig_ev
@@ -853,9 +1310,10 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         "counts": counts,
         "sensor_id": a_sen.astype(np.int16),
         "time": a_t.astype(np.int64),
-        "charge": _quantise(a_q),
+        "charge": _quantise(a_q, soft=cfg.launch_readout),
         "auxiliary": aux,
-        "noise": a_noise,
+        "noise": a_tag == 1,
+        "afterpulse": a_tag == 2,
         "azimuth": az[trig],
         "zenith": ze[trig],
         "energy": energy[trig],
@@ -865,13 +1323,17 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         "vertex_z": pos[trig, 2],
         "inelasticity": y[trig],
         "track_length": track_len[trig],
+        "muon_energy": e_mu[trig],
+        "cascade_energy": e_casc[trig],
+        "opening_angle": opening[trig],
+        "trigger": bits.astype(np.int8),
         "candidate": trig,
     }
 
 
 _EVENT_KEYS = ("azimuth", "zenith", "energy", "event_type", "vertex_x", "vertex_y", "vertex_z",
-               "inelasticity", "track_length")
-_PULSE_KEYS = ("sensor_id", "time", "charge", "auxiliary", "noise")
+               "inelasticity", "track_length", "muon_energy", "cascade_energy", "opening_angle", "trigger")
+_PULSE_KEYS = ("sensor_id", "time", "charge", "auxiliary", "noise", "afterpulse")
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -919,6 +1381,7 @@ def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tupl
     over the bin's measured trigger efficiency, until every quota is met; surplus events are dropped.
     Within a bin everything else (energy, position, azimuth) follows the generation model.
     """
+    ctx = _context(cfg, seed)  # the per-DOM efficiencies depend on the dataset seed only
     tie_rng = np.random.default_rng(np.random.SeedSequence([seed, *stream, 98]))
     per_type = _largest_remainder(cfg.type_fractions, n_events, tie_rng)
     quota = np.stack([_largest_remainder(zenith_bin_weights(cfg), int(n), tie_rng) for n in per_type])
@@ -937,7 +1400,7 @@ def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tupl
             m_b = np.floor(want * min(1.0, CHUNK_CANDIDATES / want.sum())).astype(np.int64)
             m_b = np.where(need > 0, np.maximum(m_b, 1), 0)
             zbin = np.repeat(np.arange(ZENITH_BINS), m_b)
-            chunk = _simulate_chunk(rng, cfg, kind, zbin)
+            chunk = _simulate_chunk(rng, cfg, kind, zbin, ctx)
             b = zbin[chunk["candidate"]]
             tried += m_b
             trig += np.bincount(b, minlength=ZENITH_BINS)
@@ -985,7 +1448,11 @@ def _write_split(root: Path, split: str, cfg: SimulatorConfig, n_events: int, pe
                        "event_type": np.asarray(EVENT_TYPES, dtype=object)[ev["event_type"]].astype(str),
                        "vertex_x": ev["vertex_x"], "vertex_y": ev["vertex_y"], "vertex_z": ev["vertex_z"],
                        "inelasticity": ev["inelasticity"], "track_length": ev["track_length"],
-                       "n_pulses": counts.astype(np.int64), "n_noise_pulses": noise.astype(np.int64)})
+                       "muon_energy": ev["muon_energy"], "cascade_energy": ev["cascade_energy"],
+                       "opening_angle": ev["opening_angle"], "trigger": ev["trigger"].astype(np.int64),
+                       "n_pulses": counts.astype(np.int64), "n_noise_pulses": noise.astype(np.int64),
+                       "n_afterpulses": np.bincount(np.repeat(np.arange(n), counts), weights=ev["afterpulse"],
+                                                    minlength=n).astype(np.int64)})
     meta = {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
     if split == "test":
         meta.pop("azimuth")
