@@ -179,7 +179,7 @@ def test_config_knobs():
     cfg = SimulatorConfig()
     assert cfg.type_fractions.sum() == pytest.approx(1.0)
     # the defaults docs/simulator.md and `icezoo simulate --help` state
-    assert (cfg.energy_min, cfg.energy_max, cfg.spectral_index) == (10.0, 3e6, 1.6)
+    assert (cfg.energy_min, cfg.energy_max, cfg.spectral_index) == (10.0, 3e6, 1.57)
     assert (cfg.spectral_break, cfg.spectral_index_low) == (100.0, -1.0)
     assert (cfg.frac_through_going, cfg.frac_starting, cfg.frac_cascade) == (0.5, 0.2, 0.3)
     assert (cfg.noise, cfg.max_pulses, cfg.downgoing_excess, cfg.yield_scale) == (True, None, 0.0, 1.0)
@@ -474,15 +474,15 @@ def test_dom_efficiency_fixed_per_dom_and_seed():
 
 
 def test_launch_readout():
-    """An HLC launch is unfolded into ATWD (25 ns) and FADC (100 ns) bins; an isolated (SLC) launch
+    """An HLC launch is unfolded into ATWD (50 ns) and FADC (100 ns) bins; an isolated (SLC) launch
     is one pulse of its first 75 ns; a PE after the launch's 6.4 us opens a new launch."""
     ev = np.zeros(9, dtype=np.int64)
     sen = np.array([10, 10, 10, 10, 11, 30, 30, 30, 30], dtype=np.int64)
-    t = np.array([0, 5, 30, 600, 100, 1000, 1050, 1200, 9000], dtype=np.int64)
+    t = np.array([0, 5, 60, 600, 100, 1000, 1050, 1200, 9000], dtype=np.int64)
     q = np.ones(9)
     out = simulator._readout(ev, sen, t, q, np.zeros(9, np.int8), launch=True)
     got = list(zip(out["sen"].tolist(), out["t"].tolist(), out["q"].tolist(), out["hlc"].tolist()))
-    assert got == [(10, 0, 2.0, True), (10, 30, 1.0, True), (10, 600, 1.0, True), (11, 100, 1.0, True),
+    assert got == [(10, 0, 2.0, True), (10, 60, 1.0, True), (10, 600, 1.0, True), (11, 100, 1.0, True),
                    (30, 1000, 2.0, False), (30, 9000, 1.0, False)]
     legacy = simulator._readout(ev, sen, t, q, np.zeros(9, np.int8), launch=False)
     assert len(legacy["t"]) == 8  # 10 ns grouping: only 0 and 5 merge

@@ -116,11 +116,11 @@ PULSE_MERGE_NS = 10
 #: an SLC launch sends only the three FADC samples around the peak (a 75 ns charge stamp)
 LAUNCH_NS = 6400
 ATWD_NS = 427
-ATWD_MERGE_NS = 25
+ATWD_MERGE_NS = 50
 FADC_MERGE_NS = 100
 SLC_STAMP_NS = 75
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
-PE_SAMPLE_CAP = 256
+PE_SAMPLE_CAP = 1024
 #: speed cut (approximation): DOMs whose best-case light from a source (best acceptance, QE 1.35,
 #: clearest ice within 150 m of their ~370 m depth band) is below this many PE are not simulated
 MIN_EXPECTED_PE = 1e-2
@@ -156,7 +156,7 @@ _T_BITS = 24
 
 #: the default spectrum (neutrino energy, 10 GeV - 10 PeV): chosen so the written events have
 #: Kaggle's pulse-count distribution (docs/simulator.md, calibration)
-SPECTRAL_INDEX = 1.6
+SPECTRAL_INDEX = 1.57
 ENERGY_MAX = 3.0e6
 SPECTRAL_BREAK = 100.0
 SPECTRAL_INDEX_LOW = -1.0
@@ -1000,7 +1000,7 @@ def _sphere_exit(pos: np.ndarray, vdir: np.ndarray, radius: float) -> tuple[np.n
 # ----------------------------------------------------------------------------------------------
 # Readout: DOM launches -> pulses, local coincidence, triggers, noise
 # ----------------------------------------------------------------------------------------------
-def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None) -> dict:
+def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None, units_only: bool = False) -> dict:
     """Photo-electrons (any order) -> pulses sorted by (event, sensor, time) with their HLC flag.
 
     ``launch``: each DOM launches on a PE and records LAUNCH_NS; the next PE after that opens the next
@@ -1009,7 +1009,8 @@ def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None) -> 
     pulse, the charge of its first SLC_STAMP_NS (later PEs of the launch are not read out).
     Otherwise (the legacy readout) PEs in the same PULSE_MERGE_NS bin from the DOM's first PE form
     a pulse and HLC is decided per pulse. HLC is only computed in events with at least ``need_doms``
-    hit DOMs (fewer cannot trigger). A pulse's tag is its first PE's."""
+    hit DOMs (fewer cannot trigger). A pulse's tag is its first PE's. ``units_only``: the launches
+    (legacy: pulses) with their HLC flag and no charges, all the trigger needs."""
     key = _pack(ev, sen, t)
     order = np.argsort(key, kind="stable")
     key, t, q, ev, sen, tag = key[order], t[order], q[order], ev[order], sen[order], tag[order]
@@ -1045,6 +1046,8 @@ def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None) -> 
         may = np.flatnonzero(doms_per_event[u_ev] >= need_doms) if n else np.zeros(0, np.int64)
     u_key = key[u_idx]
     u_hlc[may] = _hlc(u_ev[may], sen[u_idx][may], t[u_idx][may], u_key[may])
+    if units_only:
+        return {"ev": u_ev, "sen": sen[u_idx], "t": t[u_idx], "hlc": u_hlc, "key": u_key}
     if launch:
         unit_of = np.cumsum(start) - 1
         hlc_pe = u_hlc[unit_of]
@@ -1249,8 +1252,13 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         sources.append(_cascade_sources(rng, pos, cdir, photons, ctx))
     ev, sen, n_pe, t_geo, shape, tscale = (np.concatenate([s_[k] for s_ in sources]) for k in range(6))
 
-    # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge
+    # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge;
+    # events with fewer hit DOMs than a trigger needs cannot trigger and are dropped here (exact)
+    need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
     hit = np.flatnonzero(n_pe > 0)
+    pair = np.unique(ev[hit].astype(np.int64) * 5160 + sen[hit])
+    doms = np.bincount(pair // 5160, minlength=m)
+    hit = hit[doms[ev[hit]] >= need]
     ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
     weight = n_pe / n_s
@@ -1263,9 +1271,8 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     ev_ph, sen_ph = ev[rep].astype(np.int64), sen[rep].astype(np.int64)
     tag = np.zeros(n_ph, dtype=np.int8)
 
-    # trigger on the physics pulses
-    need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
-    pulses = _readout(ev_ph, sen_ph, t, q, tag, cfg.launch_readout, need_doms=need)
+    # trigger on the physics launches (legacy: pulses)
+    pulses = _readout(ev_ph, sen_ph, t, q, tag, cfg.launch_readout, need_doms=need, units_only=True)
     trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
     n_trig = len(trig_ev)
     remap = np.full(m, -1, dtype=np.int64)
