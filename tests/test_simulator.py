@@ -474,18 +474,23 @@ def test_dom_efficiency_fixed_per_dom_and_seed():
 
 
 def test_launch_readout():
-    """An HLC launch is unfolded into ATWD (50 ns) and FADC (100 ns) bins; an isolated (SLC) launch
+    """An HLC launch is unfolded into ATWD (50 ns) and FADC (75 ns) bins; an isolated (SLC) launch
     is one pulse of its first 75 ns; a PE after the launch's 6.4 us opens a new launch."""
     ev = np.zeros(9, dtype=np.int64)
     sen = np.array([10, 10, 10, 10, 11, 30, 30, 30, 30], dtype=np.int64)
     t = np.array([0, 5, 60, 600, 100, 1000, 1050, 1200, 9000], dtype=np.int64)
     q = np.ones(9)
-    out = simulator._readout(ev, sen, t, q, np.zeros(9, np.int8), launch=True)
+    key = simulator._pack(ev, sen, t)
+    assert (np.diff(key) > 0).all()
+    out = simulator._readout(key, q, np.zeros(9, np.int8), launch=True)
     got = list(zip(out["sen"].tolist(), out["t"].tolist(), out["q"].tolist(), out["hlc"].tolist()))
     assert got == [(10, 0, 2.0, True), (10, 60, 1.0, True), (10, 600, 1.0, True), (11, 100, 1.0, True),
                    (30, 1000, 2.0, False), (30, 9000, 1.0, False)]
-    legacy = simulator._readout(ev, sen, t, q, np.zeros(9, np.int8), launch=False)
+    legacy = simulator._readout(key, q, np.zeros(9, np.int8), launch=False)
     assert len(legacy["t"]) == 8  # 10 ns grouping: only 0 and 5 merge
+    # sorted merging of the physics PEs with noise and afterpulses keeps the key order
+    k, v = simulator._merge_sorted(np.array([1, 3, 3, 7]), np.array([0, 3, 8]), (np.arange(4), np.arange(10, 13)))
+    assert k.tolist() == [0, 1, 3, 3, 3, 7, 8] and v.tolist() == [10, 0, 1, 2, 11, 3, 12]
 
 
 def test_cli_knobs_reach_the_config(tmp_path):

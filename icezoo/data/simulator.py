@@ -117,7 +117,7 @@ PULSE_MERGE_NS = 10
 LAUNCH_NS = 6400
 ATWD_NS = 427
 ATWD_MERGE_NS = 50
-FADC_MERGE_NS = 100
+FADC_MERGE_NS = 75
 SLC_STAMP_NS = 75
 #: photo-electrons sampled per (source, DOM) at most; beyond, each sample carries n/cap of the charge
 PE_SAMPLE_CAP = 1024
@@ -787,16 +787,19 @@ def _cascade_sources(rng, pos, vdir, photons, ctx: _Context | None = None):
 
 
 def _spe_charges(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Single-photo-electron charges: Gaussian peak at 1 PE plus an exponential low tail."""
-    q = rng.normal(SPE_PEAK, SPE_WIDTH, n)
-    tail = np.flatnonzero(rng.random(n) < SPE_TAIL_FRACTION)
-    q[tail] = rng.exponential(SPE_TAIL_SCALE, len(tail))
-    return np.maximum(q, 0.0, out=q)
+    """Single-photo-electron charges: Gaussian peak at 1 PE plus an exponential low tail (float32)."""
+    q = rng.standard_normal(n, dtype=np.float32)
+    q *= np.float32(SPE_WIDTH)
+    q += np.float32(SPE_PEAK)
+    tail = np.flatnonzero(rng.random(n, dtype=np.float32) < np.float32(SPE_TAIL_FRACTION))
+    q[tail] = rng.standard_exponential(len(tail), dtype=np.float32) * np.float32(SPE_TAIL_SCALE)
+    return np.maximum(q, np.float32(0.0), out=q)
 
 
 def _quantise(q: np.ndarray, soft: bool = True) -> np.ndarray:
     """Charges as Kaggle stores them: multiples of 0.025 PE, at least 0.025, saturating at
     CHARGE_SATURATION (soft: q_s tanh(q / q_s), linear for small pulses; else a hard clip)."""
+    q = np.asarray(q, dtype=np.float64)
     q = CHARGE_SATURATION * np.tanh(q / CHARGE_SATURATION) if soft else np.minimum(q, CHARGE_SATURATION)
     return np.round(np.maximum(np.round(q / CHARGE_QUANTUM), 1.0) * CHARGE_QUANTUM, 3)
 
@@ -1000,8 +1003,9 @@ def _sphere_exit(pos: np.ndarray, vdir: np.ndarray, radius: float) -> tuple[np.n
 # ----------------------------------------------------------------------------------------------
 # Readout: DOM launches -> pulses, local coincidence, triggers, noise
 # ----------------------------------------------------------------------------------------------
-def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None, units_only: bool = False) -> dict:
-    """Photo-electrons (any order) -> pulses sorted by (event, sensor, time) with their HLC flag.
+def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only: bool = False) -> dict:
+    """Photo-electrons, as sorted packed (event, sensor, time) keys with their charges and tags ->
+    pulses in the same order with their HLC flag.
 
     ``launch``: each DOM launches on a PE and records LAUNCH_NS; the next PE after that opens the next
     launch. A launch is HLC when a DOM within 2 on the string launched within +-1 us. HLC launches are
@@ -1011,9 +1015,7 @@ def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None, uni
     a pulse and HLC is decided per pulse. HLC is only computed in events with at least ``need_doms``
     hit DOMs (fewer cannot trigger). A pulse's tag is its first PE's. ``units_only``: the launches
     (legacy: pulses) with their HLC flag and no charges, all the trigger needs."""
-    key = _pack(ev, sen, t)
-    order = np.argsort(key, kind="stable")
-    key, t, q, ev, sen, tag = key[order], t[order], q[order], ev[order], sen[order], tag[order]
+    ev, sen, t = _unpack(key)
     n = len(key)
     es = key >> _T_BITS
     new_dom = np.ones(n, dtype=bool)
@@ -1057,16 +1059,36 @@ def _readout(ev, sen, t, q, tag, launch: bool, need_doms: int | None = None, uni
         keep = hlc_pe | (dt < SLC_STAMP_NS)
         bins = np.where(hlc_pe, bins, 0)
         k = np.flatnonzero(keep)
-        key, t, q, ev, sen, tag, bins, start, hlc_pe = (a[k] for a in (key, t, q, ev, sen, tag, bins, start, hlc_pe))
-        new_pulse = start.copy()
+        key, q, tag, bins, start, hlc_pe = key[k], q[k], tag[k], bins[k], start[k], hlc_pe[k]
+        new_pulse = start
         new_pulse[1:] |= bins[1:] != bins[:-1]
         p = np.flatnonzero(new_pulse)
         hlc = hlc_pe[p]
     else:
         p = u_idx
         hlc = u_hlc
-    return {"ev": ev[p], "sen": sen[p], "t": t[p], "q": np.add.reduceat(q, p) if len(p) else np.zeros(0),
+    ev, sen, t = _unpack(key[p])
+    return {"ev": ev, "sen": sen, "t": t, "q": np.add.reduceat(q, p) if len(p) else np.zeros(0),
             "tag": tag[p], "hlc": hlc, "key": key[p]}
+
+
+def _unpack(key: np.ndarray):
+    """(event, sensor, time) of packed keys (the inverse of ``_pack``)."""
+    es = key >> _T_BITS
+    return es // 5160, es % 5160, (key & ((1 << _T_BITS) - 1)) - _TIME_OFFSET
+
+
+def _merge_sorted(key_a, key_b, *pairs):
+    """Merge two sorted key arrays (ties: a first) and, alike, the (a, b) value pairs."""
+    pos_b = np.searchsorted(key_a, key_b, side="right") + np.arange(len(key_b))
+    pos_a = np.arange(len(key_a)) + np.searchsorted(key_b, key_a, side="left")
+    out = []
+    for a, b in ((key_a, key_b), *pairs):
+        m = np.empty(len(a) + len(b), dtype=np.result_type(a, b))
+        m[pos_a] = a
+        m[pos_b] = b
+        out.append(m)
+    return out
 
 
 def _smt_windows(ev, t, hits: int, window: int):
@@ -1151,8 +1173,8 @@ def noise_hits(rng, win_lo: np.ndarray, win_hi: np.ndarray, bursts: bool = True)
 def afterpulse_times(rng, t: np.ndarray, n_pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Afterpulses of PE samples at times t carrying n_pe photo-electrons each: Poisson(0.06 n_pe)
     per sample, delayed by a Gaussian 6 +- 2 us (at least 100 ns). Returns (sample index, time)."""
-    k = rng.poisson(AFTERPULSE_PROB * n_pe)
-    src = np.repeat(np.arange(len(t)), k)
+    k, some = _thin(rng, (AFTERPULSE_PROB * n_pe).astype(np.float32))  # Poisson, cheap where mostly 0
+    src = np.repeat(some, k)
     delay = np.maximum(rng.normal(AFTERPULSE_DELAY_NS, AFTERPULSE_SPREAD_NS, len(src)), 100.0)
     return src, t[src] + np.rint(delay).astype(np.int64)
 
@@ -1261,18 +1283,19 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     hit = hit[doms[ev[hit]] >= need]
     ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
-    weight = n_pe / n_s
+    weight = (n_pe / n_s).astype(np.float32)
     rep = np.repeat(np.arange(len(n_s)), n_s)
     n_ph = len(rep)
-    t = t_geo[rep] + rng.gamma(shape[rep], tscale[rep]) + rng.normal(0.0, JITTER_NS, n_ph)
-    t = np.rint(t).astype(np.int64)
-    w_ph = weight[rep]
+    t = t_geo[rep] + rng.standard_gamma(shape[rep], dtype=np.float32) * tscale[rep]
+    t += rng.standard_normal(n_ph, dtype=np.float32) * np.float32(JITTER_NS)
+    key = _pack(ev[rep], sen[rep], np.rint(t).astype(np.int64))
+    order = np.argsort(key)  # the PEs once in (event, sensor, time) order: both passes keep it
+    key, w_ph = key[order], weight[rep[order]]
     q = _spe_charges(rng, n_ph) * w_ph
-    ev_ph, sen_ph = ev[rep].astype(np.int64), sen[rep].astype(np.int64)
-    tag = np.zeros(n_ph, dtype=np.int8)
 
     # trigger on the physics launches (legacy: pulses)
-    pulses = _readout(ev_ph, sen_ph, t, q, tag, cfg.launch_readout, need_doms=need, units_only=True)
+    need_doms = need
+    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need_doms, units_only=True)
     trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
     n_trig = len(trig_ev)
     remap = np.full(m, -1, dtype=np.int64)
@@ -1281,23 +1304,28 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     # readout window [start - 4 us, end + 6 us]: physics PEs inside it, afterpulses, dark noise
     win_lo = t_start - READOUT_BEFORE_NS
     win_hi = t_end + READOUT_AFTER_NS
+    ev_ph, sen_ph, t_ph = _unpack(key)
     new_ev = remap[ev_ph]
     keep = np.flatnonzero(new_ev >= 0)
-    keep = keep[(t[keep] >= win_lo[new_ev[keep]]) & (t[keep] <= win_hi[new_ev[keep]])]
-    a_ev, a_sen, a_t, a_q, a_tag = new_ev[keep], sen_ph[keep], t[keep], q[keep], tag[keep]
+    keep = keep[(t_ph[keep] >= win_lo[new_ev[keep]]) & (t_ph[keep] <= win_hi[new_ev[keep]])]
+    a_ev, a_sen, a_t, a_q = new_ev[keep], sen_ph[keep], t_ph[keep], q[keep]
+    a_key = _pack(a_ev, a_sen, a_t)  # still sorted: the event remap is increasing
     extra = []
     if cfg.afterpulses and len(keep):
         src, ap_t = afterpulse_times(rng, a_t, w_ph[keep])
         inside = ap_t <= win_hi[a_ev[src]]
         src, ap_t = src[inside], ap_t[inside]
-        extra.append((a_ev[src], a_sen[src], ap_t, _spe_charges(rng, len(src)), np.full(len(src), 2, np.int8)))
+        extra.append((a_ev[src], a_sen[src], ap_t, 2))
     if cfg.noise and n_trig:
         n_ev, n_sen, n_t = noise_hits(rng, win_lo, win_hi, cfg.noise_bursts)
-        extra.append((n_ev, n_sen, n_t, _spe_charges(rng, len(n_ev)), np.ones(len(n_ev), np.int8)))
-    if extra:
-        a_ev, a_sen, a_t, a_q, a_tag = (np.concatenate([a, *(e[k] for e in extra)])
-                                        for k, a in enumerate((a_ev, a_sen, a_t, a_q, a_tag)))
-    final = _readout(a_ev, a_sen, a_t, a_q, a_tag, cfg.launch_readout)
+        extra.append((n_ev, n_sen, n_t, 1))
+    e_key = np.concatenate([_pack(e[0], e[1], e[2]) for e in extra]) if extra else np.zeros(0, np.int64)
+    e_tag = np.concatenate([np.full(len(e[0]), e[3], np.int8) for e in extra]) if extra else np.zeros(0, np.int8)
+    o = np.argsort(e_key)
+    e_key, e_tag = e_key[o], e_tag[o]
+    a_key, a_q, a_tag = _merge_sorted(a_key, e_key, (a_q, _spe_charges(rng, len(e_key))),
+                                      (np.zeros(len(a_key), np.int8), e_tag))
+    final = _readout(a_key, a_q, a_tag, cfg.launch_readout)
     a_ev, a_sen, a_t, a_q, a_tag, aux = final["ev"], final["sen"], final["t"], final["q"], final["tag"], ~final["hlc"]
 
     # event order, then time (then sensor): the Kaggle order; Kaggle clock
