@@ -343,7 +343,7 @@ class _DomResponse:
     def __init__(self, seed: int, spread: float) -> None:
         det = detector()
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7160]))
-        eff = 1.0 + spread * np.clip(rng.standard_normal(5160), -3.0, 3.0)
+        eff = 1.0 + spread * np.clip(rng.standard_normal(N_SENSORS), -3.0, 3.0)
         self.efficiency = eff
         self.qe32 = (det.qe * eff).astype(np.float32)
         self.dom_pref32 = (det.dom_pref32 * eff).astype(np.float32) * np.float32(1.0 + 1e-6)
@@ -1075,7 +1075,7 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
 def _unpack(key: np.ndarray):
     """(event, sensor, time) of packed keys (the inverse of ``_pack``)."""
     es = key >> _T_BITS
-    return es // 5160, es % 5160, (key & ((1 << _T_BITS) - 1)) - _TIME_OFFSET
+    return es // N_SENSORS, es % N_SENSORS, (key & ((1 << _T_BITS) - 1)) - _TIME_OFFSET
 
 
 def _merge_sorted(key_a, key_b, *pairs):
@@ -1134,7 +1134,7 @@ def _trigger(pulses: dict, deepcore: bool):
 
 
 def _dom_draws(rng, cdf: np.ndarray, n: int) -> np.ndarray:
-    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), 5159).astype(np.int64)
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), N_SENSORS - 1).astype(np.int64)
 
 
 def noise_hits(rng, win_lo: np.ndarray, win_hi: np.ndarray, bursts: bool = True):
@@ -1278,8 +1278,8 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     # events with fewer hit DOMs than a trigger needs cannot trigger and are dropped here (exact)
     need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
     hit = np.flatnonzero(n_pe > 0)
-    pair = np.unique(ev[hit].astype(np.int64) * 5160 + sen[hit])
-    doms = np.bincount(pair // 5160, minlength=m)
+    pair = np.unique(ev[hit].astype(np.int64) * N_SENSORS + sen[hit])
+    doms = np.bincount(pair // N_SENSORS, minlength=m)
     hit = hit[doms[ev[hit]] >= need]
     ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
