@@ -3,22 +3,26 @@
 Every score in icezoo is measured on what this module writes, so each physical choice is stated and
 sourced in docs/simulator.md (figures from ../shared/physics.md). In short, per event:
 
-1. truth: azimuth uniform, cos(zenith) uniform (optional down-going excess), power-law energy;
-   the direction vector ``u`` points to where the neutrino came from, the particle travels along ``-u``;
-2. light sources: a muon track (through-going, or starting at a vertex) emitting Cherenkov light at
-   40.7 deg, and/or a point cascade with emission peaked at the Cherenkov angle around its direction;
-3. expected photo-electrons per DOM from the yield, distance, the ice table's depth-dependent absorption,
-   the Pandel absorption factor, quantum efficiency (1.35 on high-QE DeepCore DOMs) and the down-facing
-   PMT's angular acceptance; Poisson photo-electron counts;
-4. arrival times: direct (Cherenkov-geometry) time with group index 1.356, plus a Pandel Gamma delay
-   with the effective distance, plus 15 ns jitter; photo-electrons merge into pulses per DOM;
-5. readout: HLC/SLC from neighbour / next-neighbour DOMs on the string within +-1 us, an SMT8 trigger
-   (events that do not trigger are not written), a [-4 us, +6 us] readout window around the trigger,
-   dark noise over the window (560 Hz, 780 Hz on high-QE DOMs), charges quantised to 0.025 PE, and
-   the Kaggle clock (trigger start at 9900 ns, so the window opens near 5900 ns).
+1. truth: the neutrino; azimuth uniform, cos(zenith) uniform (optional down-going excess), a broken
+   power law 10 GeV - 3 PeV; the direction vector ``u`` points to where it came from;
+2. kinematics: the CC muon and a cascade's light axis leave at the kinematic angle (median
+   0.7 deg (E/TeV)^-0.7), with the lepton / hadronic split of the energy (NC cascades see only y E);
+3. light sources: a muon track emitting Cherenkov light at 40.7 deg, with stochastic losses (1/v
+   spectrum) as cascades along it and its energy falling until it stops, and/or a point cascade
+   with emission peaked at the Cherenkov angle around its axis;
+4. expected photo-electrons per DOM from the yield, distance, the ice table's depth-dependent absorption,
+   the Pandel absorption factor, QE (1.35 on high-QE DeepCore DOMs) x a per-DOM efficiency and the
+   down-facing PMT's angular acceptance; Poisson photo-electron counts;
+5. arrival times: direct (Cherenkov-geometry) time with group index 1.356, plus a Pandel Gamma delay
+   scaled by the local ice (dust: late), plus 15 ns jitter;
+6. readout: DOM launches (HLC waveforms unfolded into pulses, SLC charge stamps), SMT8 and SMT3
+   (DeepCore) triggers, a [-4 us, +6 us] readout window, dark noise with correlated bursts,
+   afterpulses, soft saturation, charges quantised to 0.025 PE, and the Kaggle clock (trigger start
+   at 9900 ns, so the window opens near 5900 ns).
 
-Everything is vectorised over a chunk of candidate events (no Python loop per pulse or per event).
-Same seed, same arguments -> the same bytes.
+Each addition of issue 11 has a switch in ``SimulatorConfig`` (``LEGACY_KNOBS``: all off). Everything
+is vectorised over a chunk of candidate events (no Python loop per pulse or per event). Same seed,
+same arguments -> the same bytes.
 """
 
 from __future__ import annotations
