@@ -1298,8 +1298,7 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     q = _spe_charges(rng, n_ph) * w_ph
 
     # trigger on the physics launches (legacy: pulses)
-    need_doms = need
-    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need_doms, units_only=True)
+    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need, units_only=True)
     trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
     n_trig = len(trig_ev)
     remap = np.full(m, -1, dtype=np.int64)
