@@ -165,7 +165,7 @@ ENERGY_MAX = 3.0e6
 SPECTRAL_BREAK = 100.0
 SPECTRAL_INDEX_LOW = -1.0
 #: bump when the physics changes: the cached default dataset is keyed by it
-SIMULATOR_VERSION = "2026.12-issue11"
+SIMULATOR_VERSION = "2026.12-issue11.2"
 
 #: knob values that reproduce the simulator before issue 11 (docs/simulator.md, ablation)
 LEGACY_KNOBS = {"energy_min": 100.0, "energy_max": 1.0e7, "spectral_index": 1.9, "spectral_break": 100.0, "kinematics": False, "stochastic": False,
