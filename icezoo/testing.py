@@ -16,6 +16,8 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
 * one event's output does not depend on the other events in the batch;
 * with ``permutation_invariant``: pooled outputs are invariant to pulse order, per-pulse outputs
   permute with the pulses;
+* with ``translation_invariant`` / ``vertical_rotation_invariant``: per-pulse outputs are unchanged
+  when every position is shifted by one vector / rotated about the vertical axis;
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
   and lower at the truth than away from it; selections keep at most max_pulses in time order,
   deterministically; feature extractors are finite, shaped, and per-event.
@@ -116,6 +118,23 @@ def _permute(batch: Batch, seed: int) -> tuple[Batch, torch.Tensor]:
     return batch.with_(features=take(batch.features), xyzt=take(batch.xyzt), sensor_id=take(batch.sensor_id)), index
 
 
+def _geometric_moves(batch: Batch, seed: int) -> dict[str, tuple[str, Batch]]:
+    """The batch with every position shifted by one vector, and rotated about the vertical axis
+    (times, features and z unchanged), for the translation/rotation invariance properties."""
+    gen = torch.Generator().manual_seed(seed + 13)
+    xyz, t = batch.xyzt[..., :3], batch.xyzt[..., 3:]
+    shift = (torch.rand(3, generator=gen, dtype=xyz.dtype) - 0.5) * 400.0
+    angle = float(torch.rand((), generator=gen)) * 2 * np.pi
+    c, s = np.cos(angle), np.sin(angle)
+    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=xyz.dtype)
+    return {
+        "translation_invariant": (f"a translation by {shift.numpy().round(1).tolist()} m",
+                                  batch.with_(xyzt=torch.cat([xyz + shift, t], dim=-1))),
+        "vertical_rotation_invariant": (f"a rotation by {angle:.2f} rad about the vertical axis",
+                                        batch.with_(xyzt=torch.cat([xyz @ rot.T, t], dim=-1))),
+    }
+
+
 def _properties(spec: ComponentSpec, cfg) -> frozenset[str]:
     return spec.cls.declared_properties(cfg)
 
@@ -153,6 +172,11 @@ def _check_sequence_module(spec: ComponentSpec, lengths: list[int], seed: int, r
             out_perm = run(permuted)
         expect = torch.gather(out[:, off:], 1, index[..., None].expand_as(out[:, off:]))
         _close(out_perm[:, off:][real], expect[real], "outputs do not permute with the pulses", name)
+    for prop, (what, moved) in _geometric_moves(batch, seed).items():
+        if prop in props:
+            with torch.no_grad():
+                out_moved = run(moved)
+            _close(out_moved[:, off:][real], out[:, off:][real], f"outputs changed under {what}", name)
     # gradients: finite for every size, from 1 to max pulses
     obj.zero_grad(set_to_none=True)
     features = batch.features.clone().requires_grad_(True)

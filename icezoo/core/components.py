@@ -40,6 +40,10 @@ PROPERTIES: dict[str, str] = {
     "xyzt": "reads batch.xyzt (positions and times)",
     "sensor_id": "reads batch.sensor_id",
     "event_level": "a feature extractor that returns one row per event (batch.event_features)",
+    "translation_invariant": "per-pulse outputs unchanged when every position (batch.xyzt x, y, z) is shifted "
+    "by one vector",
+    "vertical_rotation_invariant": "per-pulse outputs unchanged when every position is rotated about the "
+    "vertical (z) axis (the ice makes z special: full rotations are not a symmetry)",
 }
 
 

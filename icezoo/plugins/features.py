@@ -270,6 +270,102 @@ class PulseCount(FeatureExtractor):
         return out
 
 
+def graph_homophily(chunk: PulseChunk, k: int = 8, space: str = "xyz") -> np.ndarray:
+    """Per event, the homophily of x, y, z and t on the kNN graph of its pulses, [E, 4] float64.
+
+    The same graph and definition as the graph backbones (:func:`icezoo.nn.graph.knn_graph` and
+    :func:`icezoo.nn.graph.homophily`): each pulse's ``k`` nearest other pulses in xyz (or xyzt,
+    c_ice t), ties broken by time; the fraction of edges joining pulses with equal x (same string),
+    y, z (same depth) or t. Events are padded in blocks of similar length (no loop per event).
+    """
+    import torch
+
+    from icezoo.nn.graph import homophily, knn_graph, knn_space
+
+    n_events = chunk.num_events
+    out = np.zeros((n_events, 4), dtype=np.float64)
+    lengths = chunk.lengths
+    if n_events == 0 or lengths.max(initial=0) == 0:
+        return out
+    x, y, z, t = chunk.x, chunk.y, chunk.z, chunk.time
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < n_events:
+        # events sorted by length: at most 256 per block, and at most ~2^21 pulse pairs
+        widest = int(lengths[order[min(start + 255, n_events - 1)]])
+        block = max(1, min(256, n_events - start, (1 << 21) // max(widest * widest, 1)))
+        events = order[start:start + block]
+        width = int(lengths[events].max())
+        start += block
+        if width == 0:
+            continue
+        slots = np.arange(width)
+        real = slots[None, :] < lengths[events][:, None]
+        rows = np.where(real, chunk.offsets[events][:, None] + slots[None, :], 0)
+        t0 = t[chunk.offsets[events]][:, None] if len(t) else 0.0
+        xyzt = np.stack([x[rows], y[rows], z[rows], t[rows] - t0], axis=-1).astype(np.float32)
+        xyzt[~real] = 0.0
+        pos_t, mask_t = torch.from_numpy(xyzt), torch.from_numpy(real)
+        index, valid = knn_graph(knn_space(pos_t, space), mask_t, k, time=pos_t[..., 3])
+        out[events] = homophily(pos_t, mask_t, index, valid).numpy()
+    return out
+
+
+class Homophily(FeatureExtractor):
+    """Homophily of x, y, z, t on the event's kNN graph (EXP_30), as GraphNeT computes it; per pulse or per event.
+
+    Columns homophily_x, _y, _z, _t: the fraction of the graph's edges (``k`` nearest other selected
+    pulses in xyz or xyzt) that join pulses with equal x, y, z or t. ``level = "pulse"`` repeats the
+    event's values on each of its pulses (EXP_30's "homophily as input features"); ``"event"`` gives
+    one row per event (appended after pooling).
+    """
+
+    name = "homophily"
+    columns = ("homophily_x", "homophily_y", "homophily_z", "homophily_t")
+
+    class Config(FeatureExtractor.Config):
+        k: int = Field(8, gt=0, description="neighbours per pulse")
+        space: Literal["xyz", "xyzt"] = "xyz"
+        level: Literal["pulse", "event"] = "pulse"
+
+    @classmethod
+    def declared_properties(cls, config) -> frozenset[str]:
+        return frozenset({"event_level"}) if config.level == "event" else frozenset()
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        h = graph_homophily(chunk, self.config.k, self.config.space).astype(np.float32)
+        return h if self.config.level == "event" else np.repeat(h, chunk.lengths, axis=0)
+
+
+class GlobalVariables(FeatureExtractor):
+    """GraphNeT's global variables as event features (DynEdge's add_global_variables_after_pooling; the 1st place's TITO).
+
+    One row per event: the mean of the selected pulses' kaggle_norm features (x, y, z / 500,
+    (t - 1e4) / 3e4, log10(q) / 3, auxiliary - 0.5), the homophily of x, y, z, t on the kNN graph
+    (``k``, ``space``; see ``homophily``) and log10 of the selected pulse count: 11 columns, the
+    nb_inputs + 5 of GraphNeT for its 6 Kaggle inputs. The graph backbones compute the same
+    variables of their own inputs in the model (``global_variables = true``).
+    """
+
+    name = "global_variables"
+    columns = tuple(f"mean_{c}" for c in KaggleNorm.columns) + Homophily.columns + ("log10_n_selected",)
+    properties = frozenset({"event_level"})
+
+    class Config(FeatureExtractor.Config):
+        k: int = Field(8, gt=0, description="neighbours per pulse of the homophily graph")
+        space: Literal["xyz", "xyzt"] = "xyz"
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        lengths = chunk.lengths
+        norm = np.ascontiguousarray(KaggleNorm(KaggleNorm.Config()).extract(chunk, chunk).T, dtype=np.float64)  # [6, N]
+        inv = 1.0 / np.maximum(lengths, 1)
+        means = np.stack([_per_event_reduce(np.add, col, chunk) * inv for col in norm], axis=1)
+        h = graph_homophily(chunk, self.config.k, self.config.space)
+        count = np.log10(np.maximum(lengths, 1))[:, None]
+        return np.concatenate([means, h, count], axis=1).astype(np.float32)
+
+
 @hookimpl
 def icezoo_components():
-    return [KaggleNorm, MinMaxNorm, TimeWeight, QE, IceProperties, Rank, CenterOfGravity, PulseCount]
+    return [KaggleNorm, MinMaxNorm, TimeWeight, QE, IceProperties, Rank, CenterOfGravity, PulseCount, Homophily,
+            GlobalVariables]

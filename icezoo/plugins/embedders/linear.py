@@ -1,4 +1,4 @@
-"""Per-pulse projections of the features: one Linear (``linear``) or a small MLP (``mlp``)."""
+"""Per-pulse projections of the features: none (``identity``), one Linear (``linear``) or a small MLP (``mlp``)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ class MLPEmbedder(Embedder):
         return self.norm(self.net(zero_padding(features, batch.mask)))
 
 
+class IdentityEmbedder(Embedder):
+    """The features as they are (D = F): for backbones that take raw pulse features, as GraphNeT's DynEdge does (EXP_23, EXP_25)."""
+
+    name = "identity"
+    properties = frozenset({"permutation_invariant"})
+
+    def forward(self, features: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return zero_padding(features, batch.mask)
+
+
 @hookimpl
 def icezoo_components():
-    return [LinearEmbedder, MLPEmbedder]
+    return [IdentityEmbedder, LinearEmbedder, MLPEmbedder]
