@@ -139,6 +139,31 @@ def _properties(spec: ComponentSpec, cfg) -> frozenset[str]:
     return spec.cls.declared_properties(cfg)
 
 
+#: tiny values for the size params of embedders and backbones (set wherever a component has them)
+TINY_SIZES = {"dim": 16, "depth": 1, "heads": 2, "hidden": 8, "k": 3, "biased_depth": 1, "local_depth": 1,
+              "ff_dim": 16, "sensor_dim": 8, "encode_dim": 8, "bias_dim": 4, "base_dim": 4, "bottleneck": 8,
+              "post": [16], "widths": [16]}
+
+
+def tiny_pipeline(config, registry: Registry):
+    """The pipeline with its embedder and backbone(s) shrunk to test size (width 16, one or two
+    layers): every size param a component has and sets (to a non-zero value) gets its tiny value."""
+    from icezoo.core.config import pipeline_from_table
+
+    table = config.to_table()
+    for stage in ("embedder", "backbone", "pooler"):
+        refs = table[stage] if isinstance(table[stage], list) else [table[stage]]
+        for ref in refs:
+            fields = registry.get(stage, ref["name"]).cls.Config.model_fields
+            for param, field in fields.items():
+                value = ref.get(param, field.get_default(call_default_factory=True))
+                if param in TINY_SIZES and value:
+                    ref[param] = TINY_SIZES[param]
+                elif param == "layers" and value:  # an MLP depth, or a list of per-layer widths
+                    ref[param] = [[16, 16]] * 2 if isinstance(value, list) else 1
+    return pipeline_from_table(config.name, table)
+
+
 # ------------------------------------------------------------------------------------------ checks
 def _check_sequence_module(spec: ComponentSpec, lengths: list[int], seed: int, run: Callable, obj, cfg,
                            cls_slot: bool) -> None:

@@ -13,7 +13,7 @@ from icezoo.core.checkpoint import load_checkpoint, save_checkpoint
 from icezoo.core.config import PipelineConfig, load_pipeline, merge_tables, pipeline_from_table
 from icezoo.core.registry import build_registry
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.testing import check_component
+from icezoo.testing import check_component, tiny_pipeline
 from icezoo.zoo import build, make_registry, pipeline_config, registry
 
 TINY = {"embedder.dim": 16, "backbone.depth": 1, "backbone.heads": 2}
@@ -322,13 +322,8 @@ def test_every_registry_pipeline_composes_and_trains_one_step():
     """Each named pipeline, shrunk to a tiny width and depth, builds and takes a finite training step."""
     reg = registry()
     for source in reg.pipelines.values():
-        cfg = load_pipeline(reg, source.name)
-        shrink = {"embedder.dim": 16, "backbone.depth": 1, "backbone.heads": 2}
-        backbone_fields = reg.get("backbone", cfg.backbone.name).cls.Config.model_fields
-        shrink.update({f"backbone.{f}": 1 for f in ("biased_depth", "local_depth") if f in backbone_fields})
-        if "hidden" in backbone_fields:
-            shrink = {"embedder.dim": 16, "backbone.hidden": 8, "backbone.layers": 1}
-        model = build(cfg.with_overrides(shrink), reg)
+        cfg = tiny_pipeline(load_pipeline(reg, source.name), reg)
+        model = build(cfg, reg)
         batch = synthetic_batch(model.feature_dim, [1, 7, 12], event_dim=model.event_dim, seed=3)
         loss = model.loss(model(batch), batch)
         loss.backward()

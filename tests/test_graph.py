@@ -267,7 +267,7 @@ def test_dynedge_tito_residual_and_static_graph(monkeypatch):
 
 
 def test_graphnet_embedder_widths():
-    emb, _ = component("embedder", {"name": "graphnet", "dim": None}, 9)
+    emb, _ = component("embedder", {"name": "graphnet", "dim": 0}, 9)
     assert emb.out_dim == 9 + 14 + 256 == 279  # EXP_31's 279 for 9 features
     emb, _ = component("embedder", {"name": "graphnet", "dim": 32, "encode_dim": 8, "widths": [16]}, 9)
     batch = synthetic_batch(9, [5, 2], dtype=F64)
@@ -348,3 +348,48 @@ def test_homophily_extractor_equals_the_model_side_homophily():
     g = GlobalVariables(GlobalVariables.Config()).extract(chunk, chunk)
     assert g.shape == (7, 11) and np.array_equal(g[:, 6:10], h)
     assert np.allclose(g[:, 10], np.log10(np.maximum(chunk.lengths, 1)))
+
+
+# ------------------------------------------------------------------------------------ the log's graph rows
+GRAPH_PIPELINES = sorted(s.name for s in registry().pipelines.values()
+                         if s.name.startswith("BASELINE_graph") or s.name in ("EXP_40", "EXP_100", "EXP_101", "HB_EGNN"))
+
+
+def test_every_graph_row_of_the_log_is_a_pipeline():
+    from icezoo.core.config import load_pipeline
+
+    names = set(GRAPH_PIPELINES)
+    for v in [f"V{i}" for i in range(14)]:
+        assert f"BASELINE_graph_{v}" in names
+    for extra in ("V1_FT", "V8_FT", "V8_FT_2", "V8_FT_3", "V9_FT", "V9_FT_2", "V13_FT", "V13_FT_2"):
+        assert f"BASELINE_graph_{extra}" in names
+    assert {"EXP_101"} <= names
+    for name in names:
+        cfg = load_pipeline(registry(), name)
+        assert cfg.experiment and cfg.description, name
+        if "_FT" in name:
+            assert cfg.init_from, name
+
+
+@pytest.mark.parametrize("name", GRAPH_PIPELINES)
+def test_graph_pipeline_trains_at_tiny_size(name):
+    """Each graph pipeline, shrunk (icezoo.testing.tiny_pipeline), takes two optimiser steps."""
+    from icezoo.testing import tiny_pipeline
+    from icezoo.zoo import pipeline_config
+
+    torch.manual_seed(0)
+    cfg = tiny_pipeline(pipeline_config(name), registry())
+    model = build(cfg)
+    batch = synthetic_batch(model.feature_dim, [1, 6, 11], width=14, event_dim=model.event_dim, seed=1, pad_value=1e3)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):
+        opt.zero_grad()
+        loss = model.loss(model(batch), batch)
+        loss.backward()
+        assert torch.isfinite(loss)
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.direction(model(batch)).norm(dim=-1), torch.ones(3), atol=1e-5)

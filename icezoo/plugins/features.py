@@ -51,6 +51,13 @@ class KaggleNorm(FeatureExtractor):
     name = "kaggle_norm"
     columns = ("x", "y", "z", "time", "charge", "auxiliary")
 
+    class Config(FeatureExtractor.Config):
+        positions: bool = Field(True, description="include x, y, z; false: time, charge, auxiliary only "
+                                                  "(EXP_27/32: coordinates kept apart, seen by the model via xyzt)")
+
+    def feature_names(self) -> tuple[str, ...]:
+        return self.columns if self.config.positions else self.columns[3:]
+
     def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
         # built column by column ([6, N] contiguous, returned as its [N, 6] view): much faster than
         # strided writes; the loader pads from this layout without a full transpose
@@ -71,7 +78,7 @@ class KaggleNorm(FeatureExtractor):
         out[4] *= 1.0 / 3.0
         out[5] = chunk.auxiliary
         out[5] -= 0.5
-        return out.T
+        return out.T if self.config.positions else out[3:].T
 
 
 def detector_bounds() -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ class GraphNetEmbedder(Embedder):
     LeakyReLU, ``aggr`` sum) runs on the ``k`` nearest pulses in xyz or xyzt (c_ice t), and its
     input and output are concatenated, as DynEdge's skip connections do: 2F + 5 + widths[-1]
     features (EXP_31's 279 for 9 features). ``dim`` maps them with a Linear to the width the next
-    stage needs (None keeps the concatenation).
+    stage needs (0 keeps the concatenation).
 
     ``encode_dim`` (EXP_101): the feature columns after the first ``raw_columns`` (kaggle_norm's x,
     y, z, t) are first encoded by a Linear+GELU to ``encode_dim`` and the raw columns passed as
@@ -34,7 +34,7 @@ class GraphNetEmbedder(Embedder):
     example_params = {"dim": 16, "k": 4, "widths": [16, 16]}
 
     class Config(Config):
-        dim: int | None = Field(256, gt=0, description="output width (a Linear); None: the skip concatenation")
+        dim: int = Field(256, ge=0, description="output width (a Linear); 0 keeps the skip concatenation")
         k: int = Field(8, gt=0, description="neighbours per pulse")
         space: Literal["xyz", "xyzt"] = Field("xyz", description="kNN on xyz or xyzt (c_ice t)")
         widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = Field(
