@@ -39,6 +39,10 @@ EMBEDDERS = {
     "sensor_concat": {"name": "sensor_embedding", "dim": 32, "mode": "concat", "sensor_dim": 8,
                       "padding_idx": True, "post_norm": True},
     "fourier": {"name": "fourier", "dim": 32, "base_dim": 8},
+    "identity": {"name": "identity"},
+    "graphnet": {"name": "graphnet", "dim": 32, "k": 4, "widths": [16]},
+    "graphnet_encoded_xyzt": {"name": "graphnet", "dim": 0, "k": 3, "widths": [8, 11], "space": "xyzt",
+                              "encode_dim": 4},  # 2 (4 + 4) + 5 + 11 = 32 wide
 }
 BACKBONES = {
     "transformer": {"name": "transformer", "depth": 1, "heads": 4},
@@ -53,6 +57,14 @@ BACKBONES = {
     "local": {"name": "local_attention", "k": 4, "local_depth": 1, "depth": 1, "heads": 4},
     "local_xyzt_bigk": {"name": "local_attention", "k": 100, "local_depth": 1, "depth": 0, "heads": 4,
                         "space": "xyzt"},
+    "dynedge": {"name": "dynedge", "k": 4, "layers": [[16, 16], [16, 16]], "post": [16]},
+    "dynnet": {"name": "dynnet", "k": 4, "layers": [[16], [16], [16]], "post": [16]},
+    "dynedge_tito": {"name": "dynedge_tito", "k": 4, "layers": [[16, 16], [16, 16]], "post": [16], "heads": 2,
+                     "ff_dim": 16},
+    "egnn": {"name": "egnn", "dim": 16, "depth": 2, "k": 4},
+    "egnn_rebuild_xyztc_coords": {"name": "egnn", "dim": 16, "depth": 3, "k": 3, "space": "xyztc",
+                                  "rebuild_edges": True, "coords_as_features": True, "act": "gelu"},
+    "pyg_gatv2": {"name": "pyg", "conv": "GATv2Conv", "depth": 2, "k": 4, "dim": 16, "params": {"heads": 2}},
 }
 POOLERS = {
     "mean": ["mean"], "max": ["max"], "min": ["min"], "sum": ["sum"], "mean_unmasked": ["mean_unmasked"],
@@ -111,7 +123,8 @@ def train_step(config: PipelineConfig, lengths=LENGTHS, seed: int = 0, steps: in
 
 @pytest.mark.parametrize("key", EMBEDDERS)
 def test_embedder_trains(key):
-    train_step(pipeline(embedder=EMBEDDERS[key]))
+    extra = {"backbone": {"name": "transformer", "depth": 1, "heads": 2}} if key == "identity" else {}  # 6 features
+    train_step(pipeline(embedder=EMBEDDERS[key], **extra))
 
 
 @pytest.mark.parametrize("key", BACKBONES)
@@ -381,6 +394,16 @@ KIT_VARIANTS = [
                                       "post_norm": True}),
     ("embedder", "fourier", {"dim": 16, "base_dim": 4, "charge_column": None, "aux_column": None}),
     ("pooler", "ae", {"pools": ["sum", "min"], "decode": False, "bottleneck": 4}),
+    ("backbone", "egnn", {"dim": 8, "depth": 2, "k": 3, "space": "xyztc", "charge_column": 2, "rebuild_edges": True,
+                          "normalize": True, "tanh": True, "coords_agg": "sum"}),
+    ("backbone", "egnn", {"dim": 8, "depth": 1, "k": 30, "aggr": "max", "coords_as_features": True}),
+    ("backbone", "dynedge", {"k": 30, "layers": [[8]], "post": [8], "aggr": "max", "global_variables": False,
+                             "space": "xyzt"}),
+    ("backbone", "dynedge_tito", {"k": 2, "layers": [[8, 8], [16]], "post": [8], "heads": 2, "ff_dim": 8,
+                                  "aggr": "mean"}),
+    ("backbone", "pyg", {"conv": "TransformerConv", "depth": 1, "k": 3, "dim": 8, "params": {"heads": 2}}),
+    ("embedder", "graphnet", {"dim": 0, "k": 2, "widths": [8], "space": "xyzt", "encode_dim": 4, "raw_columns": 2}),
+    ("features", "homophily", {"level": "event", "space": "xyzt", "k": 3}),
     ("head", "angles", {"sigmoid_range": True, "hidden": 8}),
     ("head", "direction_kappa", {"hidden": 8}),
 ]
