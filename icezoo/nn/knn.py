@@ -24,7 +24,9 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     * Invalid entries point at the query itself, so gathering with ``index`` is always safe.
 
     Distances are exact squared differences (not cdist's matmul trick, whose rounding depends on the
-    batch and would break ties differently). No gradient flows through the neighbour choice.
+    batch and would break ties differently), accumulated over blocks of 8 coordinates, so a kNN in a
+    256-wide latent space (DynNet) needs [B, L, L, 8] of scratch, not [B, L, L, 256]. No gradient
+    flows through the neighbour choice.
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -32,7 +34,8 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     device = pos.device
     with torch.no_grad():
         p = zero_padding(pos.detach(), mask)
-        dist = (p[:, :, None, :] - p[:, None, :, :]).pow(2).sum(-1)  # [B, L, L]
+        # [B, L, L], summed over blocks of coordinates so that wide (latent) spaces never build [B, L, L, d]
+        dist = sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
         keep = mask[:, None, :].expand(b, length, length)
         if not include_self:
             keep = keep & ~torch.eye(length, dtype=torch.bool, device=device)
