@@ -141,7 +141,7 @@ def _properties(spec: ComponentSpec, cfg) -> frozenset[str]:
 
 #: tiny values for the size params of embedders and backbones (set wherever a component has them)
 TINY_SIZES = {"dim": 16, "depth": 1, "heads": 2, "hidden": 8, "k": 3, "biased_depth": 1, "local_depth": 1,
-              "ff_dim": 16, "sensor_dim": 8, "encode_dim": 8, "bias_dim": 4, "base_dim": 4, "bottleneck": 8,
+              "ff_mult": 1, "sensor_dim": 8, "encode_dim": 8, "bias_dim": 4, "base_dim": 4, "bottleneck": 8,
               "post": [16], "widths": [16]}
 
 

@@ -258,7 +258,7 @@ def test_dynedge_tito_residual_and_static_graph(monkeypatch):
     real = dyn.knn_graph
     monkeypatch.setattr(dyn, "knn_graph", lambda pos, *a, **kw: (calls.append(pos.shape[-1]), real(pos, *a, **kw))[1])
     bb, _ = component("backbone", {"name": "dynedge_tito", "layers": [[16, 16]] * 2, "post": [8], "heads": 2,
-                                   "ff_dim": 8}, 6)
+                                   "ff_mult": 1}, 6)
     batch = synthetic_batch(6, [7, 2, 1], dtype=F64)
     out = bb(batch.features, batch)
     assert calls == [4]  # one graph, on xyzt

@@ -173,7 +173,9 @@ class RelativeAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm residual block: ``x + attn(norm(x), mask, **kw)``, then ``x + ff(norm(x))``.
+    """Pre-norm residual block: ``x + attn(norm(x), mask, **kw)``, then ``x + ff(norm(x))``;
+    ``norm_first = False``: post-norm, ``norm(x + attn(x))`` then ``norm(x + ff(x))`` (torch's
+    TransformerEncoderLayer default, as GraphNeT's DynTrans uses it).
 
     Shapes: x [B, L, D], mask [B, L] (``**kw`` go to the attention) -> [B, L, D].
 
@@ -182,8 +184,9 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ff_mult: int = 4, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 attn: nn.Module | None = None, act: str = "gelu"):
+                 attn: nn.Module | None = None, act: str = "gelu", norm_first: bool = True):
         super().__init__()
+        self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn if attn is not None else BiasedAttention(dim, heads, attn_dropout)
         self.norm2 = nn.LayerNorm(dim)
@@ -191,6 +194,9 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, **kw) -> torch.Tensor:
+        if not self.norm_first:
+            x = self.norm1(x + self.drop(self.attn(x, mask, **kw)))
+            return self.norm2(x + self.drop(self.ff(x)))
         x = x + self.drop(self.attn(self.norm1(x), mask, **kw))
         return x + self.drop(self.ff(self.norm2(x)))
 

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config, hookimpl
-from icezoo.nn import BiasedAttention, mlp, zero_padding
+from icezoo.nn import TransformerBlock, mlp, zero_padding
 from icezoo.nn.graph import (Aggregation, EdgeConv, Space, edge_mlp, knn_graph, knn_space,
                              with_global_variables)
 
@@ -125,36 +125,21 @@ class DynNet(DynEdge):
         act: str = "gelu"
 
 
-class PostNormEncoderLayer(nn.Module):
-    """torch's TransformerEncoderLayer as GraphNeT's DynTrans uses it (post-norm, ReLU feed-forward),
-    on icezoo's masked attention, so an event without pulses gives zeros instead of NaN."""
-
-    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float):
-        super().__init__()
-        self.attn = BiasedAttention(dim, heads, dropout)
-        self.ff = mlp(dim, [ff_dim], dim, act="relu", dropout=dropout)
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, mask)))
-        return self.norm2(x + self.drop(self.ff(x)))
-
-
 class DynEdgeTITO(Backbone):
     """DynEdge-TITO, the 1st-place model (GraphNeT's DynEdgeTITO/DynTrans): TITO EdgeConvs each followed by a transformer layer.
 
     Static kNN graph on xyzt (``k`` = 8); global variables broadcast to the pulses; four blocks of
     an EdgeConv with the TITO message phi([x_i, x_j - x_i, x_j]) (widths [256, 256], LeakyReLU, max
     aggregation), a residual connection where the widths match, LayerNorm, and one post-norm
-    transformer encoder layer (``heads`` 8, feed-forward ``ff_dim`` 2048 and dropout 0.1: torch's
-    defaults, as GraphNeT); then the ``post`` MLP [336, 256].
+    transformer encoder layer (``heads`` 8, ReLU feed-forward 8 x 256 = 2048 wide, dropout 0.1:
+    torch's TransformerEncoderLayer defaults, as GraphNeT) on icezoo's masked attention (an event
+    without pulses gives zeros, not NaN); then the ``post`` MLP [336, 256].
     """
 
     name = "dynedge_tito"
     properties = frozenset({"permutation_invariant"})
     requires = frozenset({"xyzt"})
-    example_params = {"k": 4, "layers": [[16, 16], [16, 16]], "post": [16], "heads": 2, "ff_dim": 16}
+    example_params = {"k": 4, "layers": [[16, 16], [16, 16]], "post": [16], "heads": 2, "ff_mult": 1}
 
     class Config(_GraphConfig):
         space: Space = "xyzt"
@@ -162,7 +147,7 @@ class DynEdgeTITO(Backbone):
             [[256, 256]] * 4, description="MLP widths of each TITO EdgeConv")
         post: Widths = Field([336, 256], description="MLP widths after the last block")
         heads: int = Field(8, gt=0)
-        ff_dim: int = Field(2048, gt=0, description="feed-forward width of each transformer layer")
+        ff_mult: int = Field(8, gt=0, description="feed-forward width = ff_mult * layer width (8 * 256 = 2048)")
         dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the transformer layers")
         aggr: Aggregation = "max"
         act: str = "leaky_relu"
@@ -177,7 +162,8 @@ class DynEdgeTITO(Backbone):
                 raise ValueError(f"layer width {d} is not divisible by heads {config.heads}")
             self.convs.append(EdgeConv(edge_mlp(width, widths, config.act, tito=True), aggr=config.aggr, tito=True))
             self.norms.append(nn.LayerNorm(d))
-            self.encoders.append(PostNormEncoderLayer(d, config.heads, config.ff_dim, config.dropout))
+            self.encoders.append(TransformerBlock(d, config.heads, config.ff_mult, config.dropout, config.dropout,
+                                                  act="relu", norm_first=False))
             width = d
         self.post = mlp(width, list(config.post[:-1]), config.post[-1], act=config.act, final_act=True)
         self.out_dim = config.post[-1]
