@@ -64,10 +64,10 @@ def resolved_table(config: PipelineConfig, reg: Registry | None = None) -> dict[
     root = f"pipelines.{config.name}"
     for stage in STAGES:
         kind, many = stage.kind, stage.many
-        refs = getattr(config, kind)
+        refs = config.refs(kind)
         out = []
-        for i, ref in enumerate(refs if many else [refs]):
-            path = f"{root}.{kind}" + (f".{i}" if many and len(refs) > 1 else "")
+        for i, ref in enumerate(refs):
+            path = f"{root}.{kind}" + (f".{i}" if len(refs) > 1 else "")
             try:
                 spec = reg.get(kind, ref.name)
             except IcezooError as exc:
@@ -76,8 +76,8 @@ def resolved_table(config: PipelineConfig, reg: Registry | None = None) -> dict[
             entry = {"name": spec.name, **params}
             if kind == "loss":
                 entry["weight"] = ref.weight
-            out.append(entry)
-        table[kind] = out if many else out[0]
+            out.append({**entry, **ref.options()})
+        table[kind] = out if many or len(out) > 1 else out[0]
     table["train"] = config.train.model_dump()
     return table
 

@@ -363,7 +363,7 @@ def test_every_graph_row_of_the_log_is_a_pipeline():
         assert f"BASELINE_graph_{v}" in names
     for extra in ("V1_FT", "V8_FT", "V8_FT_2", "V8_FT_3", "V9_FT", "V9_FT_2", "V13_FT", "V13_FT_2"):
         assert f"BASELINE_graph_{extra}" in names
-    assert {"EXP_101"} <= names
+    assert {"EXP_40", "EXP_100", "EXP_101", "HB_EGNN"} <= names
     for name in names:
         cfg = load_pipeline(registry(), name)
         assert cfg.experiment and cfg.description, name
@@ -393,3 +393,100 @@ def test_graph_pipeline_trains_at_tiny_size(name):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(model.direction(model(batch)).norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ backbone lists
+CHAIN = [{"name": "egnn", "dim": 16, "depth": 2, "k": 3}, {"name": "transformer", "depth": 1, "heads": 2}]
+
+
+def test_backbone_list_chains_dims_and_properties():
+    from icezoo.core.compose import BackboneChain
+
+    model = build_pipeline(backbone=CHAIN)
+    chain = model.backbone
+    assert isinstance(chain, BackboneChain) and chain.name == "egnn -> transformer"
+    assert chain.stages[0].in_dim == 16 and chain.stages[1].in_dim == 16 and chain.out_dim == 16
+    assert chain.properties == {"permutation_invariant"}  # the transformer is not translation invariant
+    cls = build_pipeline(backbone=[CHAIN[0], {**CHAIN[1], "cls": True}], pooler=["cls"])
+    assert cls.cls_token and "adds_cls_token" in cls.backbone.properties
+    with pytest.raises(IcezooError, match=r"^pipelines\.t\.backbone\.0: transformer adds a CLS token: only the last"):
+        build_pipeline(backbone=[{**CHAIN[1], "cls": True}, CHAIN[0]])
+    with pytest.raises(IcezooError, match=r"^pipelines\.t\.backbone\.1\.dpeth: unknown parameter"):
+        build_pipeline(backbone=[CHAIN[0], {**CHAIN[1], "dpeth": 2}])
+    # a one-stage list is the plain backbone (same state-dict keys as before lists existed)
+    assert type(build_pipeline(backbone=[CHAIN[1]]).backbone).__name__ == "Transformer"
+    # the list round-trips through to_table / --set overrides
+    cfg = model.config.with_overrides({"backbone.1.depth": 2})
+    assert cfg.to_table()["backbone"][1]["depth"] == 2 and build(cfg).backbone.stages[1].config.depth == 2
+
+
+def test_backbone_list_concat_hands_a_stage_to_the_poolers():
+    model = build_pipeline(backbone=[{**CHAIN[0], "concat": True}, CHAIN[1]], pooler=["mean"])
+    assert model.backbone.out_dim == 32 and model.head.in_dim == 32
+    batch = synthetic_batch(model.feature_dim, [4, 2], seed=2)
+    h = model.embedder(batch.features, batch)
+    gnn = model.backbone.stages[0](h, batch)
+    out = model.backbone(h, batch)
+    assert torch.equal(out[..., 16:], gnn) and torch.equal(out[..., :16], model.backbone.stages[1](gnn, batch))
+    with pytest.raises(IcezooError, match="concat is for the stages of a backbone list before the last"):
+        build_pipeline(backbone=[CHAIN[0], {**CHAIN[1], "concat": True}])
+    with pytest.raises(IcezooError, match="concat needs a last stage without a CLS token"):
+        build_pipeline(backbone=[{**CHAIN[0], "concat": True}, {**CHAIN[1], "cls": True}], pooler=["cls"])
+
+
+def test_frozen_stage_keeps_its_weights():
+    torch.manual_seed(0)
+    model = build_pipeline(backbone=[{**CHAIN[0], "freeze": True}, CHAIN[1]])
+    gnn, tf = model.backbone.stages
+    before_gnn = [p.detach().clone() for p in gnn.parameters()]
+    before_tf = [p.detach().clone() for p in tf.parameters()]
+    model.train()
+    assert not gnn.training and tf.training and model.frozen == [gnn]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    batch = synthetic_batch(model.feature_dim, [5, 3], seed=4)
+    for _ in range(2):
+        opt.zero_grad()
+        model.loss(model(batch), batch).backward()
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before_gnn, gnn.parameters()))
+    assert all(p.grad is None for p in gnn.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(before_tf, tf.parameters()))
+    with pytest.raises(IcezooError, match=r"pipelines\.t\.features: freeze and init_from are for stages with weights"):
+        build_pipeline(features=[{"name": "kaggle_norm", "freeze": True}])
+
+
+def test_stage_init_from_takes_one_component_from_another_run(tmp_path):
+    """EXP_100's mechanism: stage 0 of a backbone list starts from the backbone of another pipeline's run."""
+    import json
+
+    from icezoo.core.checkpoint import save_checkpoint
+    from icezoo.engine.checkpoints import init_stages
+
+    torch.manual_seed(1)
+    source = build_pipeline(backbone=CHAIN[0])  # a run of pipeline "donor" whose backbone is one egnn
+    run = tmp_path / "donor-1"
+    save_checkpoint(run / "checkpoints" / "best.pt", source.config.to_table(), source.state_dict())
+    (run / "run.json").write_text(json.dumps({"pipeline": "donor", "status": "done", "finished": "2026-01-01"}))
+    model = build_pipeline(backbone=[{**CHAIN[0], "init_from": "donor", "freeze": True}, CHAIN[1]])
+    assert [(p, s, k, n) for p, _, s, k, n in model.stage_inits] == [("pipelines.t.backbone.0", "donor", "backbone", "egnn")]
+    lines = []
+    reports = init_stages(model, tmp_path, lines.append)
+    assert reports[0]["loaded"] == len(source.backbone.state_dict()) and "egnn initialised from" in lines[0]
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(model.backbone.stages[0].state_dict()[key], value)
+    # and back: a chain's stage is found in a chain checkpoint too
+    again = build_pipeline(backbone=[{**CHAIN[0], "init_from": "donor2"}, CHAIN[1]])
+    run2 = tmp_path / "donor-2"
+    save_checkpoint(run2 / "checkpoints" / "best.pt", model.config.to_table(), model.state_dict())
+    (run2 / "run.json").write_text(json.dumps({"pipeline": "donor2", "status": "done", "finished": "2026-01-02"}))
+    init_stages(again, tmp_path, lines.append)
+    assert torch.equal(next(again.backbone.stages[0].parameters()), next(model.backbone.stages[0].parameters()))
+    # a stage that does not fit is one line naming it
+    wrong = build_pipeline(backbone=[{**CHAIN[0], "dim": 8, "init_from": "donor"}, CHAIN[1]])
+    with pytest.raises(IcezooError, match=r"^pipelines\.t\.backbone\.0\.init_from: .*its egnn does not match this one"):
+        init_stages(wrong, tmp_path, lines.append)
+    missing = build_pipeline(backbone=[{**CHAIN[1], "init_from": "donor"}])
+    with pytest.raises(IcezooError, match="has no backbone 'transformer' to take weights from"):
+        init_stages(missing, tmp_path, lines.append)
+    with pytest.raises(IcezooError, match=r"^pipelines\.t\.backbone\.0\.init_from: init_from = 'nobody': no successful run"):
+        init_stages(build_pipeline(backbone=[{**CHAIN[0], "init_from": "nobody"}, CHAIN[1]]), tmp_path, lines.append)

@@ -49,3 +49,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if not isinstance(payload.get(key), dict):
             raise IcezooError(f"{path}: checkpoint field '{key}' is missing or malformed")
     return payload
+
+
+def component_state(payload: dict[str, Any], kind: str, name: str) -> dict[str, torch.Tensor] | None:
+    """The tensors of the first ``kind`` component called ``name`` in a checkpoint, with keys
+    relative to that component (for a stage's ``init_from``), or None when it has none.
+
+    The checkpoint's pipeline table says where each component sits in its state dict: ``embedder.``,
+    ``backbone.`` (a backbone list: ``backbone.stages.J.``), ``poolers.J.``, ``head.``.
+    """
+    from icezoo.core.registry import normalise
+
+    entries = payload["pipeline"].get(kind)
+    listed = isinstance(entries, list)
+    for j, entry in enumerate(entries if listed else [entries]):
+        if isinstance(entry, dict) and normalise(str(entry.get("name", ""))) == normalise(name):
+            prefix = f"poolers.{j}." if kind == "pooler" else f"{kind}.stages.{j}." if listed else f"{kind}."
+            return {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    return None

@@ -258,6 +258,9 @@ class Stage:
     default: tuple[str, ...]
     #: what ``Component.build(config, in_dim)`` gets as in_dim in this stage (for ``icezoo list`` and the docs)
     in_dim: str
+    #: the table may also hold a list of components applied one after another, each fed the previous
+    #: one's output (backbone lists: EXP_40, EXP_100, hb_egnn)
+    chain: bool = False
 
 
 #: The stages, in data-path order: the one place that lists them.
@@ -265,7 +268,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("selection", Selection, False, ("time_order",), "unused (works on pulse chunks)"),
     Stage("features", FeatureExtractor, True, ("kaggle_norm",), "unused (works on pulse chunks)"),
     Stage("embedder", Embedder, False, ("linear",), "the width F of the pulse-level features"),
-    Stage("backbone", Backbone, False, ("transformer",), "the embedder's out_dim"),
+    Stage("backbone", Backbone, False, ("transformer",), "the embedder's out_dim (in a list: the previous stage's)",
+          chain=True),
     Stage("pooler", Pooler, True, ("mean", "max"), "the backbone's out_dim"),
     Stage("head", Head, False, ("direction_kappa",), "the poolers' out_dims summed, plus event-level features"),
     Stage("loss", Loss, True, ("vmf3d",), "unused (takes the head's output)"),

@@ -1,9 +1,14 @@
 """The composer: a validated PipelineConfig + the registry -> a runnable :class:`Pipeline`.
 
 It validates each component's params against its Config (errors name the path), chains the
-dims (features -> embedder -> backbone -> poolers (+ event features) -> head), and checks what
+dims (features -> embedder -> backbone(s) -> poolers (+ event features) -> head), and checks what
 components require against what the rest provides (a ``cls`` pooler needs a backbone that adds a
 CLS token; a loss must accept the head's output).
+
+A backbone table may be a list of stages applied one after another (:class:`BackboneChain`: each
+built for the previous one's width; only the last may add a CLS token). Any model stage may set
+``freeze = true`` (weights fixed, always in eval mode) and ``init_from = "PIPELINE"`` (the engine
+loads that component's weights from the pipeline's newest run: :attr:`Pipeline.stage_inits`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from icezoo.core.registry import ComponentSpec, Registry
 
 #: what the batch itself always provides to components
 BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
+#: the stages whose components hold weights (may be frozen or initialised from another run)
+MODEL_STAGES = ("embedder", "backbone", "pooler", "head")
 
 
 @dataclass
@@ -49,6 +56,48 @@ def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
         raise IcezooError(f"{path}: {spec.name}: {exc}") from None
 
 
+def _trace(trace, stage, module, out):
+    if trace is not None:
+        trace.append(StageInfo(stage, module.name, tuple(out.shape), sum(p.numel() for p in module.parameters())))
+
+
+def declared(module: nn.Module) -> frozenset[str]:
+    """The properties a built component (or a backbone list) declares for its config."""
+    if isinstance(module, BackboneChain):
+        return module.properties
+    return type(module).declared_properties(module.config)
+
+
+class BackboneChain(nn.Module):
+    """Backbones applied one after another ([{name = "egnn"}, {name = "transformer"}]: hb_egnn, EXP_40, EXP_100).
+
+    Each stage was built for the previous one's ``out_dim``. A stage with ``concat`` also hands its
+    per-pulse output to the end, where it is concatenated to the last stage's output (EXP_40: the
+    GNN's features reach the poolers beside the transformer's). The list declares what every stage
+    declares (``permutation_invariant``, the invariances), plus the last stage's ``adds_cls_token``.
+    """
+
+    kind = "backbone"
+
+    def __init__(self, stages: list[nn.Module], concat: list[bool]):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.concat = list(concat)
+        self.name = " -> ".join(stage.name for stage in stages)
+        props = [declared(stage) for stage in stages]
+        self.properties = frozenset.intersection(*props) - {"adds_cls_token"} | (props[-1] & {"adds_cls_token"})
+        self.out_dim = stages[-1].out_dim + sum(s.out_dim for s, c in zip(stages, concat) if c)
+
+    def forward(self, h: torch.Tensor, batch: Batch, trace: list[StageInfo] | None = None) -> torch.Tensor:
+        kept = []
+        for stage, keep in zip(self.stages, self.concat):
+            h = stage(h, batch)
+            _trace(trace, "backbone", stage, h)
+            if keep:
+                kept.append(h)
+        return torch.cat([h, *kept], dim=-1) if kept else h
+
+
 class Pipeline(nn.Module):
     """features -> embedder -> backbone -> poolers (+ event features) -> head; losses on the head output."""
 
@@ -66,7 +115,11 @@ class Pipeline(nn.Module):
         self.losses = nn.ModuleList(losses)
         self.loss_weights = list(weights)
         self.provenance = provenance
-        self.cls_token = "adds_cls_token" in type(backbone).declared_properties(backbone.config)
+        self.cls_token = "adds_cls_token" in declared(backbone)
+        #: modules kept fixed (``freeze = true``): no gradient, and in eval mode even when training
+        self.frozen: list[nn.Module] = []
+        #: (path, module, source pipeline, kind, component name) of every ``init_from`` stage, for the engine
+        self.stage_inits: list[tuple[str, nn.Module, str, str, str]] = []
         self.feature_dim = sum(f.out_dim for f in features if not f.event_level)
         self.event_dim = sum(f.out_dim for f in features if f.event_level)
 
@@ -74,8 +127,11 @@ class Pipeline(nn.Module):
         """Pooled event vectors [B, P] (event features appended)."""
         h = self.embedder(batch.features, batch)
         self._trace(trace, "embedder", self.embedder, h)
-        h = self.backbone(h, batch)
-        self._trace(trace, "backbone", self.backbone, h)
+        if isinstance(self.backbone, BackboneChain):
+            h = self.backbone(h, batch, trace)
+        else:
+            h = self.backbone(h, batch)
+            self._trace(trace, "backbone", self.backbone, h)
         cls = None
         if self.cls_token:
             cls, h = h[:, 0], h[:, 1:]
@@ -107,11 +163,13 @@ class Pipeline(nn.Module):
     def kappa(self, pred: torch.Tensor) -> torch.Tensor | None:
         return self.head.kappa(pred)
 
-    @staticmethod
-    def _trace(trace, stage, module, out):
-        if trace is not None:
-            trace.append(StageInfo(stage, module.name, tuple(out.shape),
-                                   sum(p.numel() for p in module.parameters())))
+    def train(self, mode: bool = True) -> "Pipeline":
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    _trace = staticmethod(_trace)
 
 
 def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
@@ -120,10 +178,13 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     provenance: dict[str, str] = {}
     provided = set(BATCH_PROVIDES)
 
+    frozen: list[nn.Module] = []
+    stage_inits: list[tuple[str, nn.Module, str, str, str]] = []
+
     def make(kind: str, in_dim: int = 0, check=None) -> list:
-        """Every component of one stage, built with ``cls.build(config, in_dim)``, in table order."""
-        refs = getattr(config, kind)
-        refs = refs if STAGE_OF[kind].many else [refs]
+        """Every component of one stage, built with ``cls.build(config, in_dim)``, in table order
+        (a backbone list: each stage built for the previous one's out_dim)."""
+        refs = config.refs(kind)
         built = []
         for i, ref in enumerate(refs):
             path = f"{root}.{kind}" if len(refs) == 1 else f"{root}.{kind}.{i}"
@@ -141,8 +202,25 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
                 raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
             if check is not None:
                 check(spec, path)
-            built.append(_build(spec, cfg, path, in_dim))
-            if "adds_cls_token" in spec.cls.declared_properties(cfg):
+            if (ref.freeze or ref.init_from) and kind not in MODEL_STAGES:
+                raise IcezooError(f"{path}: freeze and init_from are for stages with weights "
+                                  f"({', '.join(MODEL_STAGES)}), not {kind}")
+            last = i == len(refs) - 1
+            if ref.concat and (kind != "backbone" or last):
+                raise IcezooError(f"{path}: concat is for the stages of a backbone list before the last")
+            props = spec.cls.declared_properties(cfg)
+            if "adds_cls_token" in props and not last and STAGE_OF[kind].chain:
+                raise IcezooError(f"{path}: {spec.name} adds a CLS token: only the last stage of a backbone list may")
+            module = _build(spec, cfg, path, in_dim)
+            built.append(module)
+            if STAGE_OF[kind].chain:
+                in_dim = module.out_dim
+            if ref.freeze:
+                module.requires_grad_(False)
+                frozen.append(module)
+            if ref.init_from:
+                stage_inits.append((path, module, ref.init_from, kind, spec.name))
+            if "adds_cls_token" in props:
                 provided.add("cls_token")
         return built
 
@@ -153,7 +231,11 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
     (embedder,) = make("embedder", feature_dim)
-    (backbone,) = make("backbone", embedder.out_dim)
+    backbones = make("backbone", embedder.out_dim)
+    concat = [ref.concat for ref in config.refs("backbone")]
+    if any(concat) and "adds_cls_token" in declared(backbones[-1]):
+        raise IcezooError(f"{root}.backbone: concat needs a last stage without a CLS token (the slots would not line up)")
+    backbone = backbones[0] if len(backbones) == 1 else BackboneChain(backbones, concat)
     poolers = make("pooler", backbone.out_dim)
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
@@ -166,11 +248,13 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
 
     losses = make("loss", check=accepts_head)
     weights = [ref.weight for ref in config.loss]
-    return Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
+    pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
+    pipeline.frozen, pipeline.stage_inits = frozen, stage_inits
+    return pipeline
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Pipeline", "compose", "StageInfo", "count_parameters", "Component"]
+__all__ = ["Pipeline", "BackboneChain", "compose", "StageInfo", "count_parameters", "Component", "declared"]

@@ -26,6 +26,12 @@ class ComponentRef(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     #: only for losses: the term's weight in the sum
     weight: float = 1.0
+    #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
+    freeze: bool = False
+    #: model stages only: start this component from the same component of that pipeline's newest run (EXP_100)
+    init_from: str | None = None
+    #: backbone lists only, not the last stage: its per-pulse output is concatenated to the list's output (EXP_40)
+    concat: bool = False
 
     @classmethod
     def parse(cls, value: Any) -> "ComponentRef":
@@ -38,15 +44,24 @@ class ComponentRef(BaseModel):
             if "name" not in value:
                 raise ValueError("a component table needs a 'name'")
             name = value.pop("name")
-            weight = value.pop("weight", 1.0)
-            return cls(name=name, params=value, weight=weight)
+            options = {key: value.pop(key) for key in STAGE_OPTIONS if key in value}
+            return cls(name=name, params=value, weight=value.pop("weight", 1.0), **options)
         raise ValueError(f"expected a component name or table, got {type(value).__name__}")
 
     def to_toml_value(self, with_weight: bool = False) -> dict[str, Any]:
         out = {"name": self.name, **self.params}
         if with_weight and self.weight != 1.0:
             out["weight"] = self.weight
+        out.update(self.options())
         return out
+
+    def options(self) -> dict[str, Any]:
+        """The stage options that are set (freeze, init_from, concat), as written in a table."""
+        return {key: getattr(self, key) for key in STAGE_OPTIONS if getattr(self, key)}
+
+
+#: per-component options of a stage entry that are not the component's params
+STAGE_OPTIONS = ("freeze", "init_from", "concat")
 
 
 def _refs(value: Any) -> list[ComponentRef]:
@@ -88,6 +103,8 @@ class TrainSettings(BaseModel):
 
 
 def _stage_field(stage: Stage) -> tuple[Any, Any]:
+    if stage.chain:  # one component, or a list applied one after another
+        return ComponentRef | list[ComponentRef], Field(default_factory=lambda: ComponentRef(name=stage.default[0]))
     if stage.many:
         return list[ComponentRef], Field(default_factory=lambda: [ComponentRef(name=n) for n in stage.default])
     return ComponentRef, Field(default_factory=lambda: ComponentRef(name=stage.default[0]))
@@ -104,6 +121,11 @@ def _parse_one(cls, value: Any) -> ComponentRef:
     return ComponentRef.parse(value)
 
 
+def _parse_chain(cls, value: Any) -> ComponentRef | list[ComponentRef]:
+    refs = _parse_many(cls, value)
+    return refs[0] if len(refs) == 1 else refs
+
+
 class _PipelineBase(BaseModel):
     """What a pipeline holds besides its stages (those come from :data:`icezoo.core.components.STAGES`)."""
 
@@ -114,6 +136,10 @@ class _PipelineBase(BaseModel):
     experiment: str = ""
     log_score: str = ""
     init_from: str | None = None
+
+    def refs(self, kind: str) -> list[ComponentRef]:
+        """The components of a stage as a list (one entry for a single-component stage)."""
+        return _refs(getattr(self, kind))
 
     @property
     def max_pulses(self) -> int:
@@ -126,8 +152,8 @@ class _PipelineBase(BaseModel):
             if getattr(self, key):
                 table[key] = getattr(self, key)
         for stage in STAGES:
-            refs = [r.to_toml_value(with_weight=stage.kind == "loss") for r in _refs(getattr(self, stage.kind))]
-            table[stage.kind] = refs if stage.many else refs[0]
+            refs = [r.to_toml_value(with_weight=stage.kind == "loss") for r in self.refs(stage.kind)]
+            table[stage.kind] = refs if stage.many or len(refs) > 1 else refs[0]
         table["train"] = self.train.model_dump(exclude_none=True)
         return table
 
@@ -166,7 +192,9 @@ PipelineConfig = create_model(
     __module__=__name__,
     __validators__={
         "_many": field_validator(*(s.kind for s in STAGES if s.many), mode="before")(classmethod(_parse_many)),
-        "_one": field_validator(*(s.kind for s in STAGES if not s.many), mode="before")(classmethod(_parse_one)),
+        "_one": field_validator(*(s.kind for s in STAGES if not s.many and not s.chain),
+                                mode="before")(classmethod(_parse_one)),
+        "_chain": field_validator(*(s.kind for s in STAGES if s.chain), mode="before")(classmethod(_parse_chain)),
     },
     **{stage.kind: _stage_field(stage) for stage in STAGES},
     train=(TrainSettings, Field(default_factory=TrainSettings)),

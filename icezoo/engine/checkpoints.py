@@ -101,6 +101,30 @@ def load_matching(model, state: dict) -> dict[str, Any]:
             "missing_in_checkpoint": missing, "unused_from_checkpoint": unused}
 
 
+def init_stages(model, runs_dir: Path, log) -> list[dict[str, Any]]:
+    """Each ``init_from`` stage (EXP_100's frozen GNN): that component's weights from the newest
+    successful run of the named pipeline, all of them and with matching shapes, or a one-line error."""
+    from icezoo.core.checkpoint import component_state
+
+    reports = []
+    for path, module, source, kind, name in model.stage_inits:
+        try:
+            src = R.newest_successful_run(source, runs_dir) / R.BEST
+        except IcezooError as exc:
+            raise IcezooError(f"{path}.init_from: {exc}") from None
+        state = component_state(load_checkpoint(src), kind, name)
+        if state is None:
+            raise IcezooError(f"{path}.init_from: {src} has no {kind} '{name}' to take weights from")
+        rep = load_matching(module, state)
+        if rep["loaded"] != rep["total"] or rep["unused_from_checkpoint"]:
+            first = (rep["shape_mismatch"] or rep["missing_in_checkpoint"] or rep["unused_from_checkpoint"])[0]
+            raise IcezooError(f"{path}.init_from: {src}: its {name} does not match this one "
+                              f"({rep['loaded']}/{rep['total']} tensors fit; first difference: {first})")
+        log(f"{path}: {name} initialised from {src} ({rep['loaded']} tensors)")
+        reports.append({"stage": path, "source": str(src), "loaded": rep["loaded"]})
+    return reports
+
+
 def init_report_text(source: str, rep: dict[str, Any]) -> str:
     """The fine-tuning report of :func:`load_matching`, one line per tensor not loaded."""
     lines = [f"init from {source}: loaded {rep['loaded']}/{rep['total']} tensors"]

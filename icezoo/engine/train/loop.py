@@ -22,7 +22,7 @@ from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.engine import loaders, predict
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
-                                       init_source, load_matching)
+                                       init_source, init_stages, load_matching)
 from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
 from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
@@ -114,6 +114,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         rep = load_matching(model, load_checkpoint(init_src)["state_dict"])
         run.log(init_report_text(str(init_src), rep))
         run.update(init_from=str(init_src), init_report=rep)
+    if run.resume_ckpt is None and model.stage_inits:  # stages taken from other runs (EXP_100)
+        run.update(stage_inits=init_stages(model, runs_dir, run.log))
 
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
