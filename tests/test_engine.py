@@ -37,6 +37,16 @@ description = "fine-tune of tiny with another head"
 init_from = "tiny"
 head = { name = "direction_kappa", hidden = 8 }
 train = { epochs = 1 }
+
+[pipelines.tiny_donor]
+parent = "tiny"
+description = "tiny, trained to lend its backbone"
+
+[pipelines.tiny_chain]
+parent = "tiny"
+description = "tiny_donor's trained backbone, frozen, under a new transformer stage (EXP_100's mechanism)"
+backbone = [{ name = "transformer", depth = 1, heads = 2, freeze = true, init_from = "tiny_donor" },
+            { name = "transformer", depth = 1, heads = 2 }]
 """
 
 
@@ -355,6 +365,26 @@ def test_init_from_loads_matching_tensors_and_reports_the_rest(world, trained, c
                     "--set", "backbone.heads=2", "--max-steps", "1"))
     rep = json.loads((world["runs"] / "FT2" / "run.json").read_text())["init_report"]
     assert any(m["name"] == "embedder.proj.weight" for m in rep["shape_mismatch"])
+
+
+def test_a_frozen_stage_initialised_from_another_run_trains_unchanged(world, capsys):
+    import torch
+
+    from icezoo.core.checkpoint import load_checkpoint
+
+    cli("train", "--pipeline-file", world["pf"], "--pipeline", "tiny_donor", "--data", world["data"],
+        "--runs-dir", world["runs"], "--name", "DONOR", "--no-progress", "--max-steps", "2")
+    cli("train", "--pipeline-file", world["pf"], "--pipeline", "tiny_chain", "--data", world["data"],
+        "--runs-dir", world["runs"], "--name", "CHAIN", "--no-progress", "--max-steps", "3")
+    assert "pipelines.tiny_chain.backbone.0: transformer initialised from" in capsys.readouterr().out
+    info = json.loads((world["runs"] / "CHAIN" / "run.json").read_text())
+    assert info["stage_inits"][0]["stage"] == "pipelines.tiny_chain.backbone.0" and info["status"] == "done"
+    donor = load_checkpoint(world["runs"] / "DONOR" / "checkpoints" / "best.pt")["state_dict"]
+    chain = load_checkpoint(world["runs"] / "CHAIN" / "checkpoints" / "last.pt")["state_dict"]
+    stage0 = {k[len("backbone.stages.0."):]: v for k, v in chain.items() if k.startswith("backbone.stages.0.")}
+    assert stage0 and all(torch.equal(v, donor[f"backbone.{k}"]) for k, v in stage0.items())
+    stage1 = [k for k in chain if k.startswith("backbone.stages.1.")]
+    assert any(not torch.equal(chain[k], donor[k.replace("stages.1.", "")]) for k in stage1)
 
 
 def test_init_from_pipeline_without_a_run_is_one_line_error(world, tmp_path, capsys):
