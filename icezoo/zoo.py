@@ -49,10 +49,23 @@ def pipeline_config(name: str | None = None, pipeline_file: str | Path | None = 
         for key in [k for k, src in local.pipelines.items() if src.name in tables]:
             del local.pipelines[key]
         local.add_pipeline_file(pipeline_file)
-        return load_pipeline(local, name)
+        return checked_pipeline(local, name)
     if name is None:
         raise IcezooError("name a pipeline (--pipeline NAME) or a file (--pipeline-file F)")
-    return load_pipeline(reg, name)
+    return checked_pipeline(reg, name)
+
+
+def checked_pipeline(reg: Registry, name: str) -> PipelineConfig:
+    """A named pipeline, its shape and every component's params validated now, so that an error
+    names the file the pipeline came from (``FILE: pipelines.NAME.backbone.dpeth: unknown parameter``)."""
+    source = reg.pipeline(name)
+    try:
+        config = load_pipeline(reg, name)
+        resolved_table(config, reg)
+    except IcezooError as exc:
+        msg = str(exc)
+        raise IcezooError(msg if msg.startswith(str(source.file)) else f"{source.file}: {msg}") from None
+    return config
 
 
 def resolved_table(config: PipelineConfig, reg: Registry | None = None) -> dict[str, Any]:

@@ -40,7 +40,8 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Typer handles usage errors (exit 2) and --help (exit 0, returning normally); an IcezooError raised by a
-    command becomes ``error: ...`` on stderr and exit 2, never a traceback."""
+    command becomes ``error: ...`` on stderr and exit 2, never a traceback; so does an OSError
+    (one line: the path and the OS's reason)."""
     try:
         app(args=argv, prog_name="icezoo")
     except SystemExit as exc:  # typer exits after every command; success returns normally
@@ -49,6 +50,19 @@ def main(argv: list[str] | None = None) -> None:
     except IcezooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # read-only filesystem, disk full, permissions: the path and the OS's reason
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` of an OSError (``PATH -> OTHER`` for a rename), else its first line."""
+    from icezoo.core.atomic import os_reason
+
+    where = exc.filename if exc.filename is not None else None
+    if where is not None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {os_reason(exc)}" if where is not None else os_reason(exc)
 
 
 if __name__ == "__main__":

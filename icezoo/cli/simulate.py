@@ -26,7 +26,9 @@ def _peak_rss_mib() -> float:
 def simulate_cmd(
     events: int = typer.Option(..., "--events", help="number of training events to write"),
     out: Path = typer.Option(..., "--out", help="dataset directory to create (Kaggle layout)"),
-    events_per_batch: int = typer.Option(50_000, "--events-per-batch", help="events per batch_N.parquet"),
+    events_per_batch: Optional[int] = typer.Option(
+        None, "--events-per-batch",
+        help="events per batch_N.parquet (default: 50,000; smaller sets are cut into 10 files, one held out for validation)"),
     test: bool = typer.Option(False, "--test", help="also write test/ and test_meta.parquet (no truth)"),
     test_events: Optional[int] = typer.Option(None, "--test-events", help="test events (default events // 10)"),
     seed: int = typer.Option(0, "--seed", help="random seed: same seed, same bytes"),
@@ -68,8 +70,17 @@ def simulate_cmd(
     # unset flags keep SimulatorConfig's defaults (or, with --legacy, the values before issue 11)
     knobs = dict(LEGACY_KNOBS) if legacy else {}
     knobs.update({k: v for k, v in given.items() if v is not None})
-    path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
-                    overwrite=overwrite, **knobs)
+    from icezoo.data.io import default_events_per_batch
+
+    if events_per_batch is None:
+        events_per_batch = default_events_per_batch(events)
+    try:
+        path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
+                        overwrite=overwrite, **knobs)
+    except OSError as exc:  # read-only or full filesystem: nothing half-written is left (temporary directory)
+        from icezoo.core.atomic import os_reason
+
+        raise IcezooError(f"--out {out}: cannot write the dataset ({os_reason(exc)})") from None
     dt = time.perf_counter() - t0
     typer.echo(f"wrote {events} events to {path} in {dt:.1f} s ({events / dt:,.0f} events/s)")
 
@@ -122,11 +133,14 @@ def linefit_cmd(
         raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
     if out is not None and out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
+    from icezoo.data.io import split_events
+
     fit = linefit_improved if improved else linefit
     ids, azs, zes, errs = [], [], [], []
     have_truth = True
     t0 = time.perf_counter()
-    for _, chunk in read_dataset_chunks(data, split):
+    _, batch_ids = split_events(data, split)  # the checks predict makes: unique event_id, no missing batch file
+    for _, chunk in read_dataset_chunks(data, split, batch_ids):
         u = fit(chunk)
         az, ze = vector_to_angles(u)
         ids.append(chunk.event_id)

@@ -1,25 +1,74 @@
 """Atomic writes: every file icezoo writes goes to a temporary name next to its target and is
-renamed into place, so a failure (bad input, disk full, Ctrl-C) never leaves a half-written file."""
+renamed into place, so a failure (bad input, disk full, Ctrl-C) never leaves a half-written file.
+
+Targets: a regular file is replaced; a missing one is created. A target that exists and is not a
+regular file (a device such as /dev/full, a FIFO, a socket, a directory) is refused: renaming over
+it would silently turn it into a regular file. A symbolic link is followed: the file it points to
+is replaced atomically (its temporary sits beside that file) and the link itself stays, so a
+``submission.csv -> runs/x/submission.csv`` link keeps working; a link to a non-regular file is
+refused like the file itself. An OS error (read-only filesystem, disk full, permission) becomes
+one IcezooError naming the path and the OS reason.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from icezoo.core.errors import IcezooError
+
+
+def os_reason(exc: BaseException) -> str:
+    """The OS's own words for an error (``No space left on device``), without Python's decoration."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def writable_target(path: str | Path) -> Path:
+    """The file a write to ``path`` replaces: ``path`` itself, or the file its symlink names.
+    Refuses (IcezooError) a target that exists and is not a regular file."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise IcezooError(f"{path}: cannot write ({os_reason(exc)})") from None
+    if stat.S_ISDIR(mode):
+        raise IcezooError(f"{path}: is a directory (give a file name)")
+    if not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        via = f" (via the link to {target})" if target != path else ""
+        raise IcezooError(f"{path}: is {kind}{via}; icezoo writes regular files only")
+    return target
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success, remove it on failure."""
+    """Yield a temporary path beside ``path``'s target; rename it into place on success, remove it
+    on failure. OS errors are one IcezooError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    target = writable_target(path)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise IcezooError(f"{path}: cannot write ({os_reason(exc)})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

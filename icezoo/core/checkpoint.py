@@ -7,6 +7,8 @@ no class paths, pickled objects or eval-able strings, so loading one cannot run 
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,36 @@ def save_checkpoint(path: str | Path, pipeline: dict[str, Any], state_dict: dict
     payload = {"format": FORMAT, "version": VERSION, "pipeline": pipeline,
                "provenance": dict(provenance or {}), "state_dict": state_dict, **extra}
     with atomic_path(path) as tmp:  # a failed save (disk full, Ctrl-C) leaves no partial checkpoint
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (disk full) as RuntimeError
+            raise IcezooError(f"{path}: cannot write the checkpoint ({_write_failure(tmp, exc)})") from None
     return path
+
+
+def _write_failure(tmp: Path, exc: BaseException) -> str:
+    """The OS's reason a checkpoint write failed (torch hides errno): a full disk when it is full."""
+    import shutil
+
+    try:
+        if shutil.disk_usage(tmp.parent).free < 1 << 20:
+            return "No space left on device"
+    except OSError:
+        pass
+    return str(exc).strip().splitlines()[0][:120] if str(exc).strip() else exc.__class__.__name__
+
+
+def _why_unloadable(exc: BaseException) -> str:
+    """What went wrong in torch.load, in our words: torch's own text suggests ``weights_only=False``
+    (running the file's code), which icezoo never does, so none of it is passed on."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or isinstance(exc, pickle.UnpicklingError):
+        return "it holds pickled Python objects, not only tensors"
+    if "zip archive" in text or "PytorchStreamReader" in text:
+        return "truncated or damaged archive"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return "not a torch file"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -37,10 +67,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise IcezooError(f"{path}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, code objects: all refused the same way
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise IcezooError(f"{path}: not a readable icezoo checkpoint ({first[:200]})") from None
+        raise IcezooError(f"{path}: not an icezoo checkpoint, or a corrupt one ({_why_unloadable(exc)}); "
+                          f"icezoo loads plain tensors and data only") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise IcezooError(f"{path}: not an icezoo checkpoint (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:

@@ -55,8 +55,20 @@ def _load_geometry_csv(path: str, mtime: float) -> np.ndarray:
     sid = df["sensor_id"].to_numpy()
     if not np.issubdtype(sid.dtype, np.integer) or len(sid) == 0 or sid.min() < 0:
         raise IcezooError(f"{path}: sensor_id must be non-negative integers")
+    xyz = np.stack([df[c].cast(pl.Float64, strict=False).to_numpy() for c in ("x", "y", "z")], axis=1)
+    bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1))
+    if len(bad):  # NaN there would later read as "sensor outside the geometry", blamed on a batch file
+        r = int(bad[0])
+        col = "xyz"[int(np.flatnonzero(~np.isfinite(xyz[r]))[0])]
+        value = df[col][r]
+        raise IcezooError(f"{path}: line {r + 2} (sensor_id {sid[r]}): {col} is "
+                          f"{'empty' if value is None else value}, expected a finite number of metres")
+    seen, first_row = np.unique(sid, return_index=True)
+    if len(seen) != len(sid):
+        r = int(np.setdiff1d(np.arange(len(sid)), first_row)[0])
+        raise IcezooError(f"{path}: line {r + 2}: sensor_id {sid[r]} appears twice")
     table = np.full((int(sid.max()) + 1, 3), np.nan)
-    table[sid] = np.stack([df[c].cast(pl.Float64).to_numpy() for c in ("x", "y", "z")], axis=1)
+    table[sid] = xyz
     table.flags.writeable = False
     return table
 
@@ -161,10 +173,23 @@ def split_batches(available: list[int], train_spec: str = "cycle", val_spec: str
     train = [b for b in train if b not in set(val)]
     if not train:
         hint = ("; training needs at least 2 batch files, one held out for validation (icezoo simulate "
-                "--events-per-batch N writes several)" if len(avail) == 1 else "")
+                "writes 10 for small sets; --events-per-batch N sets the size)" if len(avail) == 1 else "")
         raise IcezooError(f"no training batch file left after holding out validation {_ids_text(val)} "
                           f"(available: {_ids_text(avail)}){hint}")
     return train, val
+
+
+#: Kaggle's files hold 200,000 events; simulated sets default to at most this many per file ...
+MAX_EVENTS_PER_FILE = 50_000
+#: ... and to at least this many files, so that the default split (the last ~10% of the files held
+#: out for validation, see :func:`split_batches`) leaves files to train on
+MIN_FILES = 10
+
+
+def default_events_per_batch(n_events: int) -> int:
+    """Events per batch file when nobody says: at most 50,000, and small sets cut into 10 files
+    (3,000 events -> 10 files of 300), so that every simulated set trains as it comes."""
+    return max(1, min(MAX_EVENTS_PER_FILE, -(-int(n_events) // MIN_FILES)))
 
 
 def cycle_batches(train: list[int], epoch: int, per_epoch: int) -> list[int]:
@@ -235,8 +260,63 @@ def read_meta(data_dir: str | Path, split: str, batch_id: int) -> dict[str, np.n
     if null:
         c, i = null
         raise IcezooError(f"{path}: batch {int(batch_id)}, event {df['event_id'][i]}: {c} is null")
-    df = df.sort("first_pulse_index")
+    df = df.sort(["first_pulse_index", "last_pulse_index"])  # a zero-pulse event (last = first - 1) first
     return {c: df[c].to_numpy() for c in cols}
+
+
+def meta_batch_ids(data_dir: str | Path, split: str) -> list[int]:
+    """Sorted batch ids the meta names (one lazy pass over its batch_id column)."""
+    import polars as pl
+
+    lf = scan_meta(data_dir, split)
+    try:
+        ids = lf.select(pl.col("batch_id").unique()).collect()["batch_id"].to_list()
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{meta_path(data_dir, split)}: cannot read parquet (truncated or corrupt?): "
+                          f"{_first_line(exc)}") from None
+    return sorted(int(b) for b in ids)
+
+
+def require_batch_files(data_dir: str | Path, split: str, batch_ids) -> None:
+    """Every batch file the meta names for ``batch_ids`` must exist: a missing one is an error, never
+    a silently smaller dataset."""
+    missing = [int(b) for b in batch_ids if not batch_path(data_dir, split, b).is_file()]
+    if missing:
+        raise IcezooError(f"{meta_path(data_dir, split)}: names batch file(s) {_ids_text(missing)} that "
+                          f"{Path(data_dir) / split} does not have (e.g. batch_{missing[0]}.parquet is missing)")
+
+
+def split_events(data_dir: str | Path, split: str) -> tuple[np.ndarray, list[int]]:
+    """(event_id of every meta row, in meta order; the split's batch ids) for commands that read a
+    whole split (``predict``, ``linefit``): one validation for all of them. event_id must be unique
+    across the split, every batch file the meta names must exist and every batch file must have
+    meta rows."""
+    import polars as pl
+
+    files = list_batches(data_dir, split)
+    lf = scan_meta(data_dir, split)
+    path = meta_path(data_dir, split)
+    try:
+        meta = lf.select("batch_id", "event_id").collect()
+    except Exception as exc:  # noqa: BLE001
+        raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
+    null = _first_null(meta, ("batch_id", "event_id"))
+    if null:
+        raise IcezooError(f"{path}: row {null[1]}: {null[0]} is null")
+    event_id = meta["event_id"].to_numpy().astype(np.int64)
+    dup = meta.filter(pl.col("event_id").is_duplicated())
+    if dup.height:
+        e = int(dup["event_id"][0])
+        where = sorted(set(int(b) for b in dup.filter(pl.col("event_id") == e)["batch_id"]))
+        raise IcezooError(f"{path}: duplicate event_id {e} ({dup.height} rows share an event_id; event {e} is in "
+                          f"batch(es) {_ids_text(where)})")
+    named = sorted(int(b) for b in meta["batch_id"].unique().to_list())
+    require_batch_files(data_dir, split, named)
+    extra = sorted(set(files) - set(named))
+    if extra:
+        raise IcezooError(f"{path}: no events of batch {extra[0]} in the meta "
+                          f"({Path(data_dir) / split / f'batch_{extra[0]}.parquet'} has no meta rows)")
+    return event_id, named
 
 
 def file_counts(data_dir: str | Path, split: str, batch_ids: list[int], min_pulses: int = 2) -> dict[int, tuple[int, int]]:
@@ -435,7 +515,14 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
     if len(first) == 0:
         raise IcezooError(f"{mpath}: no events of batch {batch_id} in the meta")
     lengths = last - first + 1
-    bad = np.flatnonzero((lengths < 1) | (first != np.concatenate([[0], last[:-1] + 1])))
+    # a zero-pulse event (last_pulse_index = first_pulse_index - 1) is valid: it owns no row; loaders
+    # skip it (< 2 pulses), predict gives it the no-pulse fallback, LineFit its fallback direction
+    negative = np.flatnonzero(lengths < 0)
+    if len(negative):
+        i = negative[0]
+        raise IcezooError(f"{mpath}: batch {batch_id}, event {meta_eid[i]}: last_pulse_index {last[i]} is below "
+                          f"first_pulse_index {first[i]} - 1 (a zero-pulse event has last = first - 1)")
+    bad = np.flatnonzero(first != np.concatenate([[0], last[:-1] + 1]))
     if len(bad):
         i = bad[0]
         raise IcezooError(f"{mpath}: batch {batch_id}, event {meta_eid[i]}: pulse indices {first[i]}..{last[i]} "
@@ -446,14 +533,17 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
 
     event_id = df["event_id"].to_numpy()
     # the file's event_id must be the meta's at both ends of every event and change only between events
-    wrong = np.flatnonzero((event_id[first] != meta_eid) | (event_id[last] != meta_eid))
+    full = np.flatnonzero(lengths > 0)
+    f_first, f_last, f_eid = first[full], last[full], meta_eid[full]
+    wrong = np.flatnonzero((event_id[f_first] != f_eid) | (event_id[f_last] != f_eid))
     if len(wrong):
         i = wrong[0]
-        r = first[i] if event_id[first[i]] != meta_eid[i] else last[i]
-        raise IcezooError(f"{path}: row {r} has event_id {event_id[r]} but the meta puts event {meta_eid[i]} there")
+        r = f_first[i] if event_id[f_first[i]] != f_eid[i] else f_last[i]
+        raise IcezooError(f"{path}: row {r} has event_id {event_id[r]} but the meta puts event {f_eid[i]} there")
     changes = np.flatnonzero(event_id[1:] != event_id[:-1]) + 1
-    if len(changes) != len(first) - 1 or not np.array_equal(changes, first[1:]):
-        r = int(np.setdiff1d(changes, first[1:])[0]) if len(np.setdiff1d(changes, first[1:])) else int(first[1])
+    if len(changes) != max(len(full) - 1, 0) or not np.array_equal(changes, f_first[1:]):
+        odd = np.setdiff1d(changes, f_first[1:])
+        r = int(odd[0]) if len(odd) else int(f_first[1])
         raise IcezooError(f"{path}: row {r} has event_id {event_id[r]}, which does not match the meta's pulse ranges")
 
     sensor_id = df["sensor_id"].to_numpy()
@@ -482,7 +572,8 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
     np.cumsum(lengths, out=offsets[1:])
     # Kaggle files are time ordered within events; re-sort (stably, by event then time) only if not
     unordered = time[1:] < time[:-1]
-    unordered[offsets[1:-1] - 1] = False
+    starts = offsets[1:-1]
+    unordered[starts[(starts > 0) & (starts < n_rows)] - 1] = False  # event boundaries (empty events own none)
     if unordered.any():
         order = np.lexsort((time, np.repeat(np.arange(len(lengths)), lengths)))
         sensor_id, time, charge, auxiliary = sensor_id[order], time[order], charge[order], auxiliary[order]

@@ -20,6 +20,7 @@ polars reads it as an ordinary ``event_id`` column, exactly like the competition
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,35 @@ def write_submission(path: str | Path, event_id, azimuth, zenith) -> Path:
             fh.write("event_id,azimuth,zenith\n")
             np.savetxt(fh, table, fmt=["%d", "%.10f", "%.10f"], delimiter=",")
     return Path(path)
+
+
+#: what ``icezoo simulate`` (and the default dataset) put at the top of a dataset directory
+_DATASET_ENTRY = re.compile(r"^(train|test|(train|test)_(meta|truth)\.parquet|sensor_geometry\.csv|simulator_\w+\.json"
+                            r"|icezoo_split\.json)$")
+_BATCH_FILE = re.compile(r"^batch_\d+\.parquet$")
+#: the marker every simulated dataset holds
+SIMULATOR_MARKER = "simulator_config.json"
+
+
+def foreign_entry(path: str | Path) -> str | None:
+    """Why ``path`` is not a dataset icezoo wrote (the first entry that is not its own), or None.
+
+    An icezoo dataset is a directory holding the simulator's marker (``simulator_config.json``) and
+    nothing but the layout's files (train/ and test/ holding only batch_N.parquet). ``simulate
+    --overwrite`` replaces only such a directory, so it never deletes a file a person put there.
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return "it is not a directory"
+    for entry in sorted(path.iterdir()):
+        if not _DATASET_ENTRY.match(entry.name):
+            return f"it holds {entry.name}, which icezoo did not write"
+        if entry.name in ("train", "test"):
+            if entry.is_symlink() or not entry.is_dir():
+                return f"{entry.name} is not a directory"
+            for sub in entry.iterdir():
+                if not _BATCH_FILE.match(sub.name) or sub.is_symlink() or not sub.is_file():
+                    return f"it holds {entry.name}/{sub.name}, which icezoo did not write"
+    if not (path / SIMULATOR_MARKER).is_file():
+        return f"it has no {SIMULATOR_MARKER} (not written by icezoo simulate)"
+    return None

@@ -1525,8 +1525,13 @@ def simulate(out_dir, n_events: int, events_per_batch: int = 50_000, seed: int =
     if test and test_events is not None and test_events < 1:
         raise IcezooError(f"simulate: --test-events must be >= 1 (got {test_events})")
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise IcezooError(f"{out}: already exists and is not empty (choose another --out)")
+    if (out.exists() or out.is_symlink()) and not (out.is_dir() and not out.is_symlink() and not any(out.iterdir())):
+        if not overwrite:
+            raise IcezooError(f"{out}: already exists and is not empty (choose another --out)")
+        why = kaggle_layout.foreign_entry(out)  # --overwrite replaces a dataset icezoo wrote, nothing else
+        if why:
+            raise IcezooError(f"{out}: --overwrite replaces only a dataset icezoo wrote, and {why}; "
+                              f"nothing was changed (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

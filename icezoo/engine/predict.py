@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import list_batches, load_geometry, read_chunk
+from icezoo.data.io import load_geometry, read_chunk, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
@@ -106,18 +105,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     for _, _, _, model, _ in members:
         model.to(dev)
 
-    meta = pl.read_parquet(meta_file, columns=["batch_id", "event_id"])
-    event_ids = meta["event_id"].to_numpy().astype(np.int64)
-    if len(np.unique(event_ids)) != len(event_ids):
-        raise IcezooError(f"{meta_file}: duplicate event_id values")
+    event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)
     zenith = np.full(len(event_ids), np.nan)
     position = {int(e): i for i, e in enumerate(event_ids)}
-    available = set(list_batches(data_dir, split))
-    wanted = sorted(int(b) for b in meta["batch_id"].unique().to_list())
-    missing_files = [b for b in wanted if b not in available]
-    if missing_files:
-        raise IcezooError(f"{data_dir}/{split}: batch file(s) {missing_files[:5]} named in {meta_file.name} are missing")
 
     n_model = n_one = n_zero = 0
     # the precision each run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)

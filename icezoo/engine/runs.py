@@ -60,12 +60,27 @@ def _json_default(obj: Any) -> Any:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else (missing, truncated, a list) is one IcezooError."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IcezooError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise IcezooError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+    except UnicodeDecodeError as exc:
+        raise IcezooError(f"{path}: unreadable (not UTF-8 text: {exc.reason})") from None
+    except ValueError as exc:
+        raise IcezooError(f"{path}: unreadable (not valid JSON, truncated?: {exc})") from None
+    except OSError as exc:
+        raise IcezooError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise IcezooError(f"{path}: unreadable (expected a JSON object, found {type(data).__name__})")
+    return data
+
+
+#: the run.json fields other code reads, and the JSON type each must have when present
+RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, "status": str, "started": str,
+              "split": dict, "options": dict, "precision": dict, "nan_guard": dict, "evaluation": dict,
+              "best_val": (int, float), "resumed": int}
+SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list}
 
 
 # ------------------------------------------------------------------------------ provenance
@@ -132,7 +147,26 @@ def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / RUN_FILE)
+    """A run's run.json, its shape checked: one IcezooError naming the file and field when it is not
+    what icezoo writes (so a damaged run is refused in one line, never a traceback)."""
+    path = Path(run_dir) / RUN_FILE
+    info = read_json(path)
+    _check_fields(path, "", info, RUN_FIELDS)
+    if isinstance(info.get("split"), dict):
+        _check_fields(path, "split.", info["split"], SPLIT_FIELDS, required=True)
+    return info
+
+
+def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: bool = False) -> None:
+    for key, kind in fields.items():
+        if key not in table or table[key] is None:
+            if required:
+                raise IcezooError(f"{path}: unreadable (no {prefix}{key})")
+            continue
+        value = table[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            want = kind.__name__ if isinstance(kind, type) else "a number"
+            raise IcezooError(f"{path}: unreadable ({prefix}{key} is {json.dumps(value)[:40]}, expected {want})")
 
 
 def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -142,19 +176,27 @@ def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
     return info
 
 
-def all_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+def scan_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
+    """Every directory under ``runs_dir`` as (path, run info, None), or (path, None, why it is not a
+    readable run): nothing is hidden, a damaged run shows up as such."""
     runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR)
     if not runs_dir.is_dir():
         return []
     out = []
-    for path in sorted(runs_dir.iterdir()):
-        f = path / RUN_FILE
-        if f.is_file():
-            try:
-                out.append((path, json.loads(f.read_text(encoding="utf-8"))))
-            except (OSError, ValueError):
-                continue
+    for path in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (path / RUN_FILE).is_file():
+            out.append((path, None, f"no {RUN_FILE}: not a run, or its start was interrupted"))
+            continue
+        try:
+            out.append((path, load_run(path), None))
+        except IcezooError as exc:
+            out.append((path, None, str(exc).split(": ", 1)[-1]))
     return out
+
+
+def all_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable runs under ``runs_dir`` (see :func:`scan_runs` for all of them)."""
+    return [(path, info) for path, info, _ in scan_runs(runs_dir) if info is not None]
 
 
 def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> Path:
@@ -193,34 +235,47 @@ def score_of(info: dict[str, Any]) -> tuple[float | None, str]:
     return None, status or "-"
 
 
-def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_text: str | None = None):
-    rows = []
-    for path, info in all_runs(runs_dir):
-        value, score = score_of(info)
-        desc = info.get("description") or ""
-        notes = []
-        if info.get("status") not in (None, "done"):
-            notes.append(f"status: {info.get('status')}")
-        nan = info.get("nan_guard") or {}
-        if nan.get("skipped"):
-            notes.append(f"NaN guard: {nan['skipped']} steps skipped")
-        if nan.get("fell_back_to_fp32_at_step") is not None:
-            notes.append(f"fell back to fp32 at step {nan['fell_back_to_fp32_at_step']}")
-        if info.get("init_from"):
-            notes.append(f"init from {info['init_from']}")
-        if notes:
-            desc = (desc + " " if desc else "") + "(" + "; ".join(notes) + ")"
-        split = info.get("split") or {}
-        trn = f"`{split.get('train_spec', '?')}`"
-        if split.get("train_batches"):
-            trn += f" train {_ranges(split['train_batches'])}, val {_ranges(split.get('val_batches', []))}"
-        if split.get("data"):
-            trn += f" of {split['data']}"
-        row = {
-            "name": info.get("name", path.name), "value": value, "score": score, "description": desc,
+def _ledger_row(path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    value, score = score_of(info)
+    desc = info.get("description") or ""
+    notes = []
+    if info.get("status") not in (None, "done"):
+        notes.append(f"status: {info.get('status')}")
+        if info.get("error"):
+            notes.append(str(info["error"])[:120])
+    nan = info.get("nan_guard") or {}
+    if nan.get("skipped"):
+        notes.append(f"NaN guard: {nan['skipped']} steps skipped")
+    if nan.get("fell_back_to_fp32_at_step") is not None:
+        notes.append(f"fell back to fp32 at step {nan['fell_back_to_fp32_at_step']}")
+    if info.get("init_from"):
+        notes.append(f"init from {info['init_from']}")
+    if notes:
+        desc = (desc + " " if desc else "") + "(" + "; ".join(notes) + ")"
+    split = info.get("split") or {}
+    trn = f"`{split.get('train_spec', '?')}`"
+    if split.get("train_batches"):
+        trn += f" train {_ranges(split['train_batches'])}, val {_ranges(split.get('val_batches', []))}"
+    if split.get("data"):
+        trn += f" of {split['data']}"
+    return {"name": info.get("name", path.name), "value": value, "score": score, "description": desc,
             "script": f"`{info.get('command', '')}`", "trn_set": trn, "pipeline": info.get("pipeline", ""),
-            "started": info.get("started", ""),
-        }
+            "started": info.get("started", "")}
+
+
+def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_text: str | None = None):
+    """One row per run directory; one whose run.json cannot be read is a row saying why."""
+    rows = []
+    for path, info, problem in scan_runs(runs_dir):
+        row = None
+        if info is not None:
+            try:
+                row = _ledger_row(path, info)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of an unexpected shape
+                problem = f"unreadable ({exc.__class__.__name__}: {exc})"
+        if row is None:
+            row = {"name": path.name, "value": None, "score": "-" if problem.startswith("no ") else "unreadable",
+                   "description": problem if problem.startswith("no ") else f"{RUN_FILE} {problem}", "script": "", "trn_set": "", "pipeline": "", "started": ""}
         if filter_text:
             hay = " ".join(str(v) for v in row.values()).lower()
             if filter_text.lower() not in hay:

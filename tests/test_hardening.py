@@ -1,0 +1,262 @@
+"""Regression tests of issue 13 ("hardening and the newcomer's path"): one test (or more) per item,
+named ``test_item_NN_...``. Every bad input must give one line naming the file or field, exit code
+2, no traceback, and leave nothing lost or half-written. Tiny data, tiny models."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icezoo.cli.main import main
+from icezoo.core import IcezooError
+from icezoo.data.io import write_toy_dataset
+from icezoo.data.kaggle_layout import write_batch, write_meta
+
+TINY = """
+[pipelines.tiny]
+description = "tiny test pipeline"
+features = [{ name = "kaggle_norm" }]
+selection = { name = "time_order", max_pulses = 16 }
+embedder = { name = "linear", dim = 8 }
+backbone = { name = "transformer", depth = 1, heads = 2 }
+pooler = ["mean"]
+head = { name = "direction_kappa" }
+loss = [{ name = "vmf3d" }]
+train = { batch_size = 32, epochs = 2, lr = 3e-3 }
+"""
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``icezoo ARGS`` in this process."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *args, contains=()) -> str:
+    """Run and require: exit 2, exactly one ``error:`` line on stderr, no traceback, naming ``contains``."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (code, out, err)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for text in contains:
+        assert str(text) in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def toy(root: Path, n_files: int = 2, events: int = 40, split: str = "train") -> Path:
+    return write_toy_dataset(root, n_files=n_files, events_per_file=events, seed=1, split=split, mean_pulses=12)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny simulated set (10 files of 30 events, a 60-event test split), a pipeline file and one
+    trained run (2 epochs)."""
+    from icezoo.data.simulator import simulate
+
+    root = tmp_path_factory.mktemp("hardening")
+    data = simulate(root / "data", 300, events_per_batch=30, seed=3, test=True, test_events=60)
+    pf = root / "tiny.toml"
+    pf.write_text(TINY)
+    w = {"root": root, "data": data, "pf": pf, "runs": root / "runs"}
+    try:
+        main(train_args(w, "T"))
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    w["run"] = w["runs"] / "T"
+    return w
+
+
+def train_args(world, name, *extra):
+    return ["train", "--pipeline-file", str(world["pf"]), "--pipeline", "tiny", "--data", str(world["data"]),
+            "--runs-dir", str(world["runs"]), "--name", name, "--no-progress", *map(str, extra)]
+
+
+# ------------------------------------------------------------------------------ data loss and safety
+def test_item_01_simulate_overwrite_keeps_a_directory_icezoo_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "mydir"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    one_line_error(capsys, "simulate", "--events", 20, "--out", mine, "--overwrite", contains=[mine, "notes.txt"])
+    assert (mine / "notes.txt").read_text() == "keep\n"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep\n")
+    one_line_error(capsys, "simulate", "--events", 20, "--out", a_file, "--overwrite", contains=[a_file])
+    assert a_file.read_text() == "keep\n"
+    # a dataset icezoo wrote is replaced; one with a person's file added is not
+    ds = tmp_path / "ds"
+    assert run_cli(capsys, "simulate", "--events", 20, "--out", ds)[0] == 0
+    assert run_cli(capsys, "simulate", "--events", 30, "--out", ds, "--overwrite", "--seed", 2)[0] == 0
+    (ds / "train" / "mine.txt").write_text("keep\n")
+    one_line_error(capsys, "simulate", "--events", 20, "--out", ds, "--overwrite", contains=["train/mine.txt"])
+    assert (ds / "train" / "mine.txt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_item_02_atomic_writer_refuses_devices_and_fifos_and_follows_symlinks(tmp_path):
+    from icezoo.core.atomic import write_text_atomic
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(IcezooError, match="is a FIFO"):
+        write_text_atomic(fifo, "x")
+    assert fifo.is_fifo()
+    with pytest.raises(IcezooError, match="is a character device"):
+        write_text_atomic("/dev/null", "x")
+    assert Path("/dev/null").is_char_device()
+    link = tmp_path / "link.csv"
+    os.symlink("/dev/null", link)
+    with pytest.raises(IcezooError, match="character device .*via the link"):
+        write_text_atomic(link, "x")
+    # a link to a regular file: the file it names is replaced, the link stays a link
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link2 = tmp_path / "link2.csv"
+    os.symlink(target, link2)
+    write_text_atomic(link2, "new")
+    assert link2.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.csv", "link2.csv", "real.csv"]
+
+
+def test_item_02_predict_to_a_device_node_is_refused(world, tmp_path, capsys):
+    before = os.stat("/dev/null")
+    one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", "/dev/null",
+                   contains=["/dev/null", "character device"])
+    assert Path("/dev/null").is_char_device() and os.stat("/dev/null").st_rdev == before.st_rdev
+
+
+def test_item_03_os_errors_are_one_line_naming_path_and_reason(world, tmp_path, capsys):
+    # /sys refuses new files even for root: a real read-only target
+    one_line_error(capsys, "linefit", "--data", world["data"], "--split", "test", "--out", "/sys/x.csv",
+                   contains=["/sys/x.csv", "Permission denied"])
+    one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", "/sys/x.csv",
+                   contains=["/sys/x.csv", "Permission denied"])
+    one_line_error(capsys, "simulate", "--events", 10, "--out", "/sys/icezoo-sim", contains=["/sys/icezoo-sim"])
+    one_line_error(capsys, "compose", "--save", "/sys/p.toml", contains=["/sys/p.toml", "Permission denied"])
+    one_line_error(capsys, *train_args(world, "X", "--runs-dir", "/sys/runs"), contains=["/sys/runs"])
+
+
+def test_item_03_full_disk_is_one_line_and_leaves_no_partial_file(world, tmp_path, capsys, monkeypatch):
+    import icezoo.core.atomic as atomic
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    out = tmp_path / "sub.csv"
+    one_line_error(capsys, "linefit", "--data", world["data"], "--split", "test", "--out", out,
+                   contains=[out, "No space left on device"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_item_05_malformed_run_json_is_listed_and_refused_in_one_line(world, tmp_path, capsys):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(world["run"], runs / "good")
+    for name, text in (("shape", "[1, 2, 3]"), ("truncated", '{"name": "trunc'), ("fields", '{"split": 7}')):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(text)
+    (runs / "empty").mkdir()
+    code, out, err = run_cli(capsys, "runs", "--runs-dir", runs)
+    assert code == 0, err
+    for name in ("T", "shape", "truncated", "fields", "empty"):
+        assert f"| {name} |" in out, out
+    assert "unreadable" in out and "not valid JSON" in out and "expected a JSON object" in out
+    assert "no run.json" in out
+    for name in ("shape", "truncated", "fields"):
+        one_line_error(capsys, "evaluate", runs / name, "--no-plots", contains=[runs / name / "run.json"])
+
+
+def test_item_06_linefit_refuses_duplicate_event_ids_like_predict(tmp_path, capsys):
+    data = toy(tmp_path / "d", n_files=2, split="test")
+    import polars as pl
+
+    meta = pl.read_parquet(data / "test_meta.parquet")
+    ids = meta["event_id"].to_numpy().copy()
+    ids[-1] = ids[0]  # the last event of batch 2 takes the id of the first of batch 1
+    write_meta(data / "test_meta.parquet", meta["batch_id"], ids, meta["first_pulse_index"], meta["last_pulse_index"])
+    # the pulse rows must carry the id too, else the reader stops earlier on a mismatch
+    b2 = pl.read_parquet(data / "test" / "batch_2.parquet")
+    eid = b2["event_id"].to_numpy().copy()
+    eid[eid == eid[-1]] = ids[0]
+    write_batch(data / "test" / "batch_2.parquet", eid, b2["sensor_id"], b2["time"], b2["charge"], b2["auxiliary"])
+    out = tmp_path / "x.csv"
+    one_line_error(capsys, "linefit", "--data", data, "--split", "test", "--out", out,
+                   contains=["test_meta.parquet", f"duplicate event_id {ids[0]}"])
+    assert not out.exists()
+
+
+def test_item_07_meta_rows_naming_a_missing_batch_file_are_refused(tmp_path, capsys):
+    data = toy(tmp_path / "d", n_files=3)
+    (data / "train" / "batch_2.parquet").unlink()
+    one_line_error(capsys, "linefit", "--data", data, contains=["train_meta.parquet", "batch_2.parquet is missing"])
+
+
+def test_item_09_zero_pulse_events_are_valid_and_get_the_fallback(tmp_path, capsys):
+    from icezoo.data.io import read_chunk
+    from icezoo.recon.linefit import FALLBACK, linefit
+
+    data = toy(tmp_path / "d", n_files=1, events=5)
+    import polars as pl
+
+    meta = pl.read_parquet(data / "train_meta.parquet")
+    rows = meta.to_dicts()
+    f = rows[2]["first_pulse_index"]
+    empty = {**rows[2], "event_id": 999_001, "first_pulse_index": f, "last_pulse_index": f - 1}
+    tail = {**rows[-1], "event_id": 999_002, "first_pulse_index": rows[-1]["last_pulse_index"] + 1,
+            "last_pulse_index": rows[-1]["last_pulse_index"]}
+    rows = rows[:2] + [empty] + rows[2:] + [tail]
+    cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    write_meta(data / "train_meta.parquet", cols["batch_id"], cols["event_id"], cols["first_pulse_index"],
+               cols["last_pulse_index"], cols["azimuth"], cols["zenith"])
+    chunk = read_chunk(data, "train", 1)
+    assert chunk.num_events == 7
+    assert list(chunk.lengths[[2, 6]]) == [0, 0] and (chunk.lengths[[0, 1, 3, 4, 5]] > 0).all()
+    u = linefit(chunk)
+    assert np.allclose(u[[2, 6]], FALLBACK)
+    code, out, err = run_cli(capsys, "linefit", "--data", data)
+    assert code == 0 and "over 7 events" in out, err
+    # last < first - 1 stays an error, worded as such
+    cols["last_pulse_index"][2] = f - 2
+    write_meta(data / "train_meta.parquet", cols["batch_id"], cols["event_id"], cols["first_pulse_index"],
+               cols["last_pulse_index"], cols["azimuth"], cols["zenith"])
+    one_line_error(capsys, "linefit", "--data", data, contains=["event 999001", "below first_pulse_index"])
+
+
+def test_item_10_nan_in_the_geometry_names_the_geometry_file_and_line(tmp_path, capsys):
+    from icezoo.resources import geometry_csv
+
+    data = toy(tmp_path / "d", n_files=1)
+    lines = Path(geometry_csv()).read_text().splitlines()
+    sid, _, y, z = lines[10].split(",")
+    lines[10] = f"{sid},nan,{y},{z}"
+    geo = data / "sensor_geometry.csv"
+    geo.write_text("\n".join(lines) + "\n")
+    one_line_error(capsys, "linefit", "--data", data, contains=[geo, "line 11", f"sensor_id {sid}", "x is nan"])
+    lines[10] = f"{sid},,{y},{z}"
+    geo.write_text("\n".join(lines) + "\n")
+    one_line_error(capsys, "linefit", "--data", data, contains=[geo, "line 11", "x is empty"])
+
+
+def test_item_13_config_errors_name_the_file(tmp_path, capsys):
+    pf = tmp_path / "uk.toml"
+    pf.write_text('[pipelines.uk]\nparent = "default"\nbackbone = { name = "transformer", dpeth = 2 }\n')
+    one_line_error(capsys, "compose", "--pipeline-file", pf, contains=[pf, "pipelines.uk.backbone.dpeth: unknown parameter"])
+    one_line_error(capsys, "show", "uk", "--pipeline-file", pf, contains=[pf, "dpeth"])
+    pf.write_text('[pipelines.uk]\nparent = "default"\ntrain = { lr = "fast" }\n')
+    one_line_error(capsys, "train", "--pipeline-file", pf, "--data", tmp_path, contains=[pf, "pipelines.uk.train.lr"])
