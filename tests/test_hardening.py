@@ -260,3 +260,92 @@ def test_item_13_config_errors_name_the_file(tmp_path, capsys):
     one_line_error(capsys, "show", "uk", "--pipeline-file", pf, contains=[pf, "dpeth"])
     pf.write_text('[pipelines.uk]\nparent = "default"\ntrain = { lr = "fast" }\n')
     one_line_error(capsys, "train", "--pipeline-file", pf, "--data", tmp_path, contains=[pf, "pipelines.uk.train.lr"])
+
+
+@pytest.mark.parametrize("kind", ["raw_pickle", "object_pickle", "truncated", "text"])
+def test_item_08_checkpoint_errors_never_suggest_weights_only_false(world, tmp_path, kind, capsys):
+    import pickle
+    import shutil
+    import warnings
+
+    import torch
+
+    run = tmp_path / "R"
+    shutil.copytree(world["run"], run)
+    best = run / "checkpoints" / "best.pt"
+    if kind == "raw_pickle":
+        best.write_bytes(pickle.dumps({"format": "icezoo-checkpoint"}, protocol=4))
+    elif kind == "object_pickle":
+        torch.save({"x": IcezooError("not a tensor")}, best)
+    elif kind == "truncated":
+        best.write_bytes(best.read_bytes()[:200])
+    else:
+        best.write_text("hello")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a leaked UserWarning fails the test
+        line = one_line_error(capsys, "predict", run, "--data", world["data"], "--out", tmp_path / "s.csv",
+                              contains=[best, "not an icezoo checkpoint"])
+    assert "weights_only" not in line and "False" not in line
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_item_11_evaluate_on_a_single_batch_dataset(world, tmp_path, capsys):
+    from icezoo.data.simulator import simulate
+
+    one = simulate(tmp_path / "one", 40, events_per_batch=40, seed=9)
+    code, out, err = run_cli(capsys, "evaluate", world["run"], "--data", one, "--no-plots")
+    assert code == 0, err
+    assert "one batch file" in out and "training" not in err
+    metrics = json.loads((world["run"] / "metrics.json").read_text())
+    assert metrics["evaluation"]["batches"] == "1" and metrics["evaluation"]["n_events"] > 0
+
+
+def test_item_20_a_small_simulated_set_trains_as_it_comes(tmp_path, capsys):
+    data = tmp_path / "small"
+    assert run_cli(capsys, "simulate", "--events", 300, "--out", data)[0] == 0
+    assert len(list((data / "train").glob("batch_*.parquet"))) == 10  # 10 files of 30: one held out
+    pf = tmp_path / "tiny.toml"
+    pf.write_text(TINY)
+    code, out, err = run_cli(capsys, "train", "--pipeline-file", pf, "--data", data, "--runs-dir", tmp_path / "runs",
+                             "--name", "S", "--no-progress", "--max-steps", 2)
+    assert code == 0, err
+    info = json.loads((tmp_path / "runs" / "S" / "run.json").read_text())
+    assert info["status"] == "done" and info["split"]["val_batches"] == [10]
+    assert len(info["split"]["train_batches"]) == 9
+
+
+def test_item_21_compose_fills_unnamed_stages_from_default_and_says_so(tmp_path, capsys):
+    import tomllib
+
+    from icezoo.zoo import pipeline_config
+
+    default = pipeline_config("default")
+    saved = tmp_path / "c.toml"
+    code, out, err = run_cli(capsys, "compose", "--embed", "linear", "--backbone", "transformer", "--save", saved)
+    assert code == 0, err
+    table = tomllib.loads(saved.read_text())["pipelines"]["composed"]
+    assert table["selection"] == default.selection.to_toml_value()
+    assert [ls["name"] for ls in table["loss"]] == [ls.name for ls in default.loss]
+    assert table["train"]["lr"] == default.train.lr
+    assert "from" in out and "default" in out and "--embed" in out and "--backbone" in out
+
+
+def test_item_22_learning_curves_overlay_and_metrics_csv(world, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "runs" / "A"
+    shutil.copytree(world["run"], run)
+    shutil.copytree(world["run"], tmp_path / "runs" / "B")
+    code, out, err = run_cli(capsys, "evaluate", run)
+    assert code == 0, err
+    curve = run / "plots" / "learning_curve.png"
+    assert curve.is_file() and curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = tmp_path / "cmp.png"
+    code, out, err = run_cli(capsys, "runs", "--plot", "A", "B", "--runs-dir", tmp_path / "runs", "--plot-out", png)
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG" and "A, B" in out, err
+    one_line_error(capsys, "runs", "--plot", "nope", "--runs-dir", tmp_path / "runs", contains=["nope"])
+    # metrics.csv: one row per epoch, the same numbers as metrics.json
+    history = json.loads((world["run"] / "metrics.json").read_text())["history"]
+    rows = (world["run"] / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].split(",")[:4] == ["epoch", "step", "train_loss", "val_mean"] and len(rows) == 1 + len(history)
+    assert float(rows[-1].split(",")[3]) == pytest.approx(history[-1]["val_mean"])

@@ -117,27 +117,37 @@ def cmd_compose(
     import torch
 
     from icezoo.core.compose import count_parameters
-    from icezoo.core.config import ComponentRef, PipelineConfig
+    from icezoo.core.config import ComponentRef
     from icezoo.core.synthetic import synthetic_batch
     from icezoo.core.tomlwrite import pipelines_toml
     from icezoo.zoo import build, pipeline_config
 
-    if pipeline or pipeline_file:
-        config = pipeline_config(pipeline, pipeline_file)
-    else:
-        config = PipelineConfig(name=name)
+    # the stages not named here come from a tested pipeline: --pipeline / --pipeline-file, else 'default'
+    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file)
+    base = config.name if pipeline else Path(pipeline_file).name if pipeline_file else "default"
+    origin = {stage: base for stage in ("features", "selection", "embedder", "backbone", "pooler", "head", "loss")}
     updates: dict[str, Any] = {"name": name if (save or not (pipeline or pipeline_file)) else config.name}
-    if embed:
-        updates["embedder"] = ComponentRef(name=embed)
-    if backbone:
-        updates["backbone"] = ComponentRef(name=backbone)
-    if head:
-        updates["head"] = ComponentRef(name=head)
-    if selection:
-        updates["selection"] = ComponentRef(name=selection, params=config.selection.params)
-    for key, value in (("pooler", _split(pool)), ("loss", _split(loss)), ("features", _split(features))):
+
+    def ref(stage: str, wanted: str, flag: str) -> ComponentRef:
+        """The named component; the same one as the base pipeline's keeps the base's params."""
+        have = getattr(config, stage)
+        origin[stage] = flag
+        if not isinstance(have, list) and have.name == wanted:
+            origin[stage] = f"{flag}, {base}'s params"
+            return have
+        if stage == "selection":  # the pulse budget carries over to another selection
+            return ComponentRef(name=wanted, params=have.params)
+        return ComponentRef(name=wanted)
+
+    for stage, wanted, flag in (("embedder", embed, "--embed"), ("backbone", backbone, "--backbone"),
+                                ("head", head, "--head"), ("selection", selection, "--selection")):
+        if wanted:
+            updates[stage] = ref(stage, wanted, flag)
+    for key, value, flag in (("pooler", _split(pool), "--pool"), ("loss", _split(loss), "--loss"),
+                             ("features", _split(features), "--features")):
         if value:
             updates[key] = [ComponentRef(name=v) for v in value]
+            origin[key] = flag
     config = config.model_copy(update=updates).with_overrides(parse_set(set_))
 
     torch.manual_seed(seed)
@@ -154,15 +164,16 @@ def cmd_compose(
 
     console = Console()
     table = Table(title=f"pipeline {config.name}: {len(lengths)} synthetic events, pulses {lengths}")
-    for col in ("stage", "component", "output shape", "parameters"):
+    for col in ("stage", "component", "output shape", "parameters", "from"):
         table.add_column(col)
     feat_names = ", ".join(f.name for f in model.features)
-    table.add_row("features", feat_names, str((len(lengths), max(lengths), model.feature_dim)), "0")
-    table.add_row("selection", model.selection.name, f"max_pulses={model.selection.max_pulses}", "0")
+    table.add_row("features", feat_names, str((len(lengths), max(lengths), model.feature_dim)), "0", origin["features"])
+    table.add_row("selection", model.selection.name, f"max_pulses={model.selection.max_pulses}", "0",
+                  origin["selection"])
     for row in trace:
-        table.add_row(row.stage, row.component, str(row.shape), f"{row.params:,}")
+        table.add_row(row.stage, row.component, str(row.shape), f"{row.params:,}", origin.get(row.stage, base))
     losses = " + ".join(f"{w:g}*{ls.name}" for w, ls in zip(model.loss_weights, model.losses))
-    table.add_row("loss", losses, f"{value.item():.4f}", "0")
+    table.add_row("loss", losses, f"{value.item():.4f}", "0", origin["loss"])
     console.print(table)
     console.print(f"total parameters: {count_parameters(model):,}; loss finite: {bool(torch.isfinite(value))}; "
                   f"gradients finite: {grads_finite}")

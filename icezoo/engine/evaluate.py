@@ -7,7 +7,8 @@ seed). LineFit (``icezoo.recon.linefit``) is scored on exactly the same events, 
 bootstrap interval of the difference. Events with fewer than 2 pulses are not scored (the loader
 skips them; ``icezoo predict`` gives them a fallback) and their number is reported.
 
-Plots (PNG, in ``RUN/plots/``): resolution vs true zenith, vs pulse count, vs energy and per
+Plots (PNG, in ``RUN/plots/``): the learning curve (training loss and validation score per epoch),
+resolution vs true zenith, vs pulse count, vs energy and per
 event type (when the data has a ``train_truth.parquet``, as simulated sets do), and the kappa
 calibration (median error per predicted-kappa bin against the vMF expectation; coverage of the
 vMF credible cones against their nominal level).
@@ -121,6 +122,8 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
     if Path(data_dir).resolve() == Path(split.get("data_dir", "/nonexistent")).resolve():
         return data_dir, [int(b) for b in split["val_batches"]], "val"
     stored = read_split(data_dir)
+    if stored is None and len(available) == 1:  # data the run never saw, in one file: score all of it
+        return data_dir, available, f"all of {data_dir} (one batch file)"
     _, val = split_batches(available, "cycle", stored.val_spec if stored else None)
     return data_dir, val, f"val of {data_dir}"
 
@@ -150,6 +153,10 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
         result["kappa_coverage"] = {f"{q:g}": c for q, c in zip(qs, cover)}
     if plots and len(err):
         result["plots"] = make_plots(run_dir / "plots", res, err, lf_err, config.name)
+        history = R.history_of(run_dir)
+        if history:
+            plot_curves(run_dir / "plots" / "learning_curve.png", {run_dir.name: history}, train_loss=True)
+            result["plots"].append("learning_curve.png")
     result["time"] = R.now_iso()
 
     metrics_file = run_dir / R.METRICS_FILE
@@ -355,3 +362,36 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
                           f"{r['median']:.4f}", d)
         Console().print(table)
     return result
+
+
+def plot_curves(out: Path, curves: dict[str, list[dict[str, Any]]], train_loss: bool = False) -> Path:
+    """Validation mean angular error per epoch of each run (``curves``: name -> history), and with
+    ``train_loss`` the training loss on a second axis: the learning curve of one run, or several
+    runs overlaid (``icezoo runs --plot A B``)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax2 = ax.twinx() if train_loss else None
+    for name, history in curves.items():
+        epochs = [h.get("epoch", i) + 1 for i, h in enumerate(history)]
+        val = [h.get("val_mean") for h in history]
+        line, = ax.plot(epochs, [np.nan if v is None else v for v in val], "-o", ms=3, label=f"{name} validation")
+        if ax2 is not None:
+            loss = [h.get("train_loss") for h in history]
+            ax2.plot(epochs, [np.nan if v is None else v for v in loss], "--s", ms=3, color=line.get_color(),
+                     alpha=0.6, label=f"{name} training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation mean angular error (rad)")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if ax2 is not None:
+        ax2.set_ylabel("training loss (epoch mean)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return out

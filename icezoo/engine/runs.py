@@ -6,6 +6,8 @@ A run directory (``RUNS/NAME``) holds everything needed to understand and reprod
     run.json             the ledger entry: name, pipeline, description, command, status, split,
                          scores, NaN-guard counters, git commit, package versions, timings
     metrics.json         per-epoch training/validation history and the last evaluation
+    metrics.csv          the same history as a table (one row per epoch), for any plotting tool
+    tensorboard/         the same scalars for TensorBoard, when the tensorboard package is installed
     command.txt          the exact icezoo command that reproduces the run
     train.log            the log file (also evaluate/predict lines)
     checkpoints/last.pt  the latest state (model, optimizer, scheduler, sampler position, RNG states)
@@ -35,6 +37,9 @@ from icezoo.core.registry import normalise
 DEFAULT_RUNS_DIR = Path("runs")
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+METRICS_CSV = "metrics.csv"
+#: the columns of metrics.csv, in order (the keys of a history entry)
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_mean", "lr", "events_per_s", "elapsed_s", "precision")
 CONFIG_FILE = "config.toml"
 LOG_FILE = "train.log"
 LAST = "checkpoints/last.pt"
@@ -81,6 +86,48 @@ RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, 
               "split": dict, "options": dict, "precision": dict, "nan_guard": dict, "evaluation": dict,
               "best_val": (int, float), "resumed": int}
 SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list}
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]], best_val: float | None) -> None:
+    """The per-epoch history as metrics.json (keeping a stored evaluation), metrics.csv and, when
+    the tensorboard package is installed, TensorBoard scalars of the newest epoch."""
+    run_dir = Path(run_dir)
+    path = run_dir / METRICS_FILE
+    old = {}
+    if path.is_file():
+        try:
+            old = read_json(path)
+        except IcezooError:
+            old = {}
+    write_json_atomic(path, {**old, "history": history, "best_val": best_val})
+    lines = [",".join(HISTORY_COLUMNS)]
+    for entry in history:
+        lines.append(",".join("" if entry.get(c) is None else str(entry.get(c)) for c in HISTORY_COLUMNS))
+    write_text_atomic(run_dir / METRICS_CSV, "\n".join(lines) + "\n")
+    if history:
+        _tensorboard(run_dir, history[-1])
+
+
+def _tensorboard(run_dir: Path, entry: dict[str, Any]) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: tensorboard is not a dependency
+        return
+    with SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard")) as writer:
+        for key in ("train_loss", "val_mean", "lr", "events_per_s"):
+            if isinstance(entry.get(key), (int, float)):
+                writer.add_scalar(key, entry[key], global_step=int(entry.get("step", 0)))
+
+
+def history_of(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch history of a run (empty when it has none yet)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    history = read_json(path).get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise IcezooError(f"{path}: unreadable (history is not a list of epochs)")
+    return history
 
 
 # ------------------------------------------------------------------------------ provenance
