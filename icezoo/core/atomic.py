@@ -21,6 +21,14 @@ from typing import Iterator
 from icezoo.core.errors import IcezooError
 
 
+class WriteError(IcezooError):
+    """A write the OS refused; ``errno`` says why (``errno.ENOSPC``: the disk is full)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
 def os_reason(exc: BaseException) -> str:
     """The OS's own words for an error (``No space left on device``), without Python's decoration."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -63,7 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             yield tmp
             os.replace(tmp, target)
         except OSError as exc:
-            raise IcezooError(f"{path}: cannot write ({os_reason(exc)})") from None
+            raise WriteError(f"{path}: cannot write ({os_reason(exc)})", exc.errno) from None
     finally:
         try:
             tmp.unlink(missing_ok=True)

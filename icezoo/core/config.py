@@ -71,18 +71,19 @@ def _refs(value: Any) -> list[ComponentRef]:
 
 
 class TrainSettings(BaseModel):
-    """How a pipeline trains by default (the CLI's flags override these)."""
+    """How a pipeline trains by default (the CLI's flags override these). Numbers are finite: an
+    ``lr = inf`` run would diverge and ``epochs = inf`` never end."""
 
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(64, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     accumulate: int = Field(1, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     ema: float | None = Field(None, gt=0, lt=1)
     nan_fallback_after: int = Field(3, gt=0)
     batches: str = "cycle"

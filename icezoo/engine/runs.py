@@ -21,6 +21,7 @@ runs, so concurrent runs never race on one file. Every JSON file is written atom
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import importlib.metadata as md
 import json
 import platform
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from icezoo.core.atomic import write_text_atomic
+from icezoo.core.atomic import WriteError, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.registry import normalise
 
@@ -217,9 +218,23 @@ def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: 
 
 
 def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    info = load_run(run_dir) if (Path(run_dir) / RUN_FILE).is_file() else {}
+    """Change fields of run.json (atomically). On a full disk the new state (``failed``, say) is
+    written in place, compacted, when it fits in the old file's blocks: a run stopped by a full disk
+    must not stay marked ``running``."""
+    path = Path(run_dir) / RUN_FILE
+    info = load_run(run_dir) if path.is_file() else {}
     info.update(changes)
-    write_json_atomic(Path(run_dir) / RUN_FILE, info)
+    try:
+        write_json_atomic(path, info)
+    except WriteError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        text = json.dumps(info, separators=(",", ":"), default=_json_default)
+        if len(text.encode()) > path.stat().st_size:
+            raise
+        with open(path, "r+", encoding="utf-8") as fh:  # overwrites allocated blocks: needs no free space
+            fh.write(text)
+            fh.truncate()
     return info
 
 
