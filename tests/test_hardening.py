@@ -349,3 +349,33 @@ def test_item_22_learning_curves_overlay_and_metrics_csv(world, tmp_path, capsys
     rows = (world["run"] / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].split(",")[:4] == ["epoch", "step", "train_loss", "val_mean"] and len(rows) == 1 + len(history)
     assert float(rows[-1].split(",")[3]) == pytest.approx(history[-1]["val_mean"])
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_item_04_non_finite_lr_is_refused_before_a_run_exists(world, tmp_path, value, capsys):
+    runs = tmp_path / "runs"
+    one_line_error(capsys, *train_args(world, "X", "--set", f"train.lr={value}", "--runs-dir", runs),
+                   contains=["train.lr"])
+    assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_item_04_predict_refuses_a_run_without_finite_weights(world, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "R"
+    shutil.copytree(world["run"], run)
+    best = run / "checkpoints" / "best.pt"
+    payload = torch.load(best, weights_only=True)
+    name = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
+    torch.save(payload, best)
+    out = tmp_path / "s.csv"
+    one_line_error(capsys, "predict", run, "--data", world["data"], "--out", out, contains=[best, "not finite", name])
+    assert not out.exists()
+
+
+def test_item_12_epochs_inf_is_one_line(world, tmp_path, capsys):
+    one_line_error(capsys, *train_args(world, "X", "--epochs", "inf", "--runs-dir", tmp_path / "runs"),
+                   contains=["epochs", "finite"])

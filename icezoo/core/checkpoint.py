@@ -99,3 +99,11 @@ def component_state(payload: dict[str, Any], kind: str, name: str) -> dict[str, 
             prefix = f"poolers.{j}." if kind == "pooler" else f"{kind}.stages.{j}." if listed else f"{kind}."
             return {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
     return None
+
+
+def require_finite(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """A model whose weights hold NaN or inf predicts one constant direction (or NaN): refuse it."""
+    for name, tensor in state_dict.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise IcezooError(f"{path}: the weights are not finite ({name} holds NaN or inf): the run diverged; "
+                              f"retrain it (e.g. with a lower train.lr)")

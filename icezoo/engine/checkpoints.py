@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from icezoo.core.checkpoint import load_checkpoint
+from icezoo.core.checkpoint import load_checkpoint, require_finite
 from icezoo.core.config import pipeline_from_table
 from icezoo.core.errors import IcezooError
 from icezoo.engine import runs as R
@@ -58,7 +58,8 @@ def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
         if not other.is_file():
             raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
         path = other
-    config, model, _ = model_from_checkpoint(path)
+    config, model, ckpt = model_from_checkpoint(path)
+    require_finite(path, ckpt["state_dict"])  # a diverged run would predict one constant direction
     return run_dir, info, config, model, path
 
 
