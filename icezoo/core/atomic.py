@@ -21,8 +21,9 @@ from typing import Iterator
 from icezoo.core.errors import IcezooError
 
 
-class WriteError(IcezooError):
-    """A write the OS refused; ``errno`` says why (``errno.ENOSPC``: the disk is full)."""
+class WriteError(IcezooError, OSError):
+    """A write the OS refused: one line for the CLI (an IcezooError) that is still an OSError, whose
+    ``errno`` says why (``errno.ENOSPC``: the disk is full)."""
 
     def __init__(self, message: str, errno: int | None = None):
         super().__init__(message)
