@@ -379,3 +379,43 @@ def test_item_04_predict_refuses_a_run_without_finite_weights(world, tmp_path, c
 def test_item_12_epochs_inf_is_one_line(world, tmp_path, capsys):
     one_line_error(capsys, *train_args(world, "X", "--epochs", "inf", "--runs-dir", tmp_path / "runs"),
                    contains=["epochs", "finite"])
+
+
+# ------------------------------------------------------------------------------ the newcomer's path
+def test_item_18_compact_list_never_wraps_names(capsys, monkeypatch):
+    from icezoo.zoo import registry
+
+    for columns in ("80", "60"):
+        monkeypatch.setenv("COLUMNS", columns)
+        for what in ([], ["pipelines"]):
+            code, out, err = run_cli(capsys, "list", *what)
+            assert code == 0, err
+            lines = out.splitlines()
+            assert all(len(ln) <= int(columns) for ln in lines), max(lines, key=len)
+            names = ({src.name for src in registry().pipelines.values()} if what
+                     else {spec.name for spec in registry().list()})
+            firsts = {ln.split()[0] for ln in lines[2:] if ln.strip() and not ln.startswith("details:")}
+            assert names <= firsts, names - firsts  # every name whole, at the start of its own line
+    for name in ("center_of_gravity", "direction_kappa", "relbias_transformer", "sensor_embedding"):
+        assert any(ln.startswith(name + " ") for ln in run_cli(capsys, "list")[1].splitlines()), name
+    code, out, err = run_cli(capsys, "show", "direction_kappa")
+    assert code == 0 and "direction_kappa (head" in out and "parameters" in out and "properties" in out
+
+
+def test_item_19_show_toml_round_trips_through_pipeline_file(tmp_path, capsys, monkeypatch):
+    import tomllib
+
+    from icezoo.zoo import pipeline_config, resolved_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in (["show", "BASELINE_HF_V8", "--toml"], ["show", "BASELINE_HF_V8"]):  # piped: plain TOML too
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+        f = tmp_path / "p.toml"
+        f.write_text(out)
+        tables = tomllib.loads(out)["pipelines"]  # valid TOML even with 80 columns
+        assert list(tables) == ["BASELINE_HF_V8"]
+        again = pipeline_config(None, f)
+        assert resolved_table(again) == resolved_table(pipeline_config("BASELINE_HF_V8"))
+        code, out2, err = run_cli(capsys, "show", "BASELINE_HF_V8", "--pipeline-file", f, "--toml")
+        assert code == 0 and out2 == out, err

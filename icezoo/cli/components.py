@@ -52,45 +52,99 @@ def _properties_text(cls) -> str:
     return ", ".join([*props, *needs, *extra]) or "-"
 
 
+def _terminal_width() -> int | None:
+    """Columns to fit: the terminal's (or $COLUMNS); None when stdout is not a terminal (no cutting)."""
+    import os
+    import shutil
+    import sys
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def compact_table(headers: tuple[str, ...], rows: list[tuple[str, ...]], width: int | None) -> str:
+    """Plain columns, never wrapped: every column as wide as its longest cell except the last,
+    which is cut (``...``) to fit ``width`` (no cut when ``width`` is None). Names stay whole."""
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n - 3] + "..."
+
+    def column_widths(table) -> list[int]:  # table[0] is the header row
+        return [max(len(r[i]) for r in table) for i in range(len(headers) - 1)]
+
+    if width is not None:  # middle columns (experiment, parent, ...) give way too, the first never
+        for cap in range(18, 3, -1):
+            cut_rows = [(r[0], *(cut(c, cap) for c in r[1:-1]), r[-1]) for r in rows]
+            cut_headers = (headers[0], *(cut(h, cap) for h in headers[1:-1]), headers[-1])
+            if sum(w + 2 for w in column_widths([cut_headers, *cut_rows])) + 12 <= width:
+                break
+        rows, headers = cut_rows, cut_headers
+    widths = column_widths([headers, *rows])
+    room = None if width is None else max(width - sum(w + 2 for w in widths), 0)
+
+    def line(cells) -> str:
+        last = cells[-1]
+        if room is not None and len(last) > room:
+            last = cut(last, room) if room >= 8 else ""
+        return ("  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths)) + "  " + last).rstrip()
+
+    return "\n".join([line(headers), line(tuple("-" * len(h) for h in headers)), *(line(r) for r in rows)])
+
+
 def cmd_list(
     what: Optional[str] = typer.Argument(None, help="a kind (backbone, loss, ...), 'pipelines', or a glob such as 'dyn*'"),
+    details: bool = typer.Option(False, "--details", help="parameters and properties of each match (as icezoo show)"),
 ) -> None:
-    """List registered components (grouped by kind) or named pipelines."""
-    from icezoo.core.components import KINDS, STAGES
+    """List registered components (name, kind, provider, description) or named pipelines; one line each."""
+    from icezoo.core.components import KINDS
     from icezoo.zoo import registry
 
     reg = registry()
-    console = Console()
+    width = _terminal_width()
     if what in ("pipelines", "pipeline"):
-        table = Table(title="Named pipelines (registry.toml and plugins)", show_lines=False)
-        for col in ("name", "experiment", "log score", "parent", "description"):
-            table.add_column(col, overflow="fold")
-        for src in sorted(reg.pipelines.values(), key=lambda s: s.name.lower()):
-            t = src.table
-            table.add_row(src.name, str(t.get("experiment", "")), str(t.get("log_score", "")),
-                          str(t.get("parent", "")), str(t.get("description", "")))
-        console.print(table)
+        rows = [(src.name, str(src.table.get("experiment", "")), str(src.table.get("log_score", "")),
+                 str(src.table.get("parent", "")), " ".join(str(src.table.get("description", "")).split()))
+                for src in sorted(reg.pipelines.values(), key=lambda s: s.name.lower())]
+        print(compact_table(("name", "experiment", "log score", "parent", "description"), rows, width))
         return
     kind = what if what in KINDS else None
     pattern = None if (what is None or kind) else what
     specs = reg.list(kind=kind, pattern=pattern)
     if not specs:
         raise IcezooError(f"no component matches '{what}' (kinds: {', '.join(KINDS)}, or 'pipelines')")
-    for stage in STAGES:
-        group = [spec for spec in specs if spec.kind == stage.kind]
-        if not group:
-            continue
-        many = "a list" if stage.many else "one"
-        table = Table(title=f"{stage.kind} ({len(group)}; a pipeline names {many}; in_dim: {stage.in_dim})",
-                      title_justify="left", show_lines=True)
-        for col, ratio in (("name", 1), ("provider", 1), ("description", 3), ("parameters (defaults)", 3),
-                           ("properties", 2)):
-            table.add_column(col, overflow="fold", ratio=ratio)
-        for spec in group:
-            name = spec.name + (f" (alias: {', '.join(spec.cls.aliases)})" if spec.cls.aliases else "")
-            table.add_row(name, spec.provider, spec.cls.description(), _params_text(spec.cls),
-                          _properties_text(spec.cls))
-        console.print(table)
+    if details:
+        print("\n\n".join(component_details(spec) for spec in specs))
+        return
+    rows = [(spec.name, spec.kind, spec.provider,
+             spec.cls.description() + (f" (alias: {', '.join(spec.cls.aliases)})" if spec.cls.aliases else ""))
+            for spec in specs]
+    print(compact_table(("name", "kind", "provider", "description"), rows, width))
+    if width is not None:
+        print("details: icezoo show NAME (parameters, defaults, properties)")
+
+
+def component_details(spec) -> str:
+    """Everything about one component: what it is, its params with types and defaults, its properties."""
+    from icezoo.core.components import STAGES
+
+    cls = spec.cls
+    stage = next((st for st in STAGES if st.kind == spec.kind), None)
+    lines = [f"{spec.name} ({spec.kind}, {spec.provider})"]
+    doc = " ".join((cls.__doc__ or "").split())
+    if doc:
+        lines.append(f"  {doc}")
+    if cls.aliases:
+        lines.append(f"  aliases: {', '.join(cls.aliases)}")
+    if stage is not None:
+        lines.append(f"  stage: a pipeline names {'a list' if stage.many else 'one'} ({spec.kind} = ...)")
+    lines.append("  parameters:" if cls.Config.model_fields else "  parameters: none")
+    for name, field in cls.Config.model_fields.items():
+        kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        default = "required" if field.is_required() else f"= {field.get_default(call_default_factory=True)!r}"
+        note = f"  ({field.description})" if field.description else ""
+        lines.append(f"    {name}: {kind} {default}{note}")
+    lines.append(f"  properties: {_properties_text(cls)}")
+    return "\n".join(lines)
 
 
 def _split(value: str | None):
@@ -198,17 +252,38 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def cmd_show(
-    name: str = typer.Argument(..., help="pipeline name"),
+    name: str = typer.Argument(..., help="pipeline name, or component name (its parameters and properties)"),
     pipeline_file: Optional[Path] = typer.Option(None, help="look the name up in this TOML file too"),
+    toml: bool = typer.Option(False, "--toml", help="plain TOML, never wrapped (also the output when piped)"),
 ) -> None:
-    """Print a named pipeline fully resolved: parents merged, every component's params with defaults."""
+    """A named pipeline fully resolved (parents merged, every param with its default) as TOML that
+    ``--pipeline-file`` reloads; or a component's details."""
+    import sys
+
+    from icezoo.core.registry import normalise
+    from icezoo.core.tomlwrite import pipelines_toml
+    from icezoo.zoo import pipeline_config, registry, resolved_table
+
+    reg = registry()
+    is_pipeline = pipeline_file is not None or normalise(name) in reg.pipelines
+    if not is_pipeline:
+        specs = [spec for spec in reg.list() if normalise(name) in (normalise(spec.name),
+                                                                     *map(normalise, spec.cls.aliases))]
+        if specs:
+            print("\n\n".join(component_details(spec) for spec in specs))
+            return
+        try:
+            reg.pipeline(name)
+        except IcezooError as exc:
+            raise IcezooError(f"{exc} (nor a component: icezoo list shows them)") from None
+    config = pipeline_config(name, pipeline_file)
+    text = pipelines_toml({config.name: resolved_table(config)})
+    if toml or not sys.stdout.isatty():
+        sys.stdout.write(text)  # exactly the TOML: no colours, no wrapping
+        return
     from rich.syntax import Syntax
 
-    from icezoo.core.tomlwrite import pipelines_toml
-    from icezoo.zoo import pipeline_config, resolved_table
-
-    config = pipeline_config(name, pipeline_file)
-    Console().print(Syntax(pipelines_toml({config.name: resolved_table(config)}), "toml", word_wrap=True))
+    Console().print(Syntax(text, "toml", word_wrap=True))
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
