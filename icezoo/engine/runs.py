@@ -161,16 +161,19 @@ def package_versions() -> dict[str, str]:
 def new_run_dir(runs_dir: Path, name: str) -> Path:
     """Create ``runs_dir/name`` (``name-2``, ``name-3``... when taken) and return it."""
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name) or "run"
-    for i in range(1, 10_000):
-        path = runs_dir / (safe if i == 1 else f"{safe}-{i}")
-        try:
-            path.mkdir()
-            (path / "checkpoints").mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            path = runs_dir / (safe if i == 1 else f"{safe}-{i}")
+            try:
+                path.mkdir()
+                (path / "checkpoints").mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:  # read-only or full filesystem, a file where the directory should be
+        raise IcezooError(f"--runs-dir {runs_dir}: cannot create a run directory ({exc.strerror or exc})") from None
     raise IcezooError(f"{runs_dir}: cannot find a free run directory name for '{name}'")
 
 
