@@ -419,3 +419,101 @@ def test_item_19_show_toml_round_trips_through_pipeline_file(tmp_path, capsys, m
         assert resolved_table(again) == resolved_table(pipeline_config("BASELINE_HF_V8"))
         code, out2, err = run_cli(capsys, "show", "BASELINE_HF_V8", "--pipeline-file", f, "--toml")
         assert code == 0 and out2 == out, err
+
+
+# ------------------------------------------------------------------------------ the engine
+def test_item_04_a_run_whose_validation_is_never_finite_ends_failed(world, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = train_args(world, "DIV", "--runs-dir", runs, "--epochs", 1, "--set", "train.lr=1e30",
+                      "--set", "train.grad_clip=1e30")
+    one_line_error(capsys, *args, contains=["validation", "never finite"])
+    info = json.loads((runs / "DIV" / "run.json").read_text())
+    assert info["status"] == "failed" and "never finite" in info["error"]
+    assert not (runs / "DIV" / "checkpoints" / "best.pt").exists()  # no "best" weights that are NaN
+    one_line_error(capsys, "predict", runs / "DIV", "--data", world["data"], "--out", tmp_path / "s.csv",
+                   contains=["not finite"])
+
+
+def test_item_12_max_steps_caps_the_epochs(world, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, out, err = run_cli(capsys, *train_args(world, "CAP", "--runs-dir", runs, "--epochs", 1, "--max-steps", 45))
+    assert code == 0, err
+    info = json.loads((runs / "CAP" / "run.json").read_text())
+    history = json.loads((runs / "CAP" / "metrics.json").read_text())["history"]
+    assert len(history) == 1 and info["step"] == history[0]["step"] < 45  # one epoch, not 45 steps over two
+    code, out, err = run_cli(capsys, *train_args(world, "CAP2", "--runs-dir", runs, "--epochs", 2, "--max-steps", 3))
+    assert code == 0 and json.loads((runs / "CAP2" / "run.json").read_text())["step"] == 3, err
+
+
+def test_item_14_input_errors_leave_no_run_directory(world, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_bytes(b"not a checkpoint")
+    one_line_error(capsys, *train_args(world, "A", "--runs-dir", runs, "--init-from", bad_ckpt), contains=[bad_ckpt])
+    one_line_error(capsys, *train_args(world, "B", "--runs-dir", runs, "--init-from", tmp_path / "nothing"),
+                   contains=["nothing"])
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(world["data"], broken)
+    (broken / "train" / "batch_4.parquet").write_bytes(b"PAR1 truncated")
+    one_line_error(capsys, *train_args(world, "C", "--runs-dir", runs, "--data", broken), contains=["batch_4.parquet"])
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_item_07_train_refuses_meta_rows_naming_a_missing_batch_file(world, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(world["data"], data)
+    (data / "train" / "batch_3.parquet").unlink()
+    one_line_error(capsys, *train_args(world, "M", "--runs-dir", tmp_path / "runs", "--data", data),
+                   contains=["train_meta.parquet", "batch_3.parquet is missing"])
+
+
+def test_item_15_resumed_epoch_loss_is_the_whole_epochs(world, tmp_path, capsys, monkeypatch):
+    import torch
+
+    runs = tmp_path / "runs"
+    assert run_cli(capsys, *train_args(world, "FULL", "--runs-dir", runs, "--epochs", 1))[0] == 0
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def interrupt_at_the_fifth(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupt_at_the_fifth)
+    assert run_cli(capsys, *train_args(world, "CUT", "--runs-dir", runs, "--epochs", 1))[0] == 130
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    assert run_cli(capsys, "train", "--resume", runs / "CUT", "--no-progress")[0] == 0
+    full = json.loads((runs / "FULL" / "metrics.json").read_text())["history"]
+    cut = json.loads((runs / "CUT" / "metrics.json").read_text())["history"]
+    assert len(full) == len(cut) == 1
+    assert cut[0]["train_loss"] == pytest.approx(full[0]["train_loss"], rel=1e-5)
+
+
+def test_item_03_a_full_disk_marks_the_run_failed_and_it_resumes(world, tmp_path, capsys, monkeypatch):
+    import icezoo.core.atomic as atomic
+
+    runs = tmp_path / "runs"
+    real_replace = os.replace
+    state = {"checkpoints": 0}
+
+    def replace(src, dst):
+        if str(dst).endswith(".pt"):
+            state["checkpoints"] += 1
+        if state["checkpoints"] >= 3:  # the disk fills up after the first epoch's checkpoints
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    one_line_error(capsys, *train_args(world, "FULLDISK", "--runs-dir", runs), contains=["No space left on device"])
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    info = json.loads((runs / "FULLDISK" / "run.json").read_text())
+    assert info["status"] == "failed" and "No space left on device" in info["error"]
+    assert not [p for p in (runs / "FULLDISK").rglob(".*tmp*")]  # no temporary left behind
+    assert run_cli(capsys, "train", "--resume", runs / "FULLDISK", "--no-progress")[0] == 0
+    assert json.loads((runs / "FULLDISK" / "run.json").read_text())["status"] == "done"
