@@ -431,7 +431,8 @@ def test_item_04_a_run_whose_validation_is_never_finite_ends_failed(world, tmp_p
     assert info["status"] == "failed" and "never finite" in info["error"]
     assert not (runs / "DIV" / "checkpoints" / "best.pt").exists()  # no "best" weights that are NaN
     one_line_error(capsys, "predict", runs / "DIV", "--data", world["data"], "--out", tmp_path / "s.csv",
-                   contains=["not finite"])
+                   contains=["no epoch validated to a finite score"])
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_item_12_max_steps_caps_the_epochs(world, tmp_path, capsys):

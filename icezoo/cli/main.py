@@ -3,6 +3,7 @@ and usage errors are instant; every IcezooError becomes one line on stderr and e
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -51,18 +52,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # read-only filesystem, disk full, permissions: the path and the OS's reason
+        from icezoo.core.atomic import os_error_line
+
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
-
-
-def os_error_line(exc: OSError) -> str:
-    """``PATH: reason`` of an OSError (``PATH -> OTHER`` for a rename), else its first line."""
-    from icezoo.core.atomic import os_reason
-
-    where = exc.filename if exc.filename is not None else None
-    if where is not None and exc.filename2 is not None:
-        where = f"{where} -> {exc.filename2}"
-    return f"{where}: {os_reason(exc)}" if where is not None else os_reason(exc)
+    except Exception as exc:  # under torchrun: a peer rank stopped (its own error line is above)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and type(exc).__module__.startswith("torch"):
+            print(f"error: rank {os.environ.get('RANK', '?')}: stopped because another rank failed "
+                  f"({type(exc).__name__})", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

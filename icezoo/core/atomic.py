@@ -38,6 +38,14 @@ def os_reason(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` of an OSError (``PATH -> OTHER`` for a rename), else its reason alone."""
+    where = exc.filename
+    if where is not None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {os_reason(exc)}" if where is not None else os_reason(exc)
+
+
 def writable_target(path: str | Path) -> Path:
     """The file a write to ``path`` replaces: ``path`` itself, or the file its symlink names.
     Refuses (IcezooError) a target that exists and is not a regular file."""

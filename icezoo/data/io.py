@@ -476,8 +476,9 @@ def _first_null(df, columns) -> tuple[str, int] | None:
     return None
 
 
-def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
-    """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
+def check_batch_file(data_dir: str | Path, split: str, batch_id: int) -> Path:
+    """The batch file exists and its parquet footer has the pulse columns with usable dtypes (no row
+    is read): what ``train`` checks for every file before it makes a run directory."""
     import polars as pl
 
     path = batch_path(data_dir, split, batch_id)
@@ -499,6 +500,14 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
         good = dt == pl.Boolean if ok is None else getattr(dt, ok)()
         if not good:
             raise IcezooError(f"{path}: column {col} has dtype {dt}, expected {want}")
+    return path
+
+
+def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
+    """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
+    import polars as pl
+
+    path = check_batch_file(data_dir, split, batch_id)
     try:
         df = pl.read_parquet(path, columns=list(PULSE_COLUMNS))
     except Exception as exc:  # noqa: BLE001

@@ -57,6 +57,9 @@ def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
         other = run_dir / (R.LAST if which == "best" else R.BEST)
         if not other.is_file():
             raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
+        if which == "best" and info.get("status") in ("failed", "done") and info.get("best_val") is None:
+            raise IcezooError(f"{run_dir}: no epoch validated to a finite score (no {R.BEST}): the run diverged "
+                              f"({info.get('status')}); retrain it (e.g. with a lower train.lr)")
         path = other
     config, model, ckpt = model_from_checkpoint(path)
     require_finite(path, ckpt["state_dict"])  # a diverged run would predict one constant direction

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as td
 
+from icezoo.core.atomic import os_error_line
 from icezoo.core.errors import IcezooError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -35,6 +36,26 @@ class Distributed:
         """Wait for every rank (nothing to wait for in a single process)."""
         if self.enabled:
             td.barrier()
+
+    def on_main(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on rank 0; every rank gets its (picklable) result, or raises its
+        input error as the same IcezooError, so that under torchrun all ranks stop with one and the same
+        line instead of rank 1 dying in a collective."""
+        result = error = None
+        if self.main:
+            try:
+                result = fn(*args, **kwargs)
+            except IcezooError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = os_error_line(exc)
+        if self.enabled:
+            box = [error, result]
+            td.broadcast_object_list(box, src=0)
+            error, result = box
+        if error is not None:
+            raise IcezooError(error)
+        return result
 
 
 def setup_distributed() -> Distributed:

@@ -120,6 +120,11 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
             preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
                      for (_, _, _, model, _), prec in zip(members, precisions)]
             res = preds[0] if len(preds) == 1 else ensemble_of(preds)
+            bad = np.flatnonzero(~np.isfinite(res["direction"]).all(axis=1))
+            if len(bad):  # never write NaN into a submission
+                raise IcezooError(f"the model's direction is not finite for {len(bad)} event(s) of "
+                                  f"{data_dir / split / f'batch_{bid}.parquet'} (e.g. event {res['event_id'][bad[0]]}): "
+                                  f"the run diverged; nothing was written")
             a, z = vector_to_angles(res["direction"])
             idx = np.array([position[int(e)] for e in res["event_id"]], dtype=np.int64)
             azimuth[idx], zenith[idx] = a, z

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -101,17 +102,27 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         model = build(run.config)
     except IcezooError as exc:
         raise IcezooError(f"{opts.resume}: incompatible checkpoint: {exc}" if run.resume_ckpt else str(exc)) from None
-    init_src = None
+    ts = run.config.train
+    init_src = rep = None
     if run.resume_ckpt is None:
+        # everything that can be checked is checked before the run directory exists (no 'failed' runs
+        # from bad input): the data split and its files, the plan (from the meta), the --init-from weights
+        run.data_dir, run.train_ids, run.val_ids, run.train_spec, run.val_spec = resolve_data(
+            opts.data, ts.batches, ts.val_batches, say, dist)
+        _check_files(run, model)
         if opts.init_from or run.config.init_from:
             init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
                         else R.newest_successful_run(run.config.init_from, runs_dir) / R.BEST)
-        _open(run, say, where)
-    run.log = R.RunLog(run.run_dir / R.LOG_FILE if dist.main else None, echo=say)
-    if run.resume_ckpt is None and dist.main:
-        _write_run_files(run)
-    if init_src is not None:  # fine-tuning: the tensors that fit
-        rep = load_matching(model, load_checkpoint(init_src)["state_dict"])
+            rep = load_matching(model, load_checkpoint(init_src)["state_dict"])  # fine-tuning: the tensors that fit
+    # the console only, until a new run's directory exists
+    run.log = R.RunLog(run.run_dir / R.LOG_FILE if (dist.main and run.run_dir) else None, echo=say)
+    run.keep_events = _kappa_filter(run)
+    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
+    if run.resume_ckpt is None:
+        run.run_dir = Path(dist.on_main(_open, run, where))
+        run.log = R.RunLog(run.run_dir / R.LOG_FILE if dist.main else None, echo=say)
+        dist.on_main(_write_run_files, run)
+    if init_src is not None:
         run.log(init_report_text(str(init_src), rep))
         run.update(init_from=str(init_src), init_report=rep)
     if run.resume_ckpt is None and model.stage_inits:  # stages taken from other runs (EXP_100)
@@ -120,9 +131,6 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
-    ts = run.config.train
-    run.keep_events = _kappa_filter(run)
-    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
     state = TrainState.new(model, ts, device, plan)
     if run.resume_ckpt is not None:
         state.restore(run.resume_ckpt, plan, str(run.run_dir / R.LAST))
@@ -169,19 +177,24 @@ def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
                val_spec=split["val_spec"], info=info, resume_ckpt=ckpt)
 
 
-def _open(run: Run, say, where: dict[str, Any]) -> None:
-    """A new run: the data split first (a bad --data makes no run directory), then the run directory."""
-    ts = run.config.train
-    run.data_dir, run.train_ids, run.val_ids, run.train_spec, run.val_spec = resolve_data(
-        run.opts.data, ts.batches, ts.val_batches, say, run.dist)
-    if run.dist.main:
-        name = run.opts.name or f"{run.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run.run_dir = R.new_run_dir(Path(run.opts.runs_dir), name)
-        where["run_dir"] = run.run_dir
-    if run.dist.enabled:
-        box = [str(run.run_dir) if run.run_dir else None]
-        td.broadcast_object_list(box, src=0)
-        run.run_dir = Path(box[0])
+def _check_files(run: Run, model) -> None:
+    """Every training and validation file: present, a readable parquet footer with the pulse columns,
+    and validation events to score (all from footers and the meta: no pulse row is read)."""
+    from icezoo.data.io import check_batch_file
+
+    for b in [*run.train_ids, *run.val_ids]:
+        check_batch_file(run.data_dir, "train", b)
+    if len(loaders.make_eval_loader(run.data_dir, "train", run.val_ids, model, run.config.train.batch_size)) == 0:
+        raise IcezooError(f"{run.data_dir}: the validation batches {R._ranges(run.val_ids)} hold no event with 2 or "
+                          f"more pulses")
+
+
+def _open(run: Run, where: dict[str, Any]) -> str:
+    """A new run's directory (rank 0, once every input is checked)."""
+    name = run.opts.name or f"{run.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = R.new_run_dir(Path(run.opts.runs_dir), name)
+    where["run_dir"] = run_dir
+    return str(run_dir)
 
 
 def _write_run_files(run: Run) -> None:
@@ -236,7 +249,8 @@ def _run_epochs(run: Run, model, plan: StepPlan, state: TrainState) -> None:
             f"{device_name(run.device)}; {plan.total_steps} steps ({plan.per_epoch_text()}, batch {ts.batch_size}, "
             f"accumulate {ts.accumulate}), {state.precision}, {ts.schedule} lr {ts.lr:g}"
             + (f", EMA {ts.ema}" if ts.ema else ""))
-    window = _Window(boundary_step=state.step, boundary_events=state.events_seen)
+    window = _Window(loss_sum=state.epoch_loss[0], loss_n=state.epoch_loss[1], boundary_step=state.step,
+                     boundary_events=state.events_seen)
     try:
         with progress:
             task = progress.add_task(run.config.name, total=plan.total_steps, completed=state.step, rate=0.0,
@@ -295,6 +309,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
                 state.set_precision(precision)
             window.bad = False
             window.boundary_step, window.boundary_events = state.step, state.events_seen
+            state.epoch_loss = (window.loss_sum, window.loss_n)
             if debug_sleep:
                 time.sleep(debug_sleep)
         state.train_time = time.perf_counter() - t_start
@@ -314,29 +329,34 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
 
 
 def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: _Window, t_start: float) -> None:
-    """Validate, keep the best weights, save the state and the metrics."""
-    val = _validate(run, state) if run.dist.main else 0.0
+    """Validate, keep the best weights (finite scores only), save the state and the metrics."""
+    val = run.dist.on_main(_validate, run, state)  # every rank learns the score (and a failure)
     state.train_time = time.perf_counter() - t_start
     entry = {"epoch": epoch, "step": state.step, "train_loss": window.mean_loss, "val_mean": val,
              "lr": state.scheduler.get_last_lr()[0], "events_per_s": state.events_seen / max(state.train_time, 1e-9),
              "elapsed_s": state.train_time, "precision": state.precision}
     state.history.append(entry)
     window.loss_sum, window.loss_n = 0.0, 0
-    improved = state.best_val is None or val < state.best_val
+    state.epoch_loss = (0.0, 0)
+    improved = math.isfinite(val) and (state.best_val is None or val < state.best_val)
     if improved:
         state.best_val = val
     run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}, "
             f"validation mean angular error {val:.4f}{' (best)' if improved else ''}")
-    if run.dist.main:
-        if improved:
-            _save(run, state, plan, "best", state.step, weights=state.weights())
-        _save(run, state, plan, "last", state.step)
-        R.write_json_atomic(run.run_dir / R.METRICS_FILE, {"history": state.history, "best_val": state.best_val})
-        run.update(best_val=state.best_val, best_step=state.step if improved else run.info.get("best_step"),
-                   nan_guard=state.guard.public(), train_time_s=round(state.train_time, 2),
-                   events_seen=state.events_seen, precision={"requested": run.config.train.precision,
-                                                             "final": state.precision})
+    run.dist.on_main(_write_epoch, run, plan, state, improved)
     run.dist.barrier()
+
+
+def _write_epoch(run: Run, plan: StepPlan, state: TrainState, improved: bool) -> None:
+    """Rank 0's files at an epoch end: best.pt (when improved), last.pt, the metrics and run.json."""
+    if improved:
+        _save(run, state, plan, "best", state.step, weights=state.weights())
+    _save(run, state, plan, "last", state.step)
+    R.write_metrics(run.run_dir, state.history, state.best_val)
+    run.update(best_val=state.best_val, best_step=state.step if improved else run.info.get("best_step"),
+               nan_guard=state.guard.public(), train_time_s=round(state.train_time, 2),
+               events_seen=state.events_seen, precision={"requested": run.config.train.precision,
+                                                         "final": state.precision})
 
 
 def _validate(run: Run, state: TrainState) -> float:
@@ -360,15 +380,22 @@ def _save(run: Run, state: TrainState, plan: StepPlan, kind: str, at_step: int, 
 
 
 def _finish(run: Run, state: TrainState) -> None:
-    if run.dist.main:
-        history = state.history
-        R.update_run(run.run_dir, status="done", finished=R.now_iso(), best_val=state.best_val,
-                     final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
-                     train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
-                     precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step)
-        run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
-                f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
-                f"{state.best_val:.4f}; run {run.run_dir}")
-        if state.guard.summary():
-            run.log(state.guard.summary())
+    if state.best_val is None:  # every validation NaN or inf: the run diverged, whatever its exit says
+        last = state.history[-1]["val_mean"] if state.history else float("nan")
+        raise IcezooError(f"{run.run_dir}: validation was never finite ({len(state.history)} epoch(s), last {last}): "
+                          f"the run diverged and is marked failed (lower train.lr or keep train.grad_clip)")
+    run.dist.on_main(_write_done, run, state)
     run.dist.barrier()
+
+
+def _write_done(run: Run, state: TrainState) -> None:
+    history = state.history
+    R.update_run(run.run_dir, status="done", finished=R.now_iso(), best_val=state.best_val,
+                 final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
+                 train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
+                 precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step)
+    run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
+            f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
+            f"{state.best_val:.4f}; run {run.run_dir}")
+    if state.guard.summary():
+        run.log(state.guard.summary())

@@ -93,5 +93,5 @@ def canonical_command(opts: TrainOptions, config_name: str) -> str:
     cmd = " ".join(shlex.quote(p) for p in parts)
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     if ws > 1:
-        cmd = f"torchrun --nproc_per_node {ws} -m icezoo.cli.main " + cmd.split(" ", 1)[1]
+        cmd = f"torchrun --nproc_per_node {ws} -m icezoo " + cmd.split(" ", 1)[1]
     return cmd

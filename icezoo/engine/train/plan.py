@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import cycle_batches, list_batches, split_batches
+from icezoo.data.io import cycle_batches, list_batches, meta_batch_ids, require_batch_files, split_batches
 from icezoo.engine.default_data import default_dataset, read_split
 from icezoo.engine.device import Distributed
 from icezoo.engine import loaders
@@ -17,12 +17,7 @@ from icezoo.engine import loaders
 def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed):
     """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol."""
     if data is None:
-        if dist.main:
-            dd = default_dataset(log=log)
-        dist.barrier()
-        if not dist.main:
-            dd = default_dataset(log=None)
-        data_dir = dd.path
+        data_dir = dist.on_main(lambda: default_dataset(log=log)).path  # rank 0 builds it; its failure stops all
     else:
         data_dir = Path(data)
         if not data_dir.is_dir():
@@ -30,8 +25,10 @@ def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, d
     split = read_split(data_dir)
     if split is not None and val_spec is None:
         val_spec = split.val_spec
-    available = list_batches(data_dir, "train")
+    # the files on disk and those the meta names: a batch the meta names without its file is an error
+    available = sorted(set(list_batches(data_dir, "train")) | set(meta_batch_ids(data_dir, "train")))
     train_ids, val_ids = split_batches(available, train_spec, val_spec)
+    require_batch_files(data_dir, "train", [*train_ids, *val_ids])
     if not train_ids:
         raise IcezooError(f"{data_dir}: no training batch files for '{train_spec}'")
     if not val_ids:
@@ -86,7 +83,7 @@ def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
 
 def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int,
               keep_events=None) -> StepPlan:
-    """Count the steps of as many epochs as ``ts.epochs`` (or ``ts.max_steps``) needs."""
+    """Count the steps of ``ts.epochs`` epochs (fractions allowed), capped at ``ts.max_steps``."""
     epoch_steps: list[int] = []
 
     def plan_epoch() -> None:
@@ -97,16 +94,13 @@ def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, work
             raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
         epoch_steps.append(n)
 
-    if ts.max_steps:
-        total_steps = ts.max_steps
-        while sum(epoch_steps) < total_steps:
-            plan_epoch()
-    else:
-        for _ in range(math.ceil(ts.epochs)):
-            plan_epoch()
-        whole, frac = int(ts.epochs), ts.epochs - int(ts.epochs)
-        total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole]) if frac > 0 else 0)
-        total_steps = max(1, total_steps)
+    for _ in range(math.ceil(ts.epochs)):
+        plan_epoch()
+    whole, frac = int(ts.epochs), ts.epochs - int(ts.epochs)
+    total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole]) if frac > 0 else 0)
+    total_steps = max(1, total_steps)
+    if ts.max_steps:  # a cap: --max-steps never makes a run longer than its epochs
+        total_steps = min(total_steps, ts.max_steps)
     return StepPlan(epoch_steps, total_steps, ts.accumulate)
 
 

@@ -44,6 +44,9 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     events_seen: int = 0
     train_time: float = 0.0
+    #: (sum, count) of the finite training losses of the current epoch up to the last optimizer step,
+    #: saved with ``last`` so a resumed epoch reports the loss of the whole epoch, not of its tail
+    epoch_loss: tuple[float, int] = (0.0, 0)
 
     @classmethod
     def new(cls, model, ts, device: torch.device, plan: StepPlan) -> "TrainState":
@@ -93,7 +96,7 @@ class TrainState:
                 ema={k: v.detach().cpu() for k, v in self.ema.items()} if self.ema is not None else {},
                 rng=rng_state(), guard=self.guard.state(self.precision), best_val=self.best_val,
                 history=self.history, epoch_steps=list(plan.epoch_steps), total_steps=plan.total_steps,
-                events_seen=self.events_seen, train_time=self.train_time,
+                events_seen=self.events_seen, train_time=self.train_time, epoch_loss=list(self.epoch_loss),
             )
         else:
             extra.update(val=self.best_val)
@@ -115,6 +118,8 @@ class TrainState:
         self.history = list(ckpt.get("history", []))
         self.events_seen = int(ckpt.get("events_seen", 0))
         self.train_time = float(ckpt.get("train_time", 0.0))
+        loss_sum, loss_n = ckpt.get("epoch_loss", (0.0, 0))
+        self.epoch_loss = (float(loss_sum), int(loss_n))
         if list(ckpt.get("epoch_steps", plan.epoch_steps)) != plan.epoch_steps:
             raise IcezooError(f"{where}: the data changed since the checkpoint ({plan.epoch_steps} steps per epoch "
                               f"now, {ckpt.get('epoch_steps')} then): cannot resume exactly")
