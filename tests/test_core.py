@@ -254,7 +254,7 @@ def test_checkpoint_refuses_code_and_garbage(tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": "icezoo-checkpoint", "version": 1, "pipeline": {}, "state_dict": {}, "x": Evil()}, evil)
-    with pytest.raises(IcezooError, match="not a readable icezoo checkpoint"):
+    with pytest.raises(IcezooError, match="not an icezoo checkpoint"):
         load_checkpoint(evil)
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(evil.read_bytes()[:40])

@@ -215,13 +215,21 @@ def test_run_files_leave_no_temporary_after_a_failed_write(tmp_path, monkeypatch
 def test_ctrl_c_before_the_loop_does_not_leave_the_run_running(world, monkeypatch):
     import icezoo.engine.loaders as L
     import icezoo.engine.train as T
+    from icezoo.engine.train.state import TrainState
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(L, "make_train_loader", interrupted)  # Ctrl-C while the epochs are planned
     opts = T.TrainOptions(pipeline="tiny", pipeline_file=str(world["pf"]), data=str(world["data"]),
                           runs_dir=str(world["runs"]), name="EARLY_CTRL_C", progress=False)
+    # Ctrl-C while the epochs are planned: that is before the run directory exists (issue 13, item 14)
+    monkeypatch.setattr(L, "make_train_loader", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(opts, echo=lambda *a, **k: None)
+    assert not (world["runs"] / "EARLY_CTRL_C").exists()
+    monkeypatch.undo()
+    # Ctrl-C after the run directory exists, before the first step: marked interrupted
+    monkeypatch.setattr(TrainState, "new", classmethod(interrupted))
     with pytest.raises(KeyboardInterrupt):
         T.train(opts, echo=lambda *a, **k: None)
     info = json.loads((world["runs"] / "EARLY_CTRL_C" / "run.json").read_text())
