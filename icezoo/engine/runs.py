@@ -390,13 +390,27 @@ def ledger_markdown(rows: list[dict[str, Any]]) -> str:
 class RunLog:
     """Appends timestamped lines to the run's log file (and optionally echoes them)."""
 
-    def __init__(self, path: Path | None, echo=None):
+    def __init__(self, path: Path | None, echo=None, keep: bool = False):
         self.path = Path(path) if path else None
         self.echo = echo
+        #: with ``keep`` and no file yet, lines wait here for :meth:`attach` (a run's directory is made
+        #: only after its inputs are checked, and what was said meanwhile belongs in its log)
+        self.kept: list[str] | None = [] if keep else None
+
+    def attach(self, path: Path) -> "RunLog":
+        """Start writing to ``path``, first the lines kept so far."""
+        self.path = Path(path)
+        if self.kept:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.writelines(f"{line}\n" for line in self.kept)
+        self.kept = None
+        return self
 
     def __call__(self, message: str, echo: bool = True) -> None:
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(f"{now_iso()} {message}\n")
+        elif self.kept is not None:
+            self.kept.append(f"{now_iso()} {message}")
         if echo and self.echo is not None:
             self.echo(message)

@@ -114,13 +114,15 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
             init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
                         else R.newest_successful_run(run.config.init_from, runs_dir) / R.BEST)
             rep = load_matching(model, load_checkpoint(init_src)["state_dict"])  # fine-tuning: the tensors that fit
-    # the console only, until a new run's directory exists
-    run.log = R.RunLog(run.run_dir / R.LOG_FILE if (dist.main and run.run_dir) else None, echo=say)
+    # until a new run's directory exists, log lines are kept and written into it once it does
+    run.log = R.RunLog(run.run_dir / R.LOG_FILE if (dist.main and run.run_dir) else None, echo=say,
+                       keep=dist.main and run.resume_ckpt is None)
     run.keep_events = _kappa_filter(run)
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
     if run.resume_ckpt is None:
         run.run_dir = Path(dist.on_main(_open, run, where))
-        run.log = R.RunLog(run.run_dir / R.LOG_FILE if dist.main else None, echo=say)
+        if dist.main:
+            run.log.attach(run.run_dir / R.LOG_FILE)
         dist.on_main(_write_run_files, run)
     if init_src is not None:
         run.log(init_report_text(str(init_src), rep))
