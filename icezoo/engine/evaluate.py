@@ -108,6 +108,9 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
 def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, list[int], str]:
     """Which data and batch files to score: the run's validation split unless told otherwise."""
     split = info.get("split", {})
+    missing = [k for k in ("data_dir", "val_batches") if k not in split]
+    if missing and data is None:
+        raise IcezooError(f"run.json of this run has no split.{missing[0]}: pass --data DIR (and --batches SPEC)")
     if data is None:
         data_dir = Path(split["data_dir"])
         if not data_dir.is_dir():

@@ -203,8 +203,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     info = read_json(path)
     _check_fields(path, "", info, RUN_FIELDS)
-    if isinstance(info.get("split"), dict):
-        _check_fields(path, "split.", info["split"], SPLIT_FIELDS, required=True)
+    if isinstance(info.get("split"), dict):  # types checked where present; what reads a field needs it
+        _check_fields(path, "split.", info["split"], SPLIT_FIELDS)
     return info
 
 
