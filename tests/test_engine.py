@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from icezoo.cli.main import main  # noqa: E402
+from tinyzoo import cli  # noqa: E402
 
 TINY = """
 [pipelines.tiny]
@@ -62,13 +63,6 @@ def world(tmp_path_factory):
     return {"root": root, "data": data, "pf": pf, "runs": root / "runs"}
 
 
-def cli(*args, expect=0):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    assert code == expect, f"icezoo {' '.join(map(str, args))} exited {code}, expected {expect}"
 
 
 def train_args(world, name, *extra):

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from tinyzoo import tiny_pipeline
+
 from icezoo.core.errors import IcezooError
 from icezoo.engine.ensemble import combine, rotate_geometry, rotation_z, tta_angles, unrotate
 
@@ -77,17 +79,7 @@ def test_rotations_about_the_vertical_axis():
 
 
 # ------------------------------------------------------------------------------ end to end
-TINY = """
-[pipelines.tiny]
-description = "tiny test pipeline"
-features = [{ name = "kaggle_norm" }]
-selection = { name = "time_order", max_pulses = 32 }
-embedder = { name = "linear", dim = 16 }
-backbone = { name = "transformer", depth = 1, heads = 2 }
-pooler = ["mean", "max"]
-head = { name = "direction_kappa" }
-loss = [{ name = "vmf3d" }]
-train = { batch_size = 32, epochs = 1, lr = 3e-3 }
+TINY = tiny_pipeline(epochs=1) + """
 
 [pipelines.tiny_angles]
 parent = "tiny"

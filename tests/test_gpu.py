@@ -16,23 +16,14 @@ import time
 
 import pytest
 
+from tinyzoo import tiny_pipeline
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-TINY = """
-[pipelines.tiny_gpu]
-description = "tiny GPU test pipeline"
-features = [{ name = "kaggle_norm" }]
-selection = { name = "time_order", max_pulses = 32 }
-embedder = { name = "linear", dim = 32 }
-backbone = { name = "transformer", depth = 2, heads = 2 }
-pooler = ["mean", "max"]
-head = { name = "direction_kappa" }
-loss = [{ name = "vmf3d" }]
-train = { batch_size = 32, epochs = 2, lr = 3e-3 }
-"""
+TINY = tiny_pipeline("tiny_gpu", dim=32, depth=2, description="tiny GPU test pipeline")
 
 
 @pytest.fixture(scope="module")

@@ -18,20 +18,10 @@ import pytest
 from icezoo.cli.main import main
 from icezoo.core import IcezooError
 from icezoo.data.io import write_toy_dataset
+from tinyzoo import tiny_pipeline
 from icezoo.data.kaggle_layout import write_batch, write_meta
 
-TINY = """
-[pipelines.tiny]
-description = "tiny test pipeline"
-features = [{ name = "kaggle_norm" }]
-selection = { name = "time_order", max_pulses = 16 }
-embedder = { name = "linear", dim = 8 }
-backbone = { name = "transformer", depth = 1, heads = 2 }
-pooler = ["mean"]
-head = { name = "direction_kappa" }
-loss = [{ name = "vmf3d" }]
-train = { batch_size = 32, epochs = 2, lr = 3e-3 }
-"""
+TINY = tiny_pipeline(max_pulses=16, dim=8, pooler='["mean"]')
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tinyzoo import tiny_pipeline
+
 torch = pytest.importorskip("torch")
 
 F64 = torch.float64
@@ -149,17 +151,7 @@ def test_bench_predict_runs_icezoo_predict_end_to_end_and_its_stages(tmp_path):
     from icezoo.engine.bench import bench_predict, format_bench_predict
 
     pf = tmp_path / "tiny.toml"
-    pf.write_text("""
-[pipelines.tiny_predict]
-description = "tiny"
-features = [{ name = "kaggle_norm" }]
-selection = { name = "time_order", max_pulses = 16 }
-embedder = { name = "linear", dim = 8 }
-backbone = { name = "transformer", depth = 1, heads = 2 }
-pooler = ["mean"]
-head = { name = "direction_kappa" }
-loss = [{ name = "vmf3d" }]
-""")
+    pf.write_text(tiny_pipeline("tiny_predict", max_pulses=16, dim=8, pooler='["mean"]', epochs=None, description="tiny"))
     r = bench_predict("tiny_predict", str(pf), events=150, batch_size=64, echo=lambda *a: None)
     assert r["events"] == 150 and 0 < r["model_events"] <= 150
     assert r["wall_s"] > 0 and r["load_s"] > 0 and r["model_s"] > 0 and r["write_s"] > 0

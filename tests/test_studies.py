@@ -16,15 +16,9 @@ from icezoo.core import hookimpl
 from icezoo.core.errors import IcezooError
 from icezoo.engine.stats import paired, reading
 from icezoo.engine.studies import Budget, load_studies, parse_study_file, variant_config
+from tinyzoo import cli
 
 
-def cli(*args, expect=0):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    assert code == expect, f"icezoo {' '.join(map(str, args))} exited {code}, expected {expect}"
 
 
 # ------------------------------------------------------------------------------ paired statistics
