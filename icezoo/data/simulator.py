@@ -1007,7 +1007,8 @@ def _sphere_exit(pos: np.ndarray, vdir: np.ndarray, radius: float) -> tuple[np.n
 # ----------------------------------------------------------------------------------------------
 # Readout: DOM launches -> pulses, local coincidence, triggers, noise
 # ----------------------------------------------------------------------------------------------
-def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only: bool = False) -> dict:
+def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only: bool = False,
+             unpacked: tuple | None = None) -> dict:
     """Photo-electrons, as sorted packed (event, sensor, time) keys with their charges and tags ->
     pulses in the same order with their HLC flag.
 
@@ -1018,8 +1019,9 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     Otherwise (the legacy readout) PEs in the same PULSE_MERGE_NS bin from the DOM's first PE form
     a pulse and HLC is decided per pulse. HLC is only computed in events with at least ``need_doms``
     hit DOMs (fewer cannot trigger). A pulse's tag is its first PE's. ``units_only``: the launches
-    (legacy: pulses) with their HLC flag and no charges, all the trigger needs."""
-    ev, sen, t = _unpack(key)
+    (legacy: pulses) with their HLC flag and no charges, all the trigger needs. ``unpacked``: the
+    caller's ``_unpack(key)``, when it has it."""
+    ev, sen, t = unpacked if unpacked is not None else _unpack(key)
     n = len(key)
     es = key >> _T_BITS
     new_dom = np.ones(n, dtype=bool)
@@ -1078,8 +1080,8 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
 
 def _unpack(key: np.ndarray):
     """(event, sensor, time) of packed keys (the inverse of ``_pack``)."""
-    es = key >> _T_BITS
-    return es // N_SENSORS, es % N_SENSORS, (key & ((1 << _T_BITS) - 1)) - _TIME_OFFSET
+    ev, sen = np.divmod(key >> _T_BITS, N_SENSORS)
+    return ev, sen, (key & ((1 << _T_BITS) - 1)) - _TIME_OFFSET
 
 
 def _merge_sorted(key_a, key_b, *pairs):
@@ -1298,7 +1300,9 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     q = _spe_charges(rng, n_ph) * w_ph
 
     # trigger on the physics launches (legacy: pulses)
-    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need, units_only=True)
+    ev_ph, sen_ph, t_ph = _unpack(key)
+    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need, units_only=True,
+                      unpacked=(ev_ph, sen_ph, t_ph))
     trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
     n_trig = len(trig_ev)
     remap = np.full(m, -1, dtype=np.int64)
@@ -1307,7 +1311,6 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     # readout window [start - 4 us, end + 6 us]: physics PEs inside it, afterpulses, dark noise
     win_lo = t_start - READOUT_BEFORE_NS
     win_hi = t_end + READOUT_AFTER_NS
-    ev_ph, sen_ph, t_ph = _unpack(key)
     new_ev = remap[ev_ph]
     keep = np.flatnonzero(new_ev >= 0)
     keep = keep[(t_ph[keep] >= win_lo[new_ev[keep]]) & (t_ph[keep] <= win_hi[new_ev[keep]])]
