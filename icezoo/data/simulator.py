@@ -165,7 +165,7 @@ ENERGY_MAX = 3.0e6
 SPECTRAL_BREAK = 100.0
 SPECTRAL_INDEX_LOW = -1.0
 #: bump when the physics changes: the cached default dataset is keyed by it
-SIMULATOR_VERSION = "2026.12-issue11.2"
+SIMULATOR_VERSION = "2026.12-issue11.3"
 
 #: knob values that reproduce the simulator before issue 11 (docs/simulator.md, ablation)
 LEGACY_KNOBS = {"energy_min": 100.0, "energy_max": 1.0e7, "spectral_index": 1.9, "spectral_break": 100.0, "kinematics": False, "stochastic": False,
@@ -1202,6 +1202,24 @@ def _loss_sources(rng, cfg, ctx, owner, s_loss, e_loss, pos, vdir):
     return owner[near][ev], sen, n_pe, t_geo, shape, scale
 
 
+def _may_trigger(ev: np.ndarray, sen: np.ndarray, m: int, deepcore: bool) -> np.ndarray:
+    """Per event of ``m``: whether its hit (event, DOM) pairs can make a trigger at all, whatever the
+    PE times. The triggers count DOMs with an HLC launch, and HLC needs a hit DOM within 2 on the same
+    string, so: at least SMT_HITS such DOMs, or (DeepCore) SMT3_HITS of them on fiducial DOMs."""
+    pair = np.unique(ev.astype(np.int64) * N_SENSORS + sen)
+    dom = pair % 60  # N_SENSORS is a multiple of 60: the DOM's rank on its string
+    padded = np.append(pair, -1)
+    hlc = np.zeros(len(pair), dtype=bool)
+    for off in (-2, -1, 1, 2):
+        hlc |= (padded[np.searchsorted(pair, pair + off)] == pair + off) & (dom + off >= 0) & (dom + off < 60)
+    pev = pair[hlc] // N_SENSORS
+    ok = np.bincount(pev, minlength=m) >= SMT_HITS
+    if deepcore:
+        fid = detector().deepcore_fiducial[pair[hlc] % N_SENSORS]
+        ok |= np.bincount(pev[fid], minlength=m) >= SMT3_HITS
+    return ok
+
+
 def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray,
                     ctx: _Context | None = None) -> dict:
     """Simulate candidate events of one type (one per entry of ``zbin``, their cos-zenith bins);
@@ -1281,12 +1299,10 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     ev, sen, n_pe, t_geo, shape, tscale = (np.concatenate([s_[k] for s_ in sources]) for k in range(6))
 
     # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge;
-    # events with fewer hit DOMs than a trigger needs cannot trigger and are dropped here (exact)
+    # events that cannot trigger are dropped here, before any PE is drawn (exact: see _may_trigger)
     need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
     hit = np.flatnonzero(n_pe > 0)
-    pair = np.unique(ev[hit].astype(np.int64) * N_SENSORS + sen[hit])
-    doms = np.bincount(pair // N_SENSORS, minlength=m)
-    hit = hit[doms[ev[hit]] >= need]
+    hit = hit[_may_trigger(ev[hit], sen[hit], m, cfg.deepcore_trigger)[ev[hit]]]
     ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
     n_s = np.minimum(n_pe, PE_SAMPLE_CAP)
     weight = (n_pe / n_s).astype(np.float32)
@@ -1294,7 +1310,7 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     n_ph = len(rep)
     t = t_geo[rep] + rng.standard_gamma(shape[rep], dtype=np.float32) * tscale[rep]
     t += rng.standard_normal(n_ph, dtype=np.float32) * np.float32(JITTER_NS)
-    key = _pack(ev[rep], sen[rep], np.rint(t).astype(np.int64))
+    key = _pack(ev, sen, 0)[rep] + np.rint(t).astype(np.int64)  # = _pack(ev[rep], sen[rep], rint(t))
     order = np.argsort(key)  # the PEs once in (event, sensor, time) order: both passes keep it
     key, w_ph = key[order], weight[rep[order]]
     q = _spe_charges(rng, n_ph) * w_ph
