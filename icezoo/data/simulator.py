@@ -1070,12 +1070,13 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
         new_pulse[1:] |= bins[1:] != bins[:-1]
         p = np.flatnonzero(new_pulse)
         hlc = hlc_pe[p]
+        first_pe = k[p]  # each pulse's first PE in the unfiltered input
     else:
         p = u_idx
         hlc = u_hlc
-    ev, sen, t = _unpack(key[p])
-    return {"ev": ev, "sen": sen, "t": t, "q": np.add.reduceat(q, p) if len(p) else np.zeros(0),
-            "tag": tag[p], "hlc": hlc, "key": key[p]}
+        first_pe = p
+    return {"ev": ev[first_pe], "sen": sen[first_pe], "t": t[first_pe],
+            "q": np.add.reduceat(q, p) if len(p) else np.zeros(0), "tag": tag[p], "hlc": hlc, "key": key[p]}
 
 
 def _unpack(key: np.ndarray):
@@ -1341,13 +1342,16 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     if cfg.noise and n_trig:
         n_ev, n_sen, n_t = noise_hits(rng, win_lo, win_hi, cfg.noise_bursts)
         extra.append((n_ev, n_sen, n_t, 1))
-    e_key = np.concatenate([_pack(e[0], e[1], e[2]) for e in extra]) if extra else np.zeros(0, np.int64)
-    e_tag = np.concatenate([np.full(len(e[0]), e[3], np.int8) for e in extra]) if extra else np.zeros(0, np.int8)
+    extra.append((a_ev[:0], a_sen[:0], a_t[:0], 0))
+    e_ev, e_sen, e_t = (np.concatenate([e[c] for e in extra]).astype(np.int64) for c in range(3))
+    e_key = _pack(e_ev, e_sen, e_t)
+    e_tag = np.concatenate([np.full(len(e[0]), e[3], np.int8) for e in extra])
     o = np.argsort(e_key)
-    e_key, e_tag = e_key[o], e_tag[o]
-    a_key, a_q, a_tag = _merge_sorted(a_key, e_key, (a_q, _spe_charges(rng, len(e_key))),
-                                      (np.zeros(len(a_key), np.int8), e_tag))
-    final = _readout(a_key, a_q, a_tag, cfg.launch_readout)
+    e_key, e_tag, e_ev, e_sen, e_t = e_key[o], e_tag[o], e_ev[o], e_sen[o], e_t[o]
+    a_key, a_q, a_tag, a_ev, a_sen, a_t = _merge_sorted(
+        a_key, e_key, (a_q, _spe_charges(rng, len(e_key))), (np.zeros(len(a_key), np.int8), e_tag),
+        (a_ev, e_ev), (a_sen, e_sen), (a_t, e_t))
+    final = _readout(a_key, a_q, a_tag, cfg.launch_readout, unpacked=(a_ev, a_sen, a_t))
     a_ev, a_sen, a_t, a_q, a_tag, aux = final["ev"], final["sen"], final["t"], final["q"], final["tag"], ~final["hlc"]
 
     # event order, then time (then sensor): the Kaggle order; Kaggle clock
