@@ -1312,7 +1312,9 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     t = t_geo[rep] + rng.standard_gamma(shape[rep], dtype=np.float32) * tscale[rep]
     t += rng.standard_normal(n_ph, dtype=np.float32) * np.float32(JITTER_NS)
     key = _pack(ev, sen, 0)[rep] + np.rint(t).astype(np.int64)  # = _pack(ev[rep], sen[rep], rint(t))
-    order = np.argsort(key)  # the PEs once in (event, sensor, time) order: both passes keep it
+    # the PEs once in (event, sensor, time) order (both passes keep it); stable: timsort gains from
+    # the PEs of a row being contiguous, and ties keep the row order
+    order = np.argsort(key, kind="stable")
     key, w_ph = key[order], weight[rep[order]]
     q = _spe_charges(rng, n_ph) * w_ph
 
