@@ -1029,15 +1029,16 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     if launch:
         start = new_dom.copy()
         t_unit = np.empty(n, dtype=np.int64)
-        pending = np.arange(n)
+        pending, es_p, t_p, head = np.arange(n), es, t, new_dom  # the PEs not yet in a launch
         while len(pending):
-            head = np.ones(len(pending), dtype=bool)
-            head[1:] = es[pending[1:]] != es[pending[:-1]]
             start[pending[head]] = True
-            tl = t[pending[head]][np.cumsum(head) - 1]
-            inside = t[pending] < tl + LAUNCH_NS
+            tl = t_p[head][np.cumsum(head) - 1]
+            inside = t_p < tl + LAUNCH_NS
             t_unit[pending[inside]] = tl[inside]
-            pending = pending[~inside]
+            out = ~inside
+            pending, es_p, t_p = pending[out], es_p[out], t_p[out]
+            head = np.ones(len(pending), dtype=bool)
+            head[1:] = es_p[1:] != es_p[:-1]
     else:
         first = np.maximum.accumulate(np.where(new_dom, np.arange(n), 0)) if n else np.zeros(0, np.int64)
         bins = (t - t[first]) // PULSE_MERGE_NS if n else np.zeros(0, np.int64)
