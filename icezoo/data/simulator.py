@@ -585,13 +585,14 @@ def _thin(rng, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_b = np.zeros(len(sel), dtype=np.int64)
     faint = np.flatnonzero(~bright[sel])
     term, cdf, k, live = c[faint].astype(np.float64), c[faint].astype(np.float64), 0, faint
+    b_l, u_l = b[faint], u[faint]  # compacted alongside ``live``
     while len(live) and k < 100:  # inverse CDF: smallest k with CDF(k) > u
         k += 1
-        term = term * b[live] / k
+        term = term * b_l / k
         cdf = cdf + term
         n_b[live] = k
-        more = u[live] >= cdf
-        live, term, cdf = live[more], term[more], cdf[more]
+        more = u_l >= cdf
+        live, term, cdf, b_l, u_l = live[more], term[more], cdf[more], b_l[more], u_l[more]
     hot = np.flatnonzero(bright[sel])
     n_b[hot] = rng.poisson(b[hot])
     return n_b, sel
