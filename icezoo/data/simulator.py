@@ -1475,7 +1475,7 @@ def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tupl
             rank[order] = np.arange(len(b)) - first[b[order]]
             keep = np.flatnonzero(rank < need[b])
             if len(keep):
-                got.append(_select_events(chunk, keep))
+                got.append(chunk if len(keep) == len(b) else _select_events(chunk, keep))  # all kept: no copy
                 need -= np.bincount(b[keep], minlength=ZENITH_BINS)
             if tried.sum() > 1000 * quota[kind].sum() + 200_000 and trig.sum() == 0:
                 raise IcezooError(f"simulate: no {EVENT_TYPES[kind]} event triggers with these knobs "
