@@ -1090,7 +1090,9 @@ def _unpack(key: np.ndarray):
 def _merge_sorted(key_a, key_b, *pairs):
     """Merge two sorted key arrays (ties: a first) and, alike, the (a, b) value pairs."""
     pos_b = np.searchsorted(key_a, key_b, side="right") + np.arange(len(key_b))
-    pos_a = np.arange(len(key_a)) + np.searchsorted(key_b, key_a, side="left")
+    free = np.ones(len(key_a) + len(key_b), dtype=bool)
+    free[pos_b] = False
+    pos_a = np.flatnonzero(free)  # a fills the rest, in order (cheaper than searching b for each a)
     out = []
     for a, b in ((key_a, key_b), *pairs):
         m = np.empty(len(a) + len(b), dtype=np.result_type(a, b))
