@@ -318,6 +318,18 @@ def test_item_20_a_small_simulated_set_trains_as_it_comes(tmp_path, capsys):
     assert len(info["split"]["train_batches"]) == 9
 
 
+def test_item_20_the_test_split_of_a_small_set_is_not_cut_into_small_files(tmp_path, capsys):
+    # the training files are cut small so they train; the test split stays whole (one file here)
+    data = tmp_path / "small"
+    assert run_cli(capsys, "simulate", "--events", 300, "--test", "--test-events", 200, "--out", data)[0] == 0
+    assert len(list((data / "train").glob("batch_*.parquet"))) == 10
+    assert len(list((data / "test").glob("batch_*.parquet"))) == 1
+    explicit = tmp_path / "explicit"
+    assert run_cli(capsys, "simulate", "--events", 300, "--events-per-batch", 100, "--test", "--test-events", 200,
+                   "--out", explicit)[0] == 0
+    assert len(list((explicit / "test").glob("batch_*.parquet"))) == 2  # an explicit size applies to both
+
+
 def test_item_21_compose_fills_unnamed_stages_from_default_and_says_so(tmp_path, capsys):
     import tomllib
 

@@ -70,13 +70,15 @@ def simulate_cmd(
     # unset flags keep SimulatorConfig's defaults (or, with --legacy, the values before issue 11)
     knobs = dict(LEGACY_KNOBS) if legacy else {}
     knobs.update({k: v for k, v in given.items() if v is not None})
-    from icezoo.data.io import default_events_per_batch
+    from icezoo.data.io import MAX_EVENTS_PER_FILE, default_events_per_batch
 
-    if events_per_batch is None:
+    test_events_per_batch = events_per_batch
+    if events_per_batch is None:  # training files cut small enough to train; the test split in full files
         events_per_batch = default_events_per_batch(events)
+        test_events_per_batch = MAX_EVENTS_PER_FILE
     try:
         path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
-                        overwrite=overwrite, **knobs)
+                        overwrite=overwrite, test_events_per_batch=test_events_per_batch, **knobs)
     except OSError as exc:  # read-only or full filesystem: nothing half-written is left (temporary directory)
         from icezoo.core.atomic import os_reason
 

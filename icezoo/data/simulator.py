@@ -1538,9 +1538,11 @@ def make_config(**knobs) -> SimulatorConfig:
 
 
 def simulate(out_dir, n_events: int, events_per_batch: int = 50_000, seed: int = 0, test: bool = False,
-             test_events: int | None = None, overwrite: bool = False, **knobs) -> Path:
+             test_events: int | None = None, overwrite: bool = False, test_events_per_batch: int | None = None,
+             **knobs) -> Path:
     """Simulate ``n_events`` training events (and with ``test`` a test split of ``test_events``,
     default n_events // 10, at least 1) into ``out_dir`` in the Kaggle layout; return its path.
+    The test split's files hold ``test_events_per_batch`` events (default: ``events_per_batch``).
 
     Writes into a temporary directory next to ``out_dir`` and renames it into place, so a reader
     never sees a half-written dataset. Truth beyond azimuth/zenith goes to ``train_truth.parquet``
@@ -1567,7 +1569,8 @@ def simulate(out_dir, n_events: int, events_per_batch: int = 50_000, seed: int =
         next_id = _write_split(tmp, "train", cfg, n_events, events_per_batch, seed, first_event_id=1)
         if test:
             n_test = max(1, n_events // 10) if test_events is None else test_events
-            _write_split(tmp, "test", cfg, n_test, events_per_batch, seed, first_event_id=next_id)
+            _write_split(tmp, "test", cfg, n_test, test_events_per_batch or events_per_batch, seed,
+                         first_event_id=next_id)
         shutil.copyfile(_resource("sensor_geometry.csv"), tmp / "sensor_geometry.csv")
         (tmp / "simulator_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
         os.chmod(tmp, 0o755)
