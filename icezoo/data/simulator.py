@@ -1225,12 +1225,11 @@ def _may_trigger(ev: np.ndarray, sen: np.ndarray, m: int, deepcore: bool) -> np.
     return ok
 
 
-def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray,
-                    ctx: _Context | None = None) -> dict:
-    """Simulate candidate events of one type (one per entry of ``zbin``, their cos-zenith bins);
-    return the triggered ones (CSR pulses + truth, ``candidate`` = their index)."""
-    det = detector()
-    ctx = ctx or _context(cfg)
+def _light_sources(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray,
+                   ctx: _Context) -> tuple[dict, tuple[np.ndarray, ...]]:
+    """Truth of ``len(zbin)`` candidate events of one type and their light sources: the lepton and
+    cascade from the neutrino (kinematics), the muon's track and stochastic losses; returns the truth
+    columns and the sources concatenated (event, sensor, expected PEs, geometric time, delay shape, scale)."""
     m = len(zbin)
     az, ze, u, energy = _draw_truth(rng, cfg, m, zbin)
     nan = np.full(m, np.nan)
@@ -1301,11 +1300,17 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
             e_casc, cdir = energy.copy(), -u
         photons = e_casc * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
         sources.append(_cascade_sources(rng, pos, cdir, photons, ctx))
-    ev, sen, n_pe, t_geo, shape, tscale = (np.concatenate([s_[k] for s_ in sources]) for k in range(6))
+    truth = {"az": az, "ze": ze, "energy": energy, "pos": pos, "y": y, "track_len": track_len, "e_mu": e_mu,
+             "e_casc": e_casc, "opening": opening}
+    return truth, tuple(np.concatenate([s_[k] for s_ in sources]) for k in range(6))
 
+
+def _photo_electrons(rng: np.random.Generator, cfg: SimulatorConfig, m: int, sources: tuple[np.ndarray, ...]):
+    """Photo-electrons from the sources, sorted by (event, sensor, time): packed keys, charges and
+    per-PE weights (a capped sample carries the rest of its source's charge)."""
+    ev, sen, n_pe, t_geo, shape, tscale = sources
     # photo-electrons (Poisson counts from the sources): capped samples carry the rest of the charge;
     # events that cannot trigger are dropped here, before any PE is drawn (exact: see _may_trigger)
-    need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
     hit = np.flatnonzero(n_pe > 0)
     hit = hit[_may_trigger(ev[hit], sen[hit], m, cfg.deepcore_trigger)[ev[hit]]]
     ev, sen, t_geo, shape, tscale, n_pe = ev[hit], sen[hit], t_geo[hit], shape[hit], tscale[hit], n_pe[hit]
@@ -1322,16 +1327,14 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     key, w_ph = key[order], weight[rep[order]]
     q = _spe_charges(rng, n_ph) * w_ph
 
-    # trigger on the physics launches (legacy: pulses)
-    ev_ph, sen_ph, t_ph = _unpack(key)
-    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need, units_only=True,
-                      unpacked=(ev_ph, sen_ph, t_ph))
-    trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
-    n_trig = len(trig_ev)
-    remap = np.full(m, -1, dtype=np.int64)
-    remap[trig_ev] = np.arange(n_trig)
+    return key, q, w_ph
 
-    # readout window [start - 4 us, end + 6 us]: physics PEs inside it, afterpulses, dark noise
+
+def _readout_window(rng: np.random.Generator, cfg: SimulatorConfig, key, q, w_ph, unpacked, remap, t_start, t_end,
+                    n_trig: int) -> tuple[np.ndarray, ...]:
+    """The triggered events' readout: physics PEs inside [start - 4 us, end + 6 us], afterpulses and
+    dark noise merged in, read out into pulses (event, sensor, time, charge, tag, auxiliary)."""
+    ev_ph, sen_ph, t_ph = unpacked
     win_lo = t_start - READOUT_BEFORE_NS
     win_hi = t_end + READOUT_AFTER_NS
     new_ev = remap[ev_ph]
@@ -1360,6 +1363,13 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
     final = _readout(a_key, a_q, a_tag, cfg.launch_readout, unpacked=(a_ev, a_sen, a_t))
     a_ev, a_sen, a_t, a_q, a_tag, aux = final["ev"], final["sen"], final["t"], final["q"], final["tag"], ~final["hlc"]
 
+    return a_ev, a_sen, a_t, a_q, a_tag, aux
+
+
+def _kaggle_order(cfg: SimulatorConfig, pulses: tuple[np.ndarray, ...], n_trig: int):
+    """Pulses in event, then time (then sensor) order, at most ``max_pulses`` per event: the pulse
+    columns and the per-event counts."""
+    a_ev, a_sen, a_t, a_q, a_tag, aux = pulses
     # event order, then time (then sensor): the Kaggle order; Kaggle clock
     # one stable argsort of a composite key (event: 11+ bits, time: 24 bits, sensor: 13 bits)
     o = np.argsort((a_ev.astype(np.int64) << (_T_BITS + 13)) | ((a_t + _TIME_OFFSET) << 13) | a_sen, kind="stable")
@@ -1371,8 +1381,34 @@ def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, z
         sel = rank < cfg.max_pulses
         a_ev, a_sen, a_t, a_q, a_tag, aux = a_ev[sel], a_sen[sel], a_t[sel], a_q[sel], a_tag[sel], aux[sel]
         counts = np.bincount(a_ev, minlength=n_trig)
+    return (a_ev, a_sen, a_t, a_q, a_tag, aux), counts
+
+
+def _simulate_chunk(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zbin: np.ndarray,
+                    ctx: _Context | None = None) -> dict:
+    """Simulate candidate events of one type (one per entry of ``zbin``, their cos-zenith bins);
+    return the triggered ones (CSR pulses + truth, ``candidate`` = their index)."""
+    ctx = ctx or _context(cfg)
+    m = len(zbin)
+    truth, sources = _light_sources(rng, cfg, kind, zbin, ctx)
+    need = SMT3_HITS if cfg.deepcore_trigger else SMT_HITS
+    key, q, w_ph = _photo_electrons(rng, cfg, m, sources)
+
+    # trigger on the physics launches (legacy: pulses)
+    ev_ph, sen_ph, t_ph = _unpack(key)
+    pulses = _readout(key, q, None, cfg.launch_readout, need_doms=need, units_only=True,
+                      unpacked=(ev_ph, sen_ph, t_ph))
+    trig_ev, t_start, t_end, bits = _trigger(pulses, cfg.deepcore_trigger)
+    n_trig = len(trig_ev)
+    remap = np.full(m, -1, dtype=np.int64)
+    remap[trig_ev] = np.arange(n_trig)
+
+    pulses = _readout_window(rng, cfg, key, q, w_ph, (ev_ph, sen_ph, t_ph), remap, t_start, t_end, n_trig)
+    (a_ev, a_sen, a_t, a_q, a_tag, aux), counts = _kaggle_order(cfg, pulses, n_trig)
     a_t = a_t - t_start[a_ev] + TRIGGER_TIME_NS
     trig = trig_ev
+    az, ze, energy, pos = truth["az"], truth["ze"], truth["energy"], truth["pos"]
+    y, track_len, e_mu, e_casc, opening = (truth[k] for k in ("y", "track_len", "e_mu", "e_casc", "opening"))
     return {
         "counts": counts,
         "sensor_id": a_sen.astype(np.int16),
