@@ -1,3 +1,5 @@
 """icezoo: a plugin model zoo for IceCube neutrino direction reconstruction."""
 
-__version__ = "0.1.0"
+from icezoo.core.version import __version__
+
+__all__ = ["__version__"]

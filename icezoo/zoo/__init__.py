@@ -19,7 +19,7 @@ from icezoo.plugins import DEFAULT_PLUGINS
 
 def make_registry(extra_plugins: Iterable[tuple[str, Any]] = (), autoload: bool | None = None) -> Registry:
     """A fresh registry: built-ins, then entry points (unless disabled), then ``extra_plugins``."""
-    from icezoo import __version__
+    from icezoo.core.version import __version__
 
     return build_registry(DEFAULT_PLUGINS, extra_plugins=extra_plugins, autoload=autoload,
                           builtin_package=("icezoo", __version__))
