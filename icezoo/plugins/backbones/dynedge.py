@@ -43,6 +43,16 @@ def first_graph(config: _GraphConfig, batch: Batch) -> tuple[torch.Tensor, torch
     return knn_graph(pos, batch.mask, config.k, time=batch.xyzt[..., 3])
 
 
+def graph_input(config: _GraphConfig, h: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, ...]:
+    """Padding zeroed, the first kNN graph, and the global variables appended when configured:
+    the input of the first EdgeConv (x [B, L, D'], index and valid [B, L, k])."""
+    x = zero_padding(h, batch.mask)
+    index, valid = first_graph(config, batch)
+    if config.global_variables:
+        x = with_global_variables(x, batch.xyzt, batch.mask, index, valid)  # homophily on exact metres
+    return x, index, valid
+
+
 def input_width(config: _GraphConfig, in_dim: int) -> int:
     """Width after the global variables: D, or 2 D + 5 (GraphNeT's nb_inputs + 5 + nb_inputs)."""
     return 2 * in_dim + 5 if config.global_variables else in_dim
@@ -92,10 +102,7 @@ class DynEdge(Backbone):
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         cfg, mask = self.config, batch.mask
-        x = zero_padding(h, mask)
-        index, valid = first_graph(cfg, batch)
-        if cfg.global_variables:
-            x = with_global_variables(x, batch.xyzt, mask, index, valid)  # homophily on exact metres
+        x, index, valid = graph_input(cfg, h, batch)
         skips = [x]
         for i, conv in enumerate(self.convs):
             if i:  # dynamic edges: the kNN of the previous layer's output
@@ -170,10 +177,7 @@ class DynEdgeTITO(Backbone):
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         cfg, mask = self.config, batch.mask
-        x = zero_padding(h, mask)
-        index, valid = first_graph(cfg, batch)
-        if cfg.global_variables:
-            x = with_global_variables(x, batch.xyzt, mask, index, valid)  # homophily on exact metres
+        x, index, valid = graph_input(cfg, h, batch)
         for conv, norm, encoder in zip(self.convs, self.norms, self.encoders):
             out = conv(x, mask, index, valid)
             x = norm(x + out if out.shape[-1] == x.shape[-1] else out)
