@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import load_geometry, read_chunk, split_events
+from icezoo.data.io import load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
@@ -108,7 +108,11 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)
     zenith = np.full(len(event_ids), np.nan)
-    position = {int(e): i for i, e in enumerate(event_ids)}
+    by_id = np.argsort(event_ids, kind="stable")  # event_id is unique in a split (split_events checks)
+
+    def position(ids: np.ndarray) -> np.ndarray:
+        """Rows of the submission (meta order) of these event ids."""
+        return by_id[np.searchsorted(event_ids[by_id], ids)]
 
     n_model = n_one = n_zero = 0
     # the precision each run ended in: after a NaN-guard fallback, fp32 (not the requested bf16/fp16 that failed)
@@ -126,18 +130,19 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
                                   f"{data_dir / split / f'batch_{bid}.parquet'} (e.g. event {res['event_id'][bad[0]]}): "
                                   f"the run diverged; nothing was written")
             a, z = vector_to_angles(res["direction"])
-            idx = np.array([position[int(e)] for e in res["event_id"]], dtype=np.int64)
+            idx = position(res["event_id"])
             azimuth[idx], zenith[idx] = a, z
             n_model += len(idx)
-            # events the loader skipped: fallback
-            chunk = read_chunk(data_dir, split, bid)
-            todo = np.flatnonzero(np.isin(chunk.event_id, res["event_id"], invert=True))
+            # events the loader skipped (< 2 pulses): the fallback; their pulse counts from the meta
+            # rows the loader has already validated against the file, so the file is not read again
+            meta = read_meta(data_dir, split, bid)
+            todo = np.flatnonzero(np.isin(meta["event_id"], res["event_id"], invert=True))
             if len(todo):
-                sub = chunk.events(todo)
-                idx = np.array([position[int(e)] for e in sub.event_id], dtype=np.int64)
+                lengths = (meta["last_pulse_index"] - meta["first_pulse_index"] + 1)[todo]
+                idx = position(meta["event_id"][todo].astype(np.int64))
                 azimuth[idx], zenith[idx] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
-                n_one += int((sub.lengths == 1).sum())
-                n_zero += int((sub.lengths == 0).sum())
+                n_one += int((lengths == 1).sum())
+                n_zero += int((lengths == 0).sum())
             progress.advance(task)
     absent = np.isnan(azimuth)
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
