@@ -49,19 +49,22 @@ def cmd_reproduce(
     """Train every variant of a study alike, score them on the same validation events, and compare them
     with the reference (paired bootstrap 95% CI); writes results.md and forest.png. Rerunning resumes."""
     if list_:
-        from rich.console import Console
-        from rich.table import Table
+        import shutil
+        import textwrap
 
         from icezoo.engine.studies import load_studies
 
-        table = Table(title="Studies (icezoo reproduce NAME)")
-        table.add_column("study", no_wrap=True)
-        for col in ("question", "log rows", "reference", "variants", "budget", "seeds"):
-            table.add_column(col, overflow="fold", ratio=3 if col == "question" else 1)
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+        blocks = []
         for s in load_studies().values():
-            table.add_row(s.name, s.question, ", ".join(s.experiments), s.reference, ", ".join(s.variants),
-                          str(s.budget), ", ".join(map(str, s.seeds)))
-        Console().print(table)
+            lines = [f"{s.name}: {len(s.variants)} variants, reference {s.reference}, budget {s.budget}, "
+                     f"seeds {', '.join(map(str, s.seeds))}"]
+            for label, text in (("", s.question), ("variants: ", ", ".join(s.variants)),
+                                ("log rows: ", ", ".join(s.experiments))):
+                lines += textwrap.wrap(label + text, width, initial_indent="  ", subsequent_indent="    ")
+            blocks.append("\n".join(lines))
+        print("\n\n".join(blocks))
+        print("\nrun one: icezoo reproduce NAME [--budget 30k|5min] [--seeds N]")
         return
     if study is None:
         raise IcezooError("name a study (icezoo reproduce --list shows them)")
