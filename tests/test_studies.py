@@ -344,6 +344,21 @@ def test_reproduce_runs_resumes_and_reuses(with_study, monkeypatch, capsys):
     assert plan_study("tinystudy", data=data, budget="320", runs_dir=runs, log=lambda *a: None).study_dir != plan.study_dir
 
 
+def test_a_budget_beyond_the_pipelines_epochs_is_trained_in_full(with_study):
+    """The budget decides a run's length: 960 events is several epochs of the 400 training events,
+    more than the pipeline's own epochs, and every variant still trains 960 / 32 steps."""
+    from icezoo.engine.reproduce import plan_study, reproduce
+
+    runs = with_study["root"] / "long"
+    reproduce("tinystudy", data=str(with_study["data"]), budget="960", runs_dir=runs, progress=False,
+              echo=lambda *a: None)
+    plan = plan_study("tinystudy", data=str(with_study["data"]), budget="960", runs_dir=runs, log=lambda *a: None)
+    for label in plan.configs:
+        info = json.loads((plan.run_dir(label, 0) / "run.json").read_text())
+        assert info["step"] == 30 and info["status"] == "done"
+        assert info["events_seen"] > len(info["split"]["train_batches"]) * 100  # more than one pass over the files
+
+
 def test_seeds_that_disagree_make_a_resolved_difference_inconclusive():
     p = paired([1, 2, 3], [0.8, 0.9, 0.7], [1, 2, 3], [1.0, 1.0, 1.0])
     assert reading(p, "better", [-0.2, -0.1]) == "reproduced"

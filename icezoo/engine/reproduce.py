@@ -92,7 +92,9 @@ class Plan:
 
 
 def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any]) -> str:
-    blob = {"budget": budget.model_dump(), "data": str(data_dir.resolve()),
+    # "length": how a budget becomes a run's length (2: epochs raised so that max_steps decides; runs
+    # of the old rule stopped at the pipeline's epochs and are not reused)
+    blob = {"budget": budget.model_dump(), "data": str(data_dir.resolve()), "length": 2,
             "variants": {label: [configs[label].to_table(), study.variants[label].init_from] for label in configs}}
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -134,6 +136,10 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
 def _overrides(plan: Plan, label: str) -> dict[str, Any]:
     over = dict(plan.study.overrides(label))
     over["train.max_steps"] = plan.steps[label]
+    # the budget decides the length, not the pipeline's epochs: max_steps only caps a run, so a
+    # budget beyond the pipeline's epochs (30k events on a 20k-event set, 1 epoch) would stop short.
+    # Every epoch has at least one step, so this many epochs always reach the cap.
+    over["train.epochs"] = float(plan.steps[label])
     return over
 
 

@@ -96,8 +96,12 @@ def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, work
 
     for _ in range(math.ceil(ts.epochs)):
         plan_epoch()
+        if ts.max_steps and sum(epoch_steps) >= ts.max_steps:
+            break  # the cap is reached within these epochs: the later ones are never trained
     whole, frac = int(ts.epochs), ts.epochs - int(ts.epochs)
-    total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole]) if frac > 0 else 0)
+    # after a stop at the cap fewer epochs are planned: their sum already reaches max_steps (min below)
+    total_steps = sum(epoch_steps[:whole]) + (math.ceil(frac * epoch_steps[whole])
+                                              if frac > 0 and whole < len(epoch_steps) else 0)
     total_steps = max(1, total_steps)
     if ts.max_steps:  # a cap: --max-steps never makes a run longer than its epochs
         total_steps = min(total_steps, ts.max_steps)

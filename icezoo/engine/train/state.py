@@ -120,7 +120,9 @@ class TrainState:
         self.train_time = float(ckpt.get("train_time", 0.0))
         loss_sum, loss_n = ckpt.get("epoch_loss", (0.0, 0))
         self.epoch_loss = (float(loss_sum), int(loss_n))
-        if list(ckpt.get("epoch_steps", plan.epoch_steps)) != plan.epoch_steps:
+        then = list(ckpt.get("epoch_steps", plan.epoch_steps))
+        common = min(len(then), len(plan.epoch_steps))  # a plan stops at the cap: compare the epochs both hold
+        if then[:common] != plan.epoch_steps[:common]:
             raise IcezooError(f"{where}: the data changed since the checkpoint ({plan.epoch_steps} steps per epoch "
                               f"now, {ckpt.get('epoch_steps')} then): cannot resume exactly")
         set_rng_state(ckpt["rng"])
