@@ -534,3 +534,21 @@ def test_cli_simulate_and_linefit(tmp_path, capsys):
         main(["simulate", "--events", "5", "--out", str(tmp_path / "x"), "--test", "--test-events", "0"])
     assert exc.value.code == 2 and "--test-events must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_track_through_a_string_axis_keeps_its_nearest_segment():
+    """Tracks crossing a string's axis exactly: the closest-approach distance is >= 0 (rounding made it
+    a hair negative, its square root NaN, and the nearest, brightest segment was silently dropped)."""
+    det = simulator.detector()
+    rng = np.random.default_rng(0)
+    n = 2000
+    st = rng.integers(0, len(det.string_x), n)
+    cz, phi = rng.uniform(-1, 1, n), rng.uniform(0, 2 * np.pi, n)
+    v = np.stack([np.sqrt(1 - cz**2) * np.cos(phi), np.sqrt(1 - cz**2) * np.sin(phi), cz], 1)
+    crossing = np.stack([det.string_x[st], det.string_y[st], rng.uniform(-400, 400, n)], 1)
+    pos = crossing - v * rng.uniform(-300, 300, n)[:, None]
+    seg = simulator._track_candidates(pos, v, np.full((n, len(simulator.BAND_EDGES) - 1), 200.0))
+    assert np.all(seg["d2"] >= 0)
+    assert set(zip(range(n), st.tolist())) <= set(zip(seg["ev"].tolist(), seg["st"].tolist()))
+    d_lo, _, _ = simulator._segment_bound_terms(seg, simulator._context().resp)
+    assert np.all(np.isfinite(d_lo))  # a NaN bound put the segment in neither the bright nor the faint set

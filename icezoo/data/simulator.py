@@ -165,7 +165,7 @@ ENERGY_MAX = 3.0e6
 SPECTRAL_BREAK = 100.0
 SPECTRAL_INDEX_LOW = -1.0
 #: bump when the physics changes: the cached default dataset is keyed by it
-SIMULATOR_VERSION = "2026.12-issue11.3"
+SIMULATOR_VERSION = "2026.12-issue11.4"
 
 #: knob values that reproduce the simulator before issue 11 (docs/simulator.md, ablation)
 LEGACY_KNOBS = {"energy_min": 100.0, "energy_max": 1.0e7, "spectral_index": 1.9, "spectral_break": 100.0, "kinematics": False, "stochastic": False,
@@ -515,7 +515,9 @@ def _track_candidates(pos, vdir, reach):
     a = np.maximum(1.0 - vz**2, 1e-12)  # sin^2 of the zenith; ~0 for a vertical track
     # distance^2 from the track of the string point at height z: dmin2 + a (z - zc)^2, where
     # zc - z0 = along vz / a (closest approach) and dmin2 = |w|^2 - along^2 - (along vz)^2 / a
-    dmin2 = wx**2 + wy**2 - along**2 - (along * vz) ** 2 / a
+    # (>= 0: rounding left it a hair below zero for tracks through a string's axis, whose segments the
+    # NaN distance bound then dropped, the brightest DOMs of the event with them)
+    dmin2 = np.maximum(wx**2 + wy**2 - along**2 - (along * vz) ** 2 / a, 0.0)
     ev, st = np.nonzero(dmin2 <= (reach.max(1) ** 2)[:, None])
     along = along[ev, st]
     a_e = a[ev, 0]
