@@ -173,10 +173,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise IcezooError(f"{path}: malformed TOML: {exc}") from None
 
 
-def _package_of(obj: Any) -> tuple[str, str]:
+def _package_of(obj: Any, distributions: dict[str, list[str]]) -> tuple[str, str]:
+    """The installed distribution (name, version) that holds ``obj``'s top-level package."""
     module = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
     top = module.split(".")[0]
-    for dist in metadata.packages_distributions().get(top, []):
+    for dist in distributions.get(top, []):
         try:
             return dist, metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -202,6 +203,14 @@ def build_registry(
     for name in blocked:
         pm.set_blocked(name)
     packages: dict[str, tuple[str, str]] = {}
+    distributions: dict[str, list[str]] = {}
+
+    def package_of(obj: Any) -> tuple[str, str]:
+        # packages_distributions() walks every installed distribution's file list (about a second on
+        # a busy machine): once per registry, and only for a plugin whose package is not known otherwise
+        if not distributions:
+            distributions.update(metadata.packages_distributions())
+        return _package_of(obj, distributions)
 
     for module in builtins:
         name = module if isinstance(module, str) else module.__name__
@@ -209,7 +218,7 @@ def build_registry(
             continue
         obj = importlib.import_module(module) if isinstance(module, str) else module
         pm.register(obj, name=name)
-        packages[name] = builtin_package or _package_of(obj)
+        packages[name] = builtin_package or package_of(obj)
 
     if autoload is None:
         autoload = not os.environ.get(NO_AUTOLOAD_ENV)
@@ -223,20 +232,20 @@ def build_registry(
                 raise IcezooError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from None
             pm.register(obj, name=ep.name)
             dist = ep.dist
-            packages[ep.name] = (dist.name, dist.version) if dist is not None else _package_of(obj)
+            packages[ep.name] = (dist.name, dist.version) if dist is not None else package_of(obj)
 
     for name, obj in extra_plugins:
         if normalise(name) in blocked:
             continue
         pm.register(obj, name=name)
-        packages[name] = _package_of(obj)
+        packages[name] = package_of(obj)
 
     registry = Registry()
     for plugin_name, _ in pm.list_name_plugin():
         registry.plugins[plugin_name] = packages.get(plugin_name, ("unknown", ""))[0]
     # get_hookimpls() lists plugins in registration order: conflicts name the earlier provider first
     for impl in pm.hook.icezoo_components.get_hookimpls():
-        package, version = packages.get(impl.plugin_name, _package_of(impl.plugin))
+        package, version = packages[impl.plugin_name] if impl.plugin_name in packages else package_of(impl.plugin)
         for cls in impl.function() or ():
             registry.add_component(cls, impl.plugin_name, package, version)
     for impl in pm.hook.icezoo_pipeline_files.get_hookimpls():
