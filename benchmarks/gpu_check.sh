@@ -2,7 +2,7 @@
 # The GPU path in one run on one CUDA GPU (about 6 minutes; each step is capped so the whole stays under 8):
 #   1. the tests marked `gpu` (bf16 autocast, fused SDPA kernels, single-rank training with an
 #      interrupt and an exact resume, pinned-memory loading with workers),
-#   2. `icezoo bench model` at bf16 for default, BASELINE_HF_V7, INIT5_HB and dynedge,
+#   2. `icezoo bench model` at bf16 for default, BASELINE_HF_V7, INIT5_HB and DynEdge (BASELINE_graph_V0),
 #   3. a 2-minute bf16 training of the default pipeline on the cached simulated set, then its score.
 # Every figure goes to one file (default gpu_check.txt; the first argument overrides it), which
 # also names the GPU, torch, CUDA and the commit. Run from the repository root in an environment
@@ -29,7 +29,7 @@ PY
   timeout 150 python -m pytest -m gpu -q tests 2>&1 | tail -n 15
 
   # batch sizes that fill a large GPU (the CPU figures use 16-64)
-  for spec in "default 1024" "BASELINE_HF_V7 1024" "INIT5_HB 256" "dynedge 1024"; do
+  for spec in "default 1024" "BASELINE_HF_V7 1024" "INIT5_HB 256" "BASELINE_graph_V0 1024"; do
     set -- $spec
     step icezoo bench model --pipeline "$1" --device cuda --precision bf16 --batch-size "$2" --steps 20 --warmup 5
     timeout 45 python -m icezoo.cli.main bench model --pipeline "$1" --device cuda --precision bf16 \
