@@ -359,6 +359,24 @@ def test_a_budget_beyond_the_pipelines_epochs_is_trained_in_full(with_study):
         assert info["events_seen"] > len(info["split"]["train_batches"]) * 100  # more than one pass over the files
 
 
+def test_forest_plot_names_the_logs_cross_when_the_bottom_row_has_none(tmp_path):
+    import warnings
+    from types import SimpleNamespace
+
+    from icezoo.engine.reproduce import forest_plot
+
+    study = SimpleNamespace(name="s", reference="ref", compared=lambda: ["with_log", "silent"])
+    plan = SimpleNamespace(study=study, budget="30k", seeds=[0])
+    per = {"ref": {"summary": {"n_events": 10}},
+           "with_log": {"paired": paired([1, 2], [0.5, 0.6], [1, 2], [0.7, 0.7]), "log_delta": -0.01},
+           "silent": {"paired": paired([1, 2], [0.8, 0.9], [1, 2], [0.7, 0.7]), "log_delta": None}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        forest_plot(plan, per, tmp_path / "forest.png")
+    assert not [w for w in caught if "No artists with labels" in str(w.message)]
+    assert (tmp_path / "forest.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_seeds_that_disagree_make_a_resolved_difference_inconclusive():
     p = paired([1, 2, 3], [0.8, 0.9, 0.7], [1, 2, 3], [1.0, 1.0, 1.0])
     assert reading(p, "better", [-0.2, -0.1]) == "reproduced"

@@ -493,18 +493,20 @@ def forest_plot(plan: Plan, per: dict[str, Any], path: Path) -> None:
 
     labels = plan.study.compared()
     fig, ax = plt.subplots(figsize=(6.8, 1.2 + 0.45 * len(labels)))
+    crossed = False  # the legend names the log's cross once, on the first row that has one
     for y, label in enumerate(reversed(labels)):
         p = per[label]["paired"]
         color = "tab:green" if p.ci95[1] < 0 else "tab:red" if p.ci95[0] > 0 else "tab:gray"
         ax.errorbar(p.diff, y, xerr=[[p.diff - p.ci95[0]], [p.ci95[1] - p.diff]], fmt="o", color=color, capsize=4)
         if per[label].get("log_delta") is not None:
-            ax.plot(per[label]["log_delta"], y, "kx", ms=7, label="log's Δ" if y == 0 else None)
+            ax.plot(per[label]["log_delta"], y, "kx", ms=7, label=None if crossed else "log's Δ")
+            crossed = True
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), list(reversed(labels)))
     ax.set_xlabel(f"Δ mean angular error vs {plan.study.reference} (rad; < 0: better), paired 95% CI")
     ax.set_title(f"{plan.study.name}: {plan.budget}/variant, seeds {len(plan.seeds)}, "
                  f"n={per[plan.study.reference]['summary']['n_events']:,} val events", fontsize=9)
-    if any(per[label].get("log_delta") is not None for label in labels):
+    if crossed:
         ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
