@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import importlib.metadata as metadata
 import os
@@ -203,14 +204,12 @@ def build_registry(
     for name in blocked:
         pm.set_blocked(name)
     packages: dict[str, tuple[str, str]] = {}
-    distributions: dict[str, list[str]] = {}
+    # packages_distributions() walks every installed distribution's file list (about a second on a
+    # busy machine): once per registry, and only for a plugin whose package is not known otherwise
+    distributions = functools.cache(metadata.packages_distributions)
 
     def package_of(obj: Any) -> tuple[str, str]:
-        # packages_distributions() walks every installed distribution's file list (about a second on
-        # a busy machine): once per registry, and only for a plugin whose package is not known otherwise
-        if not distributions:
-            distributions.update(metadata.packages_distributions())
-        return _package_of(obj, distributions)
+        return _package_of(obj, distributions())
 
     for module in builtins:
         name = module if isinstance(module, str) else module.__name__
