@@ -552,3 +552,15 @@ def test_a_track_through_a_string_axis_keeps_its_nearest_segment():
     assert set(zip(range(n), st.tolist())) <= set(zip(seg["ev"].tolist(), seg["st"].tolist()))
     d_lo, _, _ = simulator._segment_bound_terms(seg, simulator._context().resp)
     assert np.all(np.isfinite(d_lo))  # a NaN bound put the segment in neither the bright nor the faint set
+
+
+def test_keep_freed_memory_takes_on_glibc():
+    """The allocator setting behind the simulator's speed (docs/performance.md) takes where glibc is
+    the C library, and the call is cached (set once per process)."""
+    import platform
+
+    took = simulator.keep_freed_memory()
+    assert isinstance(took, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert took
+    assert simulator.keep_freed_memory.cache_info().currsize == 1

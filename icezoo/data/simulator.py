@@ -27,6 +27,8 @@ same arguments -> the same bytes.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 import shutil
@@ -1477,6 +1479,22 @@ def zenith_bin_weights(cfg: SimulatorConfig) -> np.ndarray:
     return (1.0 - cfg.downgoing_excess) * w + cfg.downgoing_excess * (centres > 0) * (2.0 / ZENITH_BINS)
 
 
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to reuse freed blocks below 256 MiB instead of returning them to the
+    kernel (``mallopt``; a no-op without glibc). The simulator allocates and frees arrays of a few MiB
+    thousands of times; by default glibc maps each anew (mmap) and the kernel zero-fills every page
+    again: ~20% of the CPU time (docs/performance.md). Costs ~40 MiB more peak RSS. Process-wide,
+    set once; returns whether it took."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
+
+
 def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tuple[int, ...] = ()) -> dict:
     """Exactly ``n_events`` triggered events, in a seeded random order, with the event types in the
     configured proportions and cos(zenith) distributed as configured, exactly per bin.
@@ -1486,6 +1504,7 @@ def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tupl
     over the bin's measured trigger efficiency, until every quota is met; surplus events are dropped.
     Within a bin everything else (energy, position, azimuth) follows the generation model.
     """
+    keep_freed_memory()
     ctx = _context(cfg, seed)  # the per-DOM efficiencies depend on the dataset seed only
     tie_rng = np.random.default_rng(np.random.SeedSequence([seed, *stream, 98]))
     per_type = _largest_remainder(cfg.type_fractions, n_events, tie_rng)
