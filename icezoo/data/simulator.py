@@ -471,8 +471,9 @@ def _banded(ev, st, dmin2, zc, inv_a, reach) -> dict:
     det = detector()
     lo_b, hi_b = _band_limits()
     r2 = reach[ev] ** 2
-    pe, band = np.nonzero(r2 >= dmin2[:, None])
-    half = np.sqrt((r2[pe, band] - dmin2[pe]) * inv_a[pe])
+    flat = np.flatnonzero(r2 >= dmin2[:, None])  # flat indices: cheaper than 2-d ones
+    pe, band = np.divmod(flat, r2.shape[1])
+    half = np.sqrt((r2.ravel()[flat] - dmin2[pe]) * inv_a[pe])
     zlo = np.maximum(zc[pe] - half, lo_b[band])
     zhi = np.minimum(zc[pe] + half, hi_b[band])
     ok = np.flatnonzero(zlo <= zhi)
@@ -481,8 +482,10 @@ def _banded(ev, st, dmin2, zc, inv_a, reach) -> dict:
     n_z = det.below.shape[1] - 1
     ilo = np.clip(np.ceil(zlo - det.grid_z0), 0, n_z).astype(np.int64)
     ihi = np.clip(np.floor(zhi - det.grid_z0) + 1, 0, n_z).astype(np.int64)
-    lo = det.below32[string, ilo]
-    n = det.below32[string, ihi] - lo
+    below = det.below32.ravel()
+    row = string * det.below32.shape[1]
+    lo = below[row + ilo]
+    n = below[row + ihi] - lo
     ok = np.flatnonzero(n > 0)
     pe, band, string, lo, n = pe[ok], band[ok], string[ok], lo[ok], n[ok]
     # pieces of at most SEGMENT_DOMS DOMs, so that each piece's bound is close to its DOMs' bounds
@@ -491,7 +494,8 @@ def _banded(ev, st, dmin2, zc, inv_a, reach) -> dict:
     first = (np.repeat(np.cumsum(pieces) - pieces, pieces) - np.arange(len(which))) * -SEGMENT_DOMS
     pe, band, string = pe[which], band[which], string[which]
     lo, n = lo[which] + first, np.minimum(n[which] - first, SEGMENT_DOMS)
-    z_bottom, z_top = det.zs[string, lo], det.zs[string, lo + n - 1]
+    zs, at = det.zs.ravel(), string * det.zs.shape[1] + lo
+    z_bottom, z_top = zs[at], zs[at + n - 1]
     dz = np.maximum(np.maximum(z_bottom - zc[pe], zc[pe] - z_top), 0.0)
     return {"ev": ev[pe], "st": string, "band": band, "lo": lo, "n": n, "d2": dmin2[pe] + dz * dz / inv_a[pe]}
 
@@ -520,19 +524,21 @@ def _track_candidates(pos, vdir, reach):
     # (>= 0: rounding left it a hair below zero for tracks through a string's axis, whose segments the
     # NaN distance bound then dropped, the brightest DOMs of the event with them)
     dmin2 = np.maximum(wx**2 + wy**2 - along**2 - (along * vz) ** 2 / a, 0.0)
-    ev, st = np.nonzero(dmin2 <= (reach.max(1) ** 2)[:, None])
-    along = along[ev, st]
-    a_e = a[ev, 0]
-    zc = pos[ev, 2] + along * vz[ev, 0] / a_e
-    return _banded(ev, st, dmin2[ev, st], zc, 1.0 / a_e, reach)
+    flat = np.flatnonzero(dmin2 <= (reach.max(1) ** 2)[:, None])  # flat indices: cheaper than 2-d ones
+    ev, st = np.divmod(flat, dmin2.shape[1])
+    along = along.ravel()[flat]
+    a_e = a[:, 0][ev]
+    zc = pos[:, 2][ev] + along * vz[:, 0][ev] / a_e
+    return _banded(ev, st, dmin2.ravel()[flat], zc, 1.0 / a_e, reach)
 
 
 def _sphere_candidates(pos, reach):
     """Segments of strings (``_banded``) within their band's reach of the point pos."""
     det = detector()
     h2 = (det.string_x[None, :] - pos[:, 0:1]) ** 2 + (det.string_y[None, :] - pos[:, 1:2]) ** 2
-    ev, st = np.nonzero(h2 <= (reach.max(1) ** 2)[:, None])
-    return _banded(ev, st, h2[ev, st], pos[ev, 2], np.ones(len(ev)), reach)
+    flat = np.flatnonzero(h2 <= (reach.max(1) ** 2)[:, None])
+    ev, st = np.divmod(flat, h2.shape[1])
+    return _banded(ev, st, h2.ravel()[flat], pos[:, 2][ev], np.ones(len(ev)), reach)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,15 +594,27 @@ def _thin(rng, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     b, u, c = bound[sel], u[sel], p[sel]
     n_b = np.zeros(len(sel), dtype=np.int64)
     faint = np.flatnonzero(~bright[sel])
-    term, cdf, k, live = c[faint].astype(np.float64), c[faint].astype(np.float64), 0, faint
+    # inverse CDF: n_b = the smallest k with CDF(k) > u = 1 + #{k >= 1: CDF(k) <= u} (CDF increases,
+    # so a row once done stays done); rows are dropped only when at least half are done, since
+    # compacting five arrays costs more than carrying a few finished rows along
+    term, cdf, live = c[faint].astype(np.float64), c[faint].astype(np.float64), faint
     b_l, u_l = b[faint], u[faint]  # compacted alongside ``live``
-    while len(live) and k < 100:  # inverse CDF: smallest k with CDF(k) > u
-        k += 1
+    steps = np.ones(len(faint), dtype=np.int64)
+    k = 1
+    while len(live) and k < 100:
         term = term * b_l / k
         cdf = cdf + term
-        n_b[live] = k
         more = u_l >= cdf
-        live, term, cdf, b_l, u_l = live[more], term[more], cdf[more], b_l[more], u_l[more]
+        n_more = np.count_nonzero(more)
+        if n_more == 0:
+            break
+        steps += more
+        k += 1
+        if 2 * n_more <= len(live):
+            n_b[live] = steps
+            i = np.flatnonzero(more)
+            live, term, cdf, b_l, u_l, steps = live[i], term[i], cdf[i], b_l[i], u_l[i], steps[i]
+    n_b[live] = steps
     hot = np.flatnonzero(bright[sel])
     n_b[hot] = rng.poisson(b[hot])
     return n_b, sel
@@ -684,7 +702,8 @@ def _segment_bound_terms(seg: dict, resp: _DomResponse) -> tuple[np.ndarray, np.
     smallest k of the DOM classes of its string and band."""
     det = detector()
     d_lo = np.maximum(np.sqrt(seg["d2"]) - det.xy_margin, 1.0)
-    return d_lo, resp.band_pref[seg["st"], seg["band"]], det.band_k[seg["st"], seg["band"]]
+    at = seg["st"] * det.band_k.shape[1] + seg["band"]  # flat indices: cheaper than 2-d ones
+    return d_lo, resp.band_pref.ravel()[at], det.band_k.ravel()[at]
 
 
 def _track_sources(rng, pos, vdir, energy, s_min, s_max, scale, ctx: _Context | None = None,
@@ -977,7 +996,8 @@ def stochastic_losses(rng, e0: np.ndarray, s0: np.ndarray, s_hi: np.ndarray):
     beyond = s_stop > s_hi
     e_hi = muon_energy_after(e_last, s_hi - s_last, b_m)
     s_stop = np.where(beyond, s_hi + muon_range(e_hi), s_stop)
-    return owner[alive], s[alive], (v * e_before)[alive], s_stop, v_min
+    alive = np.flatnonzero(alive)
+    return owner[alive], s[alive], v[alive] * e_before[alive], s_stop, v_min
 
 
 def _entering_muons(rng, cfg: SimulatorConfig, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1036,11 +1056,12 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
         t_unit = np.empty(n, dtype=np.int64)
         pending, es_p, t_p, head = np.arange(n), es, t, new_dom  # the PEs not yet in a launch
         while len(pending):
-            start[pending[head]] = True
-            tl = t_p[head][np.cumsum(head) - 1]
+            heads = np.flatnonzero(head)
+            start[pending[heads]] = True
+            tl = t_p[heads][np.cumsum(head) - 1]
             inside = t_p < tl + LAUNCH_NS
             t_unit[pending[inside]] = tl[inside]
-            out = ~inside
+            out = np.flatnonzero(~inside)
             pending, es_p, t_p = pending[out], es_p[out], t_p[out]
             head = np.ones(len(pending), dtype=bool)
             head[1:] = es_p[1:] != es_p[:-1]
@@ -1056,7 +1077,7 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     if need_doms is None:
         may = np.arange(len(u_idx))
     else:
-        doms_per_event = np.bincount(ev[new_dom], minlength=int(ev.max()) + 1 if n else 0)
+        doms_per_event = np.bincount(ev[np.flatnonzero(new_dom)], minlength=int(ev.max()) + 1 if n else 0)
         may = np.flatnonzero(doms_per_event[u_ev] >= need_doms) if n else np.zeros(0, np.int64)
     u_key = key[u_idx]
     u_hlc[may] = _hlc(u_ev[may], sen[u_idx][may], t[u_idx][may], u_key[may])
@@ -1114,8 +1135,8 @@ def _smt_windows(ev, t, hits: int, window: int):
     k = hits - 1
     if len(ev) <= k:
         return (np.zeros(0, dtype=np.int64),) * 3
-    win = (ev[k:] == ev[:-k]) & (t[k:] - t[:-k] <= window)
-    return ev[:-k][win], t[:-k][win], t[k:][win]
+    win = np.flatnonzero((ev[k:] == ev[:-k]) & (t[k:] - t[:-k] <= window))
+    return ev[win], t[win], t[win + k]
 
 
 def _trigger(pulses: dict, deepcore: bool):
@@ -1127,11 +1148,11 @@ def _trigger(pulses: dict, deepcore: bool):
     hk = pulses["key"][h] >> _T_BITS
     first_hlc = np.ones(len(h), dtype=bool)
     first_hlc[1:] = hk[1:] != hk[:-1]
-    h = h[first_hlc]
+    h = h[np.flatnonzero(first_hlc)]
     hit_ev, hit_t, hit_sen = pulses["ev"][h], pulses["t"][h], pulses["sen"][h]
     parts = [(*_smt_windows(hit_ev, hit_t, SMT_HITS, SMT_WINDOW_NS), 1)]
     if deepcore:
-        f = det.deepcore_fiducial[hit_sen]
+        f = np.flatnonzero(det.deepcore_fiducial[hit_sen])
         parts.append((*_smt_windows(hit_ev[f], hit_t[f], SMT3_HITS, SMT3_WINDOW_NS), 2))
     w_ev = np.concatenate([p[0] for p in parts])
     w_start = np.concatenate([p[1] for p in parts])
@@ -1180,8 +1201,8 @@ def noise_hits(rng, win_lo: np.ndarray, win_hi: np.ndarray, bursts: bool = True)
     gaps = np.where(first, 0.0, rng.exponential(BURST_GAP_NS, len(owner)))
     h_t = np.floor(b_t0[owner] + _segment_cumsum(gaps, first)).astype(np.int64)
     h_ev = b_ev[owner]
-    inside = (h_t >= win_lo[h_ev]) & (h_t <= win_hi[h_ev])
-    return (np.concatenate([ev, h_ev[inside]]), np.concatenate([sen, b_sen[owner][inside]]),
+    inside = np.flatnonzero((h_t >= win_lo[h_ev]) & (h_t <= win_hi[h_ev]))
+    return (np.concatenate([ev, h_ev[inside]]), np.concatenate([sen, b_sen[owner[inside]]]),
             np.concatenate([t, h_t[inside]]))
 
 
@@ -1217,10 +1238,13 @@ def _may_trigger(ev: np.ndarray, sen: np.ndarray, m: int, deepcore: bool) -> np.
     string, so: at least SMT_HITS such DOMs, or (DeepCore) SMT3_HITS of them on fiducial DOMs."""
     pair = np.unique(ev.astype(np.int64) * N_SENSORS + sen)
     dom = pair % 60  # N_SENSORS is a multiple of 60: the DOM's rank on its string
-    padded = np.append(pair, -1)
+    # pair is sorted and unique, so a neighbour within 2 above exists iff the next pair is at most 2
+    # above on the same string (likewise below)
+    gap = np.diff(pair)
     hlc = np.zeros(len(pair), dtype=bool)
-    for off in (-2, -1, 1, 2):
-        hlc |= (padded[np.searchsorted(pair, pair + off)] == pair + off) & (dom + off >= 0) & (dom + off < 60)
+    hlc[:-1] = (gap <= 2) & (dom[:-1] + gap < 60)
+    hlc[1:] |= (gap <= 2) & (dom[1:] - gap >= 0)
+    hlc = np.flatnonzero(hlc)
     pev = pair[hlc] // N_SENSORS
     ok = np.bincount(pev, minlength=m) >= SMT_HITS
     if deepcore:
@@ -1343,13 +1367,13 @@ def _readout_window(rng: np.random.Generator, cfg: SimulatorConfig, key, q, w_ph
     win_hi = t_end + READOUT_AFTER_NS
     new_ev = remap[ev_ph]
     keep = np.flatnonzero(new_ev >= 0)
-    keep = keep[(t_ph[keep] >= win_lo[new_ev[keep]]) & (t_ph[keep] <= win_hi[new_ev[keep]])]
+    keep = keep[np.flatnonzero((t_ph[keep] >= win_lo[new_ev[keep]]) & (t_ph[keep] <= win_hi[new_ev[keep]]))]
     a_ev, a_sen, a_t, a_q = new_ev[keep], sen_ph[keep], t_ph[keep], q[keep]
     a_key = _pack(a_ev, a_sen, a_t)  # still sorted: the event remap is increasing
     extra = []
     if cfg.afterpulses and len(keep):
         src, ap_t = afterpulse_times(rng, a_t, w_ph[keep])
-        inside = ap_t <= win_hi[a_ev[src]]
+        inside = np.flatnonzero(ap_t <= win_hi[a_ev[src]])
         src, ap_t = src[inside], ap_t[inside]
         extra.append((a_ev[src], a_sen[src], ap_t, 2))
     if cfg.noise and n_trig:
@@ -1382,7 +1406,7 @@ def _kaggle_order(cfg: SimulatorConfig, pulses: tuple[np.ndarray, ...], n_trig: 
     if cfg.max_pulses is not None and len(a_ev):
         starts_e = np.cumsum(counts) - counts
         rank = np.arange(len(a_ev)) - starts_e[a_ev]
-        sel = rank < cfg.max_pulses
+        sel = np.flatnonzero(rank < cfg.max_pulses)
         a_ev, a_sen, a_t, a_q, a_tag, aux = a_ev[sel], a_sen[sel], a_t[sel], a_q[sel], a_tag[sel], aux[sel]
         counts = np.bincount(a_ev, minlength=n_trig)
     return (a_ev, a_sen, a_t, a_q, a_tag, aux), counts
