@@ -766,12 +766,13 @@ def _cascade_geometry(p32, ev, sen):
     return wx, wy, wz, dist, tmp
 
 
-def _cascade_sources(rng, pos, vdir, photons, ctx: _Context | None = None):
+def _cascade_sources(rng, pos, vdir, photons, ctx: _Context | None = None, reach: np.ndarray | None = None):
     """Point cascades at pos (t = 0) with ``photons`` detectable photons in total, emission peaked
-    at the Cherenkov angle around vdir, washed out by scattering with distance (float32)."""
+    at the Cherenkov angle around vdir, washed out by scattering with distance (float32).
+    ``reach``: the caller's ``_band_reach(photons, cascade=True)``, when it has it."""
     det = detector()
     ctx = ctx or _context()
-    seg = _sphere_candidates(pos, _band_reach(photons, cascade=True))
+    seg = _sphere_candidates(pos, _band_reach(photons, cascade=True) if reach is None else reach)
     p32 = _columns32(pos)
     photons_c = photons * (DOM_AREA / (4 * np.pi))
     photons_c32 = photons_c.astype(np.float32)
@@ -1058,9 +1059,10 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
         while len(pending):
             heads = np.flatnonzero(head)
             start[pending[heads]] = True
-            tl = t_p[heads][np.cumsum(head) - 1]
+            tl = np.repeat(t_p[heads], np.diff(heads, append=len(t_p)))  # each PE's DOM's first pending
             inside = t_p < tl + LAUNCH_NS
-            t_unit[pending[inside]] = tl[inside]
+            ins = np.flatnonzero(inside)
+            t_unit[pending[ins]] = tl[ins]
             out = np.flatnonzero(~inside)
             pending, es_p, t_p = pending[out], es_p[out], t_p[out]
             head = np.ones(len(pending), dtype=bool)
@@ -1086,11 +1088,10 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     if launch:
         unit_of = np.cumsum(start) - 1
         hlc_pe = u_hlc[unit_of]
-        dt = t - t_unit
-        atwd_bins = ATWD_NS // ATWD_MERGE_NS + 1
-        bins = np.where(dt < ATWD_NS, dt // ATWD_MERGE_NS, atwd_bins + (dt - ATWD_NS) // FADC_MERGE_NS)
+        dt = t - t_unit  # in [0, LAUNCH_NS)
+        bins = _launch_bins()[dt]
         keep = hlc_pe | (dt < SLC_STAMP_NS)
-        bins = np.where(hlc_pe, bins, 0)
+        bins *= hlc_pe
         k = np.flatnonzero(keep)
         key, q, tag, bins, start, hlc_pe = key[k], q[k], tag[k], bins[k], start[k], hlc_pe[k]
         new_pulse = start
@@ -1104,6 +1105,15 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
         first_pe = p
     return {"ev": ev[first_pe], "sen": sen[first_pe], "t": t[first_pe],
             "q": np.add.reduceat(q, p) if len(p) else np.zeros(0), "tag": tag[p], "hlc": hlc, "key": key[p]}
+
+
+@lru_cache(maxsize=1)
+def _launch_bins() -> np.ndarray:
+    """The digitiser bin of a PE by its delay after the launch (0 to LAUNCH_NS - 1 ns): ATWD_MERGE_NS
+    bins over the first ATWD_NS, FADC_MERGE_NS bins after (a table: one lookup per PE)."""
+    dt = np.arange(LAUNCH_NS)
+    atwd_bins = ATWD_NS // ATWD_MERGE_NS + 1
+    return np.where(dt < ATWD_NS, dt // ATWD_MERGE_NS, atwd_bins + (dt - ATWD_NS) // FADC_MERGE_NS).astype(np.int16)
 
 
 def _unpack(key: np.ndarray):
@@ -1224,10 +1234,11 @@ def _loss_sources(rng, cfg, ctx, owner, s_loss, e_loss, pos, vdir):
     det = detector()
     photons = e_loss * CASCADE_M_PER_GEV * MUON_PHOTONS_PER_M * cfg.yield_scale
     p = pos[owner] + s_loss[:, None] * vdir[owner]
-    reach = _band_reach(photons, cascade=True).max(1)
+    reach = _band_reach(photons, cascade=True)
     outside = np.maximum(np.hypot(p[:, 0], p[:, 1]) - det.string_r_max, np.abs(p[:, 2]) - det.dom_z_max)
-    near = np.flatnonzero(outside < reach)
-    ev, sen, n_pe, t_geo, shape, scale = _cascade_sources(rng, p[near], vdir[owner[near]], photons[near], ctx)
+    near = np.flatnonzero(outside < reach.max(1))
+    ev, sen, n_pe, t_geo, shape, scale = _cascade_sources(rng, p[near], vdir[owner[near]], photons[near], ctx,
+                                                          reach[near])
     t_geo = t_geo + (s_loss[near][ev] * (1.0 / C_VACUUM)).astype(np.float32)
     return owner[near][ev], sen, n_pe, t_geo, shape, scale
 
