@@ -1054,17 +1054,19 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     new_dom[1:] = es[1:] != es[:-1]
     if launch:
         start = new_dom.copy()
-        t_unit = np.empty(n, dtype=np.int64)
-        pending, es_p, t_p, head = np.arange(n), es, t, new_dom  # the PEs not yet in a launch
-        while len(pending):
+        t_unit = np.zeros(0, dtype=np.int64)  # (replaced in the first pass when there are PEs)
+        pending, es_p, t_p, head = None, es, t, new_dom  # the PEs not yet in a launch (None: all)
+        while len(t_p):
             heads = np.flatnonzero(head)
-            start[pending[heads]] = True
             tl = np.repeat(t_p[heads], np.diff(heads, append=len(t_p)))  # each PE's DOM's first pending
-            inside = t_p < tl + LAUNCH_NS
-            ins = np.flatnonzero(inside)
-            t_unit[pending[ins]] = tl[ins]
-            out = np.flatnonzero(~inside)
-            pending, es_p, t_p = pending[out], es_p[out], t_p[out]
+            if pending is None:  # every PE's launch time so far; those outside are set again below
+                start[heads] = True
+                t_unit = tl
+            else:
+                start[pending[heads]] = True
+                t_unit[pending] = tl
+            out = np.flatnonzero(t_p >= tl + LAUNCH_NS)
+            pending, es_p, t_p = out if pending is None else pending[out], es_p[out], t_p[out]
             head = np.ones(len(pending), dtype=bool)
             head[1:] = es_p[1:] != es_p[:-1]
     else:
