@@ -564,3 +564,52 @@ def test_keep_freed_memory_takes_on_glibc():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert took
     assert simulator.keep_freed_memory.cache_info().currsize == 1
+
+
+def test_fast_paths_equal_their_plain_formulas(monkeypatch):
+    """The speed paths (docs/performance.md, "Simulator") give exactly what the plain formulas give:
+    the PE sort = a stable argsort of the packed keys (ties in row order; also through its fallback),
+    the Poisson inverse CDF = the textbook per-row loop, the HLC screen = a brute-force neighbour count."""
+    rng = np.random.default_rng(11)
+    n_rows = 400
+    ev = rng.integers(0, 30, n_rows)
+    sen = rng.integers(0, 40, n_rows)  # few distinct (event, sensor) pairs: many rows share one
+    n_s = rng.integers(1, 6, n_rows)
+    rep = np.repeat(np.arange(n_rows), n_s)
+    t = rng.integers(-50, 50, len(rep))  # coarse times: many exact ties across and within rows
+    weight = rng.random(n_rows).astype(np.float32) + 0.5
+    key = simulator._pack(ev, sen, 0)[rep] + t
+    order = np.argsort(key, kind="stable")
+    want = key[order], weight[rep[order]]
+    got = simulator._sorted_pe_keys(ev, sen, rep, t, weight)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    monkeypatch.setattr(simulator, "_T_BITS", 60)  # too many bits for the codes: the plain path
+    monkeypatch.setattr(simulator, "_pack", lambda e, s, t_: ((e.astype(np.int64) * 5160 + s) << 24) + t_ + (1 << 23))
+    got = simulator._sorted_pe_keys(ev, sen, rep, t, weight)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    monkeypatch.undo()
+
+    bound = np.concatenate([rng.random(3000) * 8.0, rng.random(50) * 30 + 8.0]).astype(np.float32)
+    n_b, sel = simulator._thin(np.random.default_rng(3), bound)
+    u = np.random.default_rng(3).random(len(bound), dtype=np.float32)
+    for i, (b, ui) in enumerate(zip(bound.astype(np.float64), u)):
+        if b >= 8.0:
+            continue
+        term = cdf = float(np.exp(-np.float32(b)))
+        k = 0
+        while ui >= cdf and k < 100:  # the smallest k with CDF(k) > u
+            k += 1
+            term = term * b / k
+            cdf += term
+        assert (k == 0) == (i not in set(sel.tolist())) and (k == 0 or n_b[np.searchsorted(sel, i)] == k)
+    assert abs(n_b[bound[sel] >= 8.0].mean() - bound[bound >= 8.0].mean()) < 2.0
+
+    ev = rng.integers(0, 40, 3000)
+    sen = rng.integers(0, 5160, 3000) // 20 * 20 + rng.integers(0, 6, 3000)  # clusters on few strings
+    ok = simulator._may_trigger(ev, sen, 40, deepcore=True)
+    fid = simulator.detector().deepcore_fiducial
+    for e in range(40):
+        doms = set(sen[ev == e].tolist())
+        hlc = [s for s in doms if any((s + o) in doms and 0 <= s % 60 + o < 60 for o in (-2, -1, 1, 2))]
+        want = len(hlc) >= simulator.SMT_HITS or sum(bool(fid[s]) for s in hlc) >= simulator.SMT3_HITS
+        assert ok[e] == want, e

@@ -1249,7 +1249,10 @@ def _may_trigger(ev: np.ndarray, sen: np.ndarray, m: int, deepcore: bool) -> np.
     """Per event of ``m``: whether its hit (event, DOM) pairs can make a trigger at all, whatever the
     PE times. The triggers count DOMs with an HLC launch, and HLC needs a hit DOM within 2 on the same
     string, so: at least SMT_HITS such DOMs, or (DeepCore) SMT3_HITS of them on fiducial DOMs."""
-    pair = np.unique(ev.astype(np.int64) * N_SENSORS + sen)
+    pair = np.sort(ev.astype(np.int64) * N_SENSORS + sen)  # unique below (np.unique hashes: ~10x slower)
+    first = np.ones(len(pair), dtype=bool)
+    first[1:] = pair[1:] != pair[:-1]
+    pair = pair[np.flatnonzero(first)]
     dom = pair % 60  # N_SENSORS is a multiple of 60: the DOM's rank on its string
     # pair is sorted and unique, so a neighbour within 2 above exists iff the next pair is at most 2
     # above on the same string (likewise below)
@@ -1346,6 +1349,34 @@ def _light_sources(rng: np.random.Generator, cfg: SimulatorConfig, kind: int, zb
     return truth, tuple(np.concatenate([s_[k] for s_ in sources]) for k in range(6))
 
 
+def _sorted_pe_keys(ev, sen, rep, t, weight):
+    """The PEs (row ``rep``, time ``t``) once in (event, sensor, time) order, ties in row order (both
+    passes keep it): their packed keys and weights. Equal to a stable argsort of the packed keys
+    (PEs of one row with equal times are interchangeable), but a plain sort of codes that carry the
+    row: (rank of the row's (event, sensor) pair, time, the row's rank within its pair), 3-4x cheaper."""
+    pk = ev.astype(np.int64) * N_SENSORS + sen
+    ro = np.argsort(pk, kind="stable")
+    spk = pk[ro]
+    new = np.ones(len(spk), dtype=bool)
+    new[1:] = spk[1:] != spk[:-1]
+    first = np.flatnonzero(new)
+    pair_of = np.cumsum(new) - 1
+    sub = np.arange(len(spk)) - first[pair_of]
+    r_bits = int(sub.max()).bit_length() if len(sub) else 0
+    if len(first).bit_length() + _T_BITS + r_bits > 63:  # cannot happen at the chunk sizes used
+        key = _pack(ev, sen, 0)[rep] + t
+        order = np.argsort(key, kind="stable")
+        return key[order], weight[rep[order]]
+    code = np.empty(len(spk), dtype=np.int64)
+    code[ro] = (pair_of << (_T_BITS + r_bits)) | sub
+    value = code[rep] + ((t + _TIME_OFFSET) << r_bits)
+    value.sort()
+    p = value >> (_T_BITS + r_bits)
+    row = ro[first[p] + (value & ((1 << r_bits) - 1))]
+    key = (spk[first][p] << _T_BITS) + ((value >> r_bits) & ((1 << _T_BITS) - 1))
+    return key, weight[row]
+
+
 def _photo_electrons(rng: np.random.Generator, cfg: SimulatorConfig, m: int, sources: tuple[np.ndarray, ...]):
     """Photo-electrons from the sources, sorted by (event, sensor, time): packed keys, charges and
     per-PE weights (a capped sample carries the rest of its source's charge)."""
@@ -1361,11 +1392,7 @@ def _photo_electrons(rng: np.random.Generator, cfg: SimulatorConfig, m: int, sou
     n_ph = len(rep)
     t = t_geo[rep] + rng.standard_gamma(shape[rep], dtype=np.float32) * tscale[rep]
     t += rng.standard_normal(n_ph, dtype=np.float32) * np.float32(JITTER_NS)
-    key = _pack(ev, sen, 0)[rep] + np.rint(t).astype(np.int64)  # = _pack(ev[rep], sen[rep], rint(t))
-    # the PEs once in (event, sensor, time) order (both passes keep it); stable: timsort gains from
-    # the PEs of a row being contiguous, and ties keep the row order
-    order = np.argsort(key, kind="stable")
-    key, w_ph = key[order], weight[rep[order]]
+    key, w_ph = _sorted_pe_keys(ev, sen, rep, np.rint(t).astype(np.int64), weight)
     q = _spe_charges(rng, n_ph) * w_ph
 
     return key, q, w_ph
