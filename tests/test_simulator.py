@@ -555,15 +555,18 @@ def test_a_track_through_a_string_axis_keeps_its_nearest_segment():
 
 
 def test_keep_freed_memory_takes_on_glibc():
-    """The allocator setting behind the simulator's speed (docs/performance.md) takes where glibc is
-    the C library, and the call is cached (set once per process)."""
+    """The allocator setting behind the simulator's and predict's speed (docs/performance.md) takes
+    where glibc is the C library, once per process (cached), and the simulator calls it."""
     import platform
 
-    took = simulator.keep_freed_memory()
+    from icezoo.core import memory
+
+    took = memory.keep_freed_memory()
     assert isinstance(took, bool)
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert took
-    assert simulator.keep_freed_memory.cache_info().currsize == 1
+    assert memory.keep_freed_memory.cache_info().currsize == 1
+    assert simulator.keep_freed_memory is memory.keep_freed_memory
 
 
 def test_fast_paths_equal_their_plain_formulas(monkeypatch):

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point. Typer handles usage errors (exit 2) and --help (exit 0, returning normally); an IcezooError raised by a
     command becomes ``error: ...`` on stderr and exit 2, never a traceback; so does an OSError
     (one line: the path and the OS's reason)."""
+    from icezoo.core.memory import keep_freed_memory
+
+    keep_freed_memory()  # every command: the hot loops reuse freed blocks (icezoo/core/memory.py)
     try:
         app(args=argv, prog_name="icezoo")
     except SystemExit as exc:  # typer exits after every command; success returns normally

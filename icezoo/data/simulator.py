@@ -27,8 +27,6 @@ same arguments -> the same bytes.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import os
 import shutil
@@ -42,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from icezoo.core.detector import C_ICE, C_VACUUM, N_GROUP, N_SENSORS, SURFACE_Z  # group speed C_ICE = 0.2210 m/ns
 from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.memory import keep_freed_memory
 from icezoo.data import kaggle_layout
 
 # ----------------------------------------------------------------------------------------------
@@ -1541,22 +1540,6 @@ def zenith_bin_weights(cfg: SimulatorConfig) -> np.ndarray:
     centres = -1.0 + (np.arange(ZENITH_BINS) + 0.5) * (2.0 / ZENITH_BINS)
     w = np.full(ZENITH_BINS, 1.0 / ZENITH_BINS)
     return (1.0 - cfg.downgoing_excess) * w + cfg.downgoing_excess * (centres > 0) * (2.0 / ZENITH_BINS)
-
-
-@lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to reuse freed blocks below 256 MiB instead of returning them to the
-    kernel (``mallopt``; a no-op without glibc). The simulator allocates and frees arrays of a few MiB
-    thousands of times; by default glibc maps each anew (mmap) and the kernel zero-fills every page
-    again: ~20% of the CPU time (docs/performance.md). Costs ~40 MiB more peak RSS. Process-wide,
-    set once; returns whether it took."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 512 << 20))
 
 
 def simulate_events(cfg: SimulatorConfig, n_events: int, seed: int, stream: tuple[int, ...] = ()) -> dict:
