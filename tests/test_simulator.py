@@ -69,11 +69,19 @@ def test_calibration_pulses_per_event(calib):
     assert 0.003 <= above <= 0.03, above
 
 
-@pytest.mark.xfail(strict=True, reason="the noise floor of physics.md's rates (~24 noise pulses per event after "
-                   "the launch deadtime) keeps the smallest event near 20 pulses; Kaggle's 5 needs less noise")
-def test_calibration_smallest_event(calib):
-    counts = calib["pulses"].group_by("event_id").len()["len"].to_numpy()
+@pytest.mark.slow
+def test_calibration_smallest_event():
+    """Kaggle's smallest event (5 pulses) is the minimum over 132M events; a 3,000-event sample cannot
+    show the tail that reaches it, because every event carries ~24.6 noise pulses (physics.md's
+    rates over its readout window; its physics pulses go down to 3). The bound is checked at the
+    scale of one Kaggle batch file, 200,000 events (default knobs, seed 0: smallest 13; seeds 1 and
+    123 gave 15 and 14, i.e. about one event below 15 per file; docs/simulator.md)."""
+    ev = simulator.simulate_events(make_config(), 200_000, seed=0)
+    counts = ev["counts"]
     assert counts.min() < 15, counts.min()
+    noise = np.add.reduceat(ev["noise"].astype(np.int64), np.cumsum(counts) - counts)
+    assert (counts - noise).min() <= 5  # SMT3 events trigger on a handful of physics pulses
+    assert 20 <= noise.mean() <= 30, noise.mean()
 
 
 def test_calibration_charge_and_first_time(calib):
