@@ -603,6 +603,7 @@ def test_fast_paths_equal_their_plain_formulas(monkeypatch):
     bound = np.concatenate([rng.random(3000) * 8.0, rng.random(50) * 30 + 8.0]).astype(np.float32)
     n_b, sel = simulator._thin(np.random.default_rng(3), bound)
     u = np.random.default_rng(3).random(len(bound), dtype=np.float32)
+    selected = set(sel.tolist())
     for i, (b, ui) in enumerate(zip(bound.astype(np.float64), u)):
         if b >= 8.0:
             continue
@@ -612,7 +613,7 @@ def test_fast_paths_equal_their_plain_formulas(monkeypatch):
             k += 1
             term = term * b / k
             cdf += term
-        assert (k == 0) == (i not in set(sel.tolist())) and (k == 0 or n_b[np.searchsorted(sel, i)] == k)
+        assert (k == 0) == (i not in selected) and (k == 0 or n_b[np.searchsorted(sel, i)] == k)
     assert abs(n_b[bound[sel] >= 8.0].mean() - bound[bound >= 8.0].mean()) < 2.0
 
     ev = rng.integers(0, 40, 3000)

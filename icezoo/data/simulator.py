@@ -945,6 +945,13 @@ def muon_energy_after(energy: np.ndarray, dist: np.ndarray, b: float | np.ndarra
     return np.maximum((energy + c) * np.exp(-b * dist) - c, 0.0)
 
 
+def _run_starts(x: np.ndarray) -> np.ndarray:
+    """Where a run of equal values starts in ``x`` (sorted or grouped): True at 0 and wherever the value changes."""
+    new = np.ones(len(x), dtype=bool)
+    new[1:] = x[1:] != x[:-1]
+    return new
+
+
 def _segment_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
     """Cumulative sums restarting where ``first`` is True (x sorted by segment)."""
     cs = np.cumsum(x)
@@ -971,8 +978,7 @@ def stochastic_losses(rng, e0: np.ndarray, s0: np.ndarray, s_hi: np.ndarray):
     s = s0[owner] + rng.random(k) * length[owner]
     s = s[np.lexsort((s, owner))]
     v = v_min[owner] ** (1.0 - rng.random(k))  # dN/dv ~ 1/v on [v_min, 1)
-    first = np.ones(k, dtype=bool)
-    first[1:] = owner[1:] != owner[:-1]
+    first = _run_starts(owner)
     prev = np.empty(k)
     prev[1:] = s[:-1]
     prev[first] = s0[owner[first]]
@@ -1049,8 +1055,7 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
     ev, sen, t = unpacked if unpacked is not None else _unpack(key)
     n = len(key)
     es = key >> _T_BITS
-    new_dom = np.ones(n, dtype=bool)
-    new_dom[1:] = es[1:] != es[:-1]
+    new_dom = _run_starts(es)
     if launch:
         start = new_dom.copy()
         t_unit = np.zeros(0, dtype=np.int64)  # (replaced in the first pass when there are PEs)
@@ -1066,8 +1071,7 @@ def _readout(key, q, tag, launch: bool, need_doms: int | None = None, units_only
                 t_unit[pending] = tl
             out = np.flatnonzero(t_p >= tl + LAUNCH_NS)
             pending, es_p, t_p = out if pending is None else pending[out], es_p[out], t_p[out]
-            head = np.ones(len(pending), dtype=bool)
-            head[1:] = es_p[1:] != es_p[:-1]
+            head = _run_starts(es_p)
     else:
         first = np.maximum.accumulate(np.where(new_dom, np.arange(n), 0)) if n else np.zeros(0, np.int64)
         bins = (t - t[first]) // PULSE_MERGE_NS if n else np.zeros(0, np.int64)
@@ -1157,9 +1161,7 @@ def _trigger(pulses: dict, deepcore: bool):
     det = detector()
     h = np.flatnonzero(pulses["hlc"])
     hk = pulses["key"][h] >> _T_BITS
-    first_hlc = np.ones(len(h), dtype=bool)
-    first_hlc[1:] = hk[1:] != hk[:-1]
-    h = h[np.flatnonzero(first_hlc)]
+    h = h[np.flatnonzero(_run_starts(hk))]
     hit_ev, hit_t, hit_sen = pulses["ev"][h], pulses["t"][h], pulses["sen"][h]
     parts = [(*_smt_windows(hit_ev, hit_t, SMT_HITS, SMT_WINDOW_NS), 1)]
     if deepcore:
@@ -1207,8 +1209,7 @@ def noise_hits(rng, win_lo: np.ndarray, win_hi: np.ndarray, bursts: bool = True)
     b_t0 = win_lo[b_ev] - pad + rng.random(len(b_ev)) * (length[b_ev] + pad)
     size = rng.choice(np.asarray(BURST_SIZES), len(b_ev))
     owner = np.repeat(np.arange(len(b_ev)), size)
-    first = np.ones(len(owner), dtype=bool)
-    first[1:] = owner[1:] != owner[:-1]
+    first = _run_starts(owner)
     gaps = np.where(first, 0.0, rng.exponential(BURST_GAP_NS, len(owner)))
     h_t = np.floor(b_t0[owner] + _segment_cumsum(gaps, first)).astype(np.int64)
     h_ev = b_ev[owner]
@@ -1249,9 +1250,7 @@ def _may_trigger(ev: np.ndarray, sen: np.ndarray, m: int, deepcore: bool) -> np.
     PE times. The triggers count DOMs with an HLC launch, and HLC needs a hit DOM within 2 on the same
     string, so: at least SMT_HITS such DOMs, or (DeepCore) SMT3_HITS of them on fiducial DOMs."""
     pair = np.sort(ev.astype(np.int64) * N_SENSORS + sen)  # unique below (np.unique hashes: ~10x slower)
-    first = np.ones(len(pair), dtype=bool)
-    first[1:] = pair[1:] != pair[:-1]
-    pair = pair[np.flatnonzero(first)]
+    pair = pair[np.flatnonzero(_run_starts(pair))]
     dom = pair % 60  # N_SENSORS is a multiple of 60: the DOM's rank on its string
     # pair is sorted and unique, so a neighbour within 2 above exists iff the next pair is at most 2
     # above on the same string (likewise below)
@@ -1356,8 +1355,7 @@ def _sorted_pe_keys(ev, sen, rep, t, weight):
     pk = ev.astype(np.int64) * N_SENSORS + sen
     ro = np.argsort(pk, kind="stable")
     spk = pk[ro]
-    new = np.ones(len(spk), dtype=bool)
-    new[1:] = spk[1:] != spk[:-1]
+    new = _run_starts(spk)
     first = np.flatnonzero(new)
     pair_of = np.cumsum(new) - 1
     sub = np.arange(len(spk)) - first[pair_of]
