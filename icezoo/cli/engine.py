@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from icezoo.cli.components import parse_set
+from icezoo.cli.dataopts import pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
 
 PRECISION_HELP = "fp32 | bf16 | fp16 (autocast; losses stay fp32)"
@@ -21,7 +22,10 @@ def cmd_train(
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "--config_name", "--config-name",
                                            help="named pipeline (registry.toml); default: 'default'"),
     pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file", help="TOML file holding pipelines.NAME tables"),
-    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
+    data: Optional[Path] = typer.Option(None, help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder "
+                                                   "(icezoo list formats); default: the cached simulated set"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     batches: Optional[str] = typer.Option(None, help="training batch files: 1:600 | (1, 100) | 1,4,7 | cycle"),
     epochs: Optional[float] = typer.Option(None, help="epochs (fractions allowed)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -45,6 +49,7 @@ def cmd_train(
     """Train a pipeline (plain `icezoo train`: the small default pipeline on the cached simulated set)."""
     from icezoo.engine.train import InterruptedRun, TrainOptions, train
 
+    use_data(data, pulsemap, truth_table)
     opts = TrainOptions(
         pipeline=pipeline, pipeline_file=str(pipeline_file) if pipeline_file else None,
         data=str(data) if data else None, batches=batches, epochs=epochs, batch_size=batch_size,
@@ -64,6 +69,8 @@ def cmd_train(
 def cmd_evaluate(
     runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble too"),
     data: Optional[Path] = typer.Option(None, help="dataset to score on (default: the run's own data)"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     batches: Optional[str] = typer.Option(None, help="score these batch files instead of the validation split"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
@@ -74,6 +81,7 @@ def cmd_evaluate(
     """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
     Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and
     without test-time rotations."""
+    use_data(data, pulsemap, truth_table)
     if len(runs) == 1 and tta == 1:
         from icezoo.engine.evaluate import evaluate
 
@@ -88,8 +96,11 @@ def cmd_evaluate(
 
 def cmd_predict(
     runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble"),
-    data: Path = typer.Option(..., help="Kaggle-layout dataset dir"),
-    split: str = typer.Option("test", help="split to predict (DIR/<split>_meta.parquet)"),
+    data: Path = typer.Option(..., help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
+    split: str = typer.Option("test", help="split to predict (DIR/<split>_meta.parquet; GraphNeT: test = every "
+                                           "event, train = those with truth)"),
     out: Path = typer.Option(Path("submission.csv"), help="CSV to write (atomically)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
@@ -101,6 +112,7 @@ def cmd_predict(
     the kappa-weighted mean of their directions (plain mean for heads without kappa)."""
     from icezoo.engine.predict import predict
 
+    use_data(data, pulsemap, truth_table)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
             device=device, tta=tta)
 

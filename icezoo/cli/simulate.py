@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from icezoo.cli.dataopts import pulsemap_option, truth_table_option, use_data
+
 import typer
 
 from icezoo.core.errors import IcezooError
@@ -120,7 +122,9 @@ def _truth_table(truth_file: Path):
 
 
 def linefit_cmd(
-    data: Path = typer.Option(..., "--data", help="Kaggle-layout dataset directory"),
+    data: Path = typer.Option(..., "--data", help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     improved: bool = typer.Option(False, "--improved", help="improved LineFit (cleaning, Huber fit, refit)"),
     split: str = typer.Option("train", "--split", help="train or test"),
     out: Optional[Path] = typer.Option(None, "--out", help="write predictions (event_id,azimuth,zenith) CSV"),
@@ -136,6 +140,8 @@ def linefit_cmd(
     if out is not None and out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
     from icezoo.data.io import split_events
+
+    use_data(data, pulsemap, truth_table)
 
     fit = linefit_improved if improved else linefit
     ids, azs, zes, errs = [], [], [], []
