@@ -69,3 +69,46 @@ def test_m1_a_log_row_without_config_name_is_not_matched_to_a_pipeline_without_e
     rows = {r["name"]: r for r in experiments_table(tmp_path / "runs")}
     assert rows["hb_localattention"]["pipeline"] == "HB_LOCALATTENTION"
     assert all(r["pipeline"] != "default" for r in rows.values())  # no log row is the default pipeline's
+
+
+# ------------------------------------------------------------------------------ M2
+def _copy_run(world, name: str, **changes) -> Path:
+    import shutil
+
+    dst = world["runs"] / name
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(world["run"], dst)
+    info = json.loads((dst / "run.json").read_text())
+    info.update(name=name, **changes)
+    info = {k: v for k, v in info.items() if v is not None}
+    (dst / "run.json").write_text(json.dumps(info))
+    return dst
+
+
+@pytest.mark.parametrize("status", ["running", "failed"])
+def test_m2_evaluate_and_predict_of_an_unfinished_run_warn_and_never_become_its_score(world, capsys, tmp_path, status):
+    run = _copy_run(world, f"M2{status}", status=status, error="boom" if status == "failed" else None,
+                    evaluation=None)
+    code, out, err = run_cli(capsys, "evaluate", run, "--no-plots")
+    assert code == 0, err
+    assert f"warning: {run}" in err and "not the run's final result" in err and "not recorded" in err
+    assert "evaluation" not in json.loads((run / "run.json").read_text())
+    code, out, err = run_cli(capsys, "predict", run, "--data", world["data"], "--out", tmp_path / "s.csv")
+    assert code == 0 and f"warning: {run}" in err
+    code, out, err = run_cli(capsys, "evaluate", world["run"], "--no-plots")  # a finished run: silent, recorded
+    assert code == 0 and "warning" not in err
+    assert json.loads((world["run"] / "run.json").read_text())["evaluation"]["split"] == "val"
+
+
+def test_m2_a_run_that_finishes_drops_an_evaluation_stored_while_it_ran(world, capsys):
+    """A run whose last checkpoint was written but which never wrote 'done' (killed): resumed, it
+    finishes; an evaluation stored mid-training (as older versions did) is not its ledger score."""
+    from icezoo.engine.runs import ledger_rows
+
+    run = _copy_run(world, "M2mid", status="running", evaluation={"mean": 1.5135, "split": "val", "n_events": 3})
+    code, _, err = run_cli(capsys, "train", "--resume", run, "--runs-dir", world["runs"], "--no-progress")
+    assert code == 0, err
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done" and not info.get("evaluation")
+    row = next(r for r in ledger_rows(world["runs"]) if r["name"] == "M2mid")
+    assert "1.5135" not in row["score"] and "val during training" in row["score"]
