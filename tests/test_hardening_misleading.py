@@ -112,3 +112,35 @@ def test_m2_a_run_that_finishes_drops_an_evaluation_stored_while_it_ran(world, c
     assert info["status"] == "done" and not info.get("evaluation")
     row = next(r for r in ledger_rows(world["runs"]) if r["name"] == "M2mid")
     assert "1.5135" not in row["score"] and "val during training" in row["score"]
+
+
+# ------------------------------------------------------------------------------ M3
+def _dataset_copy(world, tmp_path) -> Path:
+    import shutil
+
+    dst = tmp_path / "data"
+    shutil.copytree(world["data"], dst)
+    return dst
+
+
+def test_m3_a_geometry_csv_with_missing_rows_is_named_not_the_batch_file(world, tmp_path, capsys):
+    import polars as pl
+
+    data = _dataset_copy(world, tmp_path)
+    geo = data / "sensor_geometry.csv"
+    df = pl.read_csv(geo)
+    df.filter((pl.col("sensor_id") < 100) | (pl.col("sensor_id") > 199)).write_csv(geo)
+    for args in (("linefit", "--data", data, "--out", tmp_path / "lf.csv"),
+                 ("predict", world["run"], "--data", data, "--out", tmp_path / "s.csv")):
+        line = one_line_error(capsys, *args, contains=(f"error: {geo}: no position for sensor_id", "100..199"))
+        assert "batch_" in line  # which file uses the sensor is said too
+    assert not (tmp_path / "lf.csv").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_m3_a_geometry_csv_that_is_a_directory_is_an_error_not_ignored(world, tmp_path, capsys):
+    data = _dataset_copy(world, tmp_path)
+    geo = data / "sensor_geometry.csv"
+    geo.unlink()
+    geo.mkdir()
+    one_line_error(capsys, "linefit", "--data", data, "--out", tmp_path / "lf.csv",
+                   contains=(f"{geo}: is a directory",))
