@@ -144,3 +144,12 @@ def test_m3_a_geometry_csv_that_is_a_directory_is_an_error_not_ignored(world, tm
     geo.mkdir()
     one_line_error(capsys, "linefit", "--data", data, "--out", tmp_path / "lf.csv",
                    contains=(f"{geo}: is a directory",))
+
+
+# ------------------------------------------------------------------------------ M4
+def test_m4_max_pulses_zero_is_refused_at_compose_and_before_training(world, capsys):
+    one_line_error(capsys, "compose", "--set", "selection.max_pulses=0",
+                   contains=("selection.max_pulses", "greater than or equal to 1"))
+    one_line_error(capsys, *train_args(world, "M4", "--set", "selection.max_pulses=0"),
+                   contains=("pipelines.tiny.selection.max_pulses",))
+    assert not (world["runs"] / "M4").exists()
