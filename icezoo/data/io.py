@@ -19,7 +19,7 @@ from icezoo.data import meta as _meta
 from icezoo.data.formats import foreign_source, open_source  # noqa: F401
 from icezoo.data.formats import kaggle as _kaggle
 from icezoo.data.formats.kaggle import PULSE_COLUMNS  # noqa: F401
-from icezoo.data.geometry import load_geometry  # noqa: F401
+from icezoo.data.geometry import geometry_path, load_geometry  # noqa: F401
 from icezoo.data.meta import META_COLUMNS, TRUTH_COLUMNS, batch_path, meta_path, scan_meta  # noqa: F401
 from icezoo.data.prepare import Prepared, chunk_to_batch, pad_events, prepare  # noqa: F401
 from icezoo.data.raw import LazyChunk, RawFile  # noqa: F401

@@ -23,7 +23,7 @@ from icezoo.core.batch import PulseChunk
 from icezoo.core.errors import IcezooError
 from icezoo.data.checks import first_line as _first_line, first_null as _first_null
 from icezoo.data.formats import DataSource
-from icezoo.data.geometry import load_geometry
+from icezoo.data.geometry import load_geometry, outside_geometry
 from icezoo.data.meta import (batch_path, file_counts, file_pulse_counts, list_batches, meta_path, read_meta,
                               split_events)
 from icezoo.data.raw import RawFile
@@ -122,8 +122,9 @@ def check_finite(path, event_id: np.ndarray, columns) -> None:
                 raise IcezooError(f"{path}: row {r} (event {event_id[r]}): {name} is {values[r]}")
 
 
-def check_sensors(path, event_id: np.ndarray, sensor_id: np.ndarray, geo: np.ndarray) -> None:
-    """Every sensor_id has a row in the geometry table."""
+def check_sensors(path, event_id: np.ndarray, sensor_id: np.ndarray, geo: np.ndarray, data_dir=None,
+                  geometry=None) -> None:
+    """Every sensor_id has a row in the geometry table (else the csv or the batch file is named)."""
     lo, hi = (int(sensor_id.min()), int(sensor_id.max())) if len(sensor_id) else (0, 0)
     holes = np.isnan(geo[:, 0])
     if lo < 0 or hi >= len(geo) or (holes.any() and holes[sensor_id].any()):
@@ -131,8 +132,7 @@ def check_sensors(path, event_id: np.ndarray, sensor_id: np.ndarray, geo: np.nda
         valid[:-1] = ~holes
         sid = sensor_id.astype(np.int64)
         r = int(np.flatnonzero(~valid[np.where((sid < 0) | (sid >= len(geo)), len(geo), sid)])[0])
-        raise IcezooError(f"{path}: row {r} (event {event_id[r]}): sensor_id {sensor_id[r]} is outside the geometry "
-                          f"(0..{len(geo) - 1})")
+        outside_geometry(path, r, event_id[r], int(sid[r]), geo, data_dir, geometry)
 
 
 def time_order(offsets: np.ndarray, time: np.ndarray, *columns: np.ndarray) -> list[np.ndarray]:
@@ -163,7 +163,7 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
     auxiliary = df["auxiliary"].to_numpy()
     check_finite(path, event_id, (("time", time), ("charge", charge)))
     geo = load_geometry(data_dir, geometry)
-    check_sensors(path, event_id, sensor_id, geo)
+    check_sensors(path, event_id, sensor_id, geo, data_dir, geometry)
     offsets = np.zeros(len(first) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     # Kaggle files are time ordered within events; re-sorted (stably, by event then time) only if not
