@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icezoo.core.detector import DOMS_PER_STRING, PAD_SENSOR
 from icezoo.core.errors import IcezooError
 
 #: the simulator's truth columns under GraphNeT's names (Kaggle -> GraphNeT), and back
@@ -66,7 +67,7 @@ def _to_kaggle(src, tmp: Path, split: str | None) -> int:
     metas, truths = [], []
     for b in ids:
         raw = src.read_raw(split, b)
-        if raw.pad_sensor != 5160:
+        if raw.pad_sensor != PAD_SENSOR:
             raise IcezooError(f"{src.path}: batch {b} holds sensors that are not IceCube-86 DOMs (e.g. the Upgrade's): "
                               f"the Kaggle layout has IceCube-86 sensor ids only")
         eid = np.repeat(raw.event_id, raw.n_pulses)
@@ -102,7 +103,7 @@ def _kaggle_to_graphnet(src, tmp: Path, pulsemap: str, truth_table: str, split: 
         sid = chunk.sensor_id.astype(np.int64)
         cols = {"event_no": np.repeat(raw.event_id, raw.n_pulses), "dom_x": chunk.x, "dom_y": chunk.y, "dom_z": chunk.z,
                 "dom_time": chunk.time, "charge": chunk.charge, "hlc": (~chunk.auxiliary).astype(np.int64),
-                "string": sid // 60 + 1, "dom_number": sid % 60 + 1, "pmt_number": np.zeros(len(sid), np.int64),
+                "string": sid // DOMS_PER_STRING + 1, "dom_number": sid % DOMS_PER_STRING + 1, "pmt_number": np.zeros(len(sid), np.int64),
                 "dom_type": np.full(len(sid), 20, np.int64)}
         (tmp / pulsemap).mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(cols), tmp / pulsemap / f"{pulsemap}_{i}.parquet")
