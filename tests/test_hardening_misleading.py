@@ -153,3 +153,17 @@ def test_m4_max_pulses_zero_is_refused_at_compose_and_before_training(world, cap
     one_line_error(capsys, *train_args(world, "M4", "--set", "selection.max_pulses=0"),
                    contains=("pipelines.tiny.selection.max_pulses",))
     assert not (world["runs"] / "M4").exists()
+
+
+# ------------------------------------------------------------------------------ M5 (and C4's egnn)
+@pytest.mark.parametrize("backbone", ["pyg", "egnn"])
+def test_m5_a_charge_column_beyond_the_features_is_refused_at_compose(world, capsys, backbone):
+    spec = f'backbone={{name="{backbone}", space="xyztc", charge_column=99, depth=1, k=4}}'
+    one_line_error(capsys, "compose", "--set", spec,
+                   contains=("backbone.charge_column: column 99", "0..7: x, y, z, time, charge"))
+    one_line_error(capsys, *train_args(world, f"M5{backbone}", "--set", spec),
+                   contains=("pipelines.tiny.backbone.charge_column", "6 columns"))
+    assert not (world["runs"] / f"M5{backbone}").exists()
+    ok = spec.replace("charge_column=99", "charge_column=4")
+    code, out, err = run_cli(capsys, "compose", "--set", ok)
+    assert code == 0, err
