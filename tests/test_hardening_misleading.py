@@ -167,3 +167,12 @@ def test_m5_a_charge_column_beyond_the_features_is_refused_at_compose(world, cap
     ok = spec.replace("charge_column=99", "charge_column=4")
     code, out, err = run_cli(capsys, "compose", "--set", ok)
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------------ M6
+@pytest.mark.parametrize("weight", ["nan", "inf", "-1"])
+def test_m6_a_loss_weight_that_is_not_finite_or_negative_is_refused(tmp_path, capsys, weight):
+    pf = tmp_path / "w.toml"
+    pf.write_text(TINY.replace('loss = [{ name = "vmf3d" }]', f'loss = [{{ name = "vmf3d", weight = {weight} }}]'))
+    one_line_error(capsys, "show", "tiny", "--pipeline-file", pf, contains=(f"{pf}: pipelines.tiny.loss.weight",))
+    one_line_error(capsys, "compose", "--set", f'loss=[{{name="vmf3d", weight={weight}}}]', contains=("loss.weight",))
