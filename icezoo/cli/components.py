@@ -171,13 +171,13 @@ def cmd_compose(
     import torch
 
     from icezoo.core.compose import count_parameters
-    from icezoo.core.config import ComponentRef
+    from icezoo.core.pipelines import ComponentRef, pipeline_config
     from icezoo.core.synthetic import synthetic_batch
     from icezoo.core.tomlwrite import pipelines_toml
-    from icezoo.zoo import build, pipeline_config
+    from icezoo.zoo import build, registry
 
     # the stages not named here come from a tested pipeline: --pipeline / --pipeline-file, else 'default'
-    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file)
+    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file, reg=registry())
     base = config.name if pipeline else Path(pipeline_file).name if pipeline_file else "default"
     origin = {stage: base for stage in ("features", "selection", "embedder", "backbone", "pooler", "head", "loss")}
     updates: dict[str, Any] = {"name": name if (save or not (pipeline or pipeline_file)) else config.name}
@@ -260,9 +260,10 @@ def cmd_show(
     ``--pipeline-file`` reloads; or a component's details."""
     import sys
 
-    from icezoo.core.registry import normalise
+    from icezoo.core.names import normalise
+    from icezoo.core.pipelines import pipeline_config, resolved_table
     from icezoo.core.tomlwrite import pipelines_toml
-    from icezoo.zoo import pipeline_config, registry, resolved_table
+    from icezoo.zoo import registry
 
     reg = registry()
     is_pipeline = pipeline_file is not None or normalise(name) in reg.pipelines
@@ -273,11 +274,11 @@ def cmd_show(
             print("\n\n".join(component_details(spec) for spec in specs))
             return
         try:
-            reg.pipeline(name)
+            reg.pipelines.find(name)
         except IcezooError as exc:
             raise IcezooError(f"{exc} (nor a component: icezoo list shows them)") from None
-    config = pipeline_config(name, pipeline_file)
-    text = pipelines_toml({config.name: resolved_table(config)})
+    config = pipeline_config(name, pipeline_file, reg=reg)
+    text = pipelines_toml({config.name: resolved_table(config, reg)})
     if toml or not sys.stdout.isatty():
         sys.stdout.write(text)  # exactly the TOML: no colours, no wrapping
         return

@@ -219,10 +219,15 @@ class Head(ModuleComponent):
 
 
 class Loss(Component, nn.Module):
-    """A training loss: the final ``forward`` averages the per-event terms of ``_forward``.
+    """A training loss: a subclass writes ``forward(pred, target)``, the per-event terms [B]; calling
+    the loss does the rest.
 
-    Always computed in float32 outside autocast (the log's NaNs in EXP_03/04/21 came from fp16
-    losses). ``accepts`` names the head outputs it can take.
+    The base ``__call__`` wraps ``forward`` (as PyG's ``Aggregation.__call__`` wraps its subclasses'
+    ``forward``): it checks the shapes (a head output this loss ``accepts``, one unit-vector target
+    and at most one weight per event), computes in float32 (float64 stays float64) outside autocast
+    (the log's NaNs in EXP_03/04/21 came from fp16 losses), checks that ``forward`` gave one term
+    per event, and averages them, weighted when a weight is given. ``accepts`` names the head outputs
+    it can take.
     """
 
     kind = "loss"
@@ -232,19 +237,35 @@ class Loss(Component, nn.Module):
         nn.Module.__init__(self)
         self.config = config
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar loss from ``pred`` (head output) and ``target`` unit vectors [B, 3]; ``weight`` [B]."""
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss from ``pred`` (head output: [B, 3] vector or [B, 2] angles), ``target`` unit
+        vectors [B, 3] and an optional ``weight`` [B]."""
+        self._check_inputs(pred, target, weight)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
-            per_event = self._forward(pred.to(dtype), target.to(dtype))
+            per_event = super().__call__(pred.to(dtype), target.to(dtype))
+            if per_event.shape != pred.shape[:1]:
+                raise ValueError(f"loss {self.name}: forward gave shape {tuple(per_event.shape)}, "
+                                 f"expected one term per event ({pred.shape[0]},)")
             if weight is None:
                 return per_event.mean()
             weight = weight.to(dtype)
             return (per_event * weight).sum() / weight.sum().clamp_min(torch.finfo(dtype).tiny)
 
+    def _check_inputs(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> None:
+        output = {3: "vector", 2: "angles"}.get(pred.shape[-1]) if pred.dim() == 2 else None
+        if output is None or output not in self.accepts:
+            raise ValueError(f"loss {self.name}: pred of shape {tuple(pred.shape)} is not a head output it "
+                             f"accepts ({', '.join(sorted(self.accepts))}: [B, 3] vector, [B, 2] angles)")
+        if target.shape != (pred.shape[0], 3):
+            raise ValueError(f"loss {self.name}: target of shape {tuple(target.shape)}, expected "
+                             f"({pred.shape[0]}, 3) unit vectors")
+        if weight is not None and weight.shape != pred.shape[:1]:
+            raise ValueError(f"loss {self.name}: weight of shape {tuple(weight.shape)}, expected ({pred.shape[0]},)")
+
     @abstractmethod
-    def _forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-event loss [B]."""
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-event loss [B] of ``pred`` against ``target`` (both already float32, or float64)."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Config, Head, angles_to_vector, hookimpl
+from icezoo.core import Config, Head, angles_to_vector
 from icezoo.nn import mlp
 
 
@@ -70,8 +70,3 @@ class Angles(Head):
 
     def direction(self, pred: torch.Tensor) -> torch.Tensor:
         return angles_to_vector(pred[..., 0], pred[..., 1])
-
-
-@hookimpl
-def icezoo_components():
-    return [DirectionKappa, Angles]

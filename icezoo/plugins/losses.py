@@ -1,4 +1,7 @@
-"""Losses on the head output against the true unit vector; fp32, outside autocast (core.Loss).
+"""Losses on the head output against the true unit vector, one class each, registered by being defined.
+
+Each writes ``forward(pred, target)``, the per-event terms [B]; the base class (:class:`icezoo.core.Loss`)
+checks the shapes, computes in fp32 outside autocast and averages the terms when the loss is called.
 
 Losses that take both head outputs (``accepts = {"vector", "angles"}``) convert: an angles
 prediction [B, 2] becomes a unit vector, a vector prediction [B, 3] becomes (azimuth, zenith). The
@@ -12,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from icezoo.core import Loss, angles_to_vector, hookimpl
+from icezoo.core import Loss, angles_to_vector
 
 BOTH = frozenset({"vector", "angles"})
 
@@ -80,7 +83,7 @@ class VonMisesFisher3D(Loss):
     name = "vmf3d"
     accepts = frozenset({"vector"})
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         kappa = torch.sqrt((pred * pred).sum(-1) + torch.finfo(pred.dtype).eps)
         return -log_c3(kappa) - (pred * target).sum(-1)
 
@@ -91,7 +94,7 @@ class CosineLoss(Loss):
     name = "cosine"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         if pred.shape[-1] == 2:
             pred = as_vector(pred)
         return 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
@@ -103,7 +106,7 @@ class EuclideanLoss(Loss):
     name = "euclidean"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         return _safe_norm(as_vector(pred) - target)
 
 
@@ -117,7 +120,7 @@ class LogCoshLoss(Loss):
     name = "logcosh"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         az, ze = as_angles(pred)
         with torch.no_grad():
             taz, tze = as_angles(target)
@@ -134,12 +137,7 @@ class AngularLoss(Loss):
     name = "angular"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         eps = 1e-7 if pred.dtype == torch.float64 else 1e-6
         cos = (as_vector(pred) * as_vector(target)).sum(-1)
         return torch.arccos(cos.clamp(-1.0 + eps, 1.0 - eps))
-
-
-@hookimpl
-def icezoo_components():
-    return [VonMisesFisher3D, CosineLoss, EuclideanLoss, LogCoshLoss, AngularLoss]
