@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from icezoo.core.batch import Batch, PulseChunk
@@ -121,7 +121,8 @@ class Selection(Component):
     kind = "selection"
 
     class Config(Config):
-        max_pulses: int = DEFAULT_MAX_PULSES
+        #: at least one pulse: 0 would leave every event empty and the model one direction for all
+        max_pulses: int = Field(DEFAULT_MAX_PULSES, ge=1)
 
     def __init__(self, config: Config):
         self.config = config
@@ -200,11 +201,26 @@ class Pooler(ModuleComponent):
 
 
 class Head(ModuleComponent):
-    """Pooled vector [B, P] -> prediction; ``output`` says which kind the losses receive."""
+    """Pooled vector [B, P] -> prediction; ``output`` says which kind the losses receive.
+
+    A head may give several outputs from one pooled vector (``direction_bins`` with ``regression``:
+    bin logits and a kappa-scaled vector): :attr:`outputs` lists them and :meth:`view` cuts the
+    prediction into the part a loss takes, so a pipeline sums losses on different outputs.
+    """
 
     kind = "head"
-    #: "vector": [B, 3] direction whose norm is the concentration kappa; "angles": [B, 2] (azimuth, zenith)
+    #: "vector": [B, 3] direction whose norm is the concentration kappa; "angles": [B, 2] (azimuth, zenith);
+    #: "bins": azimuth and zenith bin logits (icezoo.nn.bins)
     output: ClassVar[str] = "vector"
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """Every output kind this instance gives (default: just ``output``)."""
+        return frozenset({self.output})
+
+    def view(self, pred: torch.Tensor, output: str) -> torch.Tensor:
+        """The part of ``pred`` that is the ``output`` kind (default: all of it)."""
+        return pred
 
     @abstractmethod
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -216,6 +232,10 @@ class Head(ModuleComponent):
     def kappa(self, pred: torch.Tensor) -> torch.Tensor | None:
         """Predicted concentration [B] where the head has one, else None."""
         return None
+
+
+#: the width of the head outputs whose width is fixed ("bins": the head's layout says)
+OUTPUT_WIDTHS: dict[str, int] = {"vector": 3, "angles": 2}
 
 
 class Loss(Component, nn.Module):
@@ -237,9 +257,12 @@ class Loss(Component, nn.Module):
         nn.Module.__init__(self)
         self.config = config
 
+    def bind(self, head: "Head") -> None:
+        """Called by the composer with the pipeline's head (a bins loss reads its bin layout); default: nothing."""
+
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar loss from ``pred`` (head output: [B, 3] vector or [B, 2] angles), ``target`` unit
-        vectors [B, 3] and an optional ``weight`` [B]."""
+        """Scalar loss from ``pred`` (the head output it takes: [B, 3] vector, [B, 2] angles, bin
+        logits), ``target`` unit vectors [B, 3] and an optional ``weight`` [B]."""
         self._check_inputs(pred, target, weight)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
@@ -253,10 +276,12 @@ class Loss(Component, nn.Module):
             return (per_event * weight).sum() / weight.sum().clamp_min(torch.finfo(dtype).tiny)
 
     def _check_inputs(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> None:
-        output = {3: "vector", 2: "angles"}.get(pred.shape[-1]) if pred.dim() == 2 else None
-        if output is None or output not in self.accepts:
+        widths = {OUTPUT_WIDTHS.get(output) for output in self.accepts}  # None: any width (bins)
+        if pred.dim() != 2 or (None not in widths and pred.shape[-1] not in widths):
+            accepted = ", ".join(f"{o} [B, {OUTPUT_WIDTHS[o]}]" if o in OUTPUT_WIDTHS else f"{o} [B, *]"
+                                 for o in sorted(self.accepts))
             raise ValueError(f"loss {self.name}: pred of shape {tuple(pred.shape)} is not a head output it "
-                             f"accepts ({', '.join(sorted(self.accepts))}: [B, 3] vector, [B, 2] angles)")
+                             f"accepts ({accepted})")
         if target.shape != (pred.shape[0], 3):
             raise ValueError(f"loss {self.name}: target of shape {tuple(target.shape)}, expected "
                              f"({pred.shape[0]}, 3) unit vectors")

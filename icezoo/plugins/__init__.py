@@ -18,6 +18,7 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.backbones.dynedge",
     "icezoo.plugins.backbones.egnn",
     "icezoo.plugins.backbones.pyg",
+    "icezoo.plugins.backbones.iseecube",
     "icezoo.plugins.poolers",
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",

@@ -1,15 +1,19 @@
-"""``icezoo bench data`` (parquet -> padded batch tensors: events/s, peak memory) and ``icezoo inspect``."""
+"""``icezoo bench``: speed and memory of the data path (``data``), the simulator (``sim``), a
+model (``model``) and ``icezoo predict`` end to end (``predict``). The engine measures; these print."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from icezoo.cli.common import PRECISION_HELP, parse_set
 from icezoo.core.errors import IcezooError
-
+from icezoo.core.memory import peak_rss_mib
 
 def _components(max_pulses: int):
     """The bench's fixed chain: aux-first selection, kaggle_norm + qe + ice_properties."""
@@ -46,7 +50,7 @@ def _make_dataset(out: Path, events: int, per_file: int, seed: int) -> str:
     return "random toy events"
 
 
-def bench_data_cmd(
+def cmd_bench_data(
     data: Optional[Path] = typer.Option(None, "--data", help="dataset directory (Kaggle layout); default: a temporary one"),
     split: str = typer.Option("train", help="split to read"),
     max_pulses: str = typer.Option("128,256", "--max-pulses", help="comma-separated max_pulses values"),
@@ -107,38 +111,73 @@ def bench_data_cmd(
             tmp.cleanup()
 
 
-def inspect_cmd(
-    data: Path = typer.Option(..., "--data", help="dataset directory (Kaggle layout)"),
+def cmd_bench_sim(
+    events: int = typer.Option(20_000, "--events", help="events to simulate"),
+    seed: int = typer.Option(0, "--seed"),
+    noise: bool = typer.Option(True, "--noise/--no-noise"),
+    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off)"),
 ) -> None:
-    """Summary of a dataset: batch files, events, pulses per event, truth (from the meta; no batch file is read)."""
-    import numpy as np
-    import polars as pl
+    """Simulator speed: events/s on one core (one process, numpy single-threaded) and peak memory."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from icezoo.data.simulator import LEGACY_KNOBS, detector, simulate
 
-    from icezoo.data.io import list_batches, scan_meta
-
-    if not Path(data).is_dir():
-        raise IcezooError(f"{data}: dataset directory not found")
-    found = False
-    for split in ("train", "test"):
-        if not (Path(data) / split).is_dir():
-            continue
-        found = True
-        ids = list_batches(data, split)
-        lf = scan_meta(data, split)
-        truth = all(c in lf.collect_schema() for c in ("azimuth", "zenith"))
-        n = (lf.select((pl.col("last_pulse_index") - pl.col("first_pulse_index") + 1).alias("n"))
-               .collect()["n"].to_numpy())
-        q = np.percentile(n, [25, 50, 75]) if len(n) else [0, 0, 0]
-        typer.echo(f"{split}: {len(ids)} batch file(s) ({ids[0]}..{ids[-1]}), {len(n)} events, truth: {'yes' if truth else 'no'}")
-        typer.echo(f"  pulses/event: mean {n.mean():.1f}, quartiles {q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}, "
-                   f"min {n.min()}, max {n.max()}, {int((n < 2).sum())} event(s) < 2 pulses, "
-                   f"{100 * (n > 128).mean():.1f}% > 128, total {int(n.sum())}")
-    geo = Path(data) / "sensor_geometry.csv"
-    typer.echo(f"geometry: {geo if geo.is_file() else 'shipped IceCube-86 table (no sensor_geometry.csv)'}")
-    if not found:
-        raise IcezooError(f"{data}: no train/ or test/ folder (expected the Kaggle layout)")
+    knobs = dict(LEGACY_KNOBS) if legacy else {}
+    detector()
+    with tempfile.TemporaryDirectory(prefix="icezoo-bench-sim-") as tmp:
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise, **knobs)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    typer.echo(f"simulate: {events} events in {wall:.2f} s wall, {cpu:.2f} s CPU -> "
+               f"{events / wall:,.0f} events/s wall, {events / max(cpu, 1e-9):,.0f} events/s per CPU-second; "
+               f"peak RSS {peak_rss_mib():,.0f} MiB")
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    bench.command("data")(bench_data_cmd)
-    app.command("inspect")(inspect_cmd)
+def cmd_bench_model(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", "--config_name"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", min=1),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    steps: int = typer.Option(10, min=1, help="timed steps (after warmup)"),
+    warmup: int = typer.Option(2, min=0),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+    lengths: str = typer.Option("max", help="max: every event filled to max_pulses; data:DIR: the training "
+                                            "loader's first batches of DIR (real pulse counts, bucketed)"),
+    no_flops: bool = typer.Option(False, "--no-flops", help="skip the FLOP count and the matmul roof"),
+    infer_only: bool = typer.Option(False, "--infer-only", help="time inference only (long events)"),
+) -> None:
+    """Training and inference events/s, FLOPs per event, GFLOP/s against a matmul roof, and peak memory."""
+    from icezoo.engine.bench import bench_model, format_bench
+
+    res = bench_model(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
+                      max_pulses=max_pulses, precision=precision, steps=steps, warmup=warmup,
+                      overrides=parse_set(set_), device=device, threads=threads, lengths=lengths,
+                      flops=not no_flops, phases=("infer",) if infer_only else ("train", "infer"))
+    print(format_bench(res))
+
+
+def cmd_bench_predict(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", help="pipeline to time (trained 1 step; "
+                                                                          "weights do not change the speed)"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    run: Optional[str] = typer.Option(None, help="an existing run instead (name or directory)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset with a test split; default: a "
+                                                   "temporary simulated one"),
+    events: int = typer.Option(20_000, min=1, help="test events of the temporary dataset"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    workers: int = typer.Option(0, min=0),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+) -> None:
+    """`icezoo predict` end to end (read, select, featurise, model, write): events/s, then each stage apart."""
+    from icezoo.engine.bench import bench_predict, format_bench_predict
+
+    res = bench_predict(pipeline, str(pipeline_file) if pipeline_file else None, run=run, runs_dir=str(runs_dir),
+                        data=str(data) if data else None, events=events, batch_size=batch_size, workers=workers,
+                        device=device, threads=threads)
+    print(format_bench_predict(res))
