@@ -1,7 +1,8 @@
 """icezoo's built-in components, one module per family (``backbones/`` and ``embedders/`` are packages
 of family modules), registered the way a third-party package's are: each module listed here is a
-plugin whose component classes are registered by being defined in it, and ``pipelines.py`` adds the
-pipeline and study files through ``icezoo_pipeline_files`` / ``icezoo_study_files``."""
+plugin whose component classes are registered by being defined in it; ``pipelines.py`` adds the
+pipeline and study files through ``icezoo_pipeline_files`` / ``icezoo_study_files``, ``formats.py`` the
+data formats through ``icezoo_formats``."""
 
 #: modules registered before any entry point (order fixes the order of "provided twice" errors)
 DEFAULT_PLUGINS = (
@@ -23,4 +24,5 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
     "icezoo.plugins.pipelines",
+    "icezoo.plugins.formats",
 )
