@@ -76,6 +76,9 @@ def simulate_cmd(
     if events_per_batch is None:  # training files cut small enough to train; the test split in full files
         events_per_batch = default_events_per_batch(events)
         test_events_per_batch = MAX_EVENTS_PER_FILE
+    from icezoo.core.outputs import check_output
+
+    check_output(out)  # a dataset is never created inside another dataset or a run directory
     try:
         path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
                         overwrite=overwrite, test_events_per_batch=test_events_per_batch, **knobs)
@@ -135,6 +138,10 @@ def linefit_cmd(
         raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
     if out is not None and out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
+    if out is not None:
+        from icezoo.core.outputs import check_output
+
+        check_output(out, dirs=[data])
     from icezoo.data.io import split_events
 
     fit = linefit_improved if improved else linefit

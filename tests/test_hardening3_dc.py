@@ -1,0 +1,76 @@
+"""Regression tests of issue 27 part 2, the destructive defects (D1-D3) and the crashes (C1-C10) a
+hostile-user audit found: one test (or more) per item, named ``test_dN_...`` / ``test_cN_...``. Every
+bad input gives one line naming the file or field, exit code 2, no traceback, and leaves nothing
+lost or half-written. Tiny data, tiny models (the ``world`` of tests/test_hardening.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_hardening import one_line_error, run_cli, world  # noqa: F401  (world: a module fixture)
+
+
+def digest(root: Path) -> dict[str, str]:
+    """md5 of every file under ``root`` (or of ``root`` itself): to prove nothing was touched."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def copies(world, tmp_path):  # noqa: F811
+    """A private copy of the world's dataset and run, free to be damaged."""
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    runs = tmp_path / "runs"
+    shutil.copytree(world["run"], runs / "T")
+    return data, runs
+
+
+# ------------------------------------------------------------------------------ D1 --out onto inputs
+@pytest.mark.parametrize("target", ["data/test_meta.parquet", "data/test/batch_1.parquet", "data/sensor_geometry.csv",
+                                    "data/new.csv", "runs/T/checkpoints/best.pt", "runs/T/run.json", "runs/T/sub.csv"])
+def test_d1_predict_refuses_an_out_inside_its_dataset_or_run(copies, tmp_path, capsys, target):
+    data, runs = copies
+    before = digest(tmp_path)
+    out = tmp_path / target
+    one_line_error(capsys, "predict", "T", "--runs-dir", runs, "--data", data, "--out", out,
+                   contains=["--out", out, "lies inside", "dataset" if target.startswith("data") else "run directory"])
+    assert digest(tmp_path) == before  # nothing replaced, nothing created
+
+
+def test_d1_a_link_to_an_input_is_refused_and_a_plain_out_still_works(copies, tmp_path, capsys):
+    data, runs = copies
+    link = tmp_path / "sub.csv"
+    os.symlink(data / "test_meta.parquet", link)
+    before = digest(data)
+    one_line_error(capsys, "predict", "T", "--runs-dir", runs, "--data", data, "--out", link,
+                   contains=["a link to", "test_meta.parquet"])
+    assert digest(data) == before and link.is_symlink()
+    ok = tmp_path / "ok.csv"
+    assert run_cli(capsys, "predict", "T", "--runs-dir", runs, "--data", data, "--out", ok)[0] == 0
+    assert ok.read_text().startswith("event_id,azimuth,zenith")
+
+
+def test_d1_linefit_runs_plot_compose_and_simulate_refuse_their_inputs(copies, world, tmp_path, capsys):  # noqa: F811
+    data, runs = copies
+    before = digest(tmp_path)
+    one_line_error(capsys, "linefit", "--data", data, "--split", "test", "--out", data / "test_meta.parquet",
+                   contains=["--out", "test_meta.parquet", "dataset"])
+    one_line_error(capsys, "runs", "--runs-dir", runs, "--plot", "T", "--plot-out", runs / "T" / "run.json",
+                   contains=["--plot-out", "run.json", "run directory"])
+    one_line_error(capsys, "runs", "--runs-dir", runs, "--plot", "T", "--plot-out", data / "curves.png",
+                   contains=["--plot-out", "curves.png", "dataset"])
+    pf = tmp_path / "p.toml"
+    shutil.copy(world["pf"], pf)
+    saved = digest(pf)
+    one_line_error(capsys, "compose", "--pipeline-file", pf, "--pipeline", "tiny", "--save", pf,
+                   contains=["--save", "p.toml", "input"])
+    assert digest(pf) == saved
+    one_line_error(capsys, "simulate", "--events", 50, "--out", runs / "T" / "sim", contains=["--out", "run directory"])
+    pf.unlink()
+    assert digest(tmp_path) == before
