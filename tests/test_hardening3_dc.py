@@ -74,3 +74,40 @@ def test_d1_linefit_runs_plot_compose_and_simulate_refuse_their_inputs(copies, w
     one_line_error(capsys, "simulate", "--events", 50, "--out", runs / "T" / "sim", contains=["--out", "run directory"])
     pf.unlink()
     assert digest(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ D2 study names as paths
+ESCAPE = """
+[studies."NAME"]
+question = "q"
+reference = "a"
+budget = "200"
+[studies."NAME".variants]
+a = "BASELINE_HF"
+b = { pipeline = "BASELINE_HF_V1" }
+"""
+
+
+@pytest.mark.parametrize("name", ["../../../escape", "..", ".stale", "a/b", "a b"])
+def test_d2_a_study_name_that_is_a_path_is_refused_before_anything_is_written(world, tmp_path, capsys, name,  # noqa: F811
+                                                                               monkeypatch):
+    import icezoo.zoo as zoo
+    from icezoo.core import hookimpl
+
+    f = tmp_path / "s.toml"
+    f.write_text(ESCAPE.replace("NAME", name))
+
+    class Plugin:
+        @hookimpl
+        def icezoo_study_files(self):
+            return [f]
+
+    reg = zoo.make_registry(extra_plugins=[("escape", Plugin())], autoload=False)
+    monkeypatch.setattr(zoo, "registry", lambda: reg)
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    one_line_error(capsys, "reproduce", name, "--data", world["data"], "--runs-dir", "runs",
+                   contains=[f"studies.{name}", "study name", "use letters"])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path(p) for p in ("a", "a/b", "a/b/c",
+                                                                                              "s.toml")]
