@@ -111,3 +111,38 @@ def test_d2_a_study_name_that_is_a_path_is_refused_before_anything_is_written(wo
                    contains=[f"studies.{name}", "study name", "use letters"])
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path(p) for p in ("a", "a/b", "a/b/c",
                                                                                               "s.toml")]
+
+
+# ------------------------------------------------------------------------------ D3 exact int64 event ids
+def big_ids(data: Path) -> list[int]:
+    """Give the test split of ``data`` event ids above 2^53 (odd, so a float round trip changes them)
+    and int64's maximum; returns them in meta order."""
+    import numpy as np
+    import polars as pl
+
+    from icezoo.data.kaggle_layout import write_batch, write_meta
+
+    meta = pl.read_parquet(data / "test_meta.parquet")
+    old = meta["event_id"].to_numpy()
+    new = 2**53 + 1 + 2 * np.arange(len(old), dtype=np.int64)
+    new[-1] = np.iinfo(np.int64).max
+    to_new = dict(zip(old.tolist(), new.tolist()))
+    write_meta(data / "test_meta.parquet", meta["batch_id"], new, meta["first_pulse_index"], meta["last_pulse_index"])
+    for f in (data / "test").glob("batch_*.parquet"):
+        b = pl.read_parquet(f)
+        eid = np.array([to_new[e] for e in b["event_id"].to_list()], dtype=np.int64)
+        write_batch(f, eid, b["sensor_id"], b["time"], b["charge"], b["auxiliary"])
+    (data / "test_truth.parquet").unlink(missing_ok=True)
+    return new.tolist()
+
+
+def test_d3_predict_and_linefit_write_event_ids_above_2_53_exactly(copies, tmp_path, capsys):
+    data, runs = copies
+    ids = big_ids(data)
+    for args in (["predict", "T", "--runs-dir", runs, "--data", data], ["linefit", "--data", data, "--split", "test"]):
+        out = tmp_path / f"{args[0]}.csv"
+        code, _, err = run_cli(capsys, *args, "--out", out)
+        assert code == 0, err
+        lines = out.read_text().splitlines()
+        assert [int(line.split(",")[0]) for line in lines[1:]] == ids, args[0]  # in meta order, every digit
+        assert lines[-1].startswith("9223372036854775807,")
