@@ -150,3 +150,39 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     assert code == 2 and "Traceback" not in err and "No such option" in err
     code, out, _ = run(["--help"], capsys)
     assert code == 0 and "compose" in out
+
+
+def test_every_command_module_is_registered_under_its_name():
+    """Each command lives in the module of its name and is registered from cli/main.py; a command
+    module nobody registers, or a command function not named cmd_*, fails here."""
+    import ast
+    from pathlib import Path
+
+    import typer.main
+
+    from icezoo.cli import main as cli_main
+
+    group = typer.main.get_command(cli_main.app)
+    assert set(group.commands) == {*cli_main.COMMANDS, "bench"}
+    assert set(group.commands["bench"].commands) == set(cli_main.BENCH_COMMANDS) == {"data", "sim", "model", "predict"}
+    registered = {f"{fn.__module__}.{fn.__name__}" for fn in (*cli_main.COMMANDS.values(),
+                                                                *cli_main.BENCH_COMMANDS.values())}
+    assert registered == {f"icezoo.cli.{name}.cmd_{name}" for name in cli_main.COMMANDS} | {
+        f"icezoo.cli.bench.cmd_bench_{name}" for name in cli_main.BENCH_COMMANDS}
+    shared = {"__init__", "main", "common"}
+    for path in Path(cli_main.__file__).parent.glob("*.py"):
+        if path.stem in shared:
+            continue
+        defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+        commands = {d for d in defined if d.startswith("cmd_")}
+        assert commands and {f"icezoo.cli.{path.stem}.{d}" for d in commands} <= registered, path.name
+        assert not {d for d in defined if d.endswith("_cmd")}, path.name
+
+
+def test_a_missing_command_module_fails_loudly():
+    """A command module that cannot be imported stops `icezoo` with the import error, never a silently
+    missing command."""
+    probe = ("import sys; sys.modules['icezoo.cli.linefit'] = None\n"
+             "import icezoo.cli.main")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "ModuleNotFoundError" in res.stderr and "icezoo.cli.linefit" in res.stderr

@@ -1,5 +1,7 @@
-"""The ``icezoo`` command. Heavy imports (torch, the zoo) happen inside commands, so ``--help``
-and usage errors are instant; every IcezooError becomes one line on stderr and exit code 2."""
+"""The ``icezoo`` command. Each command lives in the module of its name (``icezoo bench ...`` in
+bench.py) and only parses flags, calls one engine or data function and prints; heavy imports
+(torch, the zoo) happen inside the commands, so ``--help`` and usage errors are instant. Every
+IcezooError becomes one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -8,7 +10,31 @@ import sys
 
 import typer
 
+from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
+from icezoo.cli.compose import cmd_compose
+from icezoo.cli.evaluate import cmd_evaluate
+from icezoo.cli.experiments import cmd_experiments
+from icezoo.cli.inspect import cmd_inspect
+from icezoo.cli.linefit import cmd_linefit
+from icezoo.cli.list import cmd_list
+from icezoo.cli.predict import cmd_predict
+from icezoo.cli.reproduce import cmd_reproduce
+from icezoo.cli.runs import cmd_runs
+from icezoo.cli.show import cmd_show
+from icezoo.cli.simulate import cmd_simulate
+from icezoo.cli.train import cmd_train
 from icezoo.core.errors import IcezooError
+
+#: ``icezoo NAME``: the function each command runs (a new command: its module, then one line here)
+COMMANDS = {
+    "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
+    "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect,
+    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+    "experiments": cmd_experiments, "reproduce": cmd_reproduce,
+}
+#: ``icezoo bench NAME``
+BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,
+                  "predict": cmd_bench_predict}
 
 app = typer.Typer(
     name="icezoo",
@@ -19,24 +45,10 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: speed and memory (figures go to docs/performance.md).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-
-def _register_commands() -> None:
-    """Each command family lives in its own module and adds itself here."""
-    from icezoo.cli import components
-
-    components.register(app, bench_app)
-    for module in ("icezoo.cli.simulate", "icezoo.cli.data", "icezoo.cli.engine", "icezoo.cli.studies"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        mod.register(app, bench_app)
-
-
-_register_commands()
+for _name, _fn in COMMANDS.items():
+    app.command(_name)(_fn)
+for _name, _fn in BENCH_COMMANDS.items():
+    bench_app.command(_name)(_fn)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,6 @@
 * :mod:`~icezoo.engine.predict`, :mod:`~icezoo.engine.evaluate`, :mod:`~icezoo.engine.bench`: the other commands;
 * :mod:`~icezoo.engine.runs`, :mod:`~icezoo.engine.default_data`: the run ledger and the cached simulated set.
 
-Engine modules import what they need at the top; the CLI (``icezoo.cli.engine``) imports the
+Engine modules import what they need at the top; the CLI (``icezoo.cli``, a module per command) imports the
 engine inside its commands, so ``icezoo --help`` and ``icezoo list`` never load it.
 """

@@ -11,6 +11,7 @@ sky), so the fallback is simply a fixed one. Events listed in the meta file with
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ from rich.progress import Progress
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
-from icezoo.data.io import load_geometry, read_meta, split_events
+from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
-from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.loaders import check_detector, make_eval_loader
 
 FALLBACK_AZIMUTH = 0.0
 FALLBACK_ZENITH = math.pi / 2
@@ -93,7 +94,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     directions, :mod:`icezoo.engine.ensemble`), optionally with ``tta`` rotations; returns counts."""
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
-    if not meta_file.is_file():
+    if foreign_source(data_dir) is None and not meta_file.is_file():
         raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
     out = Path(out)
     if out.parent and not out.parent.exists():
@@ -104,9 +105,14 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
     members = [load_run_model(r, runs_dir) for r in run_names]
+    for run_dir, info, _, _, ckpt in members:
+        note = R.unfinished_note(run_dir, info, ckpt)
+        if note:
+            print(note, file=sys.stderr)
     dev = pick_device(None, device)
     for _, _, _, model, _ in members:
         model.to(dev)
+        check_detector(model, data_dir)
 
     event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)

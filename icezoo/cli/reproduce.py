@@ -1,5 +1,4 @@
-"""``icezoo experiments`` (the log as a table beside this machine's runs) and ``icezoo reproduce``
-(a study of the log's questions, trained and compared alike)."""
+"""``icezoo reproduce``: a study of the log's questions, trained and compared alike."""
 
 from __future__ import annotations
 
@@ -10,29 +9,6 @@ from typing import Optional
 import typer
 
 from icezoo.core.errors import IcezooError
-
-
-def cmd_experiments(
-    data: Optional[Path] = typer.Option(None, help="only runs scored on this dataset directory"),
-    markdown: bool = typer.Option(False, "--markdown", help="print a markdown table (the log's format)"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="the ledger to read"),
-) -> None:
-    """Every row of the experiment log in its order: pipeline, log score, and this machine's best run of it."""
-    from icezoo.engine.experiments import COLUMNS, experiments_markdown, experiments_table
-
-    rows = experiments_table(runs_dir, str(data) if data else None)
-    if markdown:
-        print(experiments_markdown(rows))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"The experiment log ({len(rows)} rows) and the best runs in {runs_dir}/", show_lines=False)
-    for key, head in COLUMNS:
-        table.add_column(head, overflow="fold", ratio=3 if key == "description" else 1)
-    for r in rows:
-        table.add_row(*(r[k] for k, _ in COLUMNS))
-    Console().print(table)
 
 
 def cmd_reproduce(
@@ -76,8 +52,3 @@ def cmd_reproduce(
     except StudyInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(130)
-
-
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    app.command("experiments")(cmd_experiments)
-    app.command("reproduce")(cmd_reproduce)

@@ -1,0 +1,187 @@
+"""``icezoo bench``: speed and memory of the data path (``data``), the simulator (``sim``), a
+model (``model``) and ``icezoo predict`` end to end (``predict``). The engine measures; these print."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
+from icezoo.core.errors import IcezooError
+from icezoo.core.memory import peak_rss_mib
+
+def _components(max_pulses: int):
+    """The bench's fixed chain: aux-first selection, kaggle_norm + qe + ice_properties."""
+    from icezoo.plugins.features import QE, IceProperties, KaggleNorm
+    from icezoo.plugins.selection import AuxFirst
+
+    sel = AuxFirst(AuxFirst.Config(max_pulses=max_pulses))
+    feats = [KaggleNorm(KaggleNorm.Config()), QE(QE.Config()), IceProperties(IceProperties.Config())]
+    return sel, feats
+
+
+def _parse_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise IcezooError(f"{what} {text!r}: expected comma-separated integers, e.g. 128,256") from None
+    if not values or min(values) < 1:
+        raise IcezooError(f"{what} {text!r}: expected positive integers")
+    return values
+
+
+def _make_dataset(out: Path, events: int, per_file: int, seed: int) -> str:
+    """A temporary dataset: the simulator when available, else random events in the same layout."""
+    try:
+        from icezoo.data.simulator import simulate
+    except ImportError:
+        simulate = None
+    if simulate is not None:
+        simulate(out, events, events_per_batch=per_file, seed=seed)
+        return "simulator"
+    from icezoo.data.io import write_toy_dataset
+
+    write_toy_dataset(out, n_files=max(1, -(-events // per_file)), events_per_file=per_file, seed=seed, mean_pulses=120)
+    return "random toy events"
+
+
+def cmd_bench_data(
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset (any format: icezoo list formats); default: a "
+                                                             "temporary Kaggle-layout one"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
+    split: str = typer.Option("train", help="split to read"),
+    max_pulses: str = typer.Option("128,256", "--max-pulses", help="comma-separated max_pulses values"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    batches: str = typer.Option("cycle", "--batches", help="batch files to read: A:B, A,B,C or cycle (all)"),
+    events: int = typer.Option(40_000, "--events", help="events of the temporary dataset (without --data)"),
+    passes: int = typer.Option(3, "--passes", help="timed passes per max_pulses (the best is reported)"),
+) -> None:
+    """Events/s and peak memory from parquet to padded batch tensors (aux_first; kaggle_norm, qe, ice_properties), one worker.
+
+    Reports wall-clock events/s and events per CPU-second of this process (the fairer single-core
+    figure on a shared machine; set POLARS_MAX_THREADS=1 so the parquet decode stays on one core).
+    """
+    import resource
+    import tempfile
+    import tracemalloc
+
+    from icezoo.data.io import list_batches, parse_batches
+    from icezoo.data.loader import make_loader
+
+    widths = _parse_ints(max_pulses, "--max-pulses")
+    use_data(data, pulsemap, truth_table)
+    tmp = None
+    try:
+        if data is None:
+            tmp = tempfile.TemporaryDirectory(prefix="icezoo-bench-data-")
+            data = Path(tmp.name) / "data"
+            t0 = time.perf_counter()
+            how = _make_dataset(data, events, min(50_000, events), seed=0)
+            typer.echo(f"temporary dataset: {events} events ({how}, {time.perf_counter() - t0:.1f} s) in {data}")
+        ids = parse_batches(batches, list_batches(data, split))
+        for width in widths:
+            sel, feats = _components(width)
+            best = best_cpu = float("inf")
+            n_events = n_steps = 0
+            for p in range(max(1, passes)):
+                loader = make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=p)
+                t0, c0 = time.perf_counter(), time.process_time()
+                n_events = n_steps = 0
+                for batch in loader:
+                    n_events += batch.num_events
+                    n_steps += 1
+                best = min(best, time.perf_counter() - t0)
+                best_cpu = min(best_cpu, time.process_time() - c0)
+            # one more pass under tracemalloc for the numpy/Python peak (polars' own buffers show in RSS)
+            tracemalloc.start()
+            for _ in make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=0):
+                pass
+            _, traced_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            skipped = loader.skipped
+            typer.echo(f"max_pulses={width}: {n_events / best:,.0f} events/s wall, {n_events / best_cpu:,.0f} events per "
+                       f"CPU-second ({n_events} events, {n_steps} batches of <= {batch_size}, best of {max(1, passes)}: "
+                       f"{best:.2f} s wall, {best_cpu:.2f} s CPU; {len(ids)} file(s), {skipped} skipped < 2 pulses); "
+                       f"peak traced {traced_peak / 2**20:.0f} MiB, peak RSS {rss:.0f} MiB")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def cmd_bench_sim(
+    events: int = typer.Option(20_000, "--events", help="events to simulate"),
+    seed: int = typer.Option(0, "--seed"),
+    noise: bool = typer.Option(True, "--noise/--no-noise"),
+    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off)"),
+) -> None:
+    """Simulator speed: events/s on one core (one process, numpy single-threaded) and peak memory."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from icezoo.data.simulator import LEGACY_KNOBS, detector, simulate
+
+    knobs = dict(LEGACY_KNOBS) if legacy else {}
+    detector()
+    with tempfile.TemporaryDirectory(prefix="icezoo-bench-sim-") as tmp:
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise, **knobs)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    typer.echo(f"simulate: {events} events in {wall:.2f} s wall, {cpu:.2f} s CPU -> "
+               f"{events / wall:,.0f} events/s wall, {events / max(cpu, 1e-9):,.0f} events/s per CPU-second; "
+               f"peak RSS {peak_rss_mib():,.0f} MiB")
+
+
+def cmd_bench_model(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", "--config_name"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", min=1),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    steps: int = typer.Option(10, min=1, help="timed steps (after warmup)"),
+    warmup: int = typer.Option(2, min=0),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+    lengths: str = typer.Option("max", help="max: every event filled to max_pulses; data:DIR: the training "
+                                            "loader's first batches of DIR (real pulse counts, bucketed)"),
+    no_flops: bool = typer.Option(False, "--no-flops", help="skip the FLOP count and the matmul roof"),
+    infer_only: bool = typer.Option(False, "--infer-only", help="time inference only (long events)"),
+) -> None:
+    """Training and inference events/s, FLOPs per event, GFLOP/s against a matmul roof, and peak memory."""
+    from icezoo.engine.bench import bench_model, format_bench
+
+    res = bench_model(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
+                      max_pulses=max_pulses, precision=precision, steps=steps, warmup=warmup,
+                      overrides=parse_set(set_), device=device, threads=threads, lengths=lengths,
+                      flops=not no_flops, phases=("infer",) if infer_only else ("train", "infer"))
+    print(format_bench(res))
+
+
+def cmd_bench_predict(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline", help="pipeline to time (trained 1 step; "
+                                                                          "weights do not change the speed)"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    run: Optional[str] = typer.Option(None, help="an existing run instead (name or directory)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset with a test split; default: a "
+                                                   "temporary simulated one"),
+    events: int = typer.Option(20_000, min=1, help="test events of the temporary dataset"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    workers: int = typer.Option(0, min=0),
+    device: Optional[str] = typer.Option(None),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)"),
+) -> None:
+    """`icezoo predict` end to end (read, select, featurise, model, write): events/s, then each stage apart."""
+    from icezoo.engine.bench import bench_predict, format_bench_predict
+
+    res = bench_predict(pipeline, str(pipeline_file) if pipeline_file else None, run=run, runs_dir=str(runs_dir),
+                        data=str(data) if data else None, events=events, batch_size=batch_size, workers=workers,
+                        device=device, threads=threads)
+    print(format_bench_predict(res))
