@@ -95,6 +95,12 @@ class Component(metaclass=ABCMeta):
     def declared_requires(cls, config: Config) -> frozenset[str]:
         return cls.requires
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        """Columns of ``batch.features`` this component reads by index, as {param: column}; compose
+        refuses a column beyond the pipeline's pulse features (a slice past the end is silently empty)."""
+        return {}
+
 
 class ModuleComponent(Component, nn.Module):
     """A component that is a torch module: built as ``cls(config, in_dim)``, reports ``out_dim``."""
