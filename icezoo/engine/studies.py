@@ -39,6 +39,11 @@ from icezoo.core.names import add_once, did_you_mean, normalise, read_toml
 from icezoo.core.pipelines import pipeline_config, resolved_table
 
 
+#: variant labels and study names become file and directory names (RUNS/studies/NAME-.../LABEL-sN)
+LABEL_RE = r"[A-Za-z0-9_.-]+"
+NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # never '..' nor a hidden name ('.stale' is the study's own)
+
+
 class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: the pipeline to train (default: the study's ``pipeline``)
@@ -115,6 +120,14 @@ class Study(BaseModel):
     common: dict[str, Any] = Field(default_factory=dict)
     file: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        """The name becomes a directory under RUNS/studies/: a path ("../x") must not escape it."""
+        if not re.fullmatch(NAME_RE, value):
+            raise ValueError(f"study name '{value}': use letters, digits, '_', '-', '.' (not first)")
+        return value
+
     @field_validator("variants", mode="before")
     @classmethod
     def _variants(cls, value: Any) -> Any:
@@ -143,7 +156,7 @@ class Study(BaseModel):
         if self.reference not in self.variants:
             raise ValueError(f"reference '{self.reference}' is not a variant (variants: {', '.join(self.variants)})")
         for label, v in self.variants.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+            if not re.fullmatch(LABEL_RE, label):
                 raise ValueError(f"variant label '{label}': use letters, digits, '_', '-', '.'")
             if v.pipeline is None and self.pipeline is None:
                 raise ValueError(f"variant '{label}' names no pipeline and the study has no 'pipeline'")
