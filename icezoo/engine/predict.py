@@ -86,22 +86,41 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
     return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
 
 
-def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
-            runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
-            tta: int = 1, echo=print) -> dict[str, Any]:
-    """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
-    directions, :mod:`icezoo.engine.ensemble`), optionally with ``tta`` rotations; returns counts."""
-    data_dir = Path(data)
-    meta_file = data_dir / f"{split}_meta.parquet"
-    if not meta_file.is_file():
-        raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
-    out = Path(out)
+def _checked_out(out: Path) -> Path:
     if out.parent and not out.parent.exists():
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
+    return out
+
+
+def _combiner(stacker: str | None, names: list[str]):
+    """How one batch file's member predictions become the submission's: one member as it is, several
+    by the kappa-weighted mean, or by a fitted stacker file (checked to be fitted on these runs)."""
+    if stacker is None:
+        return lambda preds: preds[0] if len(preds) == 1 else ensemble_of(preds)
+    from icezoo.engine import stack as S
+
+    fitted = S.load(stacker)
+    S.check_members(fitted, names, f"--stacker {stacker}")
+    return lambda preds: S.apply(fitted, preds)
+
+
+def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
+            runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
+            tta: int = 1, echo=print, stacker: str | None = None) -> dict[str, Any]:
+    """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
+    directions, :mod:`icezoo.engine.ensemble`, or a fitted ``stacker`` file, :mod:`icezoo.engine.stack`),
+    optionally with ``tta`` rotations; returns counts."""
+    data_dir = Path(data)
+    meta_file = data_dir / f"{split}_meta.parquet"
+    if not meta_file.is_file():
+        raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
+    out = _checked_out(Path(out))
     tta_angles(tta)  # a bad --tta fails before any work
-    members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
+    runs = [run] if isinstance(run, str) else list(run)
+    combined = _combiner(stacker, [R.resolve_run(r, runs_dir).name for r in runs])  # before any model loads
+    members = [load_run_model(r, runs_dir) for r in runs]
     for run_dir, info, _, _, ckpt in members:
         note = R.unfinished_note(run_dir, info, ckpt)
         if note:
@@ -128,7 +147,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
         for bid in wanted:
             preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
                      for (_, _, _, model, _), prec in zip(members, precisions)]
-            res = preds[0] if len(preds) == 1 else ensemble_of(preds)
+            res = combined(preds)
             bad = np.flatnonzero(~np.isfinite(res["direction"]).all(axis=1))
             if len(bad):  # never write NaN into a submission
                 raise IcezooError(f"the model's direction is not finite for {len(bad)} event(s) of "
@@ -160,7 +179,8 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     for run_dir, *_ in members:
         R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
     if echo:
-        what = "the model" if len(members) == 1 else f"the ensemble of {len(members)} runs"
+        what = ("the model" if len(members) == 1 else f"the ensemble of {len(members)} runs"
+                + (f" stacked by {stacker}" if stacker else ""))
         echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by {what}{f' with TTA {tta}' if tta > 1 else ''}, "
              f"{n_one:,} one-pulse fallback, {n_zero + n_absent:,} no-pulse fallback) from {counts['checkpoint']}")
     return counts
