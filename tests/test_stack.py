@@ -54,7 +54,7 @@ def test_features_and_the_mlp_start_at_the_weighted_mean():
     m, t = _members(40)
     x = S.features(m)
     assert x.shape == (40, 4 * 2 + 1) and np.isfinite(x).all()
-    stacker = S.fit("mlp", m, t)
+    stacker = S.fit("mlp", m, t, steps=2)
     stacker["state"] = {k: (np.zeros_like(v).tolist() if k.startswith("4.") else v)
                         for k, v in stacker["state"].items()}  # last layer back to zero
     d, _ = S.predict_stacked(stacker, m)

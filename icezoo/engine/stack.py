@@ -122,7 +122,8 @@ def _torch_predict(stacker: dict[str, Any], x: np.ndarray, d: np.ndarray, s0: np
     return u.detach().numpy()
 
 
-def _fit_torch(method: str, x: np.ndarray, d: np.ndarray, s0: np.ndarray, t: np.ndarray, seed: int) -> dict:
+def _fit_torch(method: str, x: np.ndarray, d: np.ndarray, s0: np.ndarray, t: np.ndarray, seed: int,
+               steps: int | None = None) -> dict:
     torch.manual_seed(seed)
     xt, dt, st, tt = (torch.as_tensor(a, dtype=torch.float64) for a in (x, d, s0, t))
     if method == "linear":
@@ -134,7 +135,7 @@ def _fit_torch(method: str, x: np.ndarray, d: np.ndarray, s0: np.ndarray, t: np.
         xs = (xt - mean) / std
         params, predict = list(net.parameters()), lambda: _normalise(st + net(xs))
     opt = torch.optim.Adam(params, lr=1e-2 if method == "linear" else 3e-3)
-    for _ in range(STEPS[method]):
+    for _ in range(STEPS[method] if steps is None else steps):
         opt.zero_grad()
         loss = _angular(predict(), tt)
         loss.backward()
@@ -183,8 +184,9 @@ def predict_stacked(stacker: dict[str, Any], m: dict[str, Any]) -> tuple[np.ndar
     return _torch_predict(stacker, x, m["direction"], s0), kappa
 
 
-def fit(method: str, m: dict[str, Any], truth: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """A stacker (a JSON-able dict) fitted on aligned member predictions ``m`` and true directions."""
+def fit(method: str, m: dict[str, Any], truth: np.ndarray, seed: int = 0, steps: int | None = None) -> dict[str, Any]:
+    """A stacker (a JSON-able dict) fitted on aligned member predictions ``m`` and true directions
+    (``steps``: Adam steps of linear/mlp, default :data:`STEPS`)."""
     if method not in METHODS:
         raise IcezooError(f"--method {method}: one of {', '.join(METHODS)}")
     s0, _ = combine(list(m["direction"]), list(m["kappa"]))
@@ -194,7 +196,7 @@ def fit(method: str, m: dict[str, Any], truth: np.ndarray, seed: int = 0) -> dic
     if method == "gbm":
         out["gbm"] = _fit_gbm(x, s0, truth, seed)
     else:
-        out["state"] = _fit_torch(method, x, m["direction"], s0, truth, seed)
+        out["state"] = _fit_torch(method, x, m["direction"], s0, truth, seed, steps)
     return out
 
 
