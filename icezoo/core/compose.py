@@ -206,7 +206,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
                        if "cls_token" in missing else "")
                 raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
             if check is not None:
-                check(spec, path)
+                check(spec, cfg, path)
             if (ref.freeze or ref.init_from) and kind not in MODEL_STAGES:
                 raise IcezooError(f"{path}: freeze and init_from are for stages with weights "
                                   f"({', '.join(MODEL_STAGES)}), not {kind}")
@@ -235,8 +235,16 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     event_dim = sum(f.out_dim for f in features if f.event_level)
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
+    columns = [c for f in features if not f.event_level for c in f.feature_names()]
+
+    def reads_features(spec: ComponentSpec, cfg, path: str) -> None:
+        for param, col in spec.cls.feature_columns(cfg).items():
+            if not 0 <= col < feature_dim:
+                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {feature_dim} "
+                                  f"columns (0..{feature_dim - 1}: {', '.join(columns)})")
+
     (embedder,) = make("embedder", feature_dim)
-    backbones = make("backbone", embedder.out_dim)
+    backbones = make("backbone", embedder.out_dim, check=reads_features)
     concat = [ref.concat for ref in config.refs("backbone")]
     if any(concat) and "adds_cls_token" in declared(backbones[-1]):
         raise IcezooError(f"{root}.backbone: concat needs a last stage without a CLS token (the slots would not line up)")
@@ -244,7 +252,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     poolers = make("pooler", backbone.out_dim)
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
-    def accepts_head(spec: ComponentSpec, path: str) -> None:
+    def accepts_head(spec: ComponentSpec, cfg, path: str) -> None:
         if not spec.cls.accepts & head.outputs:
             raise IcezooError(
                 f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "

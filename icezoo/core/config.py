@@ -24,8 +24,9 @@ class ComponentRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    #: only for losses: the term's weight in the sum
-    weight: float = 1.0
+    #: only for losses: the term's weight in the sum (finite and not negative: a NaN weight would make
+    #: every step's loss NaN, each step skipped by the NaN guard, and the run end "done" untrained)
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
     freeze: bool = False
     #: model stages only: start this component from the same component of that pipeline's newest run (EXP_100)

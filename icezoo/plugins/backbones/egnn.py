@@ -60,6 +60,10 @@ class EGNN(Backbone):
             return frozenset({"permutation_invariant"})
         return frozenset({"permutation_invariant", "translation_invariant", "vertical_rotation_invariant"})
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        return {"charge_column": config.charge_column} if config.space == "xyztc" else {}
+
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         dim = config.dim or in_dim

@@ -92,6 +92,10 @@ class PyGConv(Backbone):
         act: str = "gelu"
         residual: bool = Field(True, description="add the layer's input where the widths match")
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        return {"charge_column": config.charge_column} if config.space == "xyztc" else {}
+
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         check_conv_params(config.conv, config.params)  # at build time: a Config alone never imports PyG
