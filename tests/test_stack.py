@@ -11,7 +11,7 @@ import pytest
 from tinyzoo import cli, tiny_pipeline
 
 from icezoo.core.errors import IcezooError
-from icezoo.engine import stack as S
+from icezoo.engine import stack, stacker as S
 from icezoo.engine.ensemble import combine
 
 
@@ -33,17 +33,17 @@ def test_a_fitted_stacker_beats_a_misled_weighted_mean_on_held_out_events(method
     from icezoo.core.batch import angular_error
 
     m, t = _members()
-    fit_rows, test_rows = S.split_halves(len(t), 0)
+    fit_rows, test_rows = stack.split_halves(len(t), 0)
     assert not set(fit_rows) & set(test_rows) and len(fit_rows) + len(test_rows) == len(t)
-    stacker = S.fit(method, S._subset(m, fit_rows), t[fit_rows])
+    stacker = S.fit(method, S.subset(m, fit_rows), t[fit_rows])
     if method == "linear":
         w = stacker["state"]["w"]
         assert w[0] > 3 * abs(w[1])  # the precise member gets the weight
-    rep = S.score(stacker, m, t, fit_rows, test_rows, ["A", "B"])
+    rep = stack.score(stacker, m, t, fit_rows, test_rows, ["A", "B"])
     rows = rep["rows"]
     assert rep["best_member"] == "A"
     assert rows["kappa-weighted mean"]["ci95"][1] < 0  # stacker - weighted mean: resolved, negative
-    te = S._subset(m, test_rows)
+    te = S.subset(m, test_rows)
     d, _ = S.predict_stacked(stacker, te)
     assert rows["stacker"]["mean"] == pytest.approx(angular_error(d, t[test_rows]).mean())
     wm, _ = combine(list(te["direction"]), list(te["kappa"]))
@@ -136,5 +136,5 @@ def test_gbm_without_lightgbm_is_one_line(world, capsys):
 def test_gbm_with_lightgbm(world):
     pytest.importorskip("lightgbm")
     out = world["root"] / "g.json"
-    st = S.stack(["A", "B"], "gbm", out, runs_dir=world["runs"], echo=None)
+    st = stack.stack(["A", "B"], "gbm", out, runs_dir=world["runs"], echo=None)
     assert len(S.load(out)["gbm"]) == 3 and "stacker" in st["report"]["rows"]

@@ -99,7 +99,7 @@ def _combiner(stacker: str | None, names: list[str]):
     by the kappa-weighted mean, or by a fitted stacker file (checked to be fitted on these runs)."""
     if stacker is None:
         return lambda preds: preds[0] if len(preds) == 1 else ensemble_of(preds)
-    from icezoo.engine import stack as S
+    from icezoo.engine import stacker as S
 
     fitted = S.load(stacker)
     S.check_members(fitted, names, f"--stacker {stacker}")
