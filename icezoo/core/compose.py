@@ -14,16 +14,14 @@ loads that component's weights from the pipeline's newest run: :attr:`Pipeline.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from icezoo.core.batch import Batch
 from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection
-from icezoo.core.config import PipelineConfig
-from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
 
 #: what the batch itself always provides to components
@@ -40,13 +38,6 @@ class StageInfo:
     component: str
     shape: tuple[int, ...]
     params: int
-
-
-def validate_params(spec: ComponentSpec, params: dict[str, Any], path: str) -> Config:
-    try:
-        return spec.cls.Config.model_validate(params)
-    except ValidationError as exc:
-        raise IcezooError(format_validation_error(path, exc)) from None
 
 
 def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
@@ -198,7 +189,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
             except IcezooError as exc:
                 raise IcezooError(f"{path}: {exc}") from None
             provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
-            cfg = validate_params(spec, ref.params, path)
+            cfg = validate_params(spec.cls, ref.params, path)
             missing = spec.cls.declared_requires(cfg) - provided
             if missing:
                 need = ", ".join(sorted(missing))
