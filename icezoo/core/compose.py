@@ -108,6 +108,8 @@ class Pipeline(nn.Module):
         #: the head output each loss takes (its ``view``): the head's main output where the loss accepts it
         self.loss_views = [head.output if head.output in type(loss).accepts
                            else sorted(type(loss).accepts & head.outputs)[0] for loss in losses]
+        for loss in losses:
+            loss.bind(head)  # e.g. bins_ce reads the head's bin layout
         self.provenance = provenance
         self.cls_token = "adds_cls_token" in declared(backbone)
         #: modules kept fixed (``freeze = true``): no gradient, and in eval mode even when training
@@ -249,8 +251,6 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
             )
 
     losses = make("loss", check=accepts_head)
-    for loss in losses:
-        loss.bind(head)
     weights = [ref.weight for ref in config.loss]
     pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits
