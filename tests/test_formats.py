@@ -259,3 +259,18 @@ def test_sqlite_reads_an_event_no_range_through_the_index(sources):
     plan = " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN SELECT dom_time FROM SRTInIcePulses "
                                                "WHERE event_no >= 1 AND event_no <= 5"))
     assert "INDEX event_no_SRTInIcePulses" in plan
+
+
+def test_loader_workers_reopen_the_source(sources):
+    """A source pickles to worker processes without its open SQLite handle (and with its options)."""
+    from icezoo.data.formats import open_source
+    from icezoo.data.loader import make_loader
+    from icezoo.plugins.features import KaggleNorm
+    from icezoo.plugins.selection import TimeOrder
+
+    open_source(sources["sqlite"], pulsemap="SRTInIcePulses")
+    sel, feats = TimeOrder(TimeOrder.Config(max_pulses=32)), [KaggleNorm(KaggleNorm.Config())]
+    runs = [list(make_loader(sources["sqlite"], "train", [2, 3], sel, feats, 64, seed=1, num_workers=w))
+            for w in (0, 1)]
+    assert len(runs[0]) == len(runs[1]) > 0
+    assert all(torch.equal(a.features, b.features) and torch.equal(a.event_id, b.event_id) for a, b in zip(*runs))
