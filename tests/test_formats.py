@@ -106,6 +106,9 @@ def test_train_one_step_and_predict(sources, fmt, tmp_path, capsys):
     cli("train", "--pipeline-file", tmp_path / "p.toml", "--data", sources[fmt], *extra, "--max-steps", 1,
         "--runs-dir", tmp_path / "runs", "--name", "r", "--no-progress")
     cli("predict", "r", "--runs-dir", tmp_path / "runs", "--data", sources[fmt], "--out", tmp_path / "p.csv")
+    capsys.readouterr()
+    cli("evaluate", "r", "--runs-dir", tmp_path / "runs", "--no-plots")  # the run's own validation batch
+    assert "LineFit" in capsys.readouterr().out
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "event_id,azimuth,zenith" and len(rows) == N_EVENTS + 1
     assert sorted(int(r.split(",")[0]) for r in rows[1:]) == sorted(sources["truth"]["event_no"].tolist())
