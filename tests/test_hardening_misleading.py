@@ -201,3 +201,58 @@ def test_m7_a_kappa_cache_with_wrong_content_is_predicted_anew_not_used(world, d
     assert "(1 made, 1 from the cache" in lines[-1]
     np.testing.assert_array_equal(again[train_ids[0]][0], eid)
     np.testing.assert_allclose(again[train_ids[0]][1], kappa, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ studies (M8-M10)
+STUDY = """
+[studies.mstudy]
+question = "does masked pooling help a tiny model?"
+pipeline = "BASELINE_HF"
+reference = "plain"
+budget = "64"
+seeds = [0]
+size = { "embedder.dim" = 8, "backbone.depth" = 1, "backbone.heads" = 2 }
+common = { "selection.max_pulses" = 16, "train.batch_size" = 32 }
+[studies.mstudy.variants]
+plain = {}
+masked = { pipeline = "BASELINE_HF_V1", log = "better", log_score = "1.169" }
+slower = { set = { "train.lr" = 1e-4 } }
+"""
+
+
+@pytest.fixture
+def study(world, monkeypatch):
+    """The registry seen by the engine, with the study file above added through the hook."""
+    import icezoo.zoo as zoo
+    from icezoo.core import hookimpl
+
+    f = world["root"] / "mstudies.toml"
+    f.write_text(STUDY)
+
+    class Plugin:
+        @hookimpl
+        def icezoo_study_files(self):
+            return [f]
+
+    reg = zoo.make_registry(extra_plugins=[("m-study", Plugin())], autoload=False)
+    monkeypatch.setattr(zoo, "registry", lambda: reg)
+    return world
+
+
+def test_m10_a_truncated_run_json_in_a_study_is_set_aside_and_retrained(study, tmp_path):
+    from icezoo.engine.reproduce import plan_study, reproduce
+
+    runs, data, quiet = tmp_path / "runs", str(study["data"]), (lambda *a: None)
+    reproduce("mstudy", data=data, runs_dir=runs, progress=False, echo=quiet)
+    plan = plan_study("mstudy", data=data, runs_dir=runs, log=quiet)
+    masked = plan.run_dir("masked", 0)
+    text = (masked / "run.json").read_text()
+    (masked / "run.json").write_text(text[: len(text) // 2])  # a crash mid-write (older versions, another tool)
+    said = []
+    out = reproduce("mstudy", data=data, runs_dir=runs, progress=False, echo=said.append)
+    assert any("masked-s0: unusable earlier attempt kept in" in str(s) for s in said), said
+    assert any("masked-s0: trained" in str(s) for s in said) and any("plain-s0: reused" in str(s) for s in said)
+    stale = list((plan.study_dir / ".stale").iterdir())
+    assert len(stale) == 1 and stale[0].name.startswith("masked-s0-")
+    assert (stale[0] / "run.json").read_text() == text[: len(text) // 2]  # kept, not deleted
+    assert json.loads((masked / "run.json").read_text())["status"] == "done" and "masked" in out

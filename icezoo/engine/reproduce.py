@@ -192,10 +192,14 @@ def _simulator_version(data_dir: Path) -> str | None:
 
 # ------------------------------------------------------------------------------ running
 def run_state(run_dir: Path) -> str:
-    """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``."""
+    """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``
+    (nothing there, or an unusable attempt: failed, no checkpoint, or a run.json that cannot be read)."""
     if not (run_dir / R.RUN_FILE).is_file():
         return "fresh"
-    status = R.load_run(run_dir).get("status")
+    try:
+        status = R.load_run(run_dir).get("status")
+    except IcezooError:  # a damaged run.json (truncated by a crash): an unusable attempt, set aside and retrained
+        return "fresh"
     if status == "done" and (run_dir / R.BEST).is_file():
         return "done"
     if status in ("running", "interrupted") and (run_dir / R.LAST).is_file():
