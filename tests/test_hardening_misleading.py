@@ -256,3 +256,31 @@ def test_m10_a_truncated_run_json_in_a_study_is_set_aside_and_retrained(study, t
     assert len(stale) == 1 and stale[0].name.startswith("masked-s0-")
     assert (stale[0] / "run.json").read_text() == text[: len(text) // 2]  # kept, not deleted
     assert json.loads((masked / "run.json").read_text())["status"] == "done" and "masked" in out
+
+
+def test_m8_a_wall_clock_budget_gives_equal_size_variants_equal_steps(study, tmp_path, monkeypatch):
+    """The probe is run once per model size: a machine that slows down between probes (1,628 vs 240
+    steps on a loaded machine) no longer trains two equal-size variants for different lengths."""
+    import icezoo.engine.bench as bench
+    from icezoo.engine.reproduce import fix_steps, plan_study
+
+    speeds = iter([64.0, 9.6, 32.0, 5.0])  # events/s of successive probes: the machine gets busier
+    probed = []
+
+    def fake_bench(pipeline, overrides=None, **kw):
+        probed.append(dict(overrides or {}))
+        return {"train_events_per_s": next(speeds)}
+
+    monkeypatch.setattr(bench, "bench_model", fake_bench)
+    said = []
+    plan = plan_study("mstudy", data=str(study["data"]), budget="0.5min", runs_dir=tmp_path, log=said.append)
+    plan.study_dir.mkdir(parents=True)
+    fix_steps(plan, None, said.append)
+    assert plan.steps == {"plain": 60, "masked": 60, "slower": 60} and len(probed) == 1
+    assert "masked: 64 events/s (benchmark of plain, the same size)" in " ".join(map(str, said))
+    # another size is probed on its own
+    plan = plan_study("mstudy", data=str(study["data"]), budget="0.5min", runs_dir=tmp_path / "b", log=said.append)
+    plan.configs["masked"] = plan.configs["masked"].with_overrides({"embedder.dim": 16}, where="test")
+    plan.study_dir.mkdir(parents=True)
+    fix_steps(plan, None, said.append)
+    assert len(probed) == 3 and plan.steps["plain"] == plan.steps["slower"] != plan.steps["masked"]

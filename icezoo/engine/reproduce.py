@@ -145,24 +145,42 @@ def _overrides(plan: Plan, label: str) -> dict[str, Any]:
 
 def fix_steps(plan: Plan, device: str | None, log) -> None:
     """Loader steps per variant: from the events budget, or measured for a wall-clock budget (once:
-    kept in the study's manifest so a resumed study trains exactly the planned runs)."""
+    kept in the study's manifest so a resumed study trains exactly the planned runs). The speed is
+    measured once per model size (:func:`size_key`): variants of one size train the same number of
+    steps, never a length decided by how loaded the machine was during each one's probe."""
     manifest = plan.study_dir / MANIFEST
     known = R.read_json(manifest).get("steps", {}) if manifest.is_file() else {}
+    speed: dict[str, tuple[str, float]] = {}  # size key -> (variant probed, events/s)
     for label, config in plan.configs.items():
         if label in known:
             plan.steps[label] = int(known[label])
             continue
         bs = config.train.batch_size
         steps = plan.budget.steps(bs)
-        if steps is None:  # minutes: a short benchmark of this variant on this machine
-            from icezoo.engine.bench import bench_model
+        if steps is None:  # minutes: a short benchmark of this size on this machine
+            key = size_key(config)
+            if key not in speed:
+                from icezoo.engine.bench import bench_model
 
-            over = {k: v for k, v in plan.study.overrides(label).items() if k != "train.max_steps"}
-            res = bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
-            steps = max(1, int(plan.budget.minutes * 60 * res["train_events_per_s"] / bs))
-            log(f"{label}: {res['train_events_per_s']:.0f} events/s (benchmark) -> {steps} steps "
-                f"in {plan.budget}")
+                over = {k: v for k, v in plan.study.overrides(label).items() if k != "train.max_steps"}
+                res = bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
+                speed[key] = (label, float(res["train_events_per_s"]))
+            probed, rate = speed[key]
+            steps = max(1, int(plan.budget.minutes * 60 * rate / bs))
+            how = "benchmark" if probed == label else f"benchmark of {probed}, the same size"
+            log(f"{label}: {rate:.0f} events/s ({how}) -> {steps} steps in {plan.budget}")
         plan.steps[label] = steps
+
+
+def size_key(config) -> str:
+    """What decides a variant's training speed: its embedder and backbone (the model's size and
+    shape), pulses per event, batch size, precision and accumulation; not its features, pooling,
+    head, loss or learning rate, which cost little or nothing per step."""
+    table = config.to_table()
+    ts = config.train
+    return json.dumps({"embedder": table.get("embedder"), "backbone": table.get("backbone"),
+                       "max_pulses": config.max_pulses, "batch_size": ts.batch_size, "precision": ts.precision,
+                       "accumulate": ts.accumulate}, sort_keys=True, default=str)
 
 
 def write_manifest(plan: Plan) -> None:
