@@ -284,3 +284,36 @@ def test_m8_a_wall_clock_budget_gives_equal_size_variants_equal_steps(study, tmp
     plan.study_dir.mkdir(parents=True)
     fix_steps(plan, None, said.append)
     assert len(probed) == 3 and plan.steps["plain"] == plan.steps["slower"] != plan.steps["masked"]
+
+
+# ------------------------------------------------------------------------------ M9
+def test_m9_a_stages_bad_init_from_leaves_no_run_directory(world, capsys):
+    spec = 'backbone={name="transformer", depth=1, heads=2, init_from="NOSUCH"}'
+    one_line_error(capsys, *train_args(world, "M9stage", "--set", spec),
+                   contains=("pipelines.tiny.backbone.init_from", "no successful run of pipeline NOSUCH"))
+    assert not (world["runs"] / "M9stage").exists()
+
+
+def _one_file_dataset(world, tmp_path) -> Path:
+    import shutil
+
+    import polars as pl
+
+    one = tmp_path / "one"
+    (one / "train").mkdir(parents=True)
+    shutil.copy(world["data"] / "train" / "batch_1.parquet", one / "train")
+    shutil.copy(world["data"] / "sensor_geometry.csv", one)
+    pl.read_parquet(world["data"] / "train_meta.parquet").filter(pl.col("batch_id") == 1).write_parquet(
+        one / "train_meta.parquet")
+    return one
+
+
+@pytest.mark.parametrize("case", ["single_file_data", "bad_device"])
+def test_m9_reproduce_checks_its_inputs_before_making_the_study_folder(study, tmp_path, capsys, case):
+    runs = tmp_path / "runs"
+    if case == "single_file_data":
+        args, contains = ("--data", _one_file_dataset(study, tmp_path)), ("training needs at least 2 batch files",)
+    else:
+        args, contains = ("--data", study["data"], "--device", "cuda:99", "--budget", "1min"), ("--device cuda:99",)
+    one_line_error(capsys, "reproduce", "mstudy", "--runs-dir", runs, "--no-progress", *args, contains=contains)
+    assert not runs.exists()

@@ -133,6 +133,18 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     return Plan(study, bud, seed_list, data, data_dir, study_dir, configs, command=" ".join(cmd))
 
 
+def check_inputs(plan: Plan, device: str | None) -> None:
+    """What every variant's training would check first, checked before anything is written: the
+    device, and the data's training and validation files under each variant's split."""
+    from icezoo.engine.device import Distributed, pick_device
+    from icezoo.engine.train.plan import resolve_data
+
+    pick_device(None, device)
+    splits = {(c.train.batches, c.train.val_batches) for c in plan.configs.values()}
+    for batches, val_batches in sorted(splits, key=str):
+        resolve_data(str(plan.data_dir), batches, val_batches, lambda *_a, **_k: None, Distributed())
+
+
 def _overrides(plan: Plan, label: str) -> dict[str, Any]:
     over = dict(plan.study.overrides(label))
     over["train.max_steps"] = plan.steps[label]
@@ -338,6 +350,7 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
     """Run (or finish) the study and write its comparison; returns the comparison. ``threads`` sets
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
     plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
+    check_inputs(plan, device)  # before the study directory exists: a bad input leaves nothing behind
     if threads:
         import torch
 
