@@ -317,3 +317,26 @@ def test_m9_reproduce_checks_its_inputs_before_making_the_study_folder(study, tm
         args, contains = ("--data", study["data"], "--device", "cuda:99", "--budget", "1min"), ("--device cuda:99",)
     one_line_error(capsys, "reproduce", "mstudy", "--runs-dir", runs, "--no-progress", *args, contains=contains)
     assert not runs.exists()
+
+
+# ------------------------------------------------------------------------------ M11
+def test_m11_tta_is_bounded_and_says_what_it_does(world, tmp_path, capsys):
+    for cmd in (("evaluate", world["run"]), ("predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv")):
+        one_line_error(capsys, *cmd, "--tta", 1000, contains=("--tta 1000: at most 32 rotations",))
+    assert not (tmp_path / "s.csv").exists()
+    code, out, err = run_cli(capsys, "evaluate", world["run"], "--tta", 3)
+    assert code == 0, err
+    assert "evaluate: 1 run(s) x 1 + 3 view(s) = 4 model pass(es) over" in err  # said before the work starts
+
+
+def test_m11_member_predictions_reports_each_view(world):
+    from icezoo.engine.checkpoints import load_run_model
+    import torch
+
+    from icezoo.engine.predict import member_predictions
+
+    _, info, _, model, _ = load_run_model(str(world["run"]), world["runs"])
+    seen = []
+    member_predictions(model, world["data"], "train", info["split"]["val_batches"], torch.device("cpu"), tta=4,
+                       on_view=lambda: seen.append(1))
+    assert len(seen) == 4

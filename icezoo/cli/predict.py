@@ -22,7 +22,7 @@ def cmd_predict(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     workers: int = typer.Option(0, min=0),
     device: Optional[str] = typer.Option(None),
-    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis"),
+    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis (1..32)"),
 ) -> None:
     """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith); several runs:
     the kappa-weighted mean of their directions (plain mean for heads without kappa)."""
