@@ -14,16 +14,15 @@ loads that component's weights from the pipeline's newest run: :attr:`Pipeline.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from icezoo.core.batch import Batch
 from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection
-from icezoo.core.config import PipelineConfig
-from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
 
 #: what the batch itself always provides to components
@@ -40,13 +39,6 @@ class StageInfo:
     component: str
     shape: tuple[int, ...]
     params: int
-
-
-def validate_params(spec: ComponentSpec, params: dict[str, Any], path: str) -> Config:
-    try:
-        return spec.cls.Config.model_validate(params)
-    except ValidationError as exc:
-        raise IcezooError(format_validation_error(path, exc)) from None
 
 
 def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
@@ -117,6 +109,8 @@ class Pipeline(nn.Module):
         #: the head output each loss takes (its ``view``): the head's main output where the loss accepts it
         self.loss_views = [head.output if head.output in type(loss).accepts
                            else sorted(type(loss).accepts & head.outputs)[0] for loss in losses]
+        for loss in losses:
+            loss.bind(head)  # e.g. bins_ce reads the head's bin layout
         self.provenance = provenance
         self.cls_token = "adds_cls_token" in declared(backbone)
         #: modules kept fixed (``freeze = true``): no gradient, and in eval mode even when training
@@ -222,7 +216,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
             except IcezooError as exc:
                 raise IcezooError(f"{path}: {exc}") from None
             provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
-            cfg = validate_params(spec, ref.params, path)
+            cfg = validate_params(spec.cls, ref.params, path)
             missing = spec.cls.declared_requires(cfg) - provided
             if missing:
                 need = ", ".join(sorted(missing))
@@ -269,8 +263,6 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
     losses = make("loss", check=_accepts_head(head))
-    for loss in losses:
-        loss.bind(head)
     weights = [ref.weight for ref in config.loss]
     pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits
