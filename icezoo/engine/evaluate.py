@@ -272,31 +272,37 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         save(fig, "resolution_by_event_type.png")
     kappa = res["kappa"]
     if np.isfinite(kappa).all() and len(kappa) > 20:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-        lk = np.log10(np.maximum(kappa, 1e-6))
-        edges = np.quantile(lk, np.linspace(0, 1, 13))
-        edges[-1] += 1e-9
-        c, _, md, _ = _binned(lk, err, np.unique(edges))
-        a1.plot(10**c, md, "-o", ms=3, label="observed median error")
-        kk = np.geomspace(max(kappa.min(), 1e-3), kappa.max() + 1e-9, 100)
-        a1.plot(kk, vmf_cone(kk, 0.5), "--", label="vMF median for this kappa")
-        a1.set_xscale("log")
-        a1.set_xlabel("predicted kappa")
-        a1.set_ylabel("angular error (rad)")
-        a1.legend(fontsize=8)
-        a1.grid(alpha=0.3)
-        qs = np.linspace(0.05, 0.95, 19)
-        cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
-        a2.plot(qs, cover, "-o", ms=3, label="model")
-        a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        a2.set_xlabel("nominal vMF cone coverage")
-        a2.set_ylabel("observed coverage")
-        a2.legend(fontsize=8)
-        a2.grid(alpha=0.3)
-        fig.suptitle(f"{title}: kappa calibration")
-        fig.tight_layout()
-        save(fig, "kappa_calibration.png")
+        _kappa_calibration(save, err, kappa, title)
     return written
+
+
+def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str) -> None:
+    """Median error per predicted-kappa bin against the vMF median, and the coverage of the vMF
+    credible cones against their nominal level (kappa_calibration.png, through ``save``)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    lk = np.log10(np.maximum(kappa, 1e-6))
+    edges = np.quantile(lk, np.linspace(0, 1, 13))
+    edges[-1] += 1e-9
+    c, _, md, _ = _binned(lk, err, np.unique(edges))
+    a1.plot(10**c, md, "-o", ms=3, label="observed median error")
+    kk = np.geomspace(max(kappa.min(), 1e-3), kappa.max() + 1e-9, 100)
+    a1.plot(kk, vmf_cone(kk, 0.5), "--", label="vMF median for this kappa")
+    a1.set_xscale("log")
+    a1.set_xlabel("predicted kappa")
+    a1.set_ylabel("angular error (rad)")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    qs = np.linspace(0.05, 0.95, 19)
+    cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
+    a2.plot(qs, cover, "-o", ms=3, label="model")
+    a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    a2.set_xlabel("nominal vMF cone coverage")
+    a2.set_ylabel("observed coverage")
+    a2.legend(fontsize=8)
+    a2.grid(alpha=0.3)
+    fig.suptitle(f"{title}: kappa calibration")
+    fig.tight_layout()
+    save(fig, "kappa_calibration.png")
 
 
 # ------------------------------------------------------------------------------ ensembles and TTA
