@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from icezoo.core.batch import Batch, PulseChunk
@@ -121,7 +121,8 @@ class Selection(Component):
     kind = "selection"
 
     class Config(Config):
-        max_pulses: int = DEFAULT_MAX_PULSES
+        #: at least one pulse: 0 would leave every event empty and the model one direction for all
+        max_pulses: int = Field(DEFAULT_MAX_PULSES, ge=1)
 
     def __init__(self, config: Config):
         self.config = config

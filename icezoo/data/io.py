@@ -81,18 +81,27 @@ def load_geometry(data_dir: str | Path | None = None, geometry: str | Path | np.
     """
     if isinstance(geometry, np.ndarray):
         return geometry
-    if geometry is None:
-        local = Path(data_dir) / "sensor_geometry.csv" if data_dir is not None else None
-        if local is not None and local.is_file():
-            geometry = local
-        else:
-            from icezoo.resources import geometry_csv
-
-            geometry = geometry_csv()
-    path = Path(geometry)
+    path = geometry_path(data_dir, geometry)
     if not path.is_file():
         raise IcezooError(f"{path}: geometry file not found")
     return _load_geometry_csv(str(path.resolve()), path.stat().st_mtime)
+
+
+def geometry_path(data_dir: str | Path | None = None, geometry: str | Path | None = None) -> Path:
+    """The geometry csv :func:`load_geometry` reads: ``geometry``, else the dataset's own
+    ``sensor_geometry.csv``, else the shipped table. A dataset's entry of that name that is not a
+    regular file (a directory, say) is an error, not silently replaced by the shipped table."""
+    if geometry is not None:
+        return Path(geometry)
+    local = Path(data_dir) / "sensor_geometry.csv" if data_dir is not None else None
+    if local is not None and (local.exists() or local.is_symlink()):
+        if not local.is_file():
+            kind = "a directory" if local.is_dir() else "not a regular file"
+            raise IcezooError(f"{local}: is {kind}; expected the dataset's geometry csv (sensor_id,x,y,z)")
+        return local
+    from icezoo.resources import geometry_csv
+
+    return Path(geometry_csv())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +512,33 @@ def check_batch_file(data_dir: str | Path, split: str, batch_id: int) -> Path:
     return path
 
 
+
+def _outside_geometry(path: Path, row: int, event: int, sensor: int, geo: np.ndarray, data_dir, geometry) -> None:
+    """The error for a pulse whose sensor the geometry has no position for: a hole in a geometry csv
+    (rows missing inside its id range, or a dataset's csv shorter than IceCube's 5,160 sensors) is
+    the csv's fault and names it; an id beyond every known sensor is the batch file's."""
+    if isinstance(geometry, np.ndarray):  # an array loaded (or turned, for TTA) from the dataset's geometry
+        src = geometry_path(data_dir) if data_dir is not None else None
+    else:
+        src = geometry_path(data_dir, geometry)
+    holes = np.flatnonzero(np.isnan(geo[:, 0]))
+    if src is not None and 0 <= sensor < max(len(geo), N_SENSORS):
+        gaps = f"; it has no row for sensor_id(s) {_id_ranges(holes)}" if len(holes) else ""
+        raise IcezooError(f"{src}: no position for sensor_id {sensor}, which {path} uses (row {row}, event {event}): "
+                          f"the geometry lists sensor_id 0..{len(geo) - 1}{gaps}")
+    raise IcezooError(f"{path}: row {row} (event {event}): sensor_id {sensor} is outside the geometry "
+                      f"(0..{len(geo) - 1})")
+
+
+def _id_ranges(ids: np.ndarray, most: int = 3) -> str:
+    """[100..199, 300] style text of sorted ids (the first ``most`` runs)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    cut = np.flatnonzero(np.diff(ids) != 1) + 1
+    runs = [(int(r[0]), int(r[-1])) for r in np.split(ids, cut)]
+    text = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in runs[:most])
+    return text + (f" and {len(runs) - most} more gaps" if len(runs) > most else "")
+
+
 def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> RawFile:
     """Read and validate one batch file and its meta rows (see :func:`read_chunk`)."""
     import polars as pl
@@ -574,8 +610,7 @@ def read_raw(data_dir: str | Path, split: str, batch_id: int, geometry=None) -> 
         valid[:-1] = ~holes
         sid = sensor_id.astype(np.int64)
         r = int(np.flatnonzero(~valid[np.where((sid < 0) | (sid >= len(geo)), len(geo), sid)])[0])
-        raise IcezooError(f"{path}: row {r} (event {event_id[r]}): sensor_id {sensor_id[r]} is outside the geometry "
-                          f"(0..{len(geo) - 1})")
+        _outside_geometry(path, r, event_id[r], int(sid[r]), geo, data_dir, geometry)
 
     offsets = np.zeros(len(first) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

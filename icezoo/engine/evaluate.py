@@ -16,6 +16,7 @@ vMF credible cones against their nominal level).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,9 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
 def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
              batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
+    note = R.unfinished_note(run_dir, info, ckpt)
+    if note:
+        print(note + "; the evaluation is not recorded as its score", file=sys.stderr)
     dev = pick_device(None, device)
     model.to(dev)
     data_dir, ids, split_name = eval_ids(info, data, batches)
@@ -166,7 +170,9 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
     metrics = R.read_json(metrics_file) if metrics_file.is_file() else {}
     metrics["evaluation"] = result
     R.write_json_atomic(metrics_file, metrics)
-    if split_name == "val":
+    # only a finished run's evaluation is its ledger score (a snapshot mid-training is not), and only
+    # when it is still finished now (a run that finishes during this evaluation drops older scores)
+    if split_name == "val" and note is None and R.load_run(run_dir).get("status") == "done":
         R.update_run(run_dir, evaluation=result)
     R.RunLog(run_dir / R.LOG_FILE)(f"evaluate on {split_name} ({result['n_events']} events): mean {result['mean']}, "
                                    f"LineFit {result.get('linefit_mean')}", echo=False)
@@ -327,6 +333,10 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     bootstrap 95% interval."""
     tta_angles(tta)  # a bad --tta is an error before any model is loaded
     members = [load_run_model(r, runs_dir) for r in runs]
+    for run_dir, info, _, _, ckpt in members:
+        note = R.unfinished_note(run_dir, info, ckpt)
+        if note:
+            print(note, file=sys.stderr)
     targets = [eval_ids(info, data, batches) for _, info, *_ in members]
     if len({(str(Path(d).resolve()), tuple(ids)) for d, ids, _ in targets}) > 1:
         raise IcezooError("the runs were validated on different data or files; name the events to score them "

@@ -38,10 +38,12 @@ def log_rows(path: Path | None = None) -> list[dict[str, str]]:
 
 def pipeline_of(row: dict[str, str], reg) -> Any | None:
     """The registered pipeline of a log row: the one whose ``experiment`` is the row's name (or its
-    config name), else the one named like the config; None when none is registered yet."""
-    keys = {normalise(row["name"]), normalise(row["config"])}
+    config name), else the one named like the config; None when none is registered yet. Empty names
+    never match: a row without a config name is not every pipeline without an ``experiment``."""
+    keys = {normalise(row["name"]), normalise(row["config"])} - {""}
     for src in reg.pipelines.values():
-        if normalise(str(src.table.get("experiment", ""))) in keys:
+        experiment = normalise(str(src.table.get("experiment", "")))
+        if experiment and experiment in keys:
             return src
     try:
         return reg.pipeline(row["config"]) if row["config"] else None

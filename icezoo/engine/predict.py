@@ -11,6 +11,7 @@ sky), so the fallback is simply a fixed one. Events listed in the meta file with
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
     tta_angles(tta)  # a bad --tta fails before any work
     members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
+    for run_dir, info, _, _, ckpt in members:
+        note = R.unfinished_note(run_dir, info, ckpt)
+        if note:
+            print(note, file=sys.stderr)
     dev = pick_device(None, device)
     for _, _, _, model, _ in members:
         model.to(dev)

@@ -220,6 +220,20 @@ def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: 
             raise IcezooError(f"{path}: unreadable ({prefix}{key} is {json.dumps(value)[:40]}, expected {want})")
 
 
+def unfinished_note(run_dir: Path, info: dict[str, Any], checkpoint: Path | None = None) -> str | None:
+    """A warning for scoring or predicting with a run that has not finished (``running``, ``failed``,
+    ``interrupted``): its checkpoint is a snapshot, not the run's result. None for a finished run."""
+    status = info.get("status")
+    if status in (None, "done"):
+        return None
+    why = {"running": "is still training (or was killed)", "failed": "failed", "interrupted": "was interrupted"}
+    text = f"warning: {run_dir} {why.get(status, f'has status {status!r}')}"
+    if status == "failed" and info.get("error"):
+        text += f" ({str(info['error'])[:100]})"
+    where = f"{Path(checkpoint).name} as it is now" if checkpoint else "its checkpoint as it is now"
+    return text + f": using {where}, not the run's final result"
+
+
 def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
     """Change fields of run.json (atomically). On a full disk the new state (``failed``, say) is
     written in place, compacted, when it fits in the old file's blocks: a run stopped by a full disk

@@ -392,10 +392,12 @@ def _finish(run: Run, state: TrainState) -> None:
 
 def _write_done(run: Run, state: TrainState) -> None:
     history = state.history
+    # an evaluation stored while the run was not finished scored a snapshot: it is not the run's score
+    stale = {"evaluation": None} if R.load_run(run.run_dir).get("evaluation") else {}
     R.update_run(run.run_dir, status="done", finished=R.now_iso(), best_val=state.best_val,
                  final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
                  train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
-                 precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step)
+                 precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step, **stale)
     run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
             f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
             f"{state.best_val:.4f}; run {run.run_dir}")
