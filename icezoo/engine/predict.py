@@ -23,7 +23,7 @@ from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
 from icezoo.data.io import load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine import runs as R
+from icezoo.engine.runs import RunDir, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -103,7 +103,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     tta_angles(tta)  # a bad --tta fails before any work
     members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
     for run_dir, info, _, _, ckpt in members:
-        note = R.unfinished_note(run_dir, info, ckpt)
+        note = unfinished_note(run_dir, info, ckpt)
         if note:
             print(note, file=sys.stderr)
     dev = pick_device(None, device)
@@ -158,7 +158,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
               "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}
     for run_dir, *_ in members:
-        R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
+        RunDir(run_dir).log()(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
     if echo:
         what = "the model" if len(members) == 1 else f"the ensemble of {len(members)} runs"
         echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by {what}{f' with TTA {tta}' if tta > 1 else ''}, "
