@@ -12,7 +12,6 @@ split, never trained on. The split is written next to the data (``icezoo_split.j
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -44,13 +43,9 @@ def cache_root() -> Path:
 
 
 def simulator_version() -> str:
-    """The simulator's declared version, else a hash of its source (any change makes a new set)."""
-    for attr in ("SIMULATOR_VERSION", "VERSION", "__version__"):
-        value = getattr(simulator, attr, None)
-        if value:
-            return str(value)
-    source = Path(simulator.__file__).read_bytes()
-    return "src" + hashlib.sha256(source).hexdigest()[:12]
+    """The simulator's declared version (SIMULATOR_VERSION, raised with every change to its output):
+    the cached set's key, so a changed simulator makes a new set."""
+    return str(simulator.SIMULATOR_VERSION)
 
 
 def read_split(data_dir: Path) -> DefaultData | None:
