@@ -289,10 +289,14 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
     ortho = ortho / ortho.norm(dim=-1, keepdim=True)
     away = torch.cos(torch.tensor(0.5)) * target + torch.sin(torch.tensor(0.5)) * ortho
     vector = "vector" in spec.cls.accepts
-    for kappa in ((1e-6, 1.0, 1e4) if vector else (1.0,)):
+    bins = not vector and "bins" in spec.cls.accepts
+    for kappa in ((1e-6, 1.0, 1e4) if vector or bins else (1.0,)):
         def pred_of(direction):
             if vector:
                 return direction * kappa
+            if bins:  # logits peaked at the direction, sharper with kappa (the loss's own default layout)
+                from icezoo.nn.bins import peaked_logits
+                return peaked_logits(obj.layout, direction, kappa)
             az, ze = vector_to_angles(direction)
             return torch.stack([az, ze], -1)
         at_truth = pred_of(target).clone().requires_grad_(True)

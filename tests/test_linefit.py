@@ -9,9 +9,9 @@ import pytest
 from icezoo.core.batch import PulseChunk, angles_to_vector, angular_error, vector_to_angles
 from icezoo.recon import linefit, linefit_improved
 from icezoo.recon.linefit import _delay_clean
+from icezoo.resources import geometry_csv
 
-GEO = np.loadtxt(__import__("icezoo.data.simulator", fromlist=["_resource"])._resource("sensor_geometry.csv"),
-                 delimiter=",", skiprows=1)
+GEO = np.loadtxt(geometry_csv(), delimiter=",", skiprows=1)
 
 
 def _chunk(events: list[tuple[list[int], list[float]]], truth=None) -> PulseChunk:

@@ -17,7 +17,8 @@ import pytest
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
 from icezoo.data import kaggle_layout, simulator
-from icezoo.data.simulator import SimulatorConfig, make_config, simulate
+from icezoo.data.simulator import SimulatorConfig, candidates, events, keys, kinematics, light, make_config, readout, simulate
+from icezoo.resources import geometry_csv
 
 CALIBRATION_EVENTS = 3000
 
@@ -109,7 +110,7 @@ def test_layout_schema_and_dtypes(tmp_path):
     assert names == ["sensor_geometry.csv", "simulator_config.json", "test", "test_meta.parquet",
                      "test_truth.parquet", "train", "train_meta.parquet", "train_truth.parquet"]
     assert sorted(p.name for p in (root / "train").iterdir()) == ["batch_1.parquet", "batch_2.parquet", "batch_3.parquet"]
-    assert (root / "sensor_geometry.csv").read_bytes() == simulator._resource("sensor_geometry.csv").read_bytes()
+    assert (root / "sensor_geometry.csv").read_bytes() == geometry_csv().read_bytes()
     batch = pq.read_table(root / "train" / "batch_1.parquet")
     assert {f.name: str(f.type) for f in batch.schema} == {
         "sensor_id": "int16", "time": "int64", "charge": "double", "auxiliary": "bool", "event_id": "int64"}
@@ -177,6 +178,57 @@ def test_atomic_write(tmp_path, monkeypatch):
         simulate(tmp_path / "full", 10)
     assert (tmp_path / "full" / "keep.txt").read_text() == "x"
 
+
+
+def test_atomic_directory_builds_beside_and_renames(tmp_path):
+    """The one build-then-rename helper of the simulator and the default dataset: the target appears
+    complete (mode 0755) or not at all; ``replace`` swaps an existing one; without it a target that
+    filled up meanwhile makes the rename fail, and no temporary directory is left in any case."""
+    from icezoo.core.atomic import atomic_directory
+
+    target = tmp_path / "set"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.is_dir() and not target.exists()
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert os.listdir(tmp_path) == []
+    with atomic_directory(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (target / "a.txt").read_text() == "1" and (target.stat().st_mode & 0o777) == 0o755
+    with atomic_directory(target, replace=True) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(os.listdir(target)) == ["b.txt"]
+    with pytest.raises(OSError):
+        with atomic_directory(target) as tmp:
+            (tmp / "c.txt").write_text("3")
+    assert sorted(os.listdir(target)) == ["b.txt"] and os.listdir(tmp_path) == ["set"]
+
+
+def test_default_dataset_keeps_a_concurrent_build(tmp_path, monkeypatch):
+    """Two processes building the same default dataset: the one that renames second keeps the
+    first one's set and leaves no temporary directory; any other failure still propagates."""
+    from icezoo.engine import default_data
+
+    final = tmp_path / "datasets" / "sim-x"
+
+    def racing(out, *args, **kwargs):  # the other builder finishes while this one simulates
+        final.mkdir(parents=True)
+        (final / default_data.SPLIT_FILE).write_text("{}")
+        (Path(out) / "train").mkdir()
+
+    monkeypatch.setattr(simulator, "simulate", racing)
+    assert default_data.make_dataset(final, 100, 100, 100, seed=0, log=None) == final
+    assert (final / default_data.SPLIT_FILE).read_text() == "{}" and not (final / "train").exists()
+    assert os.listdir(final.parent) == ["sim-x"]
+
+    def failing(out, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(simulator, "simulate", failing)
+    with pytest.raises(OSError, match="No space"):
+        default_data.make_dataset(tmp_path / "datasets" / "sim-y", 100, 100, 100, seed=0, log=None)
+    assert os.listdir(final.parent) == ["sim-x"]
 
 # ---------------------------------------------------------------- knobs
 def test_config_knobs():
@@ -273,18 +325,18 @@ def test_segment_bounds_dominate_every_dom(monkeypatch):
     """The faint-segment sampling is exact only if a segment's bound is at least the per-DOM
     thinning bound of each of its DOMs: check every DOM of every segment on a few hundred events
     of each type (a starting-track mix covers finite tracks and the hadronic cascades)."""
-    real = simulator._sample_counts
+    real = light.sample_counts
     seen = {"doms": 0, "faint": 0}
 
     def checked(rng, seg, bmax, bound_fn):
-        ev, sen = simulator._expand_segments(seg)
+        ev, sen = candidates.expand_segments(seg)
         bound = bound_fn(ev, sen)
         assert (bound <= np.repeat(bmax, seg["n"])).all()
         seen["doms"] += len(ev)
         seen["faint"] += int(seg["n"][bmax < simulator.FAINT_SEGMENT_PE].sum())
         return real(rng, seg, bmax, bound_fn)
 
-    monkeypatch.setattr(simulator, "_sample_counts", checked)
+    monkeypatch.setattr(light, "sample_counts", checked)
     simulator.simulate_events(make_config(), 300, seed=7)
     simulator.simulate_events(make_config(frac_through_going=0, frac_starting=1, frac_cascade=0), 100, seed=7)
     assert seen["doms"] > 100_000 and seen["faint"] > 0.5 * seen["doms"]
@@ -296,14 +348,14 @@ def test_photo_electron_sampling_is_exact(monkeypatch):
     rng = np.random.default_rng(5)
     cfg = make_config()
     m = 200
-    az, ze, u, energy = simulator._draw_truth(rng, cfg, m, np.repeat(np.arange(20), m // 20))
-    pos, vdir = simulator._vertices(rng, cfg, m), -u
+    az, ze, u, energy = candidates.draw_truth(rng, cfg, m, np.repeat(np.arange(20), m // 20))
+    pos, vdir = candidates.draw_vertices(rng, cfg, m), -u
     e_mu = 0.7 * energy
     photons = energy * simulator.CASCADE_M_PER_GEV * simulator.MUON_PHOTONS_PER_M
 
     def sources(r):
-        return (simulator._track_sources(r, pos, vdir, e_mu, np.zeros(m), simulator.muon_range(e_mu), 1.0),
-                simulator._cascade_sources(r, pos, vdir, photons))
+        return (light.track_sources(r, pos, vdir, e_mu, np.zeros(m), simulator.muon_range(e_mu), 1.0),
+                light.cascade_sources(r, pos, vdir, photons))
 
     reps = 40
     hits = np.array([[(s[2] > 0).sum() for s in sources(np.random.default_rng(100 + r))] for r in range(reps)])
@@ -312,7 +364,7 @@ def test_photo_electron_sampling_is_exact(monkeypatch):
     kept = {}
 
     def every_dom(rng_, seg, bmax, bound_fn):
-        ev, sen = simulator._expand_segments(seg)
+        ev, sen = candidates.expand_segments(seg)
         bound = bound_fn(ev, sen)
         on = np.flatnonzero(bound > 0)  # off the track: never sampled
         return ev[on], sen[on], np.ones(len(on), dtype=np.int64), bound[on]
@@ -321,8 +373,8 @@ def test_photo_electron_sampling_is_exact(monkeypatch):
         kept.setdefault("mu", []).append(mu.astype(np.float64))
         return n_b
 
-    monkeypatch.setattr(simulator, "_sample_counts", every_dom)
-    monkeypatch.setattr(simulator, "_thinned_counts", record)
+    monkeypatch.setattr(light, "sample_counts", every_dom)
+    monkeypatch.setattr(light, "thinned_counts", record)
     sources(None)
     exact = np.array([(1.0 - np.exp(-mu)).sum() for mu in kept["mu"]])
     assert (np.abs(mean - exact) < 4 * err).all(), (mean, err, exact)
@@ -334,12 +386,12 @@ def test_opening_angle_follows_the_formula():
     0.7 deg (E/TeV)^-0.7, deflections are exact, and written events carry it (zero without kinematics)."""
     rng = np.random.default_rng(0)
     for e in (30.0, 300.0, 3e3, 3e4):
-        theta = simulator._kinematic_angles(rng, np.full(20000, e))
+        theta = kinematics.kinematic_angles(rng, np.full(20000, e))
         want = np.radians(0.7) * (e / 1000.0) ** -0.7
         assert np.median(theta) == pytest.approx(want, rel=0.03), e
     u = angles_to_vector(rng.uniform(0, 2 * np.pi, 500), np.arccos(rng.uniform(-1, 1, 500)))
     theta = rng.uniform(0, 1, 500)
-    v = simulator._deflect(u, theta, rng.uniform(0, 2 * np.pi, 500))
+    v = kinematics.deflect(u, theta, rng.uniform(0, 2 * np.pi, 500))
     assert np.allclose(np.einsum("ij,ij->i", u, v), np.cos(theta)) and np.allclose(np.linalg.norm(v, axis=1), 1)
     cfg = make_config(frac_through_going=0, frac_starting=1, frac_cascade=0, noise=False)
     ev = simulator.simulate_events(cfg, 150, seed=3)
@@ -357,7 +409,7 @@ def test_cascade_visible_energy_and_nc_share():
     rng = np.random.default_rng(1)
     cfg = make_config(frac_through_going=0, frac_starting=0, frac_cascade=1)
     zbin = np.repeat(np.arange(20), 100)
-    chunk = simulator._simulate_chunk(rng, cfg, 2, zbin)
+    chunk = events.simulate_chunk(rng, cfg, 2, zbin)
     frac = chunk["cascade_energy"] / chunk["energy"]
     y = chunk["inelasticity"]
     cc = np.isclose(frac, 1.0 - y + simulator.HADRONIC_FACTOR * y)
@@ -417,8 +469,8 @@ def test_layered_timing_dust_is_late():
     z = np.array([z_dust, z_dust, z_clear, z_clear], dtype=np.float32)
     sen = np.zeros(4, dtype=np.int64)
     for layered in (True, False):
-        ctx = simulator._Context(simulator.dom_response(0, 0.0), layered)
-        _, _, shape, scale = simulator._light_terms(dist, cos_eta, z, z, sen, ctx)
+        ctx = light.LightContext(simulator.dom_response(0, 0.0), layered)
+        _, _, shape, scale = light.light_terms(dist, cos_eta, z, z, sen, ctx)
         mean = shape * scale
         if layered:
             assert mean[0] > 1.5 * mean[2]
@@ -436,8 +488,8 @@ def test_smt3_triggers_events_with_few_pulses():
                       noise=False)
     rng = np.random.default_rng(4)
     zbin = np.repeat(np.arange(20), 200)
-    on = simulator._simulate_chunk(rng, cfg, 2, zbin)
-    off = simulator._simulate_chunk(np.random.default_rng(4), cfg.model_copy(update={"deepcore_trigger": False}), 2, zbin)
+    on = events.simulate_chunk(rng, cfg, 2, zbin)
+    off = events.simulate_chunk(np.random.default_rng(4), cfg.model_copy(update={"deepcore_trigger": False}), 2, zbin)
     assert len(on["candidate"]) > 2 * len(off["candidate"])
     assert (on["trigger"] == 2).any()
     few = on["counts"][on["trigger"] == 2]
@@ -488,16 +540,16 @@ def test_launch_readout():
     sen = np.array([10, 10, 10, 10, 11, 30, 30, 30, 30], dtype=np.int64)
     t = np.array([0, 5, 60, 600, 100, 1000, 1050, 1200, 9000], dtype=np.int64)
     q = np.ones(9)
-    key = simulator._pack(ev, sen, t)
+    key = keys.pack_keys(ev, sen, t)
     assert (np.diff(key) > 0).all()
-    out = simulator._readout(key, q, np.zeros(9, np.int8), launch=True)
+    out = readout.readout_pulses(key, q, np.zeros(9, np.int8), launch=True)
     got = list(zip(out["sen"].tolist(), out["t"].tolist(), out["q"].tolist(), out["hlc"].tolist()))
     assert got == [(10, 0, 2.0, True), (10, 60, 1.0, True), (10, 600, 1.0, True), (11, 100, 1.0, True),
                    (30, 1000, 2.0, False), (30, 9000, 1.0, False)]
-    legacy = simulator._readout(key, q, np.zeros(9, np.int8), launch=False)
+    legacy = readout.readout_pulses(key, q, np.zeros(9, np.int8), launch=False)
     assert len(legacy["t"]) == 8  # 10 ns grouping: only 0 and 5 merge
     # sorted merging of the physics PEs with noise and afterpulses keeps the key order
-    k, v = simulator._merge_sorted(np.array([1, 3, 3, 7]), np.array([0, 3, 8]), (np.arange(4), np.arange(10, 13)))
+    k, v = keys.merge_sorted(np.array([1, 3, 3, 7]), np.array([0, 3, 8]), (np.arange(4), np.arange(10, 13)))
     assert k.tolist() == [0, 1, 3, 3, 3, 7, 8] and v.tolist() == [10, 0, 1, 2, 11, 3, 12]
 
 
@@ -555,10 +607,10 @@ def test_a_track_through_a_string_axis_keeps_its_nearest_segment():
     v = np.stack([np.sqrt(1 - cz**2) * np.cos(phi), np.sqrt(1 - cz**2) * np.sin(phi), cz], 1)
     crossing = np.stack([det.string_x[st], det.string_y[st], rng.uniform(-400, 400, n)], 1)
     pos = crossing - v * rng.uniform(-300, 300, n)[:, None]
-    seg = simulator._track_candidates(pos, v, np.full((n, len(simulator.BAND_EDGES) - 1), 200.0))
+    seg = candidates.track_candidates(pos, v, np.full((n, len(simulator.BAND_EDGES) - 1), 200.0))
     assert np.all(seg["d2"] >= 0)
     assert set(zip(range(n), st.tolist())) <= set(zip(seg["ev"].tolist(), seg["st"].tolist()))
-    d_lo, _, _ = simulator._segment_bound_terms(seg, simulator._context().resp)
+    d_lo, _, _ = light.segment_bound_terms(seg, light.light_context().resp)
     assert np.all(np.isfinite(d_lo))  # a NaN bound put the segment in neither the bright nor the faint set
 
 
@@ -574,7 +626,7 @@ def test_keep_freed_memory_takes_on_glibc():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert took
     assert memory.keep_freed_memory.cache_info().currsize == 1
-    assert simulator.keep_freed_memory is memory.keep_freed_memory
+    assert events.keep_freed_memory is memory.keep_freed_memory  # what simulate_events calls
 
 
 def test_fast_paths_equal_their_plain_formulas(monkeypatch):
@@ -589,19 +641,19 @@ def test_fast_paths_equal_their_plain_formulas(monkeypatch):
     rep = np.repeat(np.arange(n_rows), n_s)
     t = rng.integers(-50, 50, len(rep))  # coarse times: many exact ties across and within rows
     weight = rng.random(n_rows).astype(np.float32) + 0.5
-    key = simulator._pack(ev, sen, 0)[rep] + t
+    key = keys.pack_keys(ev, sen, 0)[rep] + t
     order = np.argsort(key, kind="stable")
     want = key[order], weight[rep[order]]
-    got = simulator._sorted_pe_keys(ev, sen, rep, t, weight)
+    got = events.sorted_pe_keys(ev, sen, rep, t, weight)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-    monkeypatch.setattr(simulator, "_T_BITS", 60)  # too many bits for the codes: the plain path
-    monkeypatch.setattr(simulator, "_pack", lambda e, s, t_: ((e.astype(np.int64) * 5160 + s) << 24) + t_ + (1 << 23))
-    got = simulator._sorted_pe_keys(ev, sen, rep, t, weight)
+    monkeypatch.setattr(events, "T_BITS", 60)  # too many bits for the codes: the plain path
+    monkeypatch.setattr(events, "pack_keys", lambda e, s, t_: ((e.astype(np.int64) * 5160 + s) << 24) + t_ + (1 << 23))
+    got = events.sorted_pe_keys(ev, sen, rep, t, weight)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     monkeypatch.undo()
 
     bound = np.concatenate([rng.random(3000) * 8.0, rng.random(50) * 30 + 8.0]).astype(np.float32)
-    n_b, sel = simulator._thin(np.random.default_rng(3), bound)
+    n_b, sel = light.thin(np.random.default_rng(3), bound)
     u = np.random.default_rng(3).random(len(bound), dtype=np.float32)
     selected = set(sel.tolist())
     for i, (b, ui) in enumerate(zip(bound.astype(np.float64), u)):
@@ -618,7 +670,7 @@ def test_fast_paths_equal_their_plain_formulas(monkeypatch):
 
     ev = rng.integers(0, 40, 3000)
     sen = rng.integers(0, 5160, 3000) // 20 * 20 + rng.integers(0, 6, 3000)  # clusters on few strings
-    ok = simulator._may_trigger(ev, sen, 40, deepcore=True)
+    ok = events.may_trigger(ev, sen, 40, deepcore=True)
     fid = simulator.detector().deepcore_fiducial
     for e in range(40):
         doms = set(sen[ev == e].tolist())

@@ -64,6 +64,9 @@ BACKBONES = {
     "egnn": {"name": "egnn", "dim": 16, "depth": 2, "k": 4},
     "egnn_rebuild_xyztc_coords": {"name": "egnn", "dim": 16, "depth": 3, "k": 3, "space": "xyztc",
                                   "rebuild_edges": True, "coords_as_features": True, "act": "gelu"},
+    "iseecube": {"name": "iseecube", "heads": 4, "rel_depth": 1, "depth": 1, "max_len": 64},
+    "iseecube_subln_nocls": {"name": "iseecube", "heads": 2, "rel_depth": 2, "depth": 1, "max_len": 64,
+                             "norm": "subln", "cls": False},
     "pyg_gatv2": {"name": "pyg", "conv": "GATv2Conv", "depth": 2, "k": 4, "dim": 16, "params": {"heads": 2}},
 }
 POOLERS = {
@@ -77,6 +80,9 @@ HEADS = {
     "direction_kappa_mlp": {"name": "direction_kappa", "hidden": 16},
     "angles": {"name": "angles"},
     "angles_sigmoid": {"name": "angles", "sigmoid_range": True, "hidden": 16},
+    "direction_bins": {"name": "direction_bins", "azimuth_bins": 16, "zenith_bins": 8},
+    "direction_bins_regression_cos_mode": {"name": "direction_bins", "azimuth_bins": 16, "zenith_bins": 8,
+                                           "zenith": "cos", "decode": "mode", "regression": True},
 }
 LOSSES = {
     "vmf3d": [{"name": "vmf3d"}],
@@ -84,6 +90,7 @@ LOSSES = {
     "euclidean": [{"name": "euclidean"}],
     "logcosh": [{"name": "logcosh"}],
     "angular": [{"name": "angular"}],
+    "bins_ce": [{"name": "bins_ce", "width": 2.0}],
     "vmf_cos_euc": [{"name": "vmf3d"}, {"name": "cosine", "weight": 0.5}, {"name": "euclidean"}],
 }
 
@@ -129,9 +136,10 @@ def test_embedder_trains(key):
 
 @pytest.mark.parametrize("key", BACKBONES)
 def test_backbone_trains(key):
-    extra = {"pooler": ["mean", "cls"]} if key == "transformer_cls" else {}
+    with_cls = key in ("transformer_cls", "iseecube")
+    extra = {"pooler": ["mean", "cls"]} if with_cls else {}
     model, _ = train_step(pipeline(backbone=BACKBONES[key], **extra))
-    assert model.cls_token == (key == "transformer_cls")
+    assert model.cls_token == with_cls
 
 
 @pytest.mark.parametrize("key", POOLERS)
@@ -142,7 +150,9 @@ def test_pooler_trains(key):
 
 @pytest.mark.parametrize("key", HEADS)
 def test_head_trains(key):
-    loss = [{"name": "vmf3d"}] if HEADS[key]["name"] == "direction_kappa" else [{"name": "angular"}]
+    loss = {"direction_kappa": [{"name": "vmf3d"}], "angles": [{"name": "angular"}],
+            "direction_bins": [{"name": "bins_ce"}] + ([{"name": "vmf3d"}] if HEADS[key].get("regression") else [])}
+    loss = loss[HEADS[key]["name"]]
     train_step(pipeline(head=HEADS[key], loss=loss))
 
 

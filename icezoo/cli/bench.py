@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from icezoo.cli.common import PRECISION_HELP, parse_set
+from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
 
 
@@ -23,7 +23,10 @@ def _parse_ints(text: str, what: str) -> list[int]:
 
 
 def cmd_bench_data(
-    data: Optional[Path] = typer.Option(None, "--data", help="dataset directory (Kaggle layout); default: a temporary one"),
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset (any format: icezoo list formats); default: a "
+                                                             "temporary Kaggle-layout one"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     split: str = typer.Option("train", help="split to read"),
     max_pulses: str = typer.Option("128,256", "--max-pulses", help="comma-separated max_pulses values"),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -39,6 +42,7 @@ def cmd_bench_data(
     from icezoo.engine.bench_data import bench_data, format_bench_data
 
     widths = _parse_ints(max_pulses, "--max-pulses")
+    use_data(data, pulsemap, truth_table)
     for result in bench_data(data, widths, split=split, batch_size=batch_size, batches=batches, events=events,
                              passes=passes, echo=typer.echo):
         typer.echo(format_bench_data(result))

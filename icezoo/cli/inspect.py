@@ -1,29 +1,30 @@
-"""``icezoo inspect``: a dataset's batch files, events, pulses per event and truth, from its meta."""
+"""``icezoo inspect``: a summary of any source (:mod:`icezoo.data.describe`): events, pulses per event,
+pulse maps, truth columns and the detector."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
 
 
 def cmd_inspect(
-    data: Path = typer.Option(..., "--data", help="dataset directory (Kaggle layout)"),
+    data: Path = typer.Option(..., "--data", help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
 ) -> None:
-    """Summary of a dataset: batch files, events, pulses per event, truth (from the meta; no batch file is read)."""
-    from icezoo.data.summary import LONG_EVENT, dataset_summary
+    """Summary of a dataset of any format: events, pulses per event, pulse maps, truth columns, detector
+    (from meta and indexes; no pulse column is read, but for a GraphNeT pulse map's sensor columns)."""
+    from icezoo.data.formats import open_source
 
-    summary = dataset_summary(data)
-    for r in summary["splits"]:
-        ids, q = r["batch_ids"], r["quartiles"]
-        typer.echo(f"{r['split']}: {len(ids)} batch file(s) ({ids[0]}..{ids[-1]}), {r['events']} events, "
-                   f"truth: {'yes' if r['truth'] else 'no'}")
-        typer.echo(f"  pulses/event: mean {r['mean']:.1f}, quartiles {q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}, "
-                   f"min {r['min']}, max {r['max']}, {r['under_2']} event(s) < 2 pulses, "
-                   f"{100 * r['long_share']:.1f}% > {LONG_EVENT}, total {r['total']}")
-    geo = summary["geometry"]
-    typer.echo(f"geometry: {geo if geo is not None else 'shipped IceCube-86 table (no sensor_geometry.csv)'}")
-    if not summary["splits"]:
+    if not Path(data).exists():
+        raise IcezooError(f"{data}: dataset directory not found")
+    if Path(data).is_dir() and not any(Path(data).iterdir()):
         raise IcezooError(f"{data}: no train/ or test/ folder (expected the Kaggle layout)")
+    use_data(data, pulsemap, truth_table)
+    for line in open_source(data).describe():
+        typer.echo(line)

@@ -7,11 +7,14 @@ from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
 
 
 def cmd_linefit(
-    data: Path = typer.Option(..., "--data", help="Kaggle-layout dataset directory"),
+    data: Path = typer.Option(..., "--data", help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     improved: bool = typer.Option(False, "--improved", help="improved LineFit (cleaning, Huber fit, refit)"),
     split: str = typer.Option("train", "--split", help="train or test"),
     out: Optional[Path] = typer.Option(None, "--out", help="write predictions (event_id,azimuth,zenith) CSV"),
@@ -19,6 +22,7 @@ def cmd_linefit(
     """LineFit baseline: prints the mean angular error on a split with truth, or writes predictions."""
     from icezoo.engine.baseline import linefit_split
 
+    use_data(data, pulsemap, truth_table)
     res = linefit_split(data, split, improved=improved, out=out)
     if out is not None:
         typer.echo(f"wrote {len(res['event_id'])} predictions to {out}")

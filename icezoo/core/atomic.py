@@ -8,12 +8,17 @@ is replaced atomically (its temporary sits beside that file) and the link itself
 ``submission.csv -> runs/x/submission.csv`` link keeps working; a link to a non-regular file is
 refused like the file itself. An OS error (read-only filesystem, disk full, permission) becomes
 one IcezooError naming the path and the OS reason.
+
+A directory (a dataset) is built the same way: under a temporary name beside its target, renamed
+into place when complete (``atomic_directory``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -92,3 +97,33 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def atomic_directory(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a new empty directory beside ``path`` to build in; on success rename it to ``path``
+    (mode 0755), on failure remove it, so a reader never sees a half-built directory.
+
+    ``path`` may be missing or an empty directory. With ``replace`` an existing ``path`` is moved
+    aside first and removed after the rename (the caller decides what it may replace). Otherwise a
+    ``path`` that is not empty by then (a concurrent builder finished first) makes the rename fail
+    with the OSError; the temporary directory is removed either way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if replace and path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -65,6 +65,9 @@ class Component(metaclass=ABCMeta):
     properties: ClassVar[frozenset[str]] = frozenset()
     #: what it needs from the rest of the pipeline (keys of PROPERTIES)
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: what it needs from the data's detector (``icecube86_sensor_id``, ``pmt_direction``, ``sensor_type``;
+    #: see icezoo.data.detector): a pipeline is refused, before training, on data that lacks one
+    needs: ClassVar[tuple[str, ...]] = ()
     #: params that build a small, valid instance when the defaults alone cannot (conformance kit, compose)
     example_params: ClassVar[dict[str, Any]] = {}
 
@@ -201,11 +204,26 @@ class Pooler(ModuleComponent):
 
 
 class Head(ModuleComponent):
-    """Pooled vector [B, P] -> prediction; ``output`` says which kind the losses receive."""
+    """Pooled vector [B, P] -> prediction; ``output`` says which kind the losses receive.
+
+    A head may give several outputs from one pooled vector (``direction_bins`` with ``regression``:
+    bin logits and a kappa-scaled vector): :attr:`outputs` lists them and :meth:`view` cuts the
+    prediction into the part a loss takes, so a pipeline sums losses on different outputs.
+    """
 
     kind = "head"
-    #: "vector": [B, 3] direction whose norm is the concentration kappa; "angles": [B, 2] (azimuth, zenith)
+    #: "vector": [B, 3] direction whose norm is the concentration kappa; "angles": [B, 2] (azimuth, zenith);
+    #: "bins": azimuth and zenith bin logits (icezoo.nn.bins)
     output: ClassVar[str] = "vector"
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """Every output kind this instance gives (default: just ``output``)."""
+        return frozenset({self.output})
+
+    def view(self, pred: torch.Tensor, output: str) -> torch.Tensor:
+        """The part of ``pred`` that is the ``output`` kind (default: all of it)."""
+        return pred
 
     @abstractmethod
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
@@ -232,6 +250,9 @@ class Loss(Component, nn.Module):
     def __init__(self, config: Config):
         nn.Module.__init__(self)
         self.config = config
+
+    def bind(self, head: "Head") -> None:
+        """Called by the composer with the pipeline's head (a bins loss reads its bin layout); default: nothing."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Scalar loss from ``pred`` (head output) and ``target`` unit vectors [B, 3]; ``weight`` [B]."""

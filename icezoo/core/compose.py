@@ -114,6 +114,9 @@ class Pipeline(nn.Module):
         self.head = head
         self.losses = nn.ModuleList(losses)
         self.loss_weights = list(weights)
+        #: the head output each loss takes (its ``view``): the head's main output where the loss accepts it
+        self.loss_views = [head.output if head.output in type(loss).accepts
+                           else sorted(type(loss).accepts & head.outputs)[0] for loss in losses]
         self.provenance = provenance
         self.cls_token = "adds_cls_token" in declared(backbone)
         #: modules kept fixed (``freeze = true``): no gradient, and in eval mode even when training
@@ -153,8 +156,8 @@ class Pipeline(nn.Module):
         if batch.target is None:
             raise IcezooError("this batch has no truth (azimuth/zenith): cannot compute a loss")
         total = 0.0
-        for w, loss in zip(self.loss_weights, self.losses):
-            total = total + w * loss(pred, batch.target, weight)
+        for w, loss, view in zip(self.loss_weights, self.losses, self.loss_views):
+            total = total + w * loss(self.head.view(pred, view), batch.target, weight)
         return total
 
     def direction(self, pred: torch.Tensor) -> torch.Tensor:
@@ -240,13 +243,15 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
     def accepts_head(spec: ComponentSpec, path: str) -> None:
-        if head.output not in spec.cls.accepts:
+        if not spec.cls.accepts & head.outputs:
             raise IcezooError(
                 f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
-                f"but head '{head.name}' gives {head.output}"
+                f"but head '{head.name}' gives {' and '.join(sorted(head.outputs))}"
             )
 
     losses = make("loss", check=accepts_head)
+    for loss in losses:
+        loss.bind(head)
     weights = [ref.weight for ref in config.loss]
     pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits

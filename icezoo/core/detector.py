@@ -1,4 +1,4 @@
-"""IceCube-86 and ice constants used across icezoo (physics.md; one definition each)."""
+"""IceCube-86 and ice constants used across icezoo (sources in docs/simulator.md; one definition each)."""
 
 #: speed of light in vacuum, m/ns
 C_VACUUM = 0.299792458

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from icezoo.core.atomic import atomic_directory
 from icezoo.core.errors import IcezooError
 from icezoo.data import simulator
 
@@ -43,9 +43,8 @@ def cache_root() -> Path:
 
 
 def simulator_version() -> str:
-    """The simulator's declared version (SIMULATOR_VERSION, raised with every change to its output):
-    the cached set's key, so a changed simulator makes a new set."""
-    return str(simulator.SIMULATOR_VERSION)
+    """The simulator's declared version (``SIMULATOR_VERSION``, bumped with every physics change)."""
+    return simulator.SIMULATOR_VERSION
 
 
 def read_split(data_dir: Path) -> DefaultData | None:
@@ -76,37 +75,28 @@ def default_dataset(n_train: int = DEFAULT_TRAIN_EVENTS, n_val: int = DEFAULT_VA
 
 def make_dataset(final: Path, n_train: int, n_val: int, events_per_batch: int, seed: int, log=print,
                  test_events: int = 0, version: str = "", **knobs) -> Path:
-    """Simulate into a temporary directory next to ``final``, write the split file, rename."""
+    """Simulate into a temporary directory next to ``final``, write the split file, rename
+    (``atomic_directory``, the helper the simulator builds its own output with)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     n_files_train = n_train // events_per_batch
     n_files_val = n_val // events_per_batch
     if log:
         log(f"simulating the default dataset ({n_train:,} training + {n_val:,} validation events) into {final} "
             f"(once; cached)")
     try:
-        simulator.simulate(tmp, n_train + n_val, events_per_batch=events_per_batch, seed=seed,
-                           test=bool(test_events), test_events=test_events or None, **knobs)
-        info = {
-            "train_batches": f"1:{n_files_train}",
-            "val_batches": f"{n_files_train + 1}:{n_files_train + n_files_val}",
-            "seed": seed, "n_train": n_train, "n_val": n_val, "events_per_batch": events_per_batch,
-            "simulator_version": version,
-            "protocol": "the last files are the fixed validation split, never trained on",
-        }
-        (tmp / SPLIT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # another process finished the same build first: keep theirs
-            if (final / SPLIT_FILE).is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(final) as tmp:
+            simulator.simulate(tmp, n_train + n_val, events_per_batch=events_per_batch, seed=seed,
+                               test=bool(test_events), test_events=test_events or None, **knobs)
+            info = {
+                "train_batches": f"1:{n_files_train}",
+                "val_batches": f"{n_files_train + 1}:{n_files_train + n_files_val}",
+                "seed": seed, "n_train": n_train, "n_val": n_val, "events_per_batch": events_per_batch,
+                "simulator_version": version,
+                "protocol": "the last files are the fixed validation split, never trained on",
+            }
+            (tmp / SPLIT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    except OSError:
+        # another process finished the same build first (the rename found it in place): keep theirs
+        if not (final / SPLIT_FILE).is_file():
+            raise
     return final

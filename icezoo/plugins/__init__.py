@@ -17,8 +17,10 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.backbones.dynedge",
     "icezoo.plugins.backbones.egnn",
     "icezoo.plugins.backbones.pyg",
+    "icezoo.plugins.backbones.iseecube",
     "icezoo.plugins.poolers",
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
     "icezoo.plugins.pipelines",
+    "icezoo.plugins.formats",
 )

@@ -12,7 +12,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from icezoo.core import Loss, angles_to_vector, hookimpl
+from pydantic import Field
+
+from icezoo.core import Config, Loss, angles_to_vector, hookimpl
+from icezoo.nn.bins import BinLayout, smoothed_targets
 
 BOTH = frozenset({"vector", "angles"})
 
@@ -140,6 +143,35 @@ class AngularLoss(Loss):
         return torch.arccos(cos.clamp(-1.0 + eps, 1.0 - eps))
 
 
+class BinsCrossEntropy(Loss):
+    """Cross-entropy of the azimuth and zenith bins against Gaussian-smoothed labels (3rd place, IceCube Kaggle 2023).
+
+    The true direction's continuous bin position gets a Gaussian of ``width`` bins over the bin
+    centres (circular for the azimuth; ``width = 0``: one-hot), and the loss is the azimuth
+    cross-entropy plus the zenith one. The bin layout is the head's (``direction_bins``), read when
+    the pipeline is composed; unbound, the head's defaults (128 x 128, uniform in angle).
+    """
+
+    name = "bins_ce"
+    accepts = frozenset({"bins"})
+
+    class Config(Config):
+        width: float = Field(1.0, ge=0, le=64, allow_inf_nan=False, description="Gaussian label smoothing, "
+                             "its standard deviation in bins (0: one-hot labels)")
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.layout = BinLayout()
+
+    def bind(self, head) -> None:
+        self.layout = head.layout
+
+    def _forward(self, pred, target):
+        ta, tz = smoothed_targets(self.layout, target, self.config.width)
+        la, lz = self.layout.split(pred)
+        return -(ta * F.log_softmax(la, -1)).sum(-1) - (tz * F.log_softmax(lz, -1)).sum(-1)
+
+
 @hookimpl
 def icezoo_components():
-    return [VonMisesFisher3D, CosineLoss, EuclideanLoss, LogCoshLoss, AngularLoss]
+    return [VonMisesFisher3D, CosineLoss, EuclideanLoss, LogCoshLoss, AngularLoss, BinsCrossEntropy]

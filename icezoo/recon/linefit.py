@@ -7,7 +7,8 @@ Plain LineFit (least squares of r = r0 + v t over all pulses of an event):
 ``u`` points to where the neutrino came from (the Kaggle convention): pulses that move downward over
 time give v_z < 0, hence u_z > 0 and zenith < pi/2.
 
-Improved LineFit (IceCube's "improved LineFit", ../shared/physics.md):
+Improved LineFit (IceCube, "Improvement in fast particle track reconstruction with robust
+statistics", NIM A 736 (2014) 143; the figures as in docs/simulator.md):
 
 1. delay cleaning: drop a pulse later than 778 ns after the earliest hit of any DOM within 156 m
    (the pulse's own DOM included);
@@ -23,11 +24,11 @@ previous stage's result and, for plain LineFit, to straight down-going (0, 0, 1)
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from icezoo.core.detector import N_SENSORS
+from icezoo.resources import geometry_csv
 
 DELAY_NS = 778.0
 DELAY_RADIUS_M = 156.0
@@ -87,8 +88,7 @@ def linefit(chunk) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _neighbours() -> tuple[np.ndarray, np.ndarray]:
     """CSR (ptr [5161], idx) of the sensor ids within DELAY_RADIUS_M of each DOM, itself included."""
-    geo = np.loadtxt(Path(__file__).resolve().parents[1] / "resources" / "sensor_geometry.csv",
-                     delimiter=",", skiprows=1)
+    geo = np.loadtxt(geometry_csv(), delimiter=",", skiprows=1)
     x, y, z = (geo[:, k].astype(np.float32) for k in (1, 2, 3))
     rows, cols = [], []
     for a in range(0, len(x), 1024):  # row blocks keep the pairwise table small
