@@ -47,7 +47,7 @@ def cmd_compose(
     if not step.ok:
         raise IcezooError(f"pipeline {config.name}: non-finite loss or gradient on the synthetic batch")
     if save:
-        write_text_atomic(save, pipelines_toml({config.name: config.to_table()}))
+        write_text_atomic(save, pipelines_toml({config.name: config.to_table()}), inputs=[pipeline_file])
         console.print(f"saved pipeline '{config.name}' to {save}")
 
 

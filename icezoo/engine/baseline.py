@@ -18,6 +18,7 @@ import polars as pl
 
 from icezoo.core.batch import angles_to_vector, angular_error, vector_to_angles
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.data.io import split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.recon.linefit import linefit, linefit_improved, read_dataset_chunks
@@ -32,6 +33,8 @@ def linefit_split(data: str | Path, split: str = "train", improved: bool = False
         raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
     if out is not None and Path(out).is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {Path(out) / 'linefit.csv'})")
+    if out is not None:
+        check_output(out, dirs=[data])  # never onto the dataset or into a dataset, run or study directory
     fit = linefit_improved if improved else linefit
     ids, azs, zes, errs = [], [], [], []
     have_truth = True

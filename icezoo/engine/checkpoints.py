@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from icezoo.core.checkpoint import load_checkpoint, require_finite
-from icezoo.core.config import pipeline_from_table
+from icezoo.core.pipelines import pipeline_from_table
 from icezoo.core.errors import IcezooError
 from icezoo.engine.runs import BEST, RunDir, newest_successful_run
 from icezoo.zoo import build

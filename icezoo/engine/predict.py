@@ -21,9 +21,10 @@ from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine.runs import RunDir, unfinished_note
+from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -100,8 +101,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
+    run_names = [run] if isinstance(run, str) else list(run)
+    check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
-    members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
+    members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
         note = unfinished_note(run_dir, info, ckpt)
         if note:

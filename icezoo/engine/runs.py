@@ -36,7 +36,7 @@ import numpy as np
 
 from icezoo.core.atomic import WriteError, write_text_atomic
 from icezoo.core.errors import IcezooError
-from icezoo.core.registry import normalise
+from icezoo.core.names import normalise
 from icezoo.data.io import format_batches
 
 DEFAULT_RUNS_DIR = Path("runs")

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from icezoo.core.compose import Pipeline, count_parameters
-from icezoo.core.config import ComponentRef, PipelineConfig
+from icezoo.core.pipelines import ComponentRef, PipelineConfig, pipeline_config
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.zoo import build, pipeline_config
+from icezoo.zoo import build, registry
 
 #: the stages a pipeline names, in the order ``compose`` shows them
 STAGE_ORDER = ("features", "selection", "embedder", "backbone", "pooler", "head", "loss")
@@ -45,7 +45,7 @@ def compose_config(pipeline: str | None, pipeline_file: str | Path | None, stage
     ``stages`` (stage -> (component name or list of names or None, the flag that named it))
     replaced, then ``overrides``. A stage naming the base's own component keeps the base's params;
     another selection keeps the pulse budget. Returns the config and where each stage came from."""
-    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file)
+    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file, reg=registry())
     base = config.name if pipeline else Path(pipeline_file).name if pipeline_file else "default"
     origin = {stage: base for stage in STAGE_ORDER}
     updates: dict[str, Any] = {"name": config.name if keep_base_name else name}

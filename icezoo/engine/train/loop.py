@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from icezoo.core.batch import angular_error
 from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.data.io import format_batches
 from icezoo.engine import loaders, predict
@@ -30,7 +31,7 @@ from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
-from icezoo.zoo import build, resolved_table
+from icezoo.zoo import build, registry
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -215,7 +216,8 @@ def _write_run_files(run: Run) -> None:
         "device": device_name(run.device), "world_size": run.dist.world_size, "split": split, "options": saved_opts,
         "precision": {"requested": ts.precision, "final": ts.precision}, "best_val": None,
     }
-    RunDir(run.run_dir).start(run.info, pipelines_toml({config.name: resolved_table(config)}), run.command)
+    RunDir(run.run_dir).start(run.info, pipelines_toml({config.name: resolved_table(config, registry())}),
+                               run.command)
     run.log(f"run {run.run_dir} - pipeline {config.name} - {run.command}", echo=False)
     run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {format_batches(run.train_ids)}, "
             f"validation {format_batches(run.val_ids)} (fixed, disjoint)")
