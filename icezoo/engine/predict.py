@@ -67,10 +67,10 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
 
 
 def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
-                       batch_size: int = 256, workers: int = 0) -> dict[str, np.ndarray]:
+                       batch_size: int = 256, workers: int = 0, on_view=None) -> dict[str, np.ndarray]:
     """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
     rotations of the detector about the vertical axis combined by the ensemble rule (``tta = 1``:
-    none; see :mod:`icezoo.engine.ensemble`)."""
+    none; see :mod:`icezoo.engine.ensemble`); ``on_view()`` is called after each view (progress)."""
     geometry = load_geometry(data_dir)
     views = []
     for theta in tta_angles(tta):
@@ -80,6 +80,8 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
         order = np.argsort(res["event_id"], kind="stable")
         views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
                       "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+        if on_view is not None:
+            on_view()
     for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
         if not np.array_equal(v["event_id"], views[0]["event_id"]):
             raise IcezooError("TTA: the rotated views did not score the same events")
@@ -154,7 +156,8 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     precisions = [(info.get("precision") or {}).get("final") or config.train.precision
                   for _, info, config, _, _ in members]
     with Progress(transient=True, disable=not echo) as progress:
-        task = progress.add_task(f"predict {split}", total=len(wanted))
+        task = progress.add_task(f"predict {split}" + (f" (TTA {tta} rotations)" if tta > 1 else ""),
+                                 total=len(wanted))
         for bid in wanted:
             preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
                      for (_, _, _, model, _), prec in zip(members, precisions)]
