@@ -144,8 +144,8 @@ def use_data(data, pulsemap: str | None, truth_table: str | None) -> None:
         if pulsemap or truth_table:
             raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")
         return
-    if not Path(data).exists():
-        return
+    if not Path(data).exists() or not (pulsemap or truth_table):
+        return  # nothing to set: the command opens the source when it reads it (its other checks come first)
     from icezoo.data.formats import open_source
 
     src = open_source(data, pulsemap, truth_table)
