@@ -12,6 +12,7 @@ import typer
 
 from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
 from icezoo.cli.compose import cmd_compose
+from icezoo.cli.convert import cmd_convert
 from icezoo.cli.evaluate import cmd_evaluate
 from icezoo.cli.experiments import cmd_experiments
 from icezoo.cli.inspect import cmd_inspect
@@ -21,6 +22,7 @@ from icezoo.cli.predict import cmd_predict
 from icezoo.cli.reproduce import cmd_reproduce
 from icezoo.cli.runs import cmd_runs
 from icezoo.cli.show import cmd_show
+from icezoo.cli.stack import cmd_stack
 from icezoo.cli.simulate import cmd_simulate
 from icezoo.cli.train import cmd_train
 from icezoo.core.errors import IcezooError
@@ -28,9 +30,9 @@ from icezoo.core.errors import IcezooError
 #: ``icezoo NAME``: the function each command runs (a new command: its module, then one line here)
 COMMANDS = {
     "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
-    "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect,
+    "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-    "experiments": cmd_experiments, "reproduce": cmd_reproduce,
+    "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,
