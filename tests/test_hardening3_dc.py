@@ -76,6 +76,18 @@ def test_d1_linefit_runs_plot_compose_and_simulate_refuse_their_inputs(copies, w
     assert digest(tmp_path) == before
 
 
+def test_d1_check_output_refuses_a_single_file_source_and_keeps_plain_paths(tmp_path):
+    from icezoo.core import IcezooError
+    from icezoo.core.outputs import check_output
+
+    db = tmp_path / "events.db"  # a GraphNeT SQLite source is one file
+    db.write_bytes(b"x")
+    with pytest.raises(IcezooError, match="is an input of this command"):
+        check_output(db, dirs=[db])
+    assert check_output(tmp_path / "sub.csv", dirs=[db]) == tmp_path / "sub.csv"
+    assert not (tmp_path / "sub.csv").exists()
+
+
 # ------------------------------------------------------------------------------ D2 study names as paths
 ESCAPE = """
 [studies."NAME"]
