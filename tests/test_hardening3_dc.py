@@ -158,3 +158,36 @@ def test_d3_predict_and_linefit_write_event_ids_above_2_53_exactly(copies, tmp_p
         lines = out.read_text().splitlines()
         assert [int(line.split(",")[0]) for line in lines[1:]] == ids, args[0]  # in meta order, every digit
         assert lines[-1].startswith("9223372036854775807,")
+
+
+# ------------------------------------------------------------------------------ C1 nothing to score
+def one_pulse_batch(data: Path, bid: int, split: str = "train") -> None:
+    """Keep only the first pulse of every event of batch file ``bid`` (meta rewritten to match)."""
+    import numpy as np
+    import polars as pl
+
+    from icezoo.data.kaggle_layout import write_batch, write_meta
+
+    f = data / split / f"batch_{bid}.parquet"
+    b = pl.read_parquet(f)
+    eid = b["event_id"].to_numpy()
+    first = np.flatnonzero(np.r_[True, eid[1:] != eid[:-1]])
+    write_batch(f, eid[first], b["sensor_id"].to_numpy()[first], b["time"].to_numpy()[first],
+                b["charge"].to_numpy()[first], b["auxiliary"].to_numpy()[first])
+    meta = pl.read_parquet(data / f"{split}_meta.parquet")
+    fp, lp = meta["first_pulse_index"].to_numpy().copy(), meta["last_pulse_index"].to_numpy().copy()
+    rows = np.flatnonzero(meta["batch_id"].to_numpy() == bid)
+    fp[rows] = lp[rows] = np.arange(len(rows))
+    truth = {"azimuth": meta["azimuth"], "zenith": meta["zenith"]} if "azimuth" in meta.columns else {}
+    write_meta(data / f"{split}_meta.parquet", meta["batch_id"], meta["event_id"], fp, lp, **truth)
+
+
+def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copies, capsys):
+    data, runs = copies
+    one_pulse_batch(data, 1)
+    before = digest(runs)
+    for extra in ([], ["T"]):  # one run, and the several-runs form
+        line = one_line_error(capsys, "evaluate", "T", *extra, "--runs-dir", runs, "--data", data, "--batches", "1",
+                              "--no-plots", contains=[data, "nothing to score"])
+        assert "nan" not in line.lower()
+    assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
