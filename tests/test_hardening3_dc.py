@@ -191,3 +191,44 @@ def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copie
                               "--no-plots", contains=[data, "nothing to score"])
         assert "nan" not in line.lower()
     assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
+
+
+# ------------------------------------------------------------------------------ C2 sizes beyond the machine
+@pytest.mark.parametrize("setting, says", [("embedder.dim=1000000000", "refused"),
+                                           ("backbone.depth=1000000000", "refused"),
+                                           ("embedder.dim=8192", "refused")])
+def test_c2_sizes_beyond_the_machine_are_one_line(world, tmp_path, capsys, monkeypatch, setting, says):  # noqa: F811
+    import icezoo.core.sizes as sizes
+
+    monkeypatch.setattr(sizes, "available_bytes", lambda: 1 << 30)  # as if 1 GiB were free: fast on any machine
+    save = tmp_path / "p.toml"
+    one_line_error(capsys, "compose", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--set", setting,
+                   "--save", save, contains=["pipelines.composed.", says])
+    assert not save.exists()
+    import resource
+
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # the build's cap was lifted
+
+
+def test_c2_the_parameter_count_stops_a_build_before_its_weights_are_written():
+    from icezoo.core import IcezooError
+    from icezoo.core.sizes import size_guard
+    from torch import nn
+
+    with pytest.raises(IcezooError, match=r"demo: more than 1,001,000 parameters \(3.8 MiB"):
+        with size_guard("demo", limit_bytes=4_000_000):  # room for 1M fp32 weights
+            nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 1000))
+    with size_guard("demo", limit_bytes=8_100_000):
+        nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 1000))  # fits: built as usual
+
+
+def test_c2_an_allocation_refused_anywhere_is_one_line(world, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import icezoo.engine.predict as P
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(P, "predict", refuse)
+    one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv",
+                   contains=["out of memory", "37.3 GiB", "train.batch_size"])
