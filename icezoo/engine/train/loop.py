@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from icezoo.core.batch import angular_error
 from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.engine import loaders, predict
 from icezoo.engine import runs as R
@@ -29,7 +30,7 @@ from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
-from icezoo.zoo import build, resolved_table
+from icezoo.zoo import build, registry
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -119,6 +120,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
                        keep=dist.main and run.resume_ckpt is None)
     run.keep_events = _kappa_filter(run)
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
+    # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
+    stage_inits = init_stages(model, runs_dir, run.log) if run.resume_ckpt is None and model.stage_inits else None
     if run.resume_ckpt is None:
         run.run_dir = Path(dist.on_main(_open, run, where))
         if dist.main:
@@ -127,8 +130,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     if init_src is not None:
         run.log(init_report_text(str(init_src), rep))
         run.update(init_from=str(init_src), init_report=rep)
-    if run.resume_ckpt is None and model.stage_inits:  # stages taken from other runs (EXP_100)
-        run.update(stage_inits=init_stages(model, runs_dir, run.log))
+    if stage_inits is not None:
+        run.update(stage_inits=stage_inits)
 
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -206,7 +209,7 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
-    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config)}))
+    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config, registry())}))
     R.write_text_atomic(run.run_dir / "command.txt", run.command + "\n")
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import zero_padding
 from icezoo.nn.graph import Aggregation, EGNNLayer, Space, knn_graph, knn_space
 
@@ -100,8 +100,3 @@ class EGNN(Backbone):
                 index, valid = knn_graph(coords, mask, cfg.k, time=time)
             x, coords = layer(x, coords, mask, index, valid)
         return zero_padding(self.out(x), mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [EGNN]

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import activation, zero_padding
 from icezoo.nn.graph import Space, knn_graph, knn_space, to_edge_index
 
@@ -129,8 +129,3 @@ class PyGConv(Backbone):
         dense = torch.zeros(*mask.shape, x.shape[-1], dtype=x.dtype, device=x.device)
         dense[mask] = x
         return dense
-
-
-@hookimpl
-def icezoo_components():
-    return [PyGConv]
