@@ -22,7 +22,7 @@ def cmd_predict(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     workers: int = typer.Option(0, min=0),
     device: Optional[str] = typer.Option(None),
-    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis"),
+    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis (1..32)"),
     stacker: Optional[Path] = typer.Option(None, "--stacker", help="combine the runs with this stacker "
                                            "(icezoo stack) instead of the kappa-weighted mean"),
 ) -> None:

@@ -14,6 +14,7 @@ loads that component's weights from the pipeline's newest run: :attr:`Pipeline.s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
+from icezoo.core.sizes import size_guard
 
 #: what the batch itself always provides to components
 BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
@@ -41,10 +43,11 @@ class StageInfo:
 
 
 def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
-    try:
-        return spec.cls.build(config, in_dim)
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise IcezooError(f"{path}: {spec.name}: {exc}") from None
+    with size_guard(path):  # sizes beyond the machine: one line (core/sizes.py)
+        try:
+            return spec.cls.build(config, in_dim)
+        except (ValueError, AssertionError, TypeError) as exc:
+            raise IcezooError(f"{path}: {spec.name}: {exc}") from None
 
 
 def _trace(trace, stage, module, out):
@@ -168,6 +171,32 @@ class Pipeline(nn.Module):
     _trace = staticmethod(_trace)
 
 
+def _reads_features(features: list) -> Callable:
+    """compose's check of a backbone stage: the feature columns it reads by index exist."""
+    columns = [c for f in features if not f.event_level for c in f.feature_names()]
+
+    def check(spec: ComponentSpec, cfg, path: str) -> None:
+        for param, col in spec.cls.feature_columns(cfg).items():
+            if not 0 <= col < len(columns):
+                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {len(columns)} "
+                                  f"columns (0..{len(columns) - 1}: {', '.join(columns)})")
+
+    return check
+
+
+def _accepts_head(head) -> Callable:
+    """compose's check of a loss: it takes one of the head's outputs."""
+
+    def check(spec: ComponentSpec, cfg, path: str) -> None:
+        if not spec.cls.accepts & head.outputs:
+            raise IcezooError(
+                f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
+                f"but head '{head.name}' gives {' and '.join(sorted(head.outputs))}"
+            )
+
+    return check
+
+
 def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     """Build the pipeline; every error is one IcezooError line naming the path."""
     root = f"pipelines.{config.name}"
@@ -226,16 +255,8 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     event_dim = sum(f.out_dim for f in features if f.event_level)
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
-    columns = [c for f in features if not f.event_level for c in f.feature_names()]
-
-    def reads_features(spec: ComponentSpec, cfg, path: str) -> None:
-        for param, col in spec.cls.feature_columns(cfg).items():
-            if not 0 <= col < feature_dim:
-                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {feature_dim} "
-                                  f"columns (0..{feature_dim - 1}: {', '.join(columns)})")
-
     (embedder,) = make("embedder", feature_dim)
-    backbones = make("backbone", embedder.out_dim, check=reads_features)
+    backbones = make("backbone", embedder.out_dim, check=_reads_features(features))
     concat = [ref.concat for ref in config.refs("backbone")]
     if any(concat) and "adds_cls_token" in declared(backbones[-1]):
         raise IcezooError(f"{root}.backbone: concat needs a last stage without a CLS token (the slots would not line up)")
@@ -243,14 +264,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     poolers = make("pooler", backbone.out_dim)
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
-    def accepts_head(spec: ComponentSpec, cfg, path: str) -> None:
-        if not spec.cls.accepts & head.outputs:
-            raise IcezooError(
-                f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
-                f"but head '{head.name}' gives {' and '.join(sorted(head.outputs))}"
-            )
-
-    losses = make("loss", check=accepts_head)
+    losses = make("loss", check=_accepts_head(head))
     weights = [ref.weight for ref in config.loss]
     pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits

@@ -24,7 +24,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine import runs as R
+from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -67,10 +67,10 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
 
 
 def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
-                       batch_size: int = 256, workers: int = 0) -> dict[str, np.ndarray]:
+                       batch_size: int = 256, workers: int = 0, on_view=None) -> dict[str, np.ndarray]:
     """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
     rotations of the detector about the vertical axis combined by the ensemble rule (``tta = 1``:
-    none; see :mod:`icezoo.engine.ensemble`)."""
+    none; see :mod:`icezoo.engine.ensemble`); ``on_view()`` is called after each view (progress)."""
     geometry = load_geometry(data_dir)
     views = []
     for theta in tta_angles(tta):
@@ -80,6 +80,8 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
         order = np.argsort(res["event_id"], kind="stable")
         views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
                       "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+        if on_view is not None:
+            on_view()
     for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
         if not np.array_equal(v["event_id"], views[0]["event_id"]):
             raise IcezooError("TTA: the rotated views did not score the same events")
@@ -90,7 +92,7 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
 def _log_written(run_dirs: list[Path], what: str, counts: dict[str, Any], stacker: str | None, echo) -> None:
     """The submission's counts into each run's log, and the one-line summary."""
     for run_dir in run_dirs:
-        R.RunLog(run_dir / R.LOG_FILE)(f"{what}: {counts}", echo=False)
+        RunDir(run_dir).log()(f"{what}: {counts}", echo=False)
     if echo:
         by = "the model" if len(run_dirs) == 1 else f"the ensemble of {len(run_dirs)} runs"
         by += (f" stacked by {stacker}" if stacker else "") + (f" with TTA {counts['tta']}" if counts["tta"] > 1 else "")
@@ -127,12 +129,12 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
     run_names = [run] if isinstance(run, str) else list(run)
-    check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
+    check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
-    combined = _combiner(stacker, [R.resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
+    combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
-        note = R.unfinished_note(run_dir, info, ckpt)
+        note = unfinished_note(run_dir, info, ckpt)
         if note:
             print(note, file=sys.stderr)
     dev = pick_device(None, device)
@@ -154,7 +156,8 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     precisions = [(info.get("precision") or {}).get("final") or config.train.precision
                   for _, info, config, _, _ in members]
     with Progress(transient=True, disable=not echo) as progress:
-        task = progress.add_task(f"predict {split}", total=len(wanted))
+        task = progress.add_task(f"predict {split}" + (f" (TTA {tta} rotations)" if tta > 1 else ""),
+                                 total=len(wanted))
         for bid in wanted:
             preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
                      for (_, _, _, model, _), prec in zip(members, precisions)]
