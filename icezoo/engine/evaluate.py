@@ -341,6 +341,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     on the same events; each row is compared with the best single run without TTA by a paired
     bootstrap 95% interval."""
     tta_angles(tta)  # a bad --tta is an error before any model is loaded
+    R.distinct_runs(runs, runs_dir)
     members = [load_run_model(r, runs_dir) for r in runs]
     for run_dir, info, _, _, ckpt in members:
         note = R.unfinished_note(run_dir, info, ckpt)

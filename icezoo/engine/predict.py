@@ -131,6 +131,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     run_names = [run] if isinstance(run, str) else list(run)
     check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
+    R.distinct_runs(run_names, runs_dir)
     combined = _combiner(stacker, [R.resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
