@@ -35,11 +35,11 @@ class ComponentRef(BaseModel):
     #: every step's loss NaN, each step skipped by the NaN guard, and the run end "done" untrained)
     weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
-    freeze: bool = False
+    freeze: bool = Field(False, strict=True)
     #: model stages only: start this component from the same component of that pipeline's newest run (EXP_100)
     init_from: str | None = None
     #: backbone lists only, not the last stage: its per-pulse output is concatenated to the list's output (EXP_40)
-    concat: bool = False
+    concat: bool = Field(False, strict=True)
 
     @classmethod
     def parse(cls, value: Any) -> "ComponentRef":
@@ -83,22 +83,22 @@ class TrainSettings(BaseModel):
     ``lr = inf`` run would diverge and ``epochs = inf`` never end."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, strict=True)
     epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    accumulate: int = Field(1, gt=0)
+    accumulate: int = Field(1, gt=0, strict=True)
     grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     ema: float | None = Field(None, gt=0, lt=1)
-    nan_fallback_after: int = Field(3, gt=0)
+    nan_fallback_after: int = Field(3, gt=0, strict=True)
     batches: str = "cycle"
     #: with it, each epoch trains on the next this-many training files, walked round-robin ("cycle")
-    files_per_epoch: int | None = Field(None, gt=0)
+    files_per_epoch: int | None = Field(None, gt=0, strict=True)
     val_batches: str | None = None
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0, strict=True)
     #: the kappa filter (EXP_33_FT_3_KAPPA): train only on events where run ``kappa_from`` predicts
     #: kappa above ``min_kappa`` (its predictions are cached in that run's directory)
     min_kappa: float | None = Field(None, ge=0)
