@@ -340,3 +340,57 @@ def test_m11_member_predictions_reports_each_view(world):
     member_predictions(model, world["data"], "train", info["split"]["val_batches"], torch.device("cpu"), tta=4,
                        on_view=lambda: seen.append(1))
     assert len(seen) == 4
+
+
+# ------------------------------------------------------------------------------ cosmetic
+def test_cosmetic_a_run_named_twice_is_refused_not_counted_twice(world, tmp_path, capsys):
+    for cmd in (("evaluate", world["run"], "T"), ("predict", "T", world["run"], "--data", world["data"],
+                                                  "--out", tmp_path / "s.csv")):
+        one_line_error(capsys, *cmd, "--runs-dir", world["runs"], contains=("is named twice",))
+
+
+def test_cosmetic_budgets_read_as_given_and_absurd_ones_are_refused(capsys):
+    from icezoo.engine.studies import Budget
+
+    assert (Budget.parse("10s").slug, str(Budget.parse("10s"))) == ("10s", "10 s")
+    assert (Budget.parse("5min").slug, Budget.parse("1.5min").slug, Budget.parse("30k").slug) == ("5min", "90s", "30k")
+    for text in ("99999999999999999999", "20000min"):
+        with pytest.raises(ValueError, match="at most"):
+            Budget.parse(text)
+    one_line_error(capsys, "reproduce", "losses", "--budget", "99999999999999999999", contains=("at most",))
+
+
+def test_cosmetic_a_studys_own_pipeline_is_named_by_its_path(tmp_path):
+    from icezoo.engine.studies import parse_study_file
+    from icezoo.zoo import registry
+
+    f = tmp_path / "s.toml"
+    f.write_text('[studies.mini]\nquestion = "q"\npipeline = "NOSUCH"\nreference = "a"\n'
+                 '[studies.mini.variants]\na = {}\nb = { set = { "train.lr" = 1e-4 } }\n')
+    with pytest.raises(IcezooError, match=r"s.toml: studies.mini.pipeline: ") as exc:
+        parse_study_file(f, registry())
+    assert "(study)" not in str(exc.value)
+
+
+def test_cosmetic_typed_settings_are_not_coerced(capsys):
+    one_line_error(capsys, "compose", "--set", "train.batch_size=true", contains=("train.batch_size",))
+    one_line_error(capsys, "compose", "--set", 'backbone={name="transformer", freeze="yes"}',
+                   contains=("backbone.freeze",))
+
+
+def test_cosmetic_bench_and_data_arguments_are_checked_first(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "bench", "data", "--passes", "0")
+    assert code == 2 and "--passes" in err
+    one_line_error(capsys, "bench", "predict", "--run", "nosuchrun", "--runs-dir", tmp_path,
+                   contains=("run 'nosuchrun' not found",))
+    assert not list(tmp_path.iterdir())
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    one_line_error(capsys, "reproduce", "losses", "--data", f, contains=("is a file, not a dataset directory",))
+
+
+def test_cosmetic_experiments_says_when_the_runs_directory_is_missing(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "experiments", "--markdown", "--runs-dir", tmp_path / "nowhere")
+    assert code == 0 and "no such directory" in err and "| EXP_00 |" in out
+    (tmp_path / "afile").write_text("x")
+    one_line_error(capsys, "experiments", "--runs-dir", tmp_path / "afile", contains=("is a file",))

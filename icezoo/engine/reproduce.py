@@ -118,7 +118,8 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     else:
         data_dir = Path(data)
         if not data_dir.is_dir():
-            raise IcezooError(f"--data {data}: no such directory")
+            what = "is a file, not a dataset directory" if data_dir.exists() else "no such directory"
+            raise IcezooError(f"--data {data}: {what}")
     key = _key(study, bud, data_dir, configs)
     study_dir = Path(runs_dir) / "studies" / f"{study.name}-{bud.slug}-{key}"
     cmd = ["icezoo", "reproduce", study.name]
