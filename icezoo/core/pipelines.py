@@ -74,8 +74,19 @@ STAGE_OPTIONS = ("freeze", "init_from", "concat")
 
 def _refs(value: Any) -> list[ComponentRef]:
     if isinstance(value, (str, dict, ComponentRef)):
-        value = [value]
-    return [ComponentRef.parse(v) for v in value]
+        return [ComponentRef.parse(value)]
+    out = []
+    for i, entry in enumerate(value):
+        try:
+            out.append(ComponentRef.parse(entry))
+        except ValidationError as exc:
+            if len(value) == 1:
+                raise
+            # the entry's index in the error's path (backbone.1.init_from), as compose names list entries
+            errors = [{"type": e["type"], "loc": (i, *e["loc"]), "input": e.get("input"),
+                       **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+    return out
 
 
 class TrainSettings(BaseModel):
@@ -169,7 +180,9 @@ class _PipelineBase(BaseModel):
     def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> "PipelineConfig":
         """Apply dotted ``stage.param=value`` overrides (``backbone.depth=8``, ``train.lr=3e-4``)."""
         table = self.to_table()
-        for dotted, value in overrides.items():
+        # a component renamed first, so that the params given beside it (backbone.depth) apply to the new one
+        ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".name"))
+        for dotted, value in ordered:
             parts = dotted.split(".")
             stage = parts[0]
             if stage not in table and stage not in PipelineConfig.model_fields:
@@ -190,8 +203,22 @@ class _PipelineBase(BaseModel):
                     raise IcezooError(f"{where} {dotted}: {stage} is a list; say {stage}.N.param")
             for part in parts[1:-1]:
                 target = target.setdefault(part, {})
+            if parts[1:] == ["name"] and isinstance(target, dict) and target.get("name") != value:
+                _keep_shared_params(stage, target)
             target[parts[-1]] = value
         return pipeline_from_table(self.name, table)
+
+
+def _keep_shared_params(kind: str, entry: dict[str, Any]) -> None:
+    """A stage entry whose component is replaced (``--set backbone.name=pyg``) keeps only what every
+    component of its kind takes (the kind's base params, e.g. a selection's max_pulses) and the stage
+    options; the old component's own params (a transformer's heads) would be unknown to the new one."""
+    stage = next((s for s in STAGES if s.kind == kind), None)
+    if stage is None:
+        return
+    shared = set(stage.base.Config.model_fields) | {"name", "weight", *STAGE_OPTIONS}
+    for key in [k for k in entry if k not in shared]:
+        del entry[key]
 
 
 #: A fully resolved pipeline: one component (or list) per stage of STAGES, plus training defaults.
