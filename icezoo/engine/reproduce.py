@@ -221,6 +221,16 @@ def _simulator_version(data_dir: Path) -> str | None:
     return None
 
 
+def _data_origin(data_dir: Path) -> str:
+    """What the report says the data is: which simulator made it, or that icezoo did not simulate it."""
+    version = _simulator_version(data_dir)
+    if version:
+        return f"simulator {version}; simulated, not Kaggle"
+    if (Path(data_dir) / "simulator_config.json").is_file():
+        return "written by icezoo simulate, version not recorded; simulated, not Kaggle"
+    return "not simulated by icezoo: scores are on this data"
+
+
 # ------------------------------------------------------------------------------ running
 def run_state(run_dir: Path) -> str:
     """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``
@@ -459,8 +469,7 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
     if s.log:
         lines += [f"The log: {s.log}", ""]
     lines += [
-        f"- data: {plan.data_dir.name} (simulator {_simulator_version(plan.data_dir) or '?'}; simulated, not "
-        f"Kaggle), training files {R._ranges(ref['train_batches'])}, validation files "
+        f"- data: {plan.data_dir.name} ({_data_origin(plan.data_dir)}), training files {R._ranges(ref['train_batches'])}, validation files "
         f"{R._ranges(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
         f"- budget: {plan.budget} per variant and seed; seeds {', '.join(map(str, plan.seeds))}; "
         f"model size {_kv(s.size) or 'as the pipelines'}; common {_kv(s.common) or '-'}",
