@@ -394,3 +394,34 @@ def test_cosmetic_experiments_says_when_the_runs_directory_is_missing(tmp_path, 
     assert code == 0 and "no such directory" in err and "| EXP_00 |" in out
     (tmp_path / "afile").write_text("x")
     one_line_error(capsys, "experiments", "--runs-dir", tmp_path / "afile", contains=("is a file",))
+
+
+def test_cosmetic_pipeline_errors_name_the_file_the_entry_and_the_toml(world, tmp_path, capsys):
+    pf = tmp_path / "h.toml"
+    pf.write_text(TINY.replace("heads = 2", "heads = 3"))  # dim 8 is not divisible by 3 heads: found at build
+    one_line_error(capsys, *train_args(world, "H3")[:2], pf, *train_args(world, "H3")[3:],
+                   contains=(f"error: {pf}: pipelines.tiny.backbone", "divisible"))
+    pf.write_text(TINY.replace('backbone = { name = "transformer", depth = 1, heads = 2 }',
+                               'backbone = [{ name = "transformer", depth = 1, heads = 2 }, '
+                               '{ name = "transformer", depth = 1, heads = 2, init_from = 5 }]'))
+    one_line_error(capsys, "show", "tiny", "--pipeline-file", pf, contains=("pipelines.tiny.backbone.1.init_from",))
+    one_line_error(capsys, "compose", "--set", 'backbone={name="transformer", name="x"}',
+                   contains=("--set backbone: not a valid TOML value", "Duplicate"))
+
+
+def test_cosmetic_a_renamed_component_drops_the_old_ones_params(capsys):
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.zoo import registry
+
+    default = pipeline_config("default", reg=registry())
+    config = default.with_overrides({"backbone.k": 4, "backbone.name": "pyg"})
+    assert config.to_table()["backbone"] == {"name": "pyg", "k": 4}  # the transformer's heads and depth are gone
+    selection = default.with_overrides({"selection.name": "time_order"}).to_table()["selection"]
+    assert selection["max_pulses"] == default.max_pulses  # every selection's param is kept
+
+
+def test_cosmetic_a_study_report_says_where_its_data_came_from(world, tmp_path):
+    from icezoo.engine.reproduce import _data_origin
+
+    assert "written by icezoo simulate" in _data_origin(world["data"]) and "?" not in _data_origin(world["data"])
+    assert _data_origin(tmp_path) == "not simulated by icezoo: scores are on this data"
