@@ -37,7 +37,6 @@ from icezoo.engine.runs import LAST, RunDir, now_iso, read_json, write_json_atom
 from icezoo.engine.studies import Budget, Study, get_study, variant_config
 
 MANIFEST = "study.json"
-ERRORS_FILE = "val_errors.npz"
 
 
 @contextlib.contextmanager
@@ -120,7 +119,8 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     else:
         data_dir = Path(data)
         if not data_dir.is_dir():
-            raise IcezooError(f"--data {data}: no such directory")
+            what = "is a file, not a dataset directory" if data_dir.exists() else "no such directory"
+            raise IcezooError(f"--data {data}: {what}")
     key = _key(study, bud, data_dir, configs)
     study_dir = Path(runs_dir) / "studies" / f"{study.name}-{bud.slug}-{key}"
     cmd = ["icezoo", "reproduce", study.name]
@@ -220,6 +220,16 @@ def _simulator_version(data_dir: Path) -> str | None:
         except ValueError:
             return None
     return None
+
+
+def _data_origin(data_dir: Path) -> str:
+    """What the report says the data is: which simulator made it, or that icezoo did not simulate it."""
+    version = _simulator_version(data_dir)
+    if version:
+        return f"simulator {version}; simulated, not Kaggle"
+    if (Path(data_dir) / "simulator_config.json").is_file():
+        return "written by icezoo simulate, version not recorded; simulated, not Kaggle"
+    return "not simulated by icezoo: scores are on this data"
 
 
 # ------------------------------------------------------------------------------ running
@@ -322,17 +332,14 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
     """Per-event validation errors of a finished run (best.pt on its validation split, scored by the
     evaluation core), cached in the run as val_errors.npz; the summary also goes to the run's
     ledger entry."""
-    cache = run_dir / ERRORS_FILE
-    if cache.is_file() and cache.stat().st_mtime >= RunDir(run_dir).checkpoint("best").stat().st_mtime:
-        with np.load(cache) as z:
-            return {k: z[k] for k in z.files}
+    cached = RunDir(run_dir).val_errors()
+    if cached is not None:
+        return cached
     scored = score(str(run_dir), run_dir.parent, device=device)
     res, model = scored.res, scored.model
     out = {"event_id": res["event_id"].astype(np.int64), "error": scored.err.astype(np.float64),
            "kappa": res["kappa"].astype(np.float64), "n_params": np.array(sum(p.numel() for p in model.parameters()))}
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **out)
+    scored.run.write_val_errors(out)
     scored.run.update(evaluation={**scored.result, "time": now_iso()})
     return out
 
@@ -450,8 +457,8 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
     if s.log:
         lines += [f"The log: {s.log}", ""]
     lines += [
-        f"- data: {plan.data_dir.name} (simulator {_simulator_version(plan.data_dir) or '?'}; simulated, not "
-        f"Kaggle), training files {format_batches(ref['train_batches'])}, validation files "
+        f"- data: {plan.data_dir.name} ({_data_origin(plan.data_dir)}), training files "
+        f"{format_batches(ref['train_batches'])}, validation files "
         f"{format_batches(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
         f"- budget: {plan.budget} per variant and seed; seeds {', '.join(map(str, plan.seeds))}; "
         f"model size {_kv(s.size) or 'as the pipelines'}; common {_kv(s.common) or '-'}",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from icezoo.core.atomic import WriteError, write_text_atomic
+from icezoo.core.atomic import WriteError, atomic_path, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise
 from icezoo.data.io import format_batches
@@ -48,6 +48,7 @@ HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_mean", "lr", "events_per_
 CONFIG_FILE = "config.toml"
 COMMAND_FILE = "command.txt"
 PLOTS_DIR = "plots"
+ERRORS_FILE = "val_errors.npz"
 LOG_FILE = "train.log"
 LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
@@ -124,8 +125,8 @@ def package_versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------ a run directory
 class RunDir:
     """A run's directory and the one reader and writer of its files (config.toml, command.txt,
-    run.json: its status and ledger entry, metrics.json/.csv, train.log, plots/); checkpoints are
-    written by the training state, at the paths this names."""
+    run.json: its status and ledger entry, metrics.json/.csv, train.log, val_errors.npz); the
+    checkpoints, plots and prediction caches are written by their makers at the paths this names."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -274,6 +275,21 @@ class RunDir:
                     raise
         write_json_atomic(path, {**old, **fields})
 
+    # ---- val_errors.npz (the studies' per-event validation errors)
+    def val_errors(self) -> dict[str, np.ndarray] | None:
+        """The cached per-event validation errors, or None when there are none or best.pt is newer."""
+        path, best = self.path / ERRORS_FILE, self.checkpoint("best")
+        if not path.is_file() or not best.is_file() or path.stat().st_mtime < best.stat().st_mtime:
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def write_val_errors(self, arrays: dict[str, np.ndarray]) -> None:
+        """Cache per-event validation errors (numpy arrays, no pickles), atomically."""
+        with atomic_path(self.path / ERRORS_FILE) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
     # ---- train.log
     def log(self, echo=None) -> "RunLog":
         """A writer of timestamped lines to the run's log file (and to ``echo``)."""
@@ -310,6 +326,18 @@ def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
         where = path if path.is_dir() else candidate
         raise IcezooError(f"{where}: not a run directory (no {RUN_FILE})")
     raise IcezooError(f"run '{run}' not found (neither a directory nor a run in {runs_dir or DEFAULT_RUNS_DIR}/)")
+
+
+def distinct_runs(runs: list[str], runs_dir: Path | None = None) -> None:
+    """Several runs (an ensemble, a comparison) must be different runs: one named twice would be
+    counted twice ('2 run(s)') and shown once."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        path = resolve_run(run, runs_dir).resolve()
+        if path in seen:
+            raise IcezooError(f"run '{run}' is named twice ('{seen[path]}' is the same run {path.name}): "
+                              f"name each run once")
+        seen[path] = str(run)
 
 
 def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: bool = False) -> None:
