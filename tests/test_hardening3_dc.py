@@ -235,3 +235,17 @@ def test_c2_an_allocation_refused_anywhere_is_one_line(world, tmp_path, capsys, 
     monkeypatch.setattr(P, "predict", refuse)
     one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv",
                    contains=["out of memory", "37.3 GiB", "train.batch_size"])
+
+
+# ------------------------------------------------------------------------------ C10 files that never end
+def test_c10_a_pipeline_file_or_run_json_that_is_not_a_regular_file_is_one_line(world, tmp_path, capsys):  # noqa: F811
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo)  # reading it whole would wait forever; /dev/zero would read until the OOM killer
+    for bad, kind in (("/dev/zero", "character device"), (fifo, "FIFO"), (tmp_path, "directory")):
+        one_line_error(capsys, "show", "X", "--pipeline-file", bad, contains=[bad, kind, "regular files only"])
+    run = tmp_path / "runs" / "R"
+    run.mkdir(parents=True)
+    os.mkfifo(run / "run.json")
+    one_line_error(capsys, "evaluate", run, "--no-plots", contains=[run, "run.json"])
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", tmp_path / "runs")  # the ledger shows it, never hangs
+    assert code == 0 and "| R |" in out
