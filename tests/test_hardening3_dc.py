@@ -249,3 +249,14 @@ def test_c10_a_pipeline_file_or_run_json_that_is_not_a_regular_file_is_one_line(
     one_line_error(capsys, "evaluate", run, "--no-plots", contains=[run, "run.json"])
     code, out, _ = run_cli(capsys, "runs", "--runs-dir", tmp_path / "runs")  # the ledger shows it, never hangs
     assert code == 0 and "| R |" in out
+
+
+# ------------------------------------------------------------------------------ C9 --threads below 1
+@pytest.mark.parametrize("threads", [-1, 0])
+def test_c9_bench_threads_below_one_is_one_line(capsys, threads):
+    import torch
+
+    before = torch.get_num_threads()
+    for bench in ("model", "predict"):
+        one_line_error(capsys, "bench", bench, "--threads", threads, contains=[f"--threads {threads}", "at least 1"])
+    assert torch.get_num_threads() == before

@@ -25,7 +25,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.memory import peak_rss_mib
 from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
+from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device, set_threads
 from icezoo.engine.flops import count_flops, matmul_roof
 from icezoo.zoo import build, registry
 
@@ -63,8 +63,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     (see the module docstring for what is measured and how)."""
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
     over = dict(overrides or {})
     if batch_size:
@@ -206,8 +205,7 @@ def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = 
     from icezoo.engine.predict import infer, predict
     from icezoo.engine.train import TrainOptions, train
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     with tempfile.TemporaryDirectory(prefix="icezoo-bench-predict-") as tmp:
         tmp = Path(tmp)
         from icezoo.data.simulator import simulate

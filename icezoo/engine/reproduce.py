@@ -340,10 +340,10 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
     plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
     check_inputs(plan, device)  # before the study directory exists: a bad input leaves nothing behind
-    if threads:
-        import torch
+    if threads is not None:
+        from icezoo.engine.device import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     with study_lock(plan.study_dir):
         return _run_study(plan, device, progress, echo)
