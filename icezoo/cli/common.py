@@ -21,7 +21,10 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as exc:
+            if raw.strip()[:1] in ("{", "[", '"', "'"):  # meant as TOML (a table, array, string): say why not
+                raise IcezooError(f"--set {key.strip()}: not a valid TOML value "
+                                  f"({str(exc).split(' (at line')[0]}): {raw}") from None
             value = raw
         out[key.strip()] = value
     return out
@@ -139,13 +142,14 @@ def truth_table_option():
 
 
 def use_data(data, pulsemap: str | None, truth_table: str | None) -> None:
-    """Open ``--data`` with the table options (a missing path is left to the command's own message)."""
+    """Open ``--data`` with the table options, when given (a missing path, or --data without them, is left
+    to the command, whose own checks, a pipeline's first, then come before any data message)."""
     if data is None:
         if pulsemap or truth_table:
             raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")
         return
-    if not Path(data).exists():
-        return
+    if not Path(data).exists() or not (pulsemap or truth_table):
+        return  # without table options the command opens --data itself, after its own checks (a pipeline's first)
     from icezoo.data.formats import open_source
 
     src = open_source(data, pulsemap, truth_table)

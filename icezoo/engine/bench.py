@@ -206,6 +206,10 @@ def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = 
     from icezoo.engine.train import TrainOptions, train
 
     set_threads(threads)
+    if run is not None:  # a run that is not there is an error now, not after simulating a dataset
+        load_run_model(run, runs_dir)
+    if data is not None and not Path(data).exists():
+        raise IcezooError(f"--data {data}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix="icezoo-bench-predict-") as tmp:
         tmp = Path(tmp)
         from icezoo.data.simulator import simulate
