@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from icezoo.cli.common import PRECISION_HELP, parse_set
+from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
 from icezoo.core.memory import peak_rss_mib
 
@@ -51,7 +51,10 @@ def _make_dataset(out: Path, events: int, per_file: int, seed: int) -> str:
 
 
 def cmd_bench_data(
-    data: Optional[Path] = typer.Option(None, "--data", help="dataset directory (Kaggle layout); default: a temporary one"),
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset (any format: icezoo list formats); default: a "
+                                                             "temporary Kaggle-layout one"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     split: str = typer.Option("train", help="split to read"),
     max_pulses: str = typer.Option("128,256", "--max-pulses", help="comma-separated max_pulses values"),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -72,6 +75,7 @@ def cmd_bench_data(
     from icezoo.data.loader import make_loader
 
     widths = _parse_ints(max_pulses, "--max-pulses")
+    use_data(data, pulsemap, truth_table)
     tmp = None
     try:
         if data is None:

@@ -1,4 +1,5 @@
-"""What several commands share: ``--set`` parsing, writing a file the user named, plain tables."""
+"""What several commands share: ``--set`` parsing, writing a file the user named, plain tables, and the
+``--pulsemap``/``--truth-table`` options of every command with ``--data``."""
 
 from __future__ import annotations
 
@@ -116,3 +117,35 @@ def component_details(spec) -> str:
         lines.append(f"    {name}: {kind} {default}{note}")
     lines.append(f"  properties: {_properties_text(cls)}")
     return "\n".join(lines)
+
+
+PULSEMAP_HELP = "pulse table of a GraphNeT file or folder (default: the only one)"
+TRUTH_HELP = "truth table of a GraphNeT file or folder (default: truth)"
+
+
+def pulsemap_option():
+    import typer
+
+    return typer.Option(None, "--pulsemap", help=PULSEMAP_HELP)
+
+
+def truth_table_option():
+    import typer
+
+    return typer.Option(None, "--truth-table", help=TRUTH_HELP)
+
+
+def use_data(data, pulsemap: str | None, truth_table: str | None) -> None:
+    """Open ``--data`` with the table options (a missing path is left to the command's own message)."""
+    if data is None:
+        if pulsemap or truth_table:
+            raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")
+        return
+    if not Path(data).exists():
+        return
+    from icezoo.data.formats import open_source
+
+    src = open_source(data, pulsemap, truth_table)
+    if src.format == "kaggle" and (pulsemap or truth_table):
+        raise IcezooError(f"--data {data}: a Kaggle-layout folder has no pulse maps or truth tables "
+                          f"(--pulsemap/--truth-table are for GraphNeT files)")

@@ -7,11 +7,15 @@ from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option, use_data
+
 
 
 def cmd_evaluate(
     runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble too"),
     data: Optional[Path] = typer.Option(None, help="dataset to score on (default: the run's own data)"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     batches: Optional[str] = typer.Option(None, help="score these batch files instead of the validation split"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
@@ -22,6 +26,7 @@ def cmd_evaluate(
     """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
     Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and
     without test-time rotations."""
+    use_data(data, pulsemap, truth_table)
     if len(runs) == 1 and tta == 1:
         from icezoo.engine.evaluate import evaluate
 

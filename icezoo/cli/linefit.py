@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option, use_data
+
 from icezoo.core.errors import IcezooError
 
 
@@ -45,7 +47,9 @@ def _truth_table(truth_file: Path):
 
 
 def cmd_linefit(
-    data: Path = typer.Option(..., "--data", help="Kaggle-layout dataset directory"),
+    data: Path = typer.Option(..., "--data", help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     improved: bool = typer.Option(False, "--improved", help="improved LineFit (cleaning, Huber fit, refit)"),
     split: str = typer.Option("train", "--split", help="train or test"),
     out: Optional[Path] = typer.Option(None, "--out", help="write predictions (event_id,azimuth,zenith) CSV"),
@@ -61,6 +65,8 @@ def cmd_linefit(
     if out is not None and out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
     from icezoo.data.io import split_events
+
+    use_data(data, pulsemap, truth_table)
 
     fit = linefit_improved if improved else linefit
     ids, azs, zes, errs = [], [], [], []

@@ -11,7 +11,8 @@ from icezoo.core.errors import IcezooError
 
 
 def cmd_list(
-    what: Optional[str] = typer.Argument(None, help="a kind (backbone, loss, ...), 'pipelines', or a glob such as 'dyn*'"),
+    what: Optional[str] = typer.Argument(None, help="a kind (backbone, loss, ...), 'pipelines', 'formats', or a glob "
+                                                  "such as 'dyn*'"),
     details: bool = typer.Option(False, "--details", help="parameters and properties of each match (as icezoo show)"),
 ) -> None:
     """List registered components (name, kind, provider, description) or named pipelines; one line each."""
@@ -20,6 +21,10 @@ def cmd_list(
 
     reg = registry()
     width = terminal_width()
+    if what in ("formats", "format"):
+        rows = [(name, reg.format_plugins.get(name, ""), cls.summary) for name, cls in reg.formats.items()]
+        print(compact_table(("format", "provider", "what --data points at"), rows, width))
+        return
     if what in ("pipelines", "pipeline"):
         rows = [(src.name, str(src.table.get("experiment", "")), str(src.table.get("log_score", "")),
                  str(src.table.get("parent", "")), " ".join(str(src.table.get("description", "")).split()))

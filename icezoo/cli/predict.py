@@ -7,11 +7,15 @@ from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option, use_data
+
 
 
 def cmd_predict(
     runs: list[str] = typer.Argument(..., help="run directories or names in --runs-dir; several: their ensemble"),
-    data: Path = typer.Option(..., help="Kaggle-layout dataset dir"),
+    data: Path = typer.Option(..., help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     split: str = typer.Option("test", help="split to predict (DIR/<split>_meta.parquet)"),
     out: Path = typer.Option(Path("submission.csv"), help="CSV to write (atomically)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
@@ -24,5 +28,6 @@ def cmd_predict(
     the kappa-weighted mean of their directions (plain mean for heads without kappa)."""
     from icezoo.engine.predict import predict
 
+    use_data(data, pulsemap, truth_table)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
             device=device, tta=tta)

@@ -8,14 +8,17 @@ from typing import Optional
 
 import typer
 
-from icezoo.cli.common import PRECISION_HELP, parse_set
+from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
 
 
 def cmd_train(
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "--config_name", "--config-name",
                                            help="named pipeline (registry.toml); default: 'default'"),
     pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file", help="TOML file holding pipelines.NAME tables"),
-    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
+    data: Optional[Path] = typer.Option(None, help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder "
+                                                   "(icezoo list formats); default: the cached simulated set"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     batches: Optional[str] = typer.Option(None, help="training batch files: 1:600 | (1, 100) | 1,4,7 | cycle"),
     epochs: Optional[float] = typer.Option(None, help="epochs (fractions allowed)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
@@ -39,6 +42,7 @@ def cmd_train(
     """Train a pipeline (plain `icezoo train`: the small default pipeline on the cached simulated set)."""
     from icezoo.engine.train import InterruptedRun, TrainOptions, train
 
+    use_data(data, pulsemap, truth_table)
     opts = TrainOptions(
         pipeline=pipeline, pipeline_file=str(pipeline_file) if pipeline_file else None,
         data=str(data) if data else None, batches=batches, epochs=epochs, batch_size=batch_size,

@@ -132,6 +132,8 @@ class PulseChunk:
     n_pulses: np.ndarray
     azimuth: np.ndarray | None = None
     zenith: np.ndarray | None = None
+    #: the sensor id padded slots get: PAD_SENSOR for IceCube-86, the detector's sensor count elsewhere
+    pad_sensor: int = PAD_SENSOR
 
     PULSE_FIELDS = ("sensor_id", "time", "charge", "auxiliary", "x", "y", "z")
 

@@ -65,6 +65,9 @@ class Component(metaclass=ABCMeta):
     properties: ClassVar[frozenset[str]] = frozenset()
     #: what it needs from the rest of the pipeline (keys of PROPERTIES)
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: what it needs from the data's detector (``icecube86_sensor_id``, ``pmt_direction``, ``sensor_type``;
+    #: see icezoo.data.detector): a pipeline is refused, before training, on data that lacks one
+    needs: ClassVar[tuple[str, ...]] = ()
     #: params that build a small, valid instance when the defaults alone cannot (conformance kit, compose)
     example_params: ClassVar[dict[str, Any]] = {}
 

@@ -35,3 +35,12 @@ def icezoo_study_files():
 
     A study name defined twice (across files) is an error naming both files.
     """
+
+
+@hookspec
+def icezoo_formats():
+    """Return an iterable of data-source classes (subclasses of ``icezoo.data.formats.DataSource``).
+
+    Each names its ``format``; the first whose ``detect(path)`` accepts ``--data`` reads it (the
+    built-ins are tried first). Two providers of one format name is an error.
+    """

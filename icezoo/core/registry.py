@@ -75,6 +75,20 @@ class Registry:
     #: (kind, normalised former name) -> (kind, normalised name) of the component that declares it
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     study_files: list[str] = field(default_factory=list)  # read by icezoo.engine.studies
+    formats: dict[str, type] = field(default_factory=dict)  # format name -> data-source class
+    format_plugins: dict[str, str] = field(default_factory=dict)  # format name -> providing package
+
+    def add_format(self, cls: type, plugin: str, package: str) -> None:
+        """A data-source class (``icezoo_formats``): it must name its format and detect paths."""
+        name = getattr(cls, "format", "")
+        if not isinstance(cls, type) or not name or not callable(getattr(cls, "detect", None)):
+            raise IcezooError(f"plugin {plugin} ({package}): {getattr(cls, '__name__', cls)!r} is not a data source "
+                              f"(a class with a 'format' name and a detect(path) method)")
+        if name in self.formats:
+            raise IcezooError(f"format '{name}' is provided twice: by {self.format_plugins[name]} and by {package} "
+                              f"(plugin {plugin}); block one with {DISABLE_ENV}")
+        self.formats[name] = cls
+        self.format_plugins[name] = package
 
     # ------------------------------------------------------------------ components
     def add_component(self, cls: type[Component], plugin: str, package: str, version: str) -> None:
@@ -250,6 +264,10 @@ def build_registry(
     for impl in pm.hook.icezoo_pipeline_files.get_hookimpls():
         for path in impl.function() or ():
             registry.add_pipeline_file(path)
+    for impl in pm.hook.icezoo_formats.get_hookimpls():
+        package = packages.get(impl.plugin_name, ("unknown", ""))[0]
+        for cls in impl.function() or ():
+            registry.add_format(cls, impl.plugin_name, package)
     for impl in pm.hook.icezoo_study_files.get_hookimpls():
         registry.study_files.extend(str(path) for path in impl.function() or ())
     return registry

@@ -36,7 +36,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import batch_path, file_counts, file_pulse_counts, pad_events, prepare, read_meta, read_raw
+from icezoo.data.formats import open_source
+from icezoo.data.formats.kaggle import KaggleSource
+from icezoo.data.prepare import pad_events, prepare
 
 
 @dataclass
@@ -85,6 +87,8 @@ class EventDataset(IterableDataset):
         if not batch_ids:
             raise IcezooError(f"{data_dir}: no batch files to load for split '{split}'")
         self.data_dir, self.split = Path(data_dir), split
+        # any format (pickled to the workers with its options); a missing folder fails as before, per file
+        self.source = open_source(data_dir) if Path(data_dir).exists() else KaggleSource(data_dir)
         self.selection, self.features = selection, list(features)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
@@ -116,15 +120,14 @@ class EventDataset(IterableDataset):
         return full * (self.block // self.batch_size) + -(-rem // self.batch_size)
 
     def _plan(self, ids: list[int]) -> None:
-        for b in ids:  # fail before training starts, not hours into an epoch
-            if not batch_path(self.data_dir, self.split, b).is_file():
-                raise IcezooError(f"{batch_path(self.data_dir, self.split, b)}: batch file not found")
+        src = self.source
+        self._check_exist(ids)  # fail before training starts, not hours into an epoch
         if self.keep is None:
-            counts = file_counts(self.data_dir, self.split, ids, self.min_pulses)
+            counts = src.counts(self.split, ids, self.min_pulses)
         else:  # per-event lists: the meta of each file
             counts = {}
             for b in ids:
-                meta = read_meta(self.data_dir, self.split, b)
+                meta = src.meta(self.split, b)
                 n = meta["last_pulse_index"] - meta["first_pulse_index"] + 1
                 counts[b] = (len(n), int(self._kept(b, n, meta["event_id"]).sum()))
         ws = self.world_size
@@ -138,8 +141,8 @@ class EventDataset(IterableDataset):
             if i < n_whole:  # whole files round-robin
                 shares = [(i % ws, None, kept, events - kept)]
             else:  # the files left over are split by events across every rank
-                n = file_pulse_counts(self.data_dir, self.split, b)
-                eid = read_meta(self.data_dir, self.split, b)["event_id"] if self.keep is not None else None
+                n = src.pulse_counts(self.split, b)
+                eid = src.meta(self.split, b)["event_id"] if self.keep is not None else None
                 shares = []
                 for r in range(ws):
                     ev = self._shard(b, len(n), r)
@@ -168,6 +171,16 @@ class EventDataset(IterableDataset):
         first = int(seq[self.start_step]) if self.start_step < self.total_steps else 0
         self.worker_map = [(i + first) % W for i in range(W)]
         self._steps_before = int(steps[self.rank])
+
+    def _check_exist(self, ids: list[int]) -> None:
+        if self.source.format == "kaggle":  # a missing file, named as before
+            from icezoo.data.meta import batch_path
+
+            for b in ids:
+                if not batch_path(self.data_dir, self.split, b).is_file():
+                    raise IcezooError(f"{batch_path(self.data_dir, self.split, b)}: batch file not found")
+        else:
+            self.source.check_batches(self.split, ids)
 
     def _blocks(self, unit: Unit):
         """(block index, number of events) of a unit's blocks, in visiting order."""
@@ -219,7 +232,7 @@ class EventDataset(IterableDataset):
                 continue
             if first >= hi:
                 break
-            raw = read_raw(self.data_dir, self.split, unit.batch_id, self.geometry)
+            raw = self.source.read_raw(self.split, unit.batch_id, self.geometry)
             yield from self._unit_batches(raw, unit, max(lo, first) - first, min(hi, last) - first, buffers)
             del raw
 

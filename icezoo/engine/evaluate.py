@@ -29,7 +29,7 @@ from rich.table import Table
 from icezoo.core.atomic import atomic_path
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import list_batches, parse_batches, read_chunk, read_meta, split_batches
+from icezoo.data.io import foreign_source, list_batches, parse_batches, read_chunk, read_meta, split_batches
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
@@ -62,6 +62,19 @@ def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
     return np.arccos(np.clip(c, -1.0, 1.0))
 
 
+def _source_truth(out: dict, data_dir, split: str, ids: list[int], order: dict[int, int]) -> None:
+    """Energy per scored event from a GraphNeT truth table (when it has the column), for the slices."""
+    src = foreign_source(data_dir)
+    t = src.truth(split, ids) if src is not None else None
+    if not t or "energy" not in t:
+        return
+    rows = np.array([order.get(int(e), -1) for e in t["event_id"]], dtype=np.int64)
+    keep = rows >= 0
+    energy = np.full(len(order), np.nan)
+    energy[rows[keep]] = t["energy"][keep]
+    out["energy"] = energy
+
+
 def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, device) -> dict[str, np.ndarray]:
     """Model and LineFit directions, float64 truth and per-event attributes for the scored events."""
     loader = make_eval_loader(data_dir, split, ids, model, batch_size)
@@ -86,6 +99,7 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
         lf[pos[sel]] = np.asarray(linefit(sub), dtype=np.float64)
     out = dict(res)
     out.update(truth=truth, linefit=lf, zenith=zenith, skipped=skipped)
+    _source_truth(out, data_dir, split, ids, order)
     truth_file = Path(data_dir) / f"{split}_truth.parquet"
     if truth_file.is_file():
         cols = pl.read_parquet_schema(truth_file)
@@ -114,7 +128,7 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
         raise IcezooError(f"run.json of this run has no split.{missing[0]}: pass --data DIR (and --batches SPEC)")
     if data is None:
         data_dir = Path(split["data_dir"])
-        if not data_dir.is_dir():
+        if not data_dir.exists():
             raise IcezooError(f"the run's data {data_dir} is gone; pass --data DIR")
         if batches:
             return data_dir, parse_batches(batches, list_batches(data_dir, "train")), f"batches {batches}"

@@ -21,3 +21,18 @@ def make_eval_loader(data_dir, split, ids, model, batch_size, workers=0, min_pul
     return make_loader(data_dir, split, ids, model.selection, model.features, batch_size, shuffle=False, seed=0,
                        epoch=0, rank=0, world_size=1, num_workers=workers, start_step=0, min_pulses=min_pulses,
                        geometry=geometry)
+
+
+def check_detector(model, data_dir) -> None:
+    """Refuse, in one line, a pipeline whose components need what the data's detector lacks (e.g. a
+    sensor embedding on IceCube Upgrade sensors); Kaggle-layout data is IceCube-86."""
+    from icezoo.data.detector import check_needs
+    from icezoo.data.formats import foreign_source
+
+    src = foreign_source(data_dir)
+    if src is None:
+        return
+    parts = [model.selection, *model.features, model.embedder, model.backbone, *model.poolers, model.head,
+             *model.losses]
+    if any(getattr(p, "needs", ()) for p in parts):
+        check_needs(parts, src.detector(), data_dir)

@@ -21,13 +21,13 @@ from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import load_geometry, read_meta, split_events
+from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
-from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.loaders import check_detector, make_eval_loader
 
 FALLBACK_AZIMUTH = 0.0
 FALLBACK_ZENITH = math.pi / 2
@@ -93,7 +93,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     directions, :mod:`icezoo.engine.ensemble`), optionally with ``tta`` rotations; returns counts."""
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
-    if not meta_file.is_file():
+    if foreign_source(data_dir) is None and not meta_file.is_file():
         raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
     out = Path(out)
     if out.parent and not out.parent.exists():
@@ -109,6 +109,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     dev = pick_device(None, device)
     for _, _, _, model, _ in members:
         model.to(dev)
+        check_detector(model, data_dir)
 
     event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)

@@ -22,4 +22,5 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
     "icezoo.plugins.pipelines",
+    "icezoo.plugins.formats",
 )

@@ -149,6 +149,7 @@ class QE(FeatureExtractor):
 
     name = "qe"
     columns = ("qe",)
+    needs = ("icecube86_sensor_id",)  # a table over IceCube-86's 5,160 DOMs
 
     def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
         table = _QE.astype(np.float32)

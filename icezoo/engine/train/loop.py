@@ -186,6 +186,7 @@ def _check_files(run: Run, model) -> None:
 
     for b in [*run.train_ids, *run.val_ids]:
         check_batch_file(run.data_dir, "train", b)
+    loaders.check_detector(model, run.data_dir)
     if len(loaders.make_eval_loader(run.data_dir, "train", run.val_ids, model, run.config.train.batch_size)) == 0:
         raise IcezooError(f"{run.data_dir}: the validation batches {R._ranges(run.val_ids)} hold no event with 2 or "
                           f"more pulses")

@@ -20,7 +20,7 @@ def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, d
         data_dir = dist.on_main(lambda: default_dataset(log=log)).path  # rank 0 builds it; its failure stops all
     else:
         data_dir = Path(data)
-        if not data_dir.is_dir():
+        if not data_dir.exists():
             raise IcezooError(f"--data {data}: no such directory")
     split = read_split(data_dir)
     if split is not None and val_spec is None:

@@ -24,6 +24,7 @@ class SensorEmbedding(Embedder):
     name = "sensor_embedding"
     properties = frozenset({"permutation_invariant"})
     requires = frozenset({"sensor_id"})
+    needs = ("icecube86_sensor_id",)  # one learned row per IceCube-86 DOM
 
     class Config(Config):
         dim: int = Field(128, gt=0)

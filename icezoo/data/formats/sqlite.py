@@ -1,0 +1,104 @@
+"""GraphNeT's SQLite databases (one ``.db`` file: a table per pulse map, a ``truth`` table), read in
+``event_no`` ranges through the pulse table's ``event_no`` index (GraphNeT's writer makes one),
+never the whole table. See :mod:`.graphnet` for the schema and the mapping."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from icezoo.core.errors import IcezooError
+from icezoo.data.formats.graphnet import GraphNetSource
+
+MAGIC = b"SQLite format 3\x00"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SQLiteSource(GraphNetSource):
+    """A GraphNeT SQLite file: batches are fixed-size event_no ranges (see :mod:`.graphnet`)."""
+
+    format = "graphnet-sqlite"
+    summary = "GraphNeT SQLite database (.db): a table per pulse map + truth, one row per pulse / event"
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if head == MAGIC:
+            return True
+        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            raise IcezooError(f"{path}: not a SQLite file (no 'SQLite format 3' header)")
+        return False
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        con = self.__dict__.get("_h_con")
+        if con is None:
+            try:
+                con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                con.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise IcezooError(f"{self.path}: not a SQLite file ({exc})") from None
+            self.__dict__["_h_con"] = con
+        return con
+
+    def _sql(self, query: str, args=()):
+        try:
+            return self._con.execute(query, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IcezooError(f"{self.path}: SQLite error ({exc}) in: {query[:80]}") from None
+
+    def _tables(self) -> dict[str, list[str]]:
+        cache = self.__dict__.get("_h_tables")
+        if cache is None:
+            names = [r[0] for r in self._sql("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            cache = {n: [r[1] for r in self._sql(f"PRAGMA table_info({_quote(n)})")] for n in names}
+            self.__dict__["_h_tables"] = cache
+        return cache
+
+    def where(self, table: str) -> str:
+        return f"{self.path}: table {table}"
+
+    def _index_rows(self, table: str):
+        rows = self._sql(f"SELECT event_no, COUNT(*) FROM {_quote(table)} GROUP BY event_no ORDER BY event_no")
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        arr = np.array(rows, dtype=np.float64)
+        if not np.isfinite(arr[:, 0]).all():
+            raise IcezooError(f"{self.where(table)}: event_no is null in some rows")
+        return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+
+    def _read(self, table, columns, lo=None, hi=None, distinct=False):
+        sel = ", ".join(_quote(c) for c in columns)
+        query = f"SELECT {'DISTINCT ' if distinct else ''}{sel} FROM {_quote(table)}"
+        args: tuple = ()
+        if lo is not None:
+            query += " WHERE event_no >= ? AND event_no <= ?"
+            args = (int(lo), int(hi))
+        rows = self._sql(query, args)
+        if not rows:
+            return {c: np.zeros(0) for c in columns}
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            c, r = _non_numeric(rows, columns)
+            raise IcezooError(f"{self.where(table)}: column {c} holds {rows[r][columns.index(c)]!r} "
+                              f"(event_no {rows[r][0] if columns[0] == 'event_no' else '?'}), expected a number") from None
+        return {c: arr[:, i] for i, c in enumerate(columns)}
+
+
+def _non_numeric(rows, columns) -> tuple[str, int]:
+    for r, row in enumerate(rows):
+        for i, v in enumerate(row):
+            if not isinstance(v, (int, float)) and v is not None:
+                return columns[i], r
+            if v is None:
+                return columns[i], r
+    return columns[0], 0
