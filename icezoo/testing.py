@@ -19,7 +19,8 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
 * with ``translation_invariant`` / ``vertical_rotation_invariant``: per-pulse outputs are unchanged
   when every position is shifted by one vector / rotated about the vertical axis;
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
-  and lower at the truth than away from it; selections keep at most max_pulses in time order,
+  and lower at the truth than away from it, and a loss's per-event terms (its ``forward``) do not
+  depend on the other events; selections keep at most max_pulses in time order,
   deterministically; feature extractors are finite, shaped, and per-event.
 
 A component whose defaults are too big or invalid for a quick test sets ``example_params``.
@@ -148,7 +149,7 @@ TINY_SIZES = {"dim": 16, "depth": 1, "heads": 2, "hidden": 8, "k": 3, "biased_de
 def tiny_pipeline(config, registry: Registry):
     """The pipeline with its embedder and backbone(s) shrunk to test size (width 16, one or two
     layers): every size param a component has and sets (to a non-zero value) gets its tiny value."""
-    from icezoo.core.config import pipeline_from_table
+    from icezoo.core.pipelines import pipeline_from_table
 
     table = config.to_table()
     for stage in ("embedder", "backbone", "pooler"):
@@ -311,6 +312,11 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
         if kappa >= 1.0 and not float(value.detach()) < float(value_off.detach()):
             raise AssertionError(f"{name}: loss at the truth ({float(value):.4g}) is not below the loss "
                                  f"0.5 rad away ({float(value_off):.4g}) at kappa={kappa}")
+        with torch.no_grad():
+            terms = obj.forward(off, target)
+            for e in range(b):
+                _close(obj.forward(off[e:e + 1], target[e:e + 1])[0], terms[e],
+                       f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
 def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:

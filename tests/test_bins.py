@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from icezoo.core import IcezooError, angular_error
-from icezoo.core.config import pipeline_from_table
+from icezoo.core.pipelines import pipeline_config, pipeline_from_table
 from icezoo.engine.ensemble import combine
 from icezoo.nn.bins import BinLayout, expected_vector, kappa_from_resultant, peaked_logits, smoothed_targets
 from icezoo.plugins.heads import DirectionBins
 from icezoo.plugins.losses import BinsCrossEntropy
 from icezoo.testing import tiny_pipeline
-from icezoo.zoo import build, pipeline_config, registry
+from icezoo.zoo import build, registry
 
 
 def _unit(n: int, seed: int = 0) -> torch.Tensor:
@@ -92,7 +92,7 @@ def test_bins_ce_is_cross_entropy_and_lowest_at_the_truth():
 
 
 def _third_place(**head):
-    table = pipeline_config("THIRD_PLACE_SMALL").to_table()
+    table = pipeline_config("THIRD_PLACE_SMALL", reg=registry()).to_table()
     table["head"].update(head)
     return tiny_pipeline(pipeline_from_table("THIRD_PLACE_SMALL", table), registry())
 
@@ -101,7 +101,7 @@ def test_pipeline_gives_each_loss_its_own_view_of_the_head():
     model = build(_third_place(azimuth_bins=16, zenith_bins=8))
     assert model.loss_views == ["bins", "vector"]
     assert model.losses[0].layout == BinLayout(16, 8, "angle")  # bound to the head's layout
-    table = pipeline_config("THIRD_PLACE_SMALL").to_table()
+    table = pipeline_config("THIRD_PLACE_SMALL", reg=registry()).to_table()
     table["head"] = {"name": "direction_kappa"}
     with pytest.raises(IcezooError, match="bins_ce takes a head output of bins, but head 'direction_kappa' gives vector"):
         build(pipeline_from_table("bad", table))
@@ -112,7 +112,7 @@ def test_a_tiny_training_step_lowers_the_loss(name):
     from icezoo.core.synthetic import synthetic_batch
 
     torch.manual_seed(0)
-    model = build(tiny_pipeline(pipeline_config(name), registry()))
+    model = build(tiny_pipeline(pipeline_config(name, reg=registry()), registry()))
     batch = synthetic_batch(model.feature_dim, [5, 12, 3, 9, 20, 7, 16, 2], seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []

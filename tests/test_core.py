@@ -10,11 +10,11 @@ import torch
 
 from icezoo.core import Backbone, Embedder, IcezooError, Pooler, hookimpl
 from icezoo.core.checkpoint import load_checkpoint, save_checkpoint
-from icezoo.core.config import PipelineConfig, load_pipeline, merge_tables, pipeline_from_table
+from icezoo.core.pipelines import PipelineConfig, load_pipeline, merge_tables, pipeline_config, pipeline_from_table
 from icezoo.core.registry import build_registry
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.testing import check_component, tiny_pipeline
-from icezoo.zoo import build, make_registry, pipeline_config, registry
+from icezoo.zoo import build, make_registry, registry
 
 TINY = {"embedder.dim": 16, "backbone.depth": 1, "backbone.heads": 2}
 
@@ -128,7 +128,7 @@ backbone = { depth = 3 }
 pooler = ["max"]
 train = { lr = 0.5 }
 """)
-    cfg = pipeline_config("B", path)
+    cfg = pipeline_config("B", path, reg=registry())
     assert cfg.backbone.name == "transformer" and cfg.backbone.params == {"depth": 3, "heads": 2}
     assert [p.name for p in cfg.pooler] == ["max"]
     assert cfg.train.lr == 0.5 and cfg.train.batch_size == 8
@@ -144,13 +144,13 @@ def test_merge_tables_is_recursive_and_copies():
 def test_parent_cycle_is_an_error(tmp_path):
     path = write(tmp_path, '[pipelines.A]\nparent = "B"\n[pipelines.B]\nparent = "C"\n[pipelines.C]\nparent = "A"\n')
     with pytest.raises(IcezooError, match=r"pipelines\.A: cycle of parents: A -> B -> C -> A"):
-        pipeline_config("A", path)
+        pipeline_config("A", path, reg=registry())
 
 
 def test_malformed_toml_names_file_and_line(tmp_path):
     path = write(tmp_path, '[pipelines.A]\nbackbone = { name = "transformer", depth = }\n')
     with pytest.raises(IcezooError) as err:
-        pipeline_config("A", path)
+        pipeline_config("A", path, reg=registry())
     assert str(path) in str(err.value) and "line 2" in str(err.value)
 
 
@@ -215,7 +215,7 @@ def test_loss_must_accept_the_head_output():
         name = "angles_only_fixture"
         accepts = frozenset({"angles"})
 
-        def _forward(self, pred, target):
+        def forward(self, pred, target):
             return pred.sum(-1)
 
     reg = make_registry(extra_plugins=[("fx", plugin(AngleLoss))], autoload=False)

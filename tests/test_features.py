@@ -107,7 +107,7 @@ def test_event_level_features_see_every_pulse():
 
 
 def test_registry_pipelines_resolve_the_data_components():
-    from icezoo.core.config import load_pipeline
+    from icezoo.core.pipelines import load_pipeline
     from icezoo.zoo import make_registry
 
     reg = make_registry(autoload=False)

@@ -42,9 +42,10 @@ def world(tmp_path_factory):
                                        "bias_dim": 8}])
 def test_bf16_autocast_training_step(backbone):
     from icezoo.core.synthetic import synthetic_batch
-    from icezoo.zoo import build, pipeline_config
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.zoo import build, registry
 
-    config = pipeline_config("default").with_overrides({"backbone": backbone, "embedder.dim": 32})
+    config = pipeline_config("default", reg=registry()).with_overrides({"backbone": backbone, "embedder.dim": 32})
     model = build(config).cuda()
     batch = synthetic_batch(model.feature_dim, [32, 20, 7, 2], event_dim=model.event_dim, seed=0).to("cuda")
     seen = []
@@ -127,9 +128,10 @@ def test_single_rank_cuda_training_interrupted_and_resumed(world):
 def test_pinned_memory_loading_with_workers(world):
     from icezoo.data.io import list_batches
     from icezoo.data.loader import make_loader
-    from icezoo.zoo import build, pipeline_config
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.zoo import build, registry
 
-    model = build(pipeline_config("tiny_gpu", world["pf"]))
+    model = build(pipeline_config("tiny_gpu", world["pf"], reg=registry()))
     ids = list_batches(world["data"], "train")
     plain = list(make_loader(world["data"], "train", ids, model.selection, model.features, 32, num_workers=0))
     pinned = list(make_loader(world["data"], "train", ids, model.selection, model.features, 32, num_workers=2,

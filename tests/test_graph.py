@@ -223,7 +223,7 @@ def test_dynedge_parameter_count_matches_graphnet():
     assert (without, with_readout) == (1_249_808, 1_381_008)
     bb, _ = component("backbone", {"name": "dynedge"}, 6)
     assert sum(p.numel() for p in bb.parameters()) == without
-    from icezoo.core.config import PipelineConfig
+    from icezoo.core.pipelines import PipelineConfig
 
     cfg = PipelineConfig.model_validate({
         "name": "t", "features": ["kaggle_norm"], "embedder": "identity", "backbone": "dynedge",
@@ -280,7 +280,7 @@ def test_graphnet_embedder_widths():
 
 
 def build_pipeline(**stages):
-    from icezoo.core.config import PipelineConfig
+    from icezoo.core.pipelines import PipelineConfig
 
     base = {"name": "t", "features": ["kaggle_norm"], "embedder": {"name": "linear", "dim": 16},
             "backbone": {"name": "transformer", "depth": 1, "heads": 2}}
@@ -358,7 +358,7 @@ GRAPH_PIPELINES = sorted(s.name for s in registry().pipelines.values()
 def test_every_graph_row_of_the_log_is_a_pipeline():
     """Every graph config name of the log is a pipeline (each also takes a tiny training step in
     tests/test_core.py::test_every_registry_pipeline_composes_and_trains_one_step)."""
-    from icezoo.core.config import load_pipeline
+    from icezoo.core.pipelines import load_pipeline
 
     names = set(GRAPH_PIPELINES)
     for v in [f"V{i}" for i in range(14)]:

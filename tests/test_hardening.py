@@ -334,9 +334,10 @@ def test_item_20_the_test_split_of_a_small_set_is_not_cut_into_small_files(tmp_p
 def test_item_21_compose_fills_unnamed_stages_from_default_and_says_so(tmp_path, capsys):
     import tomllib
 
-    from icezoo.zoo import pipeline_config
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.zoo import registry
 
-    default = pipeline_config("default")
+    default = pipeline_config("default", reg=registry())
     saved = tmp_path / "c.toml"
     code, out, err = run_cli(capsys, "compose", "--embed", "linear", "--backbone", "transformer", "--save", saved)
     assert code == 0, err
@@ -422,7 +423,8 @@ def test_item_18_compact_list_never_wraps_names(capsys, monkeypatch):
 def test_item_19_show_toml_round_trips_through_pipeline_file(tmp_path, capsys, monkeypatch):
     import tomllib
 
-    from icezoo.zoo import pipeline_config, resolved_table
+    from icezoo.core.pipelines import pipeline_config, resolved_table
+    from icezoo.zoo import registry
 
     monkeypatch.setenv("COLUMNS", "80")
     for args in (["show", "BASELINE_HF_V8", "--toml"], ["show", "BASELINE_HF_V8"]):  # piped: plain TOML too
@@ -432,8 +434,9 @@ def test_item_19_show_toml_round_trips_through_pipeline_file(tmp_path, capsys, m
         f.write_text(out)
         tables = tomllib.loads(out)["pipelines"]  # valid TOML even with 80 columns
         assert list(tables) == ["BASELINE_HF_V8"]
-        again = pipeline_config(None, f)
-        assert resolved_table(again) == resolved_table(pipeline_config("BASELINE_HF_V8"))
+        reg = registry()
+        again = pipeline_config(None, f, reg=reg)
+        assert resolved_table(again, reg) == resolved_table(pipeline_config("BASELINE_HF_V8", reg=reg), reg)
         code, out2, err = run_cli(capsys, "show", "BASELINE_HF_V8", "--pipeline-file", f, "--toml")
         assert code == 0 and out2 == out, err
 

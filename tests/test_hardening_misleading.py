@@ -153,3 +153,51 @@ def test_m4_max_pulses_zero_is_refused_at_compose_and_before_training(world, cap
     one_line_error(capsys, *train_args(world, "M4", "--set", "selection.max_pulses=0"),
                    contains=("pipelines.tiny.selection.max_pulses",))
     assert not (world["runs"] / "M4").exists()
+
+
+# ------------------------------------------------------------------------------ M5 (and C4's egnn)
+@pytest.mark.parametrize("backbone", ["pyg", "egnn"])
+def test_m5_a_charge_column_beyond_the_features_is_refused_at_compose(world, capsys, backbone):
+    spec = f'backbone={{name="{backbone}", space="xyztc", charge_column=99, depth=1, k=4}}'
+    one_line_error(capsys, "compose", "--set", spec,
+                   contains=("backbone.charge_column: column 99", "0..7: x, y, z, time, charge"))
+    one_line_error(capsys, *train_args(world, f"M5{backbone}", "--set", spec),
+                   contains=("pipelines.tiny.backbone.charge_column", "6 columns"))
+    assert not (world["runs"] / f"M5{backbone}").exists()
+    ok = spec.replace("charge_column=99", "charge_column=4")
+    code, out, err = run_cli(capsys, "compose", "--set", ok)
+    assert code == 0, err
+
+
+# ------------------------------------------------------------------------------ M6
+@pytest.mark.parametrize("weight", ["nan", "inf", "-1"])
+def test_m6_a_loss_weight_that_is_not_finite_or_negative_is_refused(tmp_path, capsys, weight):
+    pf = tmp_path / "w.toml"
+    pf.write_text(TINY.replace('loss = [{ name = "vmf3d" }]', f'loss = [{{ name = "vmf3d", weight = {weight} }}]'))
+    one_line_error(capsys, "show", "tiny", "--pipeline-file", pf, contains=(f"{pf}: pipelines.tiny.loss.weight",))
+    one_line_error(capsys, "compose", "--set", f'loss=[{{name="vmf3d", weight={weight}}}]', contains=("loss.weight",))
+
+
+# ------------------------------------------------------------------------------ M7
+@pytest.mark.parametrize("damage", ["five_ids", "nan_kappa", "truncated"])
+def test_m7_a_kappa_cache_with_wrong_content_is_predicted_anew_not_used(world, damage):
+    import numpy as np
+
+    from icezoo.engine.kappa_filter import predicted_kappa
+
+    train_ids = json.loads((world["run"] / "run.json").read_text())["split"]["train_batches"][:2]
+    good = predicted_kappa("T", world["data"], train_ids, world["runs"])
+    f = next((world["run"] / "predictions").glob(f"*/train_{train_ids[0]}.npz"))
+    eid, kappa = good[train_ids[0]]
+    if damage == "five_ids":
+        np.savez(f, event_id=eid[:5], kappa=kappa[:5])
+    elif damage == "nan_kappa":
+        np.savez(f, event_id=eid, kappa=np.full(len(eid), np.nan))
+    else:
+        f.write_bytes(f.read_bytes()[:40])
+    lines = []
+    again = predicted_kappa("T", world["data"], train_ids, world["runs"], log=lines.append)
+    assert any(str(f) in ln and "predicted anew" in ln for ln in lines), lines
+    assert "(1 made, 1 from the cache" in lines[-1]
+    np.testing.assert_array_equal(again[train_ids[0]][0], eid)
+    np.testing.assert_allclose(again[train_ids[0]][1], kappa, rtol=1e-6)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from icezoo.core import IcezooError
+from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.plugins.backbones.iseecube import BeitEncoder, ISeeCube, relative_bucket
-from icezoo.zoo import build, pipeline_config
+from icezoo.zoo import build, registry
 
 
 def test_relative_buckets_are_t5s():
@@ -44,7 +45,7 @@ def test_the_paper_size_within_5_percent_of_its_code():
     # 32 x 12, CLS 384, slots 197 x 384, head 612,678 (Linear 384->3 + 384->1568, LayerNorm, ->3)
     paper_code = 2_451_364 + 18 * 1_774_464 + 32 * 12 + 384 + 197 * 384 + 612_678
     assert paper_code == 35_080_810
-    total = sum(p.numel() for p in build(pipeline_config("ISEECUBE")).parameters())
+    total = sum(p.numel() for p in build(pipeline_config("ISEECUBE", reg=registry())).parameters())
     assert abs(total / paper_code - 1) < 0.05, total
 
 

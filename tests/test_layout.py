@@ -15,7 +15,7 @@ import torch
 from icezoo.cli.main import main
 from icezoo.core import IcezooError
 from icezoo.core.checkpoint import save_checkpoint
-from icezoo.core.config import PipelineConfig
+from icezoo.core.pipelines import PipelineConfig
 from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.zoo import build, registry

@@ -36,7 +36,7 @@ def rotate_towards(t: torch.Tensor, theta: float, seed: int = 1) -> torch.Tensor
 
 
 def per_event(loss, pred, target):
-    return loss._forward(pred, target)
+    return loss.forward(pred, target)
 
 
 def test_accepts_declared():
@@ -131,7 +131,7 @@ def test_vmf_minimum_in_kappa_tracks_the_error():
 
     def best_kappa(theta):
         u = rotate_towards(t, theta)
-        vals = torch.stack([loss._forward(k * u, t) for k in kappas])
+        vals = torch.stack([loss.forward(k * u, t) for k in kappas])
         return kappas[vals.argmin(0)]
 
     assert (best_kappa(0.05) > best_kappa(0.5)).all()
@@ -143,32 +143,32 @@ def test_logcosh_wraps_azimuth():
     across = torch.tensor([[2 * math.pi - 0.05, 1.2]], dtype=F64, requires_grad=True)
     near = torch.tensor([[-0.05, 1.2]], dtype=F64)
     far = torch.tensor([[math.pi, 1.2]], dtype=F64)
-    v_across = loss._forward(across, t)
-    assert torch.allclose(v_across, loss._forward(near, t))
-    assert v_across < 0.01 < loss._forward(far, t)
+    v_across = loss.forward(across, t)
+    assert torch.allclose(v_across, loss.forward(near, t))
+    assert v_across < 0.01 < loss.forward(far, t)
     v_across.sum().backward()
     assert across.grad[0, 0] < 0  # descent increases the azimuth, through 2 pi, toward 0.05
     # several turns away is the same angle
-    assert torch.allclose(loss._forward(torch.tensor([[0.05 + 6 * math.pi, 1.2]], dtype=F64), t),
+    assert torch.allclose(loss.forward(torch.tensor([[0.05 + 6 * math.pi, 1.2]], dtype=F64), t),
                           torch.zeros(1, dtype=F64), atol=1e-12)
     # a vector prediction across the branch cut of atan2 gives the same small loss
     pv = angles_to_vector(torch.tensor([2 * math.pi - 0.05], dtype=F64), torch.tensor([1.2], dtype=F64))
-    assert torch.allclose(loss._forward(3.0 * pv, t), v_across)
+    assert torch.allclose(loss.forward(3.0 * pv, t), v_across)
 
 
 def test_angular_is_the_metric():
     t = truths(32)
     pred = rotate_towards(t, 0.0) + 0.3 * torch.randn(32, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
     loss = make(AngularLoss)
-    assert torch.allclose(loss._forward(5 * pred, t), angular_error(pred, t), atol=1e-6)
+    assert torch.allclose(loss.forward(5 * pred, t), angular_error(pred, t), atol=1e-6)
     az, ze = vector_to_angles(pred)
-    assert torch.allclose(loss._forward(torch.stack([az, ze], -1), t), angular_error(pred, t), atol=1e-6)
+    assert torch.allclose(loss.forward(torch.stack([az, ze], -1), t), angular_error(pred, t), atol=1e-6)
 
 
 def test_euclidean_is_chord_length():
     t = truths(8)
     for theta in (0.1, 1.0, 2.5):
-        value = make(EuclideanLoss)._forward(7.0 * rotate_towards(t, theta), t)
+        value = make(EuclideanLoss).forward(7.0 * rotate_towards(t, theta), t)
         assert torch.allclose(value, torch.full_like(value, 2 * math.sin(theta / 2)))
 
 
@@ -177,5 +177,5 @@ def test_weighted_mean_and_fp32():
     pred = rotate_towards(t, 0.4) * 2
     loss = make(CosineLoss)
     w = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64)
-    assert torch.allclose(loss(pred, t, w), loss._forward(pred, t)[0])
+    assert torch.allclose(loss(pred, t, w), loss.forward(pred, t)[0])
     assert loss(pred.half(), t.half()).dtype == torch.float32

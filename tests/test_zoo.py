@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from icezoo.core import PAD_SENSOR, IcezooError
-from icezoo.core.config import PipelineConfig
+from icezoo.core.pipelines import PipelineConfig
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.nn import BiasedAttention, RelativeAttention, TransformerBlock, knn_mask, masked_knn, mlp, sinusoidal
 from icezoo.zoo import build, registry
@@ -192,9 +192,9 @@ def test_training_reduces_the_loss():
 @pytest.mark.parametrize("name", ["INIT5_HB", "MATGRAPH", "HB_LOCALATTENTION", "BASELINE_HF_V9", "NANO_TRANSFORMER",
                                   "BASELINE_EMBED_V0", "BASELINE_HF_V13_CLS", "BASELINE_EMBED_V4", "BASELINE_HF"])
 def test_named_pipelines_build_tiny(name):
-    from icezoo.zoo import pipeline_config
+    from icezoo.core.pipelines import pipeline_config
 
-    cfg = pipeline_config(name)
+    cfg = pipeline_config(name, reg=registry())
     over = {"backbone.depth": 1, "backbone.heads": 4, "embedder.dim": 32}
     if cfg.backbone.name == "relbias_transformer":
         over["backbone.biased_depth"] = 1

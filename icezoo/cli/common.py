@@ -27,10 +27,13 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file the user named: one-line errors for a missing directory or a directory given as
-    the file, then the core's atomic write (temporary name, rename)."""
-    path = Path(path)
+def write_text_atomic(path: Path, text: str, inputs=()) -> None:
+    """Write a file the user named (``--save``): one-line errors for a missing directory, a directory
+    given as the file, one of the command's ``inputs`` or a path inside a dataset or run directory
+    (:func:`icezoo.core.outputs.check_output`), then the core's atomic write (temporary name, rename)."""
+    from icezoo.core.outputs import check_output
+
+    path = check_output(path, "--save", inputs=[i for i in inputs if i is not None])
     if path.parent and not path.parent.exists():
         raise IcezooError(f"{path}: directory {path.parent} does not exist")
     if path.is_dir():

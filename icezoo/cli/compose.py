@@ -37,13 +37,13 @@ def cmd_compose(
     from rich.table import Table
 
     from icezoo.core.compose import count_parameters
-    from icezoo.core.config import ComponentRef
+    from icezoo.core.pipelines import ComponentRef, pipeline_config
     from icezoo.core.synthetic import synthetic_batch
     from icezoo.core.tomlwrite import pipelines_toml
-    from icezoo.zoo import build, pipeline_config
+    from icezoo.zoo import build, registry
 
     # the stages not named here come from a tested pipeline: --pipeline / --pipeline-file, else 'default'
-    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file)
+    config = pipeline_config(pipeline or (None if pipeline_file else "default"), pipeline_file, reg=registry())
     base = config.name if pipeline else Path(pipeline_file).name if pipeline_file else "default"
     origin = {stage: base for stage in ("features", "selection", "embedder", "backbone", "pooler", "head", "loss")}
     updates: dict[str, Any] = {"name": name if (save or not (pipeline or pipeline_file)) else config.name}
@@ -100,5 +100,5 @@ def cmd_compose(
     if not (torch.isfinite(value) and grads_finite):
         raise IcezooError(f"pipeline {config.name}: non-finite loss or gradient on the synthetic batch")
     if save:
-        write_text_atomic(save, pipelines_toml({config.name: config.to_table()}))
+        write_text_atomic(save, pipelines_toml({config.name: config.to_table()}), inputs=[pipeline_file])
         console.print(f"saved pipeline '{config.name}' to {save}")

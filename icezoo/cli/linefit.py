@@ -64,6 +64,10 @@ def cmd_linefit(
         raise IcezooError(f"--split: expected 'train' or 'test', got {split!r}")
     if out is not None and out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'linefit.csv'})")
+    if out is not None:
+        from icezoo.core.outputs import check_output
+
+        check_output(out, dirs=[data])
     from icezoo.data.io import split_events
 
     use_data(data, pulsemap, truth_table)

@@ -12,6 +12,7 @@ import typer
 
 from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
 from icezoo.cli.compose import cmd_compose
+from icezoo.cli.convert import cmd_convert
 from icezoo.cli.evaluate import cmd_evaluate
 from icezoo.cli.experiments import cmd_experiments
 from icezoo.cli.inspect import cmd_inspect
@@ -28,7 +29,7 @@ from icezoo.core.errors import IcezooError
 #: ``icezoo NAME``: the function each command runs (a new command: its module, then one line here)
 COMMANDS = {
     "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
-    "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect,
+    "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
     "experiments": cmd_experiments, "reproduce": cmd_reproduce,
 }

@@ -26,6 +26,9 @@ def cmd_runs(
             raise IcezooError("--plot: name the runs to overlay, e.g. icezoo runs --plot A B")
         from icezoo.engine.evaluate import plot_curves
 
+        from icezoo.core.outputs import check_output
+
+        check_output(plot_out, "--plot-out", dirs=[R.resolve_run(n, runs_dir) for n in names])
         curves = {}
         for name in names:
             run_dir = R.resolve_run(name, runs_dir)

@@ -20,9 +20,10 @@ def cmd_show(
     ``--pipeline-file`` reloads; or a component's details."""
     import sys
 
-    from icezoo.core.registry import normalise
+    from icezoo.core.names import normalise
+    from icezoo.core.pipelines import pipeline_config, resolved_table
     from icezoo.core.tomlwrite import pipelines_toml
-    from icezoo.zoo import pipeline_config, registry, resolved_table
+    from icezoo.zoo import registry
 
     reg = registry()
     is_pipeline = pipeline_file is not None or normalise(name) in reg.pipelines
@@ -33,11 +34,11 @@ def cmd_show(
             print("\n\n".join(component_details(spec) for spec in specs))
             return
         try:
-            reg.pipeline(name)
+            reg.pipelines.find(name)
         except IcezooError as exc:
             raise IcezooError(f"{exc} (nor a component: icezoo list shows them)") from None
-    config = pipeline_config(name, pipeline_file)
-    text = pipelines_toml({config.name: resolved_table(config)})
+    config = pipeline_config(name, pipeline_file, reg=reg)
+    text = pipelines_toml({config.name: resolved_table(config, reg)})
     if toml or not sys.stdout.isatty():
         sys.stdout.write(text)  # exactly the TOML: no colours, no wrapping
         return

@@ -64,6 +64,9 @@ def cmd_simulate(
     if events_per_batch is None:  # training files cut small enough to train; the test split in full files
         events_per_batch = default_events_per_batch(events)
         test_events_per_batch = MAX_EVENTS_PER_FILE
+    from icezoo.core.outputs import check_output
+
+    check_output(out)  # a dataset is never created inside another dataset or a run directory
     try:
         path = simulate(out, events, events_per_batch=events_per_batch, seed=seed, test=test, test_events=test_events,
                         overwrite=overwrite, test_events_per_batch=test_events_per_batch, **knobs)

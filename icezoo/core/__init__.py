@@ -14,6 +14,7 @@ _EXPORTS = {
                                "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss"),
     "icezoo.core.errors": ("IcezooError",),
     "icezoo.core.hookspecs": ("hookimpl",),
+    "icezoo.core.registry": ("defined_components",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

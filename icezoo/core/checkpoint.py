@@ -90,7 +90,7 @@ def component_state(payload: dict[str, Any], kind: str, name: str) -> dict[str, 
     The checkpoint's pipeline table says where each component sits in its state dict: ``embedder.``,
     ``backbone.`` (a backbone list: ``backbone.stages.J.``), ``poolers.J.``, ``head.``.
     """
-    from icezoo.core.registry import normalise
+    from icezoo.core.names import normalise
 
     entries = payload["pipeline"].get(kind)
     listed = isinstance(entries, list)

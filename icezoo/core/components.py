@@ -95,6 +95,12 @@ class Component(metaclass=ABCMeta):
     def declared_requires(cls, config: Config) -> frozenset[str]:
         return cls.requires
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        """Columns of ``batch.features`` this component reads by index, as {param: column}; compose
+        refuses a column beyond the pipeline's pulse features (a slice past the end is silently empty)."""
+        return {}
+
 
 class ModuleComponent(Component, nn.Module):
     """A component that is a torch module: built as ``cls(config, in_dim)``, reports ``out_dim``."""
@@ -237,11 +243,20 @@ class Head(ModuleComponent):
         return None
 
 
-class Loss(Component, nn.Module):
-    """A training loss: the final ``forward`` averages the per-event terms of ``_forward``.
+#: the width of the head outputs whose width is fixed ("bins": the head's layout says)
+OUTPUT_WIDTHS: dict[str, int] = {"vector": 3, "angles": 2}
 
-    Always computed in float32 outside autocast (the log's NaNs in EXP_03/04/21 came from fp16
-    losses). ``accepts`` names the head outputs it can take.
+
+class Loss(Component, nn.Module):
+    """A training loss: a subclass writes ``forward(pred, target)``, the per-event terms [B]; calling
+    the loss does the rest.
+
+    The base ``__call__`` wraps ``forward`` (as PyG's ``Aggregation.__call__`` wraps its subclasses'
+    ``forward``): it checks the shapes (a head output this loss ``accepts``, one unit-vector target
+    and at most one weight per event), computes in float32 (float64 stays float64) outside autocast
+    (the log's NaNs in EXP_03/04/21 came from fp16 losses), checks that ``forward`` gave one term
+    per event, and averages them, weighted when a weight is given. ``accepts`` names the head outputs
+    it can take.
     """
 
     kind = "loss"
@@ -254,19 +269,37 @@ class Loss(Component, nn.Module):
     def bind(self, head: "Head") -> None:
         """Called by the composer with the pipeline's head (a bins loss reads its bin layout); default: nothing."""
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar loss from ``pred`` (head output) and ``target`` unit vectors [B, 3]; ``weight`` [B]."""
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss from ``pred`` (the head output it takes: [B, 3] vector, [B, 2] angles, bin
+        logits), ``target`` unit vectors [B, 3] and an optional ``weight`` [B]."""
+        self._check_inputs(pred, target, weight)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
-            per_event = self._forward(pred.to(dtype), target.to(dtype))
+            per_event = super().__call__(pred.to(dtype), target.to(dtype))
+            if per_event.shape != pred.shape[:1]:
+                raise ValueError(f"loss {self.name}: forward gave shape {tuple(per_event.shape)}, "
+                                 f"expected one term per event ({pred.shape[0]},)")
             if weight is None:
                 return per_event.mean()
             weight = weight.to(dtype)
             return (per_event * weight).sum() / weight.sum().clamp_min(torch.finfo(dtype).tiny)
 
+    def _check_inputs(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> None:
+        widths = {OUTPUT_WIDTHS.get(output) for output in self.accepts}  # None: any width (bins)
+        if pred.dim() != 2 or (None not in widths and pred.shape[-1] not in widths):
+            accepted = ", ".join(f"{o} [B, {OUTPUT_WIDTHS[o]}]" if o in OUTPUT_WIDTHS else f"{o} [B, *]"
+                                 for o in sorted(self.accepts))
+            raise ValueError(f"loss {self.name}: pred of shape {tuple(pred.shape)} is not a head output it "
+                             f"accepts ({accepted})")
+        if target.shape != (pred.shape[0], 3):
+            raise ValueError(f"loss {self.name}: target of shape {tuple(target.shape)}, expected "
+                             f"({pred.shape[0]}, 3) unit vectors")
+        if weight is not None and weight.shape != pred.shape[:1]:
+            raise ValueError(f"loss {self.name}: weight of shape {tuple(weight.shape)}, expected ({pred.shape[0]},)")
+
     @abstractmethod
-    def _forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-event loss [B]."""
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-event loss [B] of ``pred`` against ``target`` (both already float32, or float64)."""
 
 
 @dataclass(frozen=True)

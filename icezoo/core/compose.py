@@ -14,16 +14,14 @@ loads that component's weights from the pipeline's newest run: :attr:`Pipeline.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from icezoo.core.batch import Batch
 from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection
-from icezoo.core.config import PipelineConfig
-from icezoo.core.errors import IcezooError, format_validation_error
+from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
 
 #: what the batch itself always provides to components
@@ -40,13 +38,6 @@ class StageInfo:
     component: str
     shape: tuple[int, ...]
     params: int
-
-
-def validate_params(spec: ComponentSpec, params: dict[str, Any], path: str) -> Config:
-    try:
-        return spec.cls.Config.model_validate(params)
-    except ValidationError as exc:
-        raise IcezooError(format_validation_error(path, exc)) from None
 
 
 def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
@@ -196,7 +187,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
             except IcezooError as exc:
                 raise IcezooError(f"{path}: {exc}") from None
             provenance[f"{kind}.{spec.name}"] = f"{spec.package}=={spec.version}"
-            cfg = validate_params(spec, ref.params, path)
+            cfg = validate_params(spec.cls, ref.params, path)
             missing = spec.cls.declared_requires(cfg) - provided
             if missing:
                 need = ", ".join(sorted(missing))
@@ -204,7 +195,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
                        if "cls_token" in missing else "")
                 raise IcezooError(f"{path}: {spec.name} needs {need}{why}, which this pipeline does not provide")
             if check is not None:
-                check(spec, path)
+                check(spec, cfg, path)
             if (ref.freeze or ref.init_from) and kind not in MODEL_STAGES:
                 raise IcezooError(f"{path}: freeze and init_from are for stages with weights "
                                   f"({', '.join(MODEL_STAGES)}), not {kind}")
@@ -233,8 +224,16 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     event_dim = sum(f.out_dim for f in features if f.event_level)
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
+    columns = [c for f in features if not f.event_level for c in f.feature_names()]
+
+    def reads_features(spec: ComponentSpec, cfg, path: str) -> None:
+        for param, col in spec.cls.feature_columns(cfg).items():
+            if not 0 <= col < feature_dim:
+                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {feature_dim} "
+                                  f"columns (0..{feature_dim - 1}: {', '.join(columns)})")
+
     (embedder,) = make("embedder", feature_dim)
-    backbones = make("backbone", embedder.out_dim)
+    backbones = make("backbone", embedder.out_dim, check=reads_features)
     concat = [ref.concat for ref in config.refs("backbone")]
     if any(concat) and "adds_cls_token" in declared(backbones[-1]):
         raise IcezooError(f"{root}.backbone: concat needs a last stage without a CLS token (the slots would not line up)")
@@ -242,7 +241,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     poolers = make("pooler", backbone.out_dim)
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
-    def accepts_head(spec: ComponentSpec, path: str) -> None:
+    def accepts_head(spec: ComponentSpec, cfg, path: str) -> None:
         if not spec.cls.accepts & head.outputs:
             raise IcezooError(
                 f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "

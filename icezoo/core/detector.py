@@ -10,6 +10,9 @@ C_ICE = C_VACUUM / N_GROUP
 SURFACE_Z = 1948.07
 #: number of in-ice DOMs of IceCube-86 (sensor_id 0..5159)
 N_SENSORS = 5160
+#: strings of IceCube-86 (1..86, DeepCore 79..86) and DOMs per string (1..60): sensor_id = (string - 1) * 60 + dom - 1
+N_STRINGS = 86
+DOMS_PER_STRING = 60
 #: sensor_id written into padded slots; real sensors are 0..5159 (sensor 0 is real, so never 0)
 PAD_SENSOR = N_SENSORS
 #: bounding box of the in-ice DOMs of the shipped geometry table (x, y, z in metres; a test checks it

@@ -1,8 +1,10 @@
 """The hooks a plugin implements. Built-ins use exactly these hooks too.
 
-A plugin is a module (or object) with ``@hookimpl`` functions, registered from the entry-point
-group ``icezoo`` (``[project.entry-points.icezoo] name = "package.module"``) or, for built-ins,
-from :data:`icezoo.plugins.DEFAULT_PLUGINS`.
+A plugin is a module (or object) registered from the entry-point group ``icezoo``
+(``[project.entry-points.icezoo] name = "package.module"``) or, for built-ins, from
+:data:`icezoo.plugins.DEFAULT_PLUGINS`. The component classes a plugin module defines are registered
+without a hook (:func:`icezoo.core.registry.defined_components`); the ``@hookimpl`` functions below
+add what a module does not define itself.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ hookimpl = pluggy.HookimplMarker("icezoo")
 
 @hookspec
 def icezoo_components():
-    """Return an iterable of component classes (subclasses of the core's base classes).
+    """Return an iterable of component classes (subclasses of the core's base classes) defined
+    outside the plugin module (those it defines are registered already; listing one again is harmless).
 
     Each class names its ``kind`` and ``name``; two providers of the same (kind, name) is an error.
     """

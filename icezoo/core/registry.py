@@ -1,22 +1,22 @@
-"""The plugin manager and the component/pipeline registry it fills.
+"""The plugin manager and the component registry it fills.
 
-Built-ins and third-party packages register through the same hooks (:mod:`icezoo.core.hookspecs`).
-Names are looked up normalised (case, ``-``/``_``); a miss says "did you mean"; two providers of
-one (kind, name) is an error that names both. ``ICEZOO_DISABLE_PLUGINS=a,b`` blocks plugins by
-name; ``ICEZOO_NO_AUTOLOAD=1`` skips the entry points (tests use it).
+Built-ins and third-party packages register the same way (:mod:`icezoo.core.hookspecs`): a plugin
+module's component classes are registered by being defined there (:func:`defined_components`), and
+``icezoo_components`` may add classes defined elsewhere. Names are looked up normalised (case,
+``-``/``_``); a miss says "did you mean"; two providers of one (kind, name) is an error that names
+both. ``ICEZOO_DISABLE_PLUGINS=a,b`` blocks plugins by name; ``ICEZOO_NO_AUTOLOAD=1`` skips the
+entry points (tests use it). The pipeline and study files the plugins ship are collected here too,
+and read by :mod:`icezoo.core.pipelines` and :mod:`icezoo.engine.studies`.
 """
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import importlib
 import importlib.metadata as metadata
 import os
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable
 
@@ -25,15 +25,12 @@ import pluggy
 from icezoo.core import hookspecs
 from icezoo.core.components import KINDS, Component
 from icezoo.core.errors import IcezooError
+from icezoo.core.names import did_you_mean, normalise
+from icezoo.core.pipelines import Pipelines
 
 ENTRY_POINT_GROUP = "icezoo"
 DISABLE_ENV = "ICEZOO_DISABLE_PLUGINS"
 NO_AUTOLOAD_ENV = "ICEZOO_NO_AUTOLOAD"
-
-
-def normalise(name: str) -> str:
-    """Lookup key of a component or pipeline name: case and ``-``/``_`` do not matter."""
-    return name.strip().lower().replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -59,18 +56,11 @@ class ComponentSpec:
 
 
 @dataclass
-class PipelineSource:
-    """One ``[pipelines.NAME]`` table as written, and the file it came from."""
-
-    name: str
-    table: dict[str, Any]
-    file: str
-
-
-@dataclass
 class Registry:
+    """The registered components (looked up here), and the named pipelines and study files the plugins ship."""
+
     components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
-    pipelines: dict[str, PipelineSource] = field(default_factory=dict)
+    pipelines: Pipelines = field(default_factory=Pipelines)
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> package
     #: (kind, normalised former name) -> (kind, normalised name) of the component that declares it
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
@@ -125,13 +115,7 @@ class Registry:
         if key in self.components:
             return self.components[key]
         names = [spec.name for (k, _), spec in self.components.items() if k == kind]
-        close = difflib.get_close_matches(normalise(name), [normalise(n) for n in names], n=3, cutoff=0.5)
-        by_norm = {normalise(n): n for n in names}
-        hint = f"; did you mean {', '.join(repr(by_norm[c]) for c in close)}?" if close else ""
-        return self._raise_unknown(kind, name, hint, names)
-
-    @staticmethod
-    def _raise_unknown(kind: str, name: str, hint: str, names: list[str]):
+        hint = did_you_mean(name, names)
         listing = "" if hint else f" (known: {', '.join(sorted(names)) or 'none'})"
         raise IcezooError(f"unknown {kind} '{name}'{hint}{listing}")
 
@@ -146,46 +130,32 @@ class Registry:
         ]
         return sorted(out, key=lambda s: (order.index(s.kind), normalise(s.name)))
 
-    # ------------------------------------------------------------------ pipelines
-    def add_pipeline_file(self, path: str | Path) -> None:
-        path = Path(path)
-        data = read_toml(path)
-        tables = data.get("pipelines", {})
-        if not isinstance(tables, dict):
-            raise IcezooError(f"{path}: 'pipelines' must be a table of [pipelines.NAME] tables")
-        for name, table in tables.items():
-            if not isinstance(table, dict):
-                raise IcezooError(f"{path}: pipelines.{name} must be a table")
-            key = normalise(name)
-            if key in self.pipelines:
-                raise IcezooError(
-                    f"pipeline '{name}' is defined twice: in {self.pipelines[key].file} and in {path}"
-                )
-            self.pipelines[key] = PipelineSource(name, table, str(path))
 
-    def pipeline(self, name: str) -> PipelineSource:
-        key = normalise(name)
-        if key in self.pipelines:
-            return self.pipelines[key]
-        names = [p.name for p in self.pipelines.values()]
-        close = difflib.get_close_matches(key, [normalise(n) for n in names], n=3, cutoff=0.5)
-        by_norm = {normalise(n): n for n in names}
-        hint = f"; did you mean {', '.join(repr(by_norm[c]) for c in close)}?" if close else ""
-        raise IcezooError(f"unknown pipeline '{name}'{hint}")
+def defined_components(module: ModuleType) -> list[type[Component]]:
+    """The component classes ``module`` defines (not imports) and names, in definition order.
+
+    Registering a plugin module registers these: a component is registered by being defined, with
+    no list to keep. A class without a ``name`` of its own (a shared base) is left out.
+    """
+    return [obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Component) and obj.__module__ == module.__name__
+            and vars(obj).get("name")]
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; errors name the file and line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IcezooError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IcezooError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise IcezooError(f"{path}: malformed TOML: {exc}") from None
+def _add_components(registry: Registry, pm: pluggy.PluginManager, packages: dict[str, tuple[str, str]],
+                    package_of) -> None:
+    """Each plugin's components, plugins in registration order (conflicts name the earlier provider
+    first): the classes a plugin module defines, then those its ``icezoo_components`` hook returns."""
+    hooked = {impl.plugin_name: impl.function for impl in pm.hook.icezoo_components.get_hookimpls()}
+    for plugin_name, obj in pm.list_name_plugin():
+        if obj is None:  # blocked
+            continue
+        classes = defined_components(obj) if isinstance(obj, ModuleType) else []
+        if plugin_name in hooked:
+            classes += [cls for cls in hooked[plugin_name]() or () if cls not in classes]
+        package, version = packages[plugin_name] if plugin_name in packages else package_of(obj)
+        for cls in classes:
+            registry.add_component(cls, plugin_name, package, version)
 
 
 def _package_of(obj: Any, distributions: dict[str, list[str]]) -> tuple[str, str]:
@@ -256,14 +226,10 @@ def build_registry(
     registry = Registry()
     for plugin_name, _ in pm.list_name_plugin():
         registry.plugins[plugin_name] = packages.get(plugin_name, ("unknown", ""))[0]
-    # get_hookimpls() lists plugins in registration order: conflicts name the earlier provider first
-    for impl in pm.hook.icezoo_components.get_hookimpls():
-        package, version = packages[impl.plugin_name] if impl.plugin_name in packages else package_of(impl.plugin)
-        for cls in impl.function() or ():
-            registry.add_component(cls, impl.plugin_name, package, version)
+    _add_components(registry, pm, packages, package_of)
     for impl in pm.hook.icezoo_pipeline_files.get_hookimpls():
         for path in impl.function() or ():
-            registry.add_pipeline_file(path)
+            registry.pipelines.add_file(path)
     for impl in pm.hook.icezoo_formats.get_hookimpls():
         package = packages.get(impl.plugin_name, ("unknown", ""))[0]
         for cls in impl.function() or ():

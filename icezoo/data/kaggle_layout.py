@@ -109,14 +109,19 @@ def write_table(path, columns: dict[str, np.ndarray]) -> None:
 
 
 def write_submission(path: str | Path, event_id, azimuth, zenith) -> Path:
-    """A Kaggle submission CSV (``event_id,azimuth,zenith``, radians), written atomically."""
+    """A Kaggle submission CSV (``event_id,azimuth,zenith``, radians), written atomically. Event ids
+    are written as the exact int64 they are (no float round trip: ids above 2^53 stay exact)."""
     from icezoo.core.atomic import atomic_path
 
-    table = np.column_stack([np.asarray(event_id, dtype=np.float64), azimuth, zenith])
+    ids = np.asarray(event_id)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"write_submission: event_id must be integers, got {ids.dtype}")
+    ids = ids.astype(np.int64, copy=False).tolist()
+    rows = zip(ids, np.asarray(azimuth, dtype=np.float64).tolist(), np.asarray(zenith, dtype=np.float64).tolist())
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write("event_id,azimuth,zenith\n")
-            np.savetxt(fh, table, fmt=["%d", "%.10f", "%.10f"], delimiter=",")
+            fh.writelines(f"{e},{a:.10f},{z:.10f}\n" for e, a, z in rows)
     return Path(path)
 
 

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
 from icezoo.engine.flops import count_flops, matmul_roof
-from icezoo.zoo import build, pipeline_config
+from icezoo.zoo import build, registry
 
 
 def _rss_mib() -> float:
@@ -66,7 +67,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
         torch.set_num_threads(threads)
-    config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file)
+    config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
     over = dict(overrides or {})
     if batch_size:
         over["train.batch_size"] = batch_size

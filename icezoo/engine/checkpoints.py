@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from icezoo.core.checkpoint import load_checkpoint, require_finite
-from icezoo.core.config import pipeline_from_table
+from icezoo.core.pipelines import pipeline_from_table
 from icezoo.core.errors import IcezooError
 from icezoo.engine import runs as R
 from icezoo.zoo import build

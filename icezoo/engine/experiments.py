@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from icezoo.core.errors import IcezooError
-from icezoo.core.registry import normalise, read_toml
+from icezoo.core.names import normalise, read_toml
 from icezoo.engine import runs as R
 
 FIELDS = ("name", "log_score", "config", "trn_set", "summary")
@@ -46,7 +46,7 @@ def pipeline_of(row: dict[str, str], reg) -> Any | None:
         if experiment and experiment in keys:
             return src
     try:
-        return reg.pipeline(row["config"]) if row["config"] else None
+        return reg.pipelines.find(row["config"]) if row["config"] else None
     except IcezooError:
         return None
 

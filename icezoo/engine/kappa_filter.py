@@ -44,9 +44,12 @@ def predicted_kappa(run: str, data_dir: Path, batch_ids: list[int], runs_dir: st
     for bid in batch_ids:
         f = cache / f"train_{int(bid)}.npz"
         if f.is_file():
-            with np.load(f) as z:
-                out[int(bid)] = (z["event_id"], z["kappa"])
-            continue
+            cached, why = _read_cache(f, data_dir, int(bid))
+            if cached is not None:
+                out[int(bid)] = cached
+                continue
+            if log is not None:
+                log(f"kappa filter: {f} {why}: predicted anew")
         if model is None:
             _, _, _, model, _ = load_run_model(str(run_dir), runs_dir)
             dev = pick_device(None, device)
@@ -63,6 +66,28 @@ def predicted_kappa(run: str, data_dir: Path, batch_ids: list[int], runs_dir: st
         log(f"kappa filter: predictions of {run_dir.name} for {len(batch_ids)} training files "
             f"({made} made, {len(batch_ids) - made} from the cache {cache})")
     return out
+
+
+def _read_cache(f: Path, data_dir: Path, bid: int):
+    """((event ids, kappa), None) from a cache file that holds exactly what :func:`predicted_kappa`
+    writes for batch ``bid``: one finite, non-negative kappa for each event of the file with 2 or more
+    pulses (from the meta). Else (None, why): a damaged or foreign file is predicted anew, never used."""
+    from icezoo.data.io import read_meta
+
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            eid, kappa = np.asarray(z["event_id"]), np.asarray(z["kappa"])
+    except Exception as exc:  # noqa: BLE001 - truncated, not a zip, pickled objects, keys missing
+        return None, f"is unreadable ({type(exc).__name__})"
+    if eid.ndim != 1 or kappa.shape != eid.shape or eid.dtype.kind not in "iu" or kappa.dtype.kind != "f":
+        return None, "does not hold one float kappa per integer event id"
+    if not np.isfinite(kappa).all() or (kappa < 0).any():
+        return None, "holds kappas that are not finite or negative"
+    meta = read_meta(data_dir, "train", bid)
+    scored = meta["event_id"][(meta["last_pulse_index"] - meta["first_pulse_index"] + 1) >= 2]
+    if not np.array_equal(np.sort(eid), np.sort(scored.astype(eid.dtype))):
+        return None, f"holds {len(eid):,} events, not the file's {len(scored):,} events with 2 or more pulses"
+    return (eid, kappa), None
 
 
 def kept_events(run: str, min_kappa: float, data_dir: Path, batch_ids: list[int], runs_dir: str | Path,

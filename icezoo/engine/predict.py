@@ -21,6 +21,7 @@ from rich.progress import Progress
 
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine import runs as R
@@ -100,8 +101,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
+    run_names = [run] if isinstance(run, str) else list(run)
+    check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
-    members = [load_run_model(r, runs_dir) for r in ([run] if isinstance(run, str) else run)]
+    members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
         note = R.unfinished_note(run_dir, info, ckpt)
         if note:

@@ -33,7 +33,7 @@ import numpy as np
 
 from icezoo.core.atomic import WriteError, write_text_atomic
 from icezoo.core.errors import IcezooError
-from icezoo.core.registry import normalise
+from icezoo.core.names import normalise
 
 DEFAULT_RUNS_DIR = Path("runs")
 RUN_FILE = "run.json"

@@ -35,7 +35,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from icezoo.core.errors import IcezooError, format_validation_error
-from icezoo.core.registry import normalise, read_toml
+from icezoo.core.names import add_once, did_you_mean, normalise, read_toml
+from icezoo.core.pipelines import pipeline_config, resolved_table
+
+
+#: variant labels and study names become file and directory names (RUNS/studies/NAME-.../LABEL-sN)
+LABEL_RE = r"[A-Za-z0-9_.-]+"
+NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # never '..' nor a hidden name ('.stale' is the study's own)
 
 
 class Variant(BaseModel):
@@ -114,6 +120,14 @@ class Study(BaseModel):
     common: dict[str, Any] = Field(default_factory=dict)
     file: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        """The name becomes a directory under RUNS/studies/: a path ("../x") must not escape it."""
+        if not re.fullmatch(NAME_RE, value):
+            raise ValueError(f"study name '{value}': use letters, digits, '_', '-', '.' (not first)")
+        return value
+
     @field_validator("variants", mode="before")
     @classmethod
     def _variants(cls, value: Any) -> Any:
@@ -142,7 +156,7 @@ class Study(BaseModel):
         if self.reference not in self.variants:
             raise ValueError(f"reference '{self.reference}' is not a variant (variants: {', '.join(self.variants)})")
         for label, v in self.variants.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+            if not re.fullmatch(LABEL_RE, label):
                 raise ValueError(f"variant label '{label}': use letters, digits, '_', '-', '.'")
             if v.pipeline is None and self.pipeline is None:
                 raise ValueError(f"variant '{label}' names no pipeline and the study has no 'pipeline'")
@@ -207,7 +221,7 @@ def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
         if reg is not None:
             for label in study.variants:
                 try:
-                    reg.pipeline(study.pipeline_of(label))
+                    reg.pipelines.find(study.pipeline_of(label))
                 except IcezooError as exc:
                     field = "pipeline" if study.variants[label].pipeline else "(study) pipeline"
                     raise IcezooError(f"{where}.variants.{label}.{field}: {exc}") from None
@@ -224,29 +238,24 @@ def load_studies(reg=None) -> dict[str, Study]:
     studies: dict[str, Study] = {}
     for path in reg.study_files:
         for name, study in parse_study_file(path, reg).items():
-            key = normalise(name)
-            if key in studies:
-                raise IcezooError(f"study '{name}' is defined twice: in {studies[key].file} and in {path}")
-            studies[key] = study
+            add_once(studies, name, study, path, "study")
     return studies
 
 
 def get_study(name: str, reg=None) -> Study:
-    import difflib
-
     studies = load_studies(reg)
     key = normalise(name)
     if key in studies:
         return studies[key]
-    close = difflib.get_close_matches(key, list(studies), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(studies[c].name) for c in close)}?" if close else ""
+    hint = did_you_mean(name, (study.name for study in studies.values()))
     raise IcezooError(f"unknown study '{name}'{hint} (icezoo reproduce --list shows them)")
 
 
 def variant_config(study: Study, label: str, reg=None):
     """The variant's resolved PipelineConfig (its overrides applied), with one-line errors."""
-    from icezoo.zoo import pipeline_config, resolved_table
+    from icezoo.zoo import registry
 
+    reg = reg or registry()
     where = f"{study.file}: studies.{study.name}.variants.{label}"
     try:
         config = pipeline_config(study.pipeline_of(label), reg=reg)

@@ -1,6 +1,8 @@
 """icezoo's built-in components, one module per family (``backbones/`` and ``embedders/`` are packages
-of family modules), registered through the same hooks (``icezoo_components`` /
-``icezoo_pipeline_files``) that a third-party package uses."""
+of family modules), registered the way a third-party package's are: each module listed here is a
+plugin whose component classes are registered by being defined in it; ``pipelines.py`` adds the
+pipeline and study files through ``icezoo_pipeline_files`` / ``icezoo_study_files``, ``formats.py`` the
+data formats through ``icezoo_formats``."""
 
 #: modules registered before any entry point (order fixes the order of "provided twice" errors)
 DEFAULT_PLUGINS = (

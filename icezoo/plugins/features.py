@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from icezoo.core import FeatureExtractor, PulseChunk, hookimpl
+from icezoo.core import FeatureExtractor, PulseChunk
 from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS, SURFACE_Z
 
 #: quantum efficiency of the high-QE DOMs relative to a standard DOM
@@ -371,9 +371,3 @@ class GlobalVariables(FeatureExtractor):
         h = graph_homophily(chunk, self.config.k, self.config.space)
         count = np.log10(np.maximum(lengths, 1))[:, None]
         return np.concatenate([means, h, count], axis=1).astype(np.float32)
-
-
-@hookimpl
-def icezoo_components():
-    return [KaggleNorm, MinMaxNorm, TimeWeight, QE, IceProperties, Rank, CenterOfGravity, PulseCount, Homophily,
-            GlobalVariables]

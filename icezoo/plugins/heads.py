@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from typing import Literal
-
-from icezoo.core import Config, Head, angles_to_vector, hookimpl
+from icezoo.core import Config, Head, angles_to_vector
 from icezoo.nn import mlp
 from icezoo.nn.bins import BinLayout, expected_vector, kappa_from_resultant, mode_vector
 
@@ -145,8 +144,3 @@ class DirectionBins(Head):
 
     def kappa(self, pred: torch.Tensor) -> torch.Tensor:
         return self._combined(pred).norm(dim=-1)
-
-
-@hookimpl
-def icezoo_components():
-    return [DirectionKappa, Angles, DirectionBins]

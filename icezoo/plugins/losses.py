@@ -1,4 +1,7 @@
-"""Losses on the head output against the true unit vector; fp32, outside autocast (core.Loss).
+"""Losses on the head output against the true unit vector, one class each, registered by being defined.
+
+Each writes ``forward(pred, target)``, the per-event terms [B]; the base class (:class:`icezoo.core.Loss`)
+checks the shapes, computes in fp32 outside autocast and averages the terms when the loss is called.
 
 Losses that take both head outputs (``accepts = {"vector", "angles"}``) convert: an angles
 prediction [B, 2] becomes a unit vector, a vector prediction [B, 3] becomes (azimuth, zenith). The
@@ -11,10 +14,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from pydantic import Field
 
-from icezoo.core import Config, Loss, angles_to_vector, hookimpl
+from icezoo.core import Config, Loss, angles_to_vector
 from icezoo.nn.bins import BinLayout, smoothed_targets
 
 BOTH = frozenset({"vector", "angles"})
@@ -83,7 +85,7 @@ class VonMisesFisher3D(Loss):
     name = "vmf3d"
     accepts = frozenset({"vector"})
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         kappa = torch.sqrt((pred * pred).sum(-1) + torch.finfo(pred.dtype).eps)
         return -log_c3(kappa) - (pred * target).sum(-1)
 
@@ -94,7 +96,7 @@ class CosineLoss(Loss):
     name = "cosine"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         if pred.shape[-1] == 2:
             pred = as_vector(pred)
         return 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
@@ -106,7 +108,7 @@ class EuclideanLoss(Loss):
     name = "euclidean"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         return _safe_norm(as_vector(pred) - target)
 
 
@@ -120,7 +122,7 @@ class LogCoshLoss(Loss):
     name = "logcosh"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         az, ze = as_angles(pred)
         with torch.no_grad():
             taz, tze = as_angles(target)
@@ -137,7 +139,7 @@ class AngularLoss(Loss):
     name = "angular"
     accepts = BOTH
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         eps = 1e-7 if pred.dtype == torch.float64 else 1e-6
         cos = (as_vector(pred) * as_vector(target)).sum(-1)
         return torch.arccos(cos.clamp(-1.0 + eps, 1.0 - eps))
@@ -166,12 +168,7 @@ class BinsCrossEntropy(Loss):
     def bind(self, head) -> None:
         self.layout = head.layout
 
-    def _forward(self, pred, target):
+    def forward(self, pred, target):
         ta, tz = smoothed_targets(self.layout, target, self.config.width)
         la, lz = self.layout.split(pred)
         return -(ta * F.log_softmax(la, -1)).sum(-1) - (tz * F.log_softmax(lz, -1)).sum(-1)
-
-
-@hookimpl
-def icezoo_components():
-    return [VonMisesFisher3D, CosineLoss, EuclideanLoss, LogCoshLoss, AngularLoss, BinsCrossEntropy]

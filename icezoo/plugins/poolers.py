@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Pooler, hookimpl
+from icezoo.core import Pooler
 from icezoo.nn import POOLS, masked_max, masked_mean, masked_min, masked_sum, mlp
 
 
@@ -105,8 +105,3 @@ class AEPool(Pooler):
     def forward(self, h, mask, cls=None):
         pooled = torch.cat([POOLS[p](h, mask) for p in self.config.pools], dim=-1)
         return self.decoder(self.encoder(pooled))
-
-
-@hookimpl
-def icezoo_components():
-    return [MeanPool, MaxPool, MinPool, SumPool, ClsPool, MeanUnmasked, AEPool]

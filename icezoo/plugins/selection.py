@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from icezoo.core import PulseChunk, Selection, hookimpl
+from icezoo.core import PulseChunk, Selection
 from icezoo.core.detector import C_ICE, C_VACUUM
 
 
@@ -178,8 +178,3 @@ def reference_rows(chunk: PulseChunk, which: np.ndarray) -> np.ndarray:
     ref[idx] = chunk.offsets[idx]
     ref[idx[found]] = hlc[pos[found]]
     return ref
-
-
-@hookimpl
-def icezoo_components():
-    return [TimeOrder, AuxFirst, LightSpeed]

@@ -1,8 +1,10 @@
-"""A bidirectional GRU backbone over the time-ordered pulses, registered through icezoo's hooks.
+"""A bidirectional GRU backbone over the time-ordered pulses, registered through icezoo's plugin hooks.
 
-This is the whole recipe for a third-party component: subclass a core base class, give it a
-``name`` and a pydantic ``Config``, return it from ``icezoo_components``; pipelines that use it
-can ship in a TOML file returned from ``icezoo_pipeline_files``.
+This is the whole recipe for a third-party component: in the module named by the ``icezoo`` entry
+point, subclass a core base class and give it a ``name`` and a pydantic ``Config``; defining it
+registers it. (Classes defined in other modules of a package are returned from the
+``icezoo_components`` hook, e.g. ``return icezoo.core.defined_components(other_module)``.) Pipelines
+that use it ship in a TOML file returned from ``icezoo_pipeline_files``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,6 @@ class GRUBackbone(Backbone):
         out, _ = self.gru(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
         return out
-
-
-@hookimpl
-def icezoo_components():
-    return [GRUBackbone]
 
 
 @hookimpl

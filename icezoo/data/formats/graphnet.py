@@ -28,7 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
-from icezoo.core.detector import N_SENSORS, PAD_SENSOR
+from icezoo.core.detector import DOMS_PER_STRING, N_SENSORS, N_STRINGS, PAD_SENSOR
 from icezoo.core.errors import IcezooError
 from icezoo.data.detector import (DOM_TYPES, ICECUBE_DOM, MAX_MODULE, MAX_PMT, MAX_STRING, N_UPGRADE_IDS, Detector,
                                   upgrade_sensor_id)
@@ -290,7 +290,7 @@ def _as_int(values: np.ndarray) -> np.ndarray:
 def _icecube86_rows(rows: dict[str, np.ndarray]) -> np.ndarray:
     """Which rows are IceCube-86 DOMs (string 1..86, dom_number 1..60, dom_type 20 where given)."""
     s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
-    ic = (s >= 1) & (s <= 86) & (d >= 1) & (d <= 60)
+    ic = (s >= 1) & (s <= N_STRINGS) & (d >= 1) & (d <= DOMS_PER_STRING)
     if "dom_type" in rows:
         ic &= _as_int(rows["dom_type"]) == ICECUBE_DOM
     return ic
@@ -307,7 +307,7 @@ def map_sensors(where: str, rows: dict[str, np.ndarray], eno: np.ndarray, geomet
     ic = _icecube86_rows(rows)
     s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
     pos = np.stack([rows[f"dom_{a}"].astype(np.float64, copy=False) for a in "xyz"], axis=1)
-    sid = np.where(ic, (s - 1) * 60 + (d - 1), 0)
+    sid = np.where(ic, (s - 1) * DOMS_PER_STRING + (d - 1), 0)
     ref = load_geometry(None)
     off = np.abs(pos[ic] - ref[sid[ic]]).max(axis=1) if ic.any() else np.zeros(0)
     bad = np.flatnonzero(off > POSITION_TOLERANCE)

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from icezoo.core.batch import angular_error
 from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.engine import loaders, predict
 from icezoo.engine import runs as R
@@ -29,7 +30,7 @@ from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
-from icezoo.zoo import build, resolved_table
+from icezoo.zoo import build, registry
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -206,7 +207,7 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
-    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config)}))
+    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config, registry())}))
     R.write_text_atomic(run.run_dir / "command.txt", run.command + "\n")
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import pipeline_config
 from icezoo.core.tomlwrite import toml_value
 from icezoo.engine.device import PRECISIONS
-from icezoo.zoo import pipeline_config
+from icezoo.zoo import registry
 
 
 @dataclass
@@ -52,7 +53,7 @@ def config_from_options(opts: TrainOptions):
     name = opts.pipeline
     if name is None and opts.pipeline_file is None:
         name = "default"
-    config = pipeline_config(name, opts.pipeline_file)
+    config = pipeline_config(name, opts.pipeline_file, reg=registry())
     over = dict(opts.overrides)
     for key, value in (("epochs", opts.epochs), ("batch_size", opts.batch_size), ("precision", opts.precision),
                        ("accumulate", opts.accumulate), ("batches", opts.batches), ("max_steps", opts.max_steps)):

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import TransformerBlock, mlp, zero_padding
 from icezoo.nn.graph import (Aggregation, EdgeConv, Space, edge_mlp, knn_graph, knn_space,
                              with_global_variables)
@@ -183,8 +183,3 @@ class DynEdgeTITO(Backbone):
             x = norm(x + out if out.shape[-1] == x.shape[-1] else out)
             x = zero_padding(encoder(x, mask), mask)
         return zero_padding(self.post(x), mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [DynEdge, DynNet, DynEdgeTITO]

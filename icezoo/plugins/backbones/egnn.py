@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import zero_padding
 from icezoo.nn.graph import Aggregation, EGNNLayer, Space, knn_graph, knn_space
 
@@ -60,6 +60,10 @@ class EGNN(Backbone):
             return frozenset({"permutation_invariant"})
         return frozenset({"permutation_invariant", "translation_invariant", "vertical_rotation_invariant"})
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        return {"charge_column": config.charge_column} if config.space == "xyztc" else {}
+
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         dim = config.dim or in_dim
@@ -96,8 +100,3 @@ class EGNN(Backbone):
                 index, valid = knn_graph(coords, mask, cfg.k, time=time)
             x, coords = layer(x, coords, mask, index, valid)
         return zero_padding(self.out(x), mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [EGNN]

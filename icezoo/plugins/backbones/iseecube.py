@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, IcezooError, hookimpl
+from icezoo.core import Backbone, Batch, Config, IcezooError
 from icezoo.nn import input_projection, neg_fill, zero_padding
 
 
@@ -185,8 +185,3 @@ class ISeeCube(Backbone):
             mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         x = x + self.pos[:x.shape[1]].to(x.dtype)
         return x + self.encoder(x, mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [ISeeCube]

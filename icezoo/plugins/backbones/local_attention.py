@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, hookimpl
+from icezoo.core import Backbone, Batch
 from icezoo.nn import C_ICE, TransformerBlock, input_projection, knn_mask, masked_knn, zero_padding
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
@@ -60,8 +60,3 @@ class LocalAttention(Backbone):
         for block in self.plain:
             x = block(x, mask)
         return self.norm(x)
-
-
-@hookimpl
-def icezoo_components():
-    return [LocalAttention]

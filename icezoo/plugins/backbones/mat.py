@@ -8,7 +8,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from icezoo.core import Backbone, Batch, hookimpl
+from icezoo.core import Backbone, Batch
 from icezoo.nn import DETECTOR_MAX, DETECTOR_MIN, TransformerBlock, input_projection, masked_softmax, zero_padding
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
@@ -108,8 +108,3 @@ class MoleculeAttentionTransformer(Backbone):
         for block in self.blocks:
             x = block(x, mask, dist=dist, adj=adj)
         return self.norm(x)
-
-
-@hookimpl
-def icezoo_components():
-    return [MoleculeAttentionTransformer]

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import activation, zero_padding
 from icezoo.nn.graph import Space, knn_graph, knn_space, to_edge_index
 
@@ -92,6 +92,10 @@ class PyGConv(Backbone):
         act: str = "gelu"
         residual: bool = Field(True, description="add the layer's input where the widths match")
 
+    @classmethod
+    def feature_columns(cls, config: Config) -> dict[str, int]:
+        return {"charge_column": config.charge_column} if config.space == "xyztc" else {}
+
     def __init__(self, config: Config, in_dim: int):
         super().__init__(config, in_dim)
         check_conv_params(config.conv, config.params)  # at build time: a Config alone never imports PyG
@@ -125,8 +129,3 @@ class PyGConv(Backbone):
         dense = torch.zeros(*mask.shape, x.shape[-1], dtype=x.dtype, device=x.device)
         dense[mask] = x
         return dense
-
-
-@hookimpl
-def icezoo_components():
-    return [PyGConv]

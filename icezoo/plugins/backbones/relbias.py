@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, hookimpl
+from icezoo.core import Backbone, Batch
 from icezoo.nn import C_VACUUM, RelativeAttention, TransformerBlock, input_projection, sinusoidal, zero_padding
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
@@ -99,8 +99,3 @@ class RelBiasTransformer(Backbone):
         for block in self.plain:
             x = block(x, mask)
         return self.norm(x)
-
-
-@hookimpl
-def icezoo_components():
-    return [RelBiasTransformer]

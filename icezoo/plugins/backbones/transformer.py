@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Backbone, Batch, Config, hookimpl
+from icezoo.core import Backbone, Batch, Config
 from icezoo.nn import input_projection, zero_padding
 from icezoo.plugins.backbones.common import model_width
 
@@ -78,8 +78,3 @@ class Transformer(Backbone):
             x = torch.cat([self.cls_token.to(x.dtype).expand(b, 1, -1), x], dim=1)
             mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         return self.encoder(x, mask=mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [Transformer]

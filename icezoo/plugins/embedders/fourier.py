@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Batch, Config, Embedder, hookimpl
+from icezoo.core import Batch, Config, Embedder
 from icezoo.nn import mlp, sinusoidal, zero_padding
 
 
@@ -63,8 +63,3 @@ class FourierEmbedder(Embedder):
         if cfg.aux_column is not None:
             parts.append(self.aux((x[..., cfg.aux_column] > 0).long()).to(x.dtype))
         return self.proj(torch.cat(parts, dim=-1))
-
-
-@hookimpl
-def icezoo_components():
-    return [FourierEmbedder]

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Batch, Config, Embedder, hookimpl
+from icezoo.core import Batch, Config, Embedder
 from icezoo.nn import activation, zero_padding
 from icezoo.nn.graph import Aggregation, EdgeConv, edge_mlp, knn_graph, knn_space, with_global_variables
 
@@ -69,8 +69,3 @@ class GraphNetEmbedder(Embedder):
         x = with_global_variables(x, batch.xyzt, mask, index, valid)
         x = torch.cat([x, self.conv(x, mask, index, valid)], dim=-1)
         return zero_padding(self.proj(x), mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [GraphNetEmbedder]

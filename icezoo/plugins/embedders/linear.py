@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from icezoo.core import Batch, Config, Embedder, hookimpl
+from icezoo.core import Batch, Config, Embedder
 from icezoo.nn import mlp, post_norm, zero_padding
 
 
@@ -64,8 +64,3 @@ class IdentityEmbedder(Embedder):
 
     def forward(self, features: torch.Tensor, batch: Batch) -> torch.Tensor:
         return zero_padding(features, batch.mask)
-
-
-@hookimpl
-def icezoo_components():
-    return [IdentityEmbedder, LinearEmbedder, MLPEmbedder]

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from icezoo.core import PAD_SENSOR, Batch, Config, Embedder, hookimpl
+from icezoo.core import PAD_SENSOR, Batch, Config, Embedder
 from icezoo.nn import post_norm, zero_padding
 
 
@@ -56,8 +56,3 @@ class SensorEmbedding(Embedder):
         else:
             out = self.proj(torch.cat([x, emb], dim=-1))
         return self.norm(out)
-
-
-@hookimpl
-def icezoo_components():
-    return [SensorEmbedding]

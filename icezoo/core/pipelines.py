@@ -1,22 +1,29 @@
-"""Pipeline descriptions: the ``[pipelines.NAME]`` tables of registry.toml, resolved and validated.
+"""Pipelines, from a name to a checked config: the one module that resolves them.
+
+Where named pipelines come from (:class:`Pipelines`: the ``[pipelines.NAME]`` tables of the files
+that plugins register through ``icezoo_pipeline_files``, plus a ``--pipeline-file`` laid over
+them), what a pipeline is (:class:`PipelineConfig`), how a name becomes one (``parent`` chains
+merged: tables merge recursively, arrays replace, a cycle is an error), and the check that every
+component exists and takes its params (:func:`checked_pipeline`), so errors name the file the
+pipeline came from. The composer (:mod:`icezoo.core.compose`) then builds a checked config.
 
 A table names one component per stage as ``{ name = "...", param = value, ... }`` (a bare string
-is a component with default params). ``parent = "OTHER"`` inherits OTHER's table: tables merge
-recursively, arrays replace, a cycle is an error. Component params are validated later by the
-composer against each component's own Config; here only the pipeline's shape is checked.
+is a component with default params).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from icezoo.core.components import DEFAULT_MAX_PULSES, STAGES, Stage
+from icezoo.core.components import DEFAULT_MAX_PULSES, STAGES, Component, Config, Stage
 from icezoo.core.errors import IcezooError, format_validation_error
-from icezoo.core.registry import Registry, normalise
-
+from icezoo.core.names import add_once, did_you_mean, normalise, read_tables
 
 class ComponentRef(BaseModel):
     """A component by name plus its params (validated by the component's Config)."""
@@ -24,8 +31,9 @@ class ComponentRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    #: only for losses: the term's weight in the sum
-    weight: float = 1.0
+    #: only for losses: the term's weight in the sum (finite and not negative: a NaN weight would make
+    #: every step's loss NaN, each step skipped by the NaN guard, and the run end "done" untrained)
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
     freeze: bool = False
     #: model stages only: start this component from the same component of that pipeline's newest run (EXP_100)
@@ -206,6 +214,68 @@ PipelineConfig.__doc__ = "A fully resolved pipeline: one component (or list) per
 STAGE_NAMES = (*(s.kind for s in STAGES), "train")
 
 
+def pipeline_from_table(name: str, table: dict[str, Any], where: str | None = None) -> PipelineConfig:
+    """Validate a (resolved) table; errors read ``pipelines.NAME.stage.field: message``."""
+    prefix = where if where else f"pipelines.{name}"
+    try:
+        return PipelineConfig.model_validate({**table, "name": name})
+    except ValidationError as exc:
+        raise IcezooError(format_validation_error(prefix, exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Where named pipelines come from
+
+
+@dataclass
+class PipelineSource:
+    """One ``[pipelines.NAME]`` table as written, and the file it came from."""
+
+    name: str
+    table: dict[str, Any]
+    file: str
+
+
+class Pipelines(dict[str, PipelineSource]):
+    """The named pipelines, keyed by normalised name: a name two files define is an error naming both."""
+
+    def add_file(self, path: str | Path) -> None:
+        """Add every ``[pipelines.NAME]`` table of a TOML file."""
+        for source in read_pipeline_file(path).values():
+            add_once(self, source.name, source, source.file, "pipeline")
+
+    def find(self, name: str) -> PipelineSource:
+        """The source of a pipeline; a miss says "did you mean"."""
+        key = normalise(name)
+        if key in self:
+            return self[key]
+        raise IcezooError(f"unknown pipeline '{name}'{did_you_mean(name, (p.name for p in self.values()))}")
+
+    def overlay(self, sources: dict[str, PipelineSource]) -> "Pipelines":
+        """A copy in which ``sources`` (a file's, from :func:`read_pipeline_file`) replace the pipelines
+        of the same name; they may name any other one as their parent."""
+        return Pipelines({**{key: src for key, src in self.items() if key not in sources}, **sources})
+
+
+def read_pipeline_file(path: str | Path) -> dict[str, PipelineSource]:
+    """The ``[pipelines.NAME]`` tables of a TOML file, keyed by lookup key."""
+    return read_tables(path, "pipelines", PipelineSource, "pipeline")
+
+
+# ---------------------------------------------------------------------------------------------
+# From a name to a checked config
+
+
+class RegistryView(Protocol):
+    """What resolving and checking a pipeline needs of a registry: :class:`icezoo.core.registry.Registry`
+    is one (that module imports this one to hold the pipelines it collects, so this one does not import it)."""
+
+    pipelines: Pipelines
+
+    def get(self, kind: str, name: str) -> Any:
+        """The component spec (``.cls``, ``.name``) of a kind and name; a miss says "did you mean"."""
+
+
 def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Recursive merge: tables merge key by key, everything else (arrays included) replaces."""
     out = copy.deepcopy(base)
@@ -217,48 +287,97 @@ def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_table(registry: Registry, name: str) -> dict[str, Any]:
+def resolve_table(pipelines: Pipelines, name: str) -> dict[str, Any]:
     """The pipeline's table with its ``parent`` chain merged in (root first)."""
-    chain: list[str] = []
-    source = registry.pipeline(name)
-    tables = []
+    first = source = pipelines.find(name)
+    chain: list[PipelineSource] = []
     while True:
-        key = normalise(source.name)
-        if key in chain:
-            cycle = " -> ".join([*(registry.pipeline(c).name for c in chain), source.name])
-            raise IcezooError(f"pipelines.{registry.pipeline(name).name}: cycle of parents: {cycle}")
-        chain.append(key)
-        tables.append(source.table)
+        if source in chain:
+            cycle = " -> ".join([*(s.name for s in chain), source.name])
+            raise IcezooError(f"pipelines.{first.name}: cycle of parents: {cycle}")
+        chain.append(source)
         parent = source.table.get("parent")
         if parent is None:
             break
         if not isinstance(parent, str):
             raise IcezooError(f"{source.file}: pipelines.{source.name}.parent must be a pipeline name")
         try:
-            source = registry.pipeline(parent)
+            source = pipelines.find(parent)
         except IcezooError as exc:
-            raise IcezooError(f"{registry.pipeline(name).file}: pipelines.{chain_name(registry, chain[-1])}.parent: {exc}") from None
+            raise IcezooError(f"{first.file}: pipelines.{source.name}.parent: {exc}") from None
     merged: dict[str, Any] = {}
-    for table in reversed(tables):
-        merged = merge_tables(merged, table)
+    for link in reversed(chain):
+        merged = merge_tables(merged, link.table)
     merged.pop("parent", None)
     return merged
 
 
-def chain_name(registry: Registry, key: str) -> str:
-    return registry.pipeline(key).name
+def load_pipeline(reg: RegistryView, name: str) -> PipelineConfig:
+    """A named pipeline, resolved through its parents and validated (its shape; not yet its components)."""
+    source = reg.pipelines.find(name)
+    return pipeline_from_table(source.name, resolve_table(reg.pipelines, name))
 
 
-def pipeline_from_table(name: str, table: dict[str, Any], where: str | None = None) -> PipelineConfig:
-    """Validate a (resolved) table; errors read ``pipelines.NAME.stage.field: message``."""
-    prefix = where if where else f"pipelines.{name}"
+def validate_params(cls: type[Component], params: dict[str, Any], path: str) -> Config:
+    """A component's params validated by its Config; errors name the path (``pipelines.X.backbone.depth``)."""
     try:
-        return PipelineConfig.model_validate({**table, "name": name})
+        return cls.Config.model_validate(params)
     except ValidationError as exc:
-        raise IcezooError(format_validation_error(prefix, exc)) from None
+        raise IcezooError(format_validation_error(path, exc)) from None
 
 
-def load_pipeline(registry: Registry, name: str) -> PipelineConfig:
-    """A named pipeline, resolved through its parents and validated."""
-    source = registry.pipeline(name)
-    return pipeline_from_table(source.name, resolve_table(registry, name))
+def resolved_table(config: PipelineConfig, reg: RegistryView) -> dict[str, Any]:
+    """The pipeline's table with every component found in ``reg`` and its params filled in with their
+    defaults (what a run's config.toml and ``icezoo show`` hold)."""
+    table = config.to_table()
+    root = f"pipelines.{config.name}"
+    for stage in STAGES:
+        kind, many = stage.kind, stage.many
+        refs = config.refs(kind)
+        out = []
+        for i, ref in enumerate(refs):
+            path = f"{root}.{kind}" + (f".{i}" if len(refs) > 1 else "")
+            try:
+                spec = reg.get(kind, ref.name)
+            except IcezooError as exc:
+                raise IcezooError(f"{path}: {exc}") from None
+            params = validate_params(spec.cls, ref.params, path).model_dump()
+            entry = {"name": spec.name, **params}
+            if kind == "loss":
+                entry["weight"] = ref.weight
+            out.append({**entry, **ref.options()})
+        table[kind] = out if many or len(out) > 1 else out[0]
+    table["train"] = config.train.model_dump()
+    return table
+
+
+def checked_pipeline(reg: RegistryView, name: str) -> PipelineConfig:
+    """A named pipeline, its shape and every component's params validated now, so that an error
+    names the file the pipeline came from (``FILE: pipelines.NAME.backbone.dpeth: unknown parameter``)."""
+    source = reg.pipelines.find(name)
+    try:
+        config = load_pipeline(reg, name)
+        resolved_table(config, reg)
+    except IcezooError as exc:
+        msg = str(exc)
+        raise IcezooError(msg if msg.startswith(str(source.file)) else f"{source.file}: {msg}") from None
+    return config
+
+
+def pipeline_config(name: str | None = None, pipeline_file: str | Path | None = None, *,
+                    reg: RegistryView) -> PipelineConfig:
+    """A named pipeline, checked: from ``reg``'s pipelines or from ``pipeline_file`` laid over them
+    (its pipelines may name registered ones as parents). With a file and no name, the file must hold
+    exactly one."""
+    if pipeline_file is not None:
+        sources = read_pipeline_file(pipeline_file)
+        if not sources:
+            raise IcezooError(f"{pipeline_file}: no [pipelines.NAME] table")
+        if name is None:
+            if len(sources) != 1:
+                raise IcezooError(f"{pipeline_file}: holds {len(sources)} pipelines; say which with --pipeline")
+            name = next(iter(sources.values())).name
+        reg = dataclasses.replace(reg, pipelines=reg.pipelines.overlay(sources))
+    elif name is None:
+        raise IcezooError("name a pipeline (--pipeline NAME) or a file (--pipeline-file F)")
+    return checked_pipeline(reg, name)
