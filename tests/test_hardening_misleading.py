@@ -201,3 +201,142 @@ def test_m7_a_kappa_cache_with_wrong_content_is_predicted_anew_not_used(world, d
     assert "(1 made, 1 from the cache" in lines[-1]
     np.testing.assert_array_equal(again[train_ids[0]][0], eid)
     np.testing.assert_allclose(again[train_ids[0]][1], kappa, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ studies (M8-M10)
+STUDY = """
+[studies.mstudy]
+question = "does masked pooling help a tiny model?"
+pipeline = "BASELINE_HF"
+reference = "plain"
+budget = "64"
+seeds = [0]
+size = { "embedder.dim" = 8, "backbone.depth" = 1, "backbone.heads" = 2 }
+common = { "selection.max_pulses" = 16, "train.batch_size" = 32 }
+[studies.mstudy.variants]
+plain = {}
+masked = { pipeline = "BASELINE_HF_V1", log = "better", log_score = "1.169" }
+slower = { set = { "train.lr" = 1e-4 } }
+"""
+
+
+@pytest.fixture
+def study(world, monkeypatch):
+    """The registry seen by the engine, with the study file above added through the hook."""
+    import icezoo.zoo as zoo
+    from icezoo.core import hookimpl
+
+    f = world["root"] / "mstudies.toml"
+    f.write_text(STUDY)
+
+    class Plugin:
+        @hookimpl
+        def icezoo_study_files(self):
+            return [f]
+
+    reg = zoo.make_registry(extra_plugins=[("m-study", Plugin())], autoload=False)
+    monkeypatch.setattr(zoo, "registry", lambda: reg)
+    return world
+
+
+def test_m10_a_truncated_run_json_in_a_study_is_set_aside_and_retrained(study, tmp_path):
+    from icezoo.engine.reproduce import plan_study, reproduce
+
+    runs, data, quiet = tmp_path / "runs", str(study["data"]), (lambda *a: None)
+    reproduce("mstudy", data=data, runs_dir=runs, progress=False, echo=quiet)
+    plan = plan_study("mstudy", data=data, runs_dir=runs, log=quiet)
+    masked = plan.run_dir("masked", 0)
+    text = (masked / "run.json").read_text()
+    (masked / "run.json").write_text(text[: len(text) // 2])  # a crash mid-write (older versions, another tool)
+    said = []
+    out = reproduce("mstudy", data=data, runs_dir=runs, progress=False, echo=said.append)
+    assert any("masked-s0: unusable earlier attempt kept in" in str(s) for s in said), said
+    assert any("masked-s0: trained" in str(s) for s in said) and any("plain-s0: reused" in str(s) for s in said)
+    stale = list((plan.study_dir / ".stale").iterdir())
+    assert len(stale) == 1 and stale[0].name.startswith("masked-s0-")
+    assert (stale[0] / "run.json").read_text() == text[: len(text) // 2]  # kept, not deleted
+    assert json.loads((masked / "run.json").read_text())["status"] == "done" and "masked" in out
+
+
+def test_m8_a_wall_clock_budget_gives_equal_size_variants_equal_steps(study, tmp_path, monkeypatch):
+    """The probe is run once per model size: a machine that slows down between probes (1,628 vs 240
+    steps on a loaded machine) no longer trains two equal-size variants for different lengths."""
+    import icezoo.engine.bench as bench
+    from icezoo.engine.reproduce import fix_steps, plan_study
+
+    speeds = iter([64.0, 9.6, 32.0, 5.0])  # events/s of successive probes: the machine gets busier
+    probed = []
+
+    def fake_bench(pipeline, overrides=None, **kw):
+        probed.append(dict(overrides or {}))
+        return {"train_events_per_s": next(speeds)}
+
+    monkeypatch.setattr(bench, "bench_model", fake_bench)
+    said = []
+    plan = plan_study("mstudy", data=str(study["data"]), budget="0.5min", runs_dir=tmp_path, log=said.append)
+    plan.study_dir.mkdir(parents=True)
+    fix_steps(plan, None, said.append)
+    assert plan.steps == {"plain": 60, "masked": 60, "slower": 60} and len(probed) == 1
+    assert "masked: 64 events/s (benchmark of plain, the same size)" in " ".join(map(str, said))
+    # another size is probed on its own
+    plan = plan_study("mstudy", data=str(study["data"]), budget="0.5min", runs_dir=tmp_path / "b", log=said.append)
+    plan.configs["masked"] = plan.configs["masked"].with_overrides({"embedder.dim": 16}, where="test")
+    plan.study_dir.mkdir(parents=True)
+    fix_steps(plan, None, said.append)
+    assert len(probed) == 3 and plan.steps["plain"] == plan.steps["slower"] != plan.steps["masked"]
+
+
+# ------------------------------------------------------------------------------ M9
+def test_m9_a_stages_bad_init_from_leaves_no_run_directory(world, capsys):
+    spec = 'backbone={name="transformer", depth=1, heads=2, init_from="NOSUCH"}'
+    one_line_error(capsys, *train_args(world, "M9stage", "--set", spec),
+                   contains=("pipelines.tiny.backbone.init_from", "no successful run of pipeline NOSUCH"))
+    assert not (world["runs"] / "M9stage").exists()
+
+
+def _one_file_dataset(world, tmp_path) -> Path:
+    import shutil
+
+    import polars as pl
+
+    one = tmp_path / "one"
+    (one / "train").mkdir(parents=True)
+    shutil.copy(world["data"] / "train" / "batch_1.parquet", one / "train")
+    shutil.copy(world["data"] / "sensor_geometry.csv", one)
+    pl.read_parquet(world["data"] / "train_meta.parquet").filter(pl.col("batch_id") == 1).write_parquet(
+        one / "train_meta.parquet")
+    return one
+
+
+@pytest.mark.parametrize("case", ["single_file_data", "bad_device"])
+def test_m9_reproduce_checks_its_inputs_before_making_the_study_folder(study, tmp_path, capsys, case):
+    runs = tmp_path / "runs"
+    if case == "single_file_data":
+        args, contains = ("--data", _one_file_dataset(study, tmp_path)), ("training needs at least 2 batch files",)
+    else:
+        args, contains = ("--data", study["data"], "--device", "cuda:99", "--budget", "1min"), ("--device cuda:99",)
+    one_line_error(capsys, "reproduce", "mstudy", "--runs-dir", runs, "--no-progress", *args, contains=contains)
+    assert not runs.exists()
+
+
+# ------------------------------------------------------------------------------ M11
+def test_m11_tta_is_bounded_and_says_what_it_does(world, tmp_path, capsys):
+    for cmd in (("evaluate", world["run"]), ("predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv")):
+        one_line_error(capsys, *cmd, "--tta", 1000, contains=("--tta 1000: at most 32 rotations",))
+    assert not (tmp_path / "s.csv").exists()
+    code, out, err = run_cli(capsys, "evaluate", world["run"], "--tta", 3)
+    assert code == 0, err
+    assert "evaluate: 1 run(s) x 1 + 3 view(s) = 4 model pass(es) over" in err  # said before the work starts
+
+
+def test_m11_member_predictions_reports_each_view(world):
+    from icezoo.engine.checkpoints import load_run_model
+    import torch
+
+    from icezoo.engine.predict import member_predictions
+
+    _, info, _, model, _ = load_run_model(str(world["run"]), world["runs"])
+    seen = []
+    member_predictions(model, world["data"], "train", info["split"]["val_batches"], torch.device("cpu"), tta=4,
+                       on_view=lambda: seen.append(1))
+    assert len(seen) == 4

@@ -71,6 +71,16 @@ def test_two_pipeline_files_defining_one_name_is_an_error_naming_both(tmp_path):
         pipelines.add_file(b)
 
 
+def test_a_pipeline_file_replaces_the_registered_pipeline_of_its_name_in_any_spelling(tmp_path):
+    from icezoo.core.pipelines import pipeline_config
+
+    path = tmp_path / "p.toml"
+    path.write_text('[pipelines.Default]\nparent = "BASELINE_HF"\ndescription = "mine"\n')
+    config = pipeline_config("default", path, reg=registry())
+    assert (config.name, config.description) == ("Default", "mine")
+    assert registry().pipelines.find("default").name == "default"  # the registry itself is unchanged
+
+
 # ------------------------------------------------------------------------------- registered by definition
 PLUGIN_MODULE = '''
 """A third-party plugin module with component classes and no list of them."""

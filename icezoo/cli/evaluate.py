@@ -21,7 +21,7 @@ def cmd_evaluate(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: Optional[str] = typer.Option(None),
     no_plots: bool = typer.Option(False, "--no-plots"),
-    tta: int = typer.Option(1, "--tta", min=1, help="also score N rotations about the vertical axis, combined"),
+    tta: int = typer.Option(1, "--tta", min=1, help="also score N rotations about the vertical axis, combined (1..32)"),
 ) -> None:
     """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
     Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and

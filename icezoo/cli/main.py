@@ -22,6 +22,7 @@ from icezoo.cli.predict import cmd_predict
 from icezoo.cli.reproduce import cmd_reproduce
 from icezoo.cli.runs import cmd_runs
 from icezoo.cli.show import cmd_show
+from icezoo.cli.stack import cmd_stack
 from icezoo.cli.simulate import cmd_simulate
 from icezoo.cli.train import cmd_train
 from icezoo.core.errors import IcezooError
@@ -31,7 +32,7 @@ COMMANDS = {
     "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
     "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-    "experiments": cmd_experiments, "reproduce": cmd_reproduce,
+    "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,

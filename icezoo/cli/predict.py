@@ -22,12 +22,14 @@ def cmd_predict(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     workers: int = typer.Option(0, min=0),
     device: Optional[str] = typer.Option(None),
-    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis"),
+    tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis (1..32)"),
+    stacker: Optional[Path] = typer.Option(None, "--stacker", help="combine the runs with this stacker "
+                                           "(icezoo stack) instead of the kappa-weighted mean"),
 ) -> None:
     """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith); several runs:
-    the kappa-weighted mean of their directions (plain mean for heads without kappa)."""
+    the kappa-weighted mean of their directions (plain mean for heads without kappa), or a fitted stacker."""
     from icezoo.engine.predict import predict
 
     use_data(data, pulsemap, truth_table)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
-            device=device, tta=tta)
+            device=device, tta=tta, stacker=str(stacker) if stacker else None)

@@ -14,6 +14,7 @@ loads that component's weights from the pipeline's newest run: :attr:`Pipeline.s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -108,6 +109,8 @@ class Pipeline(nn.Module):
         #: the head output each loss takes (its ``view``): the head's main output where the loss accepts it
         self.loss_views = [head.output if head.output in type(loss).accepts
                            else sorted(type(loss).accepts & head.outputs)[0] for loss in losses]
+        for loss in losses:
+            loss.bind(head)  # e.g. bins_ce reads the head's bin layout
         self.provenance = provenance
         self.cls_token = "adds_cls_token" in declared(backbone)
         #: modules kept fixed (``freeze = true``): no gradient, and in eval mode even when training
@@ -164,6 +167,32 @@ class Pipeline(nn.Module):
         return self
 
     _trace = staticmethod(_trace)
+
+
+def _reads_features(features: list) -> Callable:
+    """compose's check of a backbone stage: the feature columns it reads by index exist."""
+    columns = [c for f in features if not f.event_level for c in f.feature_names()]
+
+    def check(spec: ComponentSpec, cfg, path: str) -> None:
+        for param, col in spec.cls.feature_columns(cfg).items():
+            if not 0 <= col < len(columns):
+                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {len(columns)} "
+                                  f"columns (0..{len(columns) - 1}: {', '.join(columns)})")
+
+    return check
+
+
+def _accepts_head(head) -> Callable:
+    """compose's check of a loss: it takes one of the head's outputs."""
+
+    def check(spec: ComponentSpec, cfg, path: str) -> None:
+        if not spec.cls.accepts & head.outputs:
+            raise IcezooError(
+                f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
+                f"but head '{head.name}' gives {' and '.join(sorted(head.outputs))}"
+            )
+
+    return check
 
 
 def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
@@ -224,16 +253,8 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     event_dim = sum(f.out_dim for f in features if f.event_level)
     if feature_dim == 0:
         raise IcezooError(f"{root}.features: no pulse-level feature extractor (only event-level ones)")
-    columns = [c for f in features if not f.event_level for c in f.feature_names()]
-
-    def reads_features(spec: ComponentSpec, cfg, path: str) -> None:
-        for param, col in spec.cls.feature_columns(cfg).items():
-            if not 0 <= col < feature_dim:
-                raise IcezooError(f"{path}.{param}: column {col}, but the pulse features have {feature_dim} "
-                                  f"columns (0..{feature_dim - 1}: {', '.join(columns)})")
-
     (embedder,) = make("embedder", feature_dim)
-    backbones = make("backbone", embedder.out_dim, check=reads_features)
+    backbones = make("backbone", embedder.out_dim, check=_reads_features(features))
     concat = [ref.concat for ref in config.refs("backbone")]
     if any(concat) and "adds_cls_token" in declared(backbones[-1]):
         raise IcezooError(f"{root}.backbone: concat needs a last stage without a CLS token (the slots would not line up)")
@@ -241,16 +262,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
     poolers = make("pooler", backbone.out_dim)
     (head,) = make("head", sum(p.out_dim for p in poolers) + event_dim)
 
-    def accepts_head(spec: ComponentSpec, cfg, path: str) -> None:
-        if not spec.cls.accepts & head.outputs:
-            raise IcezooError(
-                f"{path}: {spec.name} takes a head output of {' or '.join(sorted(spec.cls.accepts))}, "
-                f"but head '{head.name}' gives {' and '.join(sorted(head.outputs))}"
-            )
-
-    losses = make("loss", check=accepts_head)
-    for loss in losses:
-        loss.bind(head)
+    losses = make("loss", check=_accepts_head(head))
     weights = [ref.weight for ref in config.loss]
     pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits

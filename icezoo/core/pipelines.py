@@ -292,7 +292,7 @@ def resolve_table(pipelines: Pipelines, name: str) -> dict[str, Any]:
     first = source = pipelines.find(name)
     chain: list[PipelineSource] = []
     while True:
-        if source in chain:
+        if any(link is source for link in chain):
             cycle = " -> ".join([*(s.name for s in chain), source.name])
             raise IcezooError(f"pipelines.{first.name}: cycle of parents: {cycle}")
         chain.append(source)

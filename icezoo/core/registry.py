@@ -57,10 +57,11 @@ class ComponentSpec:
 
 @dataclass
 class Registry:
-    """The registered components (looked up here), and the named pipelines and study files the plugins ship."""
+    """The registered components and data formats (looked up here), and what the plugins ship for other
+    modules to read: the named pipelines (resolved by :mod:`icezoo.core.pipelines`) and the study files."""
 
     components: dict[tuple[str, str], ComponentSpec] = field(default_factory=dict)
-    pipelines: Pipelines = field(default_factory=Pipelines)
+    pipelines: Pipelines = field(default_factory=Pipelines)  # read by icezoo.core.pipelines
     plugins: dict[str, str] = field(default_factory=dict)  # plugin name -> package
     #: (kind, normalised former name) -> (kind, normalised name) of the component that declares it
     aliases: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)

@@ -55,10 +55,18 @@ def rotation_z(theta: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+#: the most TTA views: each is a full pass of the model over the events, and views 2 pi / 32 apart
+#: already differ by less than the detector's string spacing seen from its centre
+MAX_TTA = 32
+
+
 def tta_angles(n: int) -> list[float]:
     """``n`` rotations evenly spaced over the full turn, starting with the identity."""
     if n < 1:
         raise IcezooError(f"--tta {n}: at least 1 (1 = no augmentation)")
+    if n > MAX_TTA:
+        raise IcezooError(f"--tta {n}: at most {MAX_TTA} rotations (each is a full pass of the model over the "
+                          f"events: --tta {n} would take {n}x as long as no TTA for views a few degrees apart)")
     return [2.0 * np.pi * k / n for k in range(n)]
 
 

@@ -24,6 +24,7 @@ import matplotlib
 import numpy as np
 import polars as pl
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from icezoo.core.atomic import atomic_path
@@ -355,13 +356,21 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     views = sorted({1, tta})
     preds: dict[str, dict[str, np.ndarray]] = {}
     by_view: dict[int, list] = {n: [] for n in views}
-    for run_dir, info, config, model, _ in members:
-        model.to(dev)
-        precision = (info.get("precision") or {}).get("final") or config.train.precision
-        for n in views:
-            p = member_predictions(model, data_dir, "train", ids, dev, precision, n, batch_size)
-            preds[run_dir.name + (f" + TTA {n}" if n > 1 else "")] = p
-            by_view[n].append(p)
+    passes = len(members) * sum(views)
+    if echo:  # the only line before the work: TTA is one model pass per view
+        print(f"evaluate: {len(members)} run(s) x {' + '.join(map(str, views))} view(s) = {passes} model pass(es) "
+              f"over {len(truth_ids):,} events of {split_name}", file=sys.stderr)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=not echo) as bar:
+        task = bar.add_task("model passes", total=passes)
+        for run_dir, info, config, model, _ in members:
+            model.to(dev)
+            precision = (info.get("precision") or {}).get("final") or config.train.precision
+            for n in views:
+                p = member_predictions(model, data_dir, "train", ids, dev, precision, n, batch_size,
+                                       on_view=lambda: bar.advance(task))
+                preds[run_dir.name + (f" + TTA {n}" if n > 1 else "")] = p
+                by_view[n].append(p)
     singles = [run_dir.name for run_dir, *_ in members]
     if len(members) > 1:
         for n in views:

@@ -67,10 +67,10 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
 
 
 def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
-                       batch_size: int = 256, workers: int = 0) -> dict[str, np.ndarray]:
+                       batch_size: int = 256, workers: int = 0, on_view=None) -> dict[str, np.ndarray]:
     """One model's directions and kappas on batch files ``ids`` (sorted by event id), with ``tta``
     rotations of the detector about the vertical axis combined by the ensemble rule (``tta = 1``:
-    none; see :mod:`icezoo.engine.ensemble`)."""
+    none; see :mod:`icezoo.engine.ensemble`); ``on_view()`` is called after each view (progress)."""
     geometry = load_geometry(data_dir)
     views = []
     for theta in tta_angles(tta):
@@ -80,6 +80,8 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
         order = np.argsort(res["event_id"], kind="stable")
         views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
                       "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+        if on_view is not None:
+            on_view()
     for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
         if not np.array_equal(v["event_id"], views[0]["event_id"]):
             raise IcezooError("TTA: the rotated views did not score the same events")
@@ -87,11 +89,36 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
     return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
 
 
+def _log_written(run_dirs: list[Path], what: str, counts: dict[str, Any], stacker: str | None, echo) -> None:
+    """The submission's counts into each run's log, and the one-line summary."""
+    for run_dir in run_dirs:
+        R.RunLog(run_dir / R.LOG_FILE)(f"{what}: {counts}", echo=False)
+    if echo:
+        by = "the model" if len(run_dirs) == 1 else f"the ensemble of {len(run_dirs)} runs"
+        by += (f" stacked by {stacker}" if stacker else "") + (f" with TTA {counts['tta']}" if counts["tta"] > 1 else "")
+        echo(f"wrote {counts['out']}: {counts['events']:,} events ({counts['model']:,} by {by}, "
+             f"{counts['fallback_one_pulse']:,} one-pulse fallback, {counts['fallback_no_pulse']:,} no-pulse fallback) "
+             f"from {counts['checkpoint']}")
+
+
+def _combiner(stacker: str | None, names: list[str]):
+    """How one batch file's member predictions become the submission's: one member as it is, several
+    by the kappa-weighted mean, or by a fitted stacker file (checked to be fitted on these runs)."""
+    if stacker is None:
+        return lambda preds: preds[0] if len(preds) == 1 else ensemble_of(preds)
+    from icezoo.engine import stacker as S
+
+    fitted = S.load(stacker)
+    S.check_members(fitted, names, f"--stacker {stacker}")
+    return lambda preds: S.apply(fitted, preds)
+
+
 def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
             runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
-            tta: int = 1, echo=print) -> dict[str, Any]:
+            tta: int = 1, echo=print, stacker: str | None = None) -> dict[str, Any]:
     """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
-    directions, :mod:`icezoo.engine.ensemble`), optionally with ``tta`` rotations; returns counts."""
+    directions, :mod:`icezoo.engine.ensemble`, or a fitted ``stacker`` file, :mod:`icezoo.engine.stacker`),
+    optionally with ``tta`` rotations; returns counts."""
     data_dir = Path(data)
     meta_file = data_dir / f"{split}_meta.parquet"
     if foreign_source(data_dir) is None and not meta_file.is_file():
@@ -104,6 +131,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     run_names = [run] if isinstance(run, str) else list(run)
     check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
+    combined = _combiner(stacker, [R.resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
         note = R.unfinished_note(run_dir, info, ckpt)
@@ -128,11 +156,12 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     precisions = [(info.get("precision") or {}).get("final") or config.train.precision
                   for _, info, config, _, _ in members]
     with Progress(transient=True, disable=not echo) as progress:
-        task = progress.add_task(f"predict {split}", total=len(wanted))
+        task = progress.add_task(f"predict {split}" + (f" (TTA {tta} rotations)" if tta > 1 else ""),
+                                 total=len(wanted))
         for bid in wanted:
             preds = [member_predictions(model, data_dir, split, [bid], dev, prec, tta, batch_size, workers)
                      for (_, _, _, model, _), prec in zip(members, precisions)]
-            res = preds[0] if len(preds) == 1 else ensemble_of(preds)
+            res = combined(preds)
             bad = np.flatnonzero(~np.isfinite(res["direction"]).all(axis=1))
             if len(bad):  # never write NaN into a submission
                 raise IcezooError(f"the model's direction is not finite for {len(bad)} event(s) of "
@@ -161,10 +190,5 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
               "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}
-    for run_dir, *_ in members:
-        R.RunLog(run_dir / R.LOG_FILE)(f"predict {data_dir} {split} -> {out}: {counts}", echo=False)
-    if echo:
-        what = "the model" if len(members) == 1 else f"the ensemble of {len(members)} runs"
-        echo(f"wrote {out}: {len(event_ids):,} events ({n_model:,} by {what}{f' with TTA {tta}' if tta > 1 else ''}, "
-             f"{n_one:,} one-pulse fallback, {n_zero + n_absent:,} no-pulse fallback) from {counts['checkpoint']}")
+    _log_written([m[0] for m in members], f"predict {data_dir} {split} -> {out}", counts, stacker, echo)
     return counts

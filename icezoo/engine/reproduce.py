@@ -133,6 +133,18 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     return Plan(study, bud, seed_list, data, data_dir, study_dir, configs, command=" ".join(cmd))
 
 
+def check_inputs(plan: Plan, device: str | None) -> None:
+    """What every variant's training would check first, checked before anything is written: the
+    device, and the data's training and validation files under each variant's split."""
+    from icezoo.engine.device import Distributed, pick_device
+    from icezoo.engine.train.plan import resolve_data
+
+    pick_device(None, device)
+    splits = {(c.train.batches, c.train.val_batches) for c in plan.configs.values()}
+    for batches, val_batches in sorted(splits, key=str):
+        resolve_data(str(plan.data_dir), batches, val_batches, lambda *_a, **_k: None, Distributed())
+
+
 def _overrides(plan: Plan, label: str) -> dict[str, Any]:
     over = dict(plan.study.overrides(label))
     over["train.max_steps"] = plan.steps[label]
@@ -145,24 +157,42 @@ def _overrides(plan: Plan, label: str) -> dict[str, Any]:
 
 def fix_steps(plan: Plan, device: str | None, log) -> None:
     """Loader steps per variant: from the events budget, or measured for a wall-clock budget (once:
-    kept in the study's manifest so a resumed study trains exactly the planned runs)."""
+    kept in the study's manifest so a resumed study trains exactly the planned runs). The speed is
+    measured once per model size (:func:`size_key`): variants of one size train the same number of
+    steps, never a length decided by how loaded the machine was during each one's probe."""
     manifest = plan.study_dir / MANIFEST
     known = R.read_json(manifest).get("steps", {}) if manifest.is_file() else {}
+    speed: dict[str, tuple[str, float]] = {}  # size key -> (variant probed, events/s)
     for label, config in plan.configs.items():
         if label in known:
             plan.steps[label] = int(known[label])
             continue
         bs = config.train.batch_size
         steps = plan.budget.steps(bs)
-        if steps is None:  # minutes: a short benchmark of this variant on this machine
-            from icezoo.engine.bench import bench_model
+        if steps is None:  # minutes: a short benchmark of this size on this machine
+            key = size_key(config)
+            if key not in speed:
+                from icezoo.engine.bench import bench_model
 
-            over = {k: v for k, v in plan.study.overrides(label).items() if k != "train.max_steps"}
-            res = bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
-            steps = max(1, int(plan.budget.minutes * 60 * res["train_events_per_s"] / bs))
-            log(f"{label}: {res['train_events_per_s']:.0f} events/s (benchmark) -> {steps} steps "
-                f"in {plan.budget}")
+                over = {k: v for k, v in plan.study.overrides(label).items() if k != "train.max_steps"}
+                res = bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
+                speed[key] = (label, float(res["train_events_per_s"]))
+            probed, rate = speed[key]
+            steps = max(1, int(plan.budget.minutes * 60 * rate / bs))
+            how = "benchmark" if probed == label else f"benchmark of {probed}, the same size"
+            log(f"{label}: {rate:.0f} events/s ({how}) -> {steps} steps in {plan.budget}")
         plan.steps[label] = steps
+
+
+def size_key(config) -> str:
+    """What decides a variant's training speed: its embedder and backbone (the model's size and
+    shape), pulses per event, batch size, precision and accumulation; not its features, pooling,
+    head, loss or learning rate, which cost little or nothing per step."""
+    table = config.to_table()
+    ts = config.train
+    return json.dumps({"embedder": table.get("embedder"), "backbone": table.get("backbone"),
+                       "max_pulses": config.max_pulses, "batch_size": ts.batch_size, "precision": ts.precision,
+                       "accumulate": ts.accumulate}, sort_keys=True, default=str)
 
 
 def write_manifest(plan: Plan) -> None:
@@ -192,10 +222,14 @@ def _simulator_version(data_dir: Path) -> str | None:
 
 # ------------------------------------------------------------------------------ running
 def run_state(run_dir: Path) -> str:
-    """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``."""
+    """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``
+    (nothing there, or an unusable attempt: failed, no checkpoint, or a run.json that cannot be read)."""
     if not (run_dir / R.RUN_FILE).is_file():
         return "fresh"
-    status = R.load_run(run_dir).get("status")
+    try:
+        status = R.load_run(run_dir).get("status")
+    except IcezooError:  # a damaged run.json (truncated by a crash): an unusable attempt, set aside and retrained
+        return "fresh"
     if status == "done" and (run_dir / R.BEST).is_file():
         return "done"
     if status in ("running", "interrupted") and (run_dir / R.LAST).is_file():
@@ -316,6 +350,7 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
     """Run (or finish) the study and write its comparison; returns the comparison. ``threads`` sets
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
     plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
+    check_inputs(plan, device)  # before the study directory exists: a bad input leaves nothing behind
     if threads:
         import torch
 

@@ -227,7 +227,7 @@ class GraphNetSource(DataSource):
         s, e = self._range(split, batch_id)
         events = self._index(split)[0][s:e]
         table = self.pulse_table
-        cols = [c for c in (*PULSE_REQUIRED, *PULSE_OPTIONAL) if c in self._tables()[table]]
+        cols = [c for c in (*PULSE_REQUIRED, "pmt_number", "dom_type") if c in self._tables()[table]]
         rows = self._read(table, cols, int(events[0]), int(events[-1]))
         eno = rows["event_no"].astype(np.int64)
         for c in ("dom_x", "dom_y", "dom_z", "dom_time", "charge", "hlc", "string", "dom_number"):

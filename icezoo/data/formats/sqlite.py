@@ -4,6 +4,7 @@ never the whole table. See :mod:`.graphnet` for the schema and the mapping."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -85,8 +86,9 @@ class SQLiteSource(GraphNetSource):
         rows = self._sql(query, args)
         if not rows:
             return {c: np.zeros(0) for c in columns}
-        try:
-            arr = np.array(rows, dtype=np.float64)
+        try:  # no per-value numpy conversion of a list of tuples: one flat pass (the read's main cost)
+            arr = np.fromiter(itertools.chain.from_iterable(rows), np.float64, len(rows) * len(columns))
+            arr = arr.reshape(len(rows), len(columns))
         except (TypeError, ValueError):
             c, r = _non_numeric(rows, columns)
             raise IcezooError(f"{self.where(table)}: column {c} holds {rows[r][columns.index(c)]!r} "
@@ -95,10 +97,9 @@ class SQLiteSource(GraphNetSource):
 
 
 def _non_numeric(rows, columns) -> tuple[str, int]:
+    """(column, row) of the first value that is not a number."""
     for r, row in enumerate(rows):
         for i, v in enumerate(row):
-            if not isinstance(v, (int, float)) and v is not None:
-                return columns[i], r
-            if v is None:
+            if v is not None and not isinstance(v, (int, float)):  # text or a blob (NULL reads as NaN)
                 return columns[i], r
     return columns[0], 0

@@ -120,6 +120,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
                        keep=dist.main and run.resume_ckpt is None)
     run.keep_events = _kappa_filter(run)
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
+    # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
+    stage_inits = init_stages(model, runs_dir, run.log) if run.resume_ckpt is None and model.stage_inits else None
     if run.resume_ckpt is None:
         run.run_dir = Path(dist.on_main(_open, run, where))
         if dist.main:
@@ -128,8 +130,8 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     if init_src is not None:
         run.log(init_report_text(str(init_src), rep))
         run.update(init_from=str(init_src), init_report=rep)
-    if run.resume_ckpt is None and model.stage_inits:  # stages taken from other runs (EXP_100)
-        run.update(stage_inits=init_stages(model, runs_dir, run.log))
+    if stage_inits is not None:
+        run.update(stage_inits=stage_inits)
 
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
