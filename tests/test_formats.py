@@ -106,6 +106,9 @@ def test_train_one_step_and_predict(sources, fmt, tmp_path, capsys):
     cli("train", "--pipeline-file", tmp_path / "p.toml", "--data", sources[fmt], *extra, "--max-steps", 1,
         "--runs-dir", tmp_path / "runs", "--name", "r", "--no-progress")
     cli("predict", "r", "--runs-dir", tmp_path / "runs", "--data", sources[fmt], "--out", tmp_path / "p.csv")
+    capsys.readouterr()
+    cli("evaluate", "r", "--runs-dir", tmp_path / "runs", "--no-plots")  # the run's own validation batch
+    assert "LineFit" in capsys.readouterr().out
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "event_id,azimuth,zenith" and len(rows) == N_EVENTS + 1
     assert sorted(int(r.split(",")[0]) for r in rows[1:]) == sorted(sources["truth"]["event_no"].tolist())
@@ -259,3 +262,18 @@ def test_sqlite_reads_an_event_no_range_through_the_index(sources):
     plan = " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN SELECT dom_time FROM SRTInIcePulses "
                                                "WHERE event_no >= 1 AND event_no <= 5"))
     assert "INDEX event_no_SRTInIcePulses" in plan
+
+
+def test_loader_workers_reopen_the_source(sources):
+    """A source pickles to worker processes without its open SQLite handle (and with its options)."""
+    from icezoo.data.formats import open_source
+    from icezoo.data.loader import make_loader
+    from icezoo.plugins.features import KaggleNorm
+    from icezoo.plugins.selection import TimeOrder
+
+    open_source(sources["sqlite"], pulsemap="SRTInIcePulses")
+    sel, feats = TimeOrder(TimeOrder.Config(max_pulses=32)), [KaggleNorm(KaggleNorm.Config())]
+    runs = [list(make_loader(sources["sqlite"], "train", [2, 3], sel, feats, 64, seed=1, num_workers=w))
+            for w in (0, 1)]
+    assert len(runs[0]) == len(runs[1]) > 0
+    assert all(torch.equal(a.features, b.features) and torch.equal(a.event_id, b.event_id) for a, b in zip(*runs))

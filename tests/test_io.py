@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from icezoo.core import IcezooError
 from icezoo.data.io import (chunk_to_batch, list_batches, load_geometry, parse_batches, read_chunk, split_batches,
@@ -133,6 +135,27 @@ def test_batch_ranges():
         parse_batches("abc", avail)
     with pytest.raises(IcezooError, match="no available"):
         parse_batches("20:30", avail)
+
+
+@given(ids=st.lists(st.integers(0, 700), min_size=1, max_size=60),
+       extra=st.lists(st.integers(0, 700), max_size=60))
+def test_format_batches_round_trips_through_parse_batches(ids, extra):
+    """What the ledger and the evaluation write as a batch range reads back as the same files."""
+    from icezoo.data.io import format_batches
+
+    text = format_batches(ids)
+    assert parse_batches(text, ids + extra) == sorted(set(ids))
+    assert format_batches(parse_batches(text, ids)) == text
+
+
+def test_format_batches_writes_runs_as_ranges():
+    from icezoo.data.io import format_batches
+
+    assert format_batches([5, 1, 2, 3]) == "1-3,5" and format_batches([7]) == "7" and format_batches([]) == "-"
+    assert parse_batches("1-3,5", list(range(1, 11))) == [1, 2, 3, 5]
+    assert parse_batches("1:3,9", list(range(1, 11))) == [1, 2, 3, 9]
+    with pytest.raises(IcezooError, match="empty range"):
+        parse_batches("4-2", list(range(1, 11)))
 
 
 def test_split_batches_holds_out_validation():

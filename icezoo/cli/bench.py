@@ -3,9 +3,6 @@ model (``model``) and ``icezoo predict`` end to end (``predict``). The engine me
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -13,16 +10,6 @@ import typer
 
 from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
 from icezoo.core.errors import IcezooError
-from icezoo.core.memory import peak_rss_mib
-
-def _components(max_pulses: int):
-    """The bench's fixed chain: aux-first selection, kaggle_norm + qe + ice_properties."""
-    from icezoo.plugins.features import QE, IceProperties, KaggleNorm
-    from icezoo.plugins.selection import AuxFirst
-
-    sel = AuxFirst(AuxFirst.Config(max_pulses=max_pulses))
-    feats = [KaggleNorm(KaggleNorm.Config()), QE(QE.Config()), IceProperties(IceProperties.Config())]
-    return sel, feats
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -33,21 +20,6 @@ def _parse_ints(text: str, what: str) -> list[int]:
     if not values or min(values) < 1:
         raise IcezooError(f"{what} {text!r}: expected positive integers")
     return values
-
-
-def _make_dataset(out: Path, events: int, per_file: int, seed: int) -> str:
-    """A temporary dataset: the simulator when available, else random events in the same layout."""
-    try:
-        from icezoo.data.simulator import simulate
-    except ImportError:
-        simulate = None
-    if simulate is not None:
-        simulate(out, events, events_per_batch=per_file, seed=seed)
-        return "simulator"
-    from icezoo.data.io import write_toy_dataset
-
-    write_toy_dataset(out, n_files=max(1, -(-events // per_file)), events_per_file=per_file, seed=seed, mean_pulses=120)
-    return "random toy events"
 
 
 def cmd_bench_data(
@@ -67,52 +39,13 @@ def cmd_bench_data(
     Reports wall-clock events/s and events per CPU-second of this process (the fairer single-core
     figure on a shared machine; set POLARS_MAX_THREADS=1 so the parquet decode stays on one core).
     """
-    import resource
-    import tempfile
-    import tracemalloc
-
-    from icezoo.data.io import list_batches, parse_batches
-    from icezoo.data.loader import make_loader
+    from icezoo.engine.bench_data import bench_data, format_bench_data
 
     widths = _parse_ints(max_pulses, "--max-pulses")
     use_data(data, pulsemap, truth_table)
-    tmp = None
-    try:
-        if data is None:
-            tmp = tempfile.TemporaryDirectory(prefix="icezoo-bench-data-")
-            data = Path(tmp.name) / "data"
-            t0 = time.perf_counter()
-            how = _make_dataset(data, events, min(50_000, events), seed=0)
-            typer.echo(f"temporary dataset: {events} events ({how}, {time.perf_counter() - t0:.1f} s) in {data}")
-        ids = parse_batches(batches, list_batches(data, split))
-        for width in widths:
-            sel, feats = _components(width)
-            best = best_cpu = float("inf")
-            n_events = n_steps = 0
-            for p in range(max(1, passes)):
-                loader = make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=p)
-                t0, c0 = time.perf_counter(), time.process_time()
-                n_events = n_steps = 0
-                for batch in loader:
-                    n_events += batch.num_events
-                    n_steps += 1
-                best = min(best, time.perf_counter() - t0)
-                best_cpu = min(best_cpu, time.process_time() - c0)
-            # one more pass under tracemalloc for the numpy/Python peak (polars' own buffers show in RSS)
-            tracemalloc.start()
-            for _ in make_loader(data, split, ids, sel, feats, batch_size, shuffle=True, seed=0, epoch=0):
-                pass
-            _, traced_peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            skipped = loader.skipped
-            typer.echo(f"max_pulses={width}: {n_events / best:,.0f} events/s wall, {n_events / best_cpu:,.0f} events per "
-                       f"CPU-second ({n_events} events, {n_steps} batches of <= {batch_size}, best of {max(1, passes)}: "
-                       f"{best:.2f} s wall, {best_cpu:.2f} s CPU; {len(ids)} file(s), {skipped} skipped < 2 pulses); "
-                       f"peak traced {traced_peak / 2**20:.0f} MiB, peak RSS {rss:.0f} MiB")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    for result in bench_data(data, widths, split=split, batch_size=batch_size, batches=batches, events=events,
+                             passes=passes, echo=typer.echo):
+        typer.echo(format_bench_data(result))
 
 
 def cmd_bench_sim(
@@ -122,20 +55,9 @@ def cmd_bench_sim(
     legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off)"),
 ) -> None:
     """Simulator speed: events/s on one core (one process, numpy single-threaded) and peak memory."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from icezoo.data.simulator import LEGACY_KNOBS, detector, simulate
+    from icezoo.engine.bench_data import bench_sim, format_bench_sim
 
-    knobs = dict(LEGACY_KNOBS) if legacy else {}
-    detector()
-    with tempfile.TemporaryDirectory(prefix="icezoo-bench-sim-") as tmp:
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()
-        simulate(Path(tmp) / "sim", events, events_per_batch=min(events, 50_000), seed=seed, noise=noise, **knobs)
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    typer.echo(f"simulate: {events} events in {wall:.2f} s wall, {cpu:.2f} s CPU -> "
-               f"{events / wall:,.0f} events/s wall, {events / max(cpu, 1e-9):,.0f} events/s per CPU-second; "
-               f"peak RSS {peak_rss_mib():,.0f} MiB")
+    typer.echo(format_bench_sim(bench_sim(events, seed=seed, noise=noise, legacy=legacy)))
 
 
 def cmd_bench_model(

@@ -19,30 +19,17 @@ def cmd_runs(
     plot_out: Path = typer.Option(Path("validation_curves.png"), "--plot-out", help="PNG written by --plot"),
 ) -> None:
     """The run ledger as the experiment log's markdown table; with --plot, the runs' validation curves."""
-    from icezoo.engine import runs as R
+    from icezoo.engine.runs import ledger_markdown, ledger_rows
 
     if plot:
         if not names:
             raise IcezooError("--plot: name the runs to overlay, e.g. icezoo runs --plot A B")
-        from icezoo.engine.evaluate import plot_curves
+        from icezoo.engine.evaluate import plot_runs
 
-        from icezoo.core.outputs import check_output
-
-        check_output(plot_out, "--plot-out", dirs=[R.resolve_run(n, runs_dir) for n in names])
-        curves = {}
-        for name in names:
-            run_dir = R.resolve_run(name, runs_dir)
-            history = R.history_of(run_dir)
-            if not history:
-                raise IcezooError(f"{run_dir}: no finished epoch yet (no validation curve)")
-            curves[run_dir.name] = history
-        plot_curves(plot_out, curves)
-        print(f"wrote {plot_out}: validation mean angular error per epoch of {', '.join(curves)}")
+        plotted = plot_runs(names, runs_dir, plot_out)
+        print(f"wrote {plot_out}: validation mean angular error per epoch of {', '.join(plotted)}")
         return
-    rows = R.ledger_rows(runs_dir, sort=sort, filter_text=filter_)
-    if not rows and not runs_dir.is_dir():
+    if not runs_dir.is_dir():
         raise IcezooError(f"{runs_dir}: no runs directory (train something first, or pass --runs-dir)")
-    if names:
-        wanted = {R.resolve_run(n, runs_dir).name for n in names}
-        rows = [r for r in rows if r["name"] in wanted]
-    print(R.ledger_markdown(rows))
+    rows = ledger_rows(runs_dir, sort=sort, filter_text=filter_, names=names)
+    print(ledger_markdown(rows))

@@ -24,7 +24,7 @@ from icezoo.data.meta import META_COLUMNS, TRUTH_COLUMNS, batch_path, meta_path,
 from icezoo.data.prepare import Prepared, chunk_to_batch, pad_events, prepare  # noqa: F401
 from icezoo.data.raw import LazyChunk, RawFile  # noqa: F401
 from icezoo.data.specs import (MAX_EVENTS_PER_FILE, MIN_FILES, cycle_batches, default_events_per_batch,  # noqa: F401
-                               parse_batches, split_batches)
+                               format_batches, parse_batches, split_batches)
 from icezoo.data.toy import write_toy_dataset  # noqa: F401
 
 

@@ -24,10 +24,6 @@ class Prepared:
     def __init__(self, chunk, feats, xyzt, sensor, event_feats):
         self.chunk, self.feats, self.xyzt, self.sensor, self.event_feats = chunk, feats, xyzt, sensor, event_feats
 
-    @property
-    def n_features(self) -> int:
-        return self.feats.shape[1]
-
 
 #: rows per slice when prepare turns feature columns into rows (a slice of every array fits in L2)
 _ROWS_PER_SLICE = 32768

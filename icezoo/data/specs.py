@@ -3,7 +3,8 @@ a command reads. :func:`parse_batches` and its formatter live together so that w
 parses back.
 
 ``"1:600"`` / ``"(1, 600)"``: an inclusive range of the available ids; ``"1,4,7"``: exactly those;
-``"cycle"`` (or ``"all"``): every available id.
+``"1-3,5"`` / ``"1:3,5"``: ranges and ids mixed (what :func:`format_batches` writes); ``"cycle"``
+(or ``"all"``): every available id.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ def parse_batches(spec: str, available: list[int]) -> list[int]:
     """Batch ids named by ``spec``, in order.
 
     ``"1:600"`` or ``"(1, 600)"`` (as the log writes it): the available ids in that inclusive range;
-    ``"1,4,7"``: exactly those (each must exist); ``"cycle"``: every available file (the training
-    loop walks them round-robin across epochs, see :func:`cycle_batches`).
+    ``"1,4,7"``: exactly those (each must exist); ``"1-3,5"`` or ``"1:3,5"``: ranges and ids mixed
+    (what :func:`format_batches` writes); ``"cycle"``: every available file (the training loop
+    walks them round-robin across epochs, see :func:`cycle_batches`).
     """
     avail = sorted(set(int(a) for a in available))
     text = str(spec).strip().lower().strip("()[] ")
@@ -28,23 +30,51 @@ def parse_batches(spec: str, available: list[int]) -> list[int]:
         return avail
     m = re.fullmatch(r"(\d+)\s*[:,\-]\s*(\d+)", text) if (":" in text or "(" in str(spec)) else None
     if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        if lo > hi:
-            raise IcezooError(f"batches '{spec}': empty range ({lo} > {hi})")
-        out = [b for b in avail if lo <= b <= hi]
-        if not out:
-            raise IcezooError(f"batches '{spec}': no available batch file in {lo}..{hi} (have {_ids_text(avail)})")
-        return out
-    try:
-        ids = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise IcezooError(f"batches '{spec}': expected 'A:B', '(A, B)', 'A,B,C' or 'cycle'") from None
+        return _batch_range(spec, int(m.group(1)), int(m.group(2)), avail)
+    ids: list[int] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        r = re.fullmatch(r"\s*(\d+)\s*(?:[:\-]\s*(\d+)\s*)?", part)
+        if r is None:
+            raise IcezooError(f"batches '{spec}': expected 'A:B', '(A, B)', 'A,B,C', 'A-B,C' or 'cycle'")
+        if r.group(2) is None:
+            ids.append(int(r.group(1)))
+        else:
+            ids.extend(_batch_range(spec, int(r.group(1)), int(r.group(2)), avail))
     if not ids:
         raise IcezooError(f"batches '{spec}': no batch ids")
     missing = [b for b in ids if b not in set(avail)]
     if missing:
         raise IcezooError(f"batches '{spec}': batch file(s) {_ids_text(missing)} not found (have {_ids_text(avail)})")
     return list(dict.fromkeys(ids))
+
+
+def _batch_range(spec: str, lo: int, hi: int, avail: list[int]) -> list[int]:
+    """The available ids in ``lo..hi`` (inclusive); an error when there are none."""
+    if lo > hi:
+        raise IcezooError(f"batches '{spec}': empty range ({lo} > {hi})")
+    out = [b for b in avail if lo <= b <= hi]
+    if not out:
+        raise IcezooError(f"batches '{spec}': no available batch file in {lo}..{hi} (have {_ids_text(avail)})")
+    return out
+
+
+def format_batches(ids: list[int]) -> str:
+    """Batch ids as text that :func:`parse_batches` reads back to the same ids (sorted, once each):
+    runs of consecutive ids as ``A-B``, the others alone, ``[1, 2, 3, 5] -> "1-3,5"``; ``-`` for none."""
+    ids = sorted(set(int(i) for i in ids))
+    if not ids:
+        return "-"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in ids[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
 
 
 def split_batches(available: list[int], train_spec: str = "cycle", val_spec: str | None = None) -> tuple[list[int], list[int]]:

@@ -16,22 +16,18 @@ benchmark (the model, optimizer state and activations), since torch's CPU alloca
 
 from __future__ import annotations
 
-import resource
 import time
 from typing import Any
 
 import torch
 
 from icezoo.core.errors import IcezooError
+from icezoo.core.memory import peak_rss_mib
 from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
 from icezoo.engine.flops import count_flops, matmul_roof
 from icezoo.zoo import build, registry
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _data_batches(spec: str, model, batch_size: int, n: int) -> list:
@@ -63,6 +59,8 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
                 overrides: dict[str, Any] | None = None, device: str | None = None,
                 threads: int | None = None, lengths: str = "max", flops: bool = True,
                 phases: tuple[str, ...] = ("train", "infer")) -> dict[str, Any]:
+    """Time ``steps`` training and/or inference steps of a pipeline after ``warmup`` untimed ones
+    (see the module docstring for what is measured and how)."""
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if threads:
@@ -76,7 +74,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     if over:
         config = config.with_overrides(over)
     dev = pick_device(None, device)
-    rss0 = _rss_mib()
+    rss0 = peak_rss_mib()
     torch.manual_seed(0)
     model = build(config).to(dev)
     B, L = config.train.batch_size, config.max_pulses
@@ -87,11 +85,30 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     batches = [b.to(dev) for b in batches]
     timed = [batches[i % len(batches)] for i in range(steps)]  # the batches of the timed steps, in order
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    events = sum(b.num_events for b in timed)
+    real = sum(int(b.mask.sum()) for b in timed)
+    padded = sum(b.mask.numel() for b in timed)
+    result: dict[str, Any] = {"pipeline": config.name, "batch_size": B, "max_pulses": L, "precision": precision,
+                              "machine": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "parameters": sum(p.numel() for p in model.parameters()), "lengths": lengths,
+                              "mean_pulses": real / events, "mean_padded": padded / events}
+    if flops:
+        result["roof_gflops"] = matmul_roof(dev, dtype)
+    steppers = _steppers(model, dev, precision)
+    for phase in ("train", "infer"):
+        if phase in phases:
+            model.train(phase == "train")
+            result.update(_time_phase(phase, steppers[phase], batches, timed, warmup, dev, flops,
+                                      result.get("roof_gflops")))
+    if dev.type != "cuda":
+        result["peak_rss_mib"] = peak_rss_mib()
+        result["rss_growth_mib"] = peak_rss_mib() - rss0
+    return result
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+
+def _steppers(model, dev: torch.device, precision: str) -> dict[str, Any]:
+    """One training step (forward, fp32 loss, backward, AdamW step) and one inference forward."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step(batch):
         with autocast(dev, precision):
@@ -105,43 +122,39 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
         with torch.inference_mode(), autocast(dev, precision):
             model(batch)
 
+    return {"train": train_step, "infer": infer_step}
+
+
+def _time_phase(phase: str, fn, batches: list, timed: list, warmup: int, dev: torch.device, flops: bool,
+                roof_gflops: float | None) -> dict[str, Any]:
+    """Warm up, time ``fn`` over the ``timed`` batches, then (with ``flops``) count their FLOPs."""
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    out: dict[str, Any] = {}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for i in range(warmup):
+        fn(batches[i % len(batches)])
+    sync()
+    t0 = time.perf_counter()
+    for batch in timed:
+        fn(batch)
+    sync()
+    dt = time.perf_counter() - t0
     events = sum(b.num_events for b in timed)
-    real = sum(int(b.mask.sum()) for b in timed)
-    padded = sum(b.mask.numel() for b in timed)
-    result: dict[str, Any] = {"pipeline": config.name, "batch_size": B, "max_pulses": L, "precision": precision,
-                              "machine": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "parameters": sum(p.numel() for p in model.parameters()), "lengths": lengths,
-                              "mean_pulses": real / events, "mean_padded": padded / events}
-    if flops:
-        result["roof_gflops"] = matmul_roof(dev, dtype)
-    for phase, fn in (("train", train_step), ("infer", infer_step)):
-        if phase not in phases:
-            continue
-        model.train(phase == "train")
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        for i in range(warmup):
-            fn(batches[i % len(batches)])
-        sync()
-        t0 = time.perf_counter()
-        for batch in timed:
-            fn(batch)
-        sync()
-        dt = time.perf_counter() - t0
-        result[f"{phase}_events_per_s"] = events / dt
-        result[f"{phase}_step_ms"] = 1000 * dt / steps
-        if dev.type == "cuda":
-            result[f"{phase}_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        if flops:  # counted after the timing (the counter slows the step down), on the same batches
-            per_batch = {key: count_flops(lambda b=b: fn(b)) for key, b in {id(b): b for b in timed}.items()}
-            total = sum(per_batch[id(b)] for b in timed)
-            result[f"{phase}_flops_per_event"] = total / events
-            result[f"{phase}_gflops"] = total / dt / 1e9
-            result[f"{phase}_roof_fraction"] = result[f"{phase}_gflops"] / result["roof_gflops"]
-    if dev.type != "cuda":
-        result["peak_rss_mib"] = _rss_mib()
-        result["rss_growth_mib"] = _rss_mib() - rss0
-    return result
+    out[f"{phase}_events_per_s"] = events / dt
+    out[f"{phase}_step_ms"] = 1000 * dt / len(timed)
+    if dev.type == "cuda":
+        out[f"{phase}_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    if flops:  # counted after the timing (the counter slows the step down), on the same batches
+        per_batch = {key: count_flops(lambda b=b: fn(b)) for key, b in {id(b): b for b in timed}.items()}
+        total = sum(per_batch[id(b)] for b in timed)
+        out[f"{phase}_flops_per_event"] = total / events
+        out[f"{phase}_gflops"] = total / dt / 1e9
+        out[f"{phase}_roof_fraction"] = out[f"{phase}_gflops"] / roof_gflops
+    return out
 
 
 def format_bench(r: dict[str, Any]) -> str:
@@ -234,7 +247,7 @@ def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = 
             "workers": workers, "threads": torch.get_num_threads(), "machine": device_name(dev),
             "torch": torch.__version__, "precision": precision, "wall_s": wall, "cpu_s": cpu,
             "events_per_s": n / wall, "events_per_cpu_s": n / cpu, "load_s": t_load, "model_s": t_model,
-            "write_s": t_write, "peak_rss_mib": _rss_mib()}
+            "write_s": t_write, "peak_rss_mib": peak_rss_mib()}
 
 
 def format_bench_predict(r: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import torch
 from icezoo.core.checkpoint import load_checkpoint, require_finite
 from icezoo.core.pipelines import pipeline_from_table
 from icezoo.core.errors import IcezooError
-from icezoo.engine import runs as R
+from icezoo.engine.runs import BEST, RunDir, newest_successful_run
 from icezoo.zoo import build
 
 
@@ -50,15 +50,15 @@ def model_from_checkpoint(path: Path, map_location="cpu"):
 
 def load_run_model(run: str, runs_dir: str | Path, which: str = "best"):
     """(run_dir, run info, config, model, checkpoint path) from a run's best (or last) checkpoint."""
-    run_dir = R.resolve_run(run, runs_dir)
-    info = R.load_run(run_dir)
-    path = run_dir / (R.BEST if which == "best" else R.LAST)
+    rd = RunDir.find(run, runs_dir)
+    run_dir, info = rd.path, rd.info()
+    path = rd.checkpoint(which)
     if not path.is_file():
-        other = run_dir / (R.LAST if which == "best" else R.BEST)
+        other = rd.checkpoint("last" if which == "best" else "best")
         if not other.is_file():
             raise IcezooError(f"{run_dir}: no checkpoint yet (the run has not finished an epoch)")
         if which == "best" and info.get("status") in ("failed", "done") and info.get("best_val") is None:
-            raise IcezooError(f"{run_dir}: no epoch validated to a finite score (no {R.BEST}): the run diverged "
+            raise IcezooError(f"{run_dir}: no epoch validated to a finite score (no {BEST}): the run diverged "
                               f"({info.get('status')}); retrain it (e.g. with a lower train.lr)")
         path = other
     config, model, ckpt = model_from_checkpoint(path)
@@ -113,7 +113,7 @@ def init_stages(model, runs_dir: Path, log) -> list[dict[str, Any]]:
     reports = []
     for path, module, source, kind, name in model.stage_inits:
         try:
-            src = R.newest_successful_run(source, runs_dir) / R.BEST
+            src = newest_successful_run(source, runs_dir).checkpoint("best")
         except IcezooError as exc:
             raise IcezooError(f"{path}.init_from: {exc}") from None
         state = component_state(load_checkpoint(src), kind, name)
@@ -146,8 +146,8 @@ def init_source(spec: str, runs_dir: Path) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    run = R.resolve_run(spec, runs_dir)
-    for rel in (R.BEST, R.LAST):
-        if (run / rel).is_file():
-            return run / rel
-    raise IcezooError(f"{run}: no checkpoint to initialise from")
+    run = RunDir.find(spec, runs_dir)
+    for which in ("best", "last"):
+        if run.checkpoint(which).is_file():
+            return run.checkpoint(which)
+    raise IcezooError(f"{run.path}: no checkpoint to initialise from")

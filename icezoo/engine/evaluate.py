@@ -17,6 +17,7 @@ vMF credible cones against their nominal level).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from rich.table import Table
 from icezoo.core.atomic import atomic_path
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
-from icezoo.data.io import foreign_source, list_batches, parse_batches, read_chunk, read_meta, split_batches
-from icezoo.engine import runs as R
+from icezoo.data.io import (foreign_source, format_batches, list_batches, parse_batches, read_chunk, read_meta,
+                             split_batches)
+from icezoo.engine.runs import RunDir, now_iso, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
@@ -147,19 +149,48 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
     return data_dir, val, f"val of {data_dir}"
 
 
-def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
-             batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
+@dataclass
+class Scored:
+    """A run's model scored on a split: the evaluation core that ``evaluate`` and the studies'
+    ``score_run`` share. ``result`` holds the split, data, batch files, checkpoint, the summary of
+    the errors and the events skipped; ``note`` warns of a run that has not finished."""
+
+    run: RunDir
+    info: dict[str, Any]
+    config: Any
+    model: Any
+    res: dict[str, Any]
+    err: np.ndarray
+    result: dict[str, Any]
+    note: str | None
+
+
+def score(run: str | Path, runs_dir: str | Path = "runs", data: str | None = None, batches: str | None = None,
+          batch_size: int = 256, device: str | None = None, warn=None) -> Scored:
+    """Load a run's model and score it on ``data``/``batches`` (default: its validation split);
+    ``warn`` hears the note on an unfinished run before the scoring starts."""
     run_dir, info, config, model, ckpt = load_run_model(run, runs_dir)
-    note = R.unfinished_note(run_dir, info, ckpt)
-    if note:
-        print(note + "; the evaluation is not recorded as its score", file=sys.stderr)
+    note = unfinished_note(run_dir, info, ckpt)
+    if note and warn is not None:
+        warn(note)
     dev = pick_device(None, device)
     model.to(dev)
     data_dir, ids, split_name = eval_ids(info, data, batches)
     res = collect(model, data_dir, "train", ids, batch_size, dev)
     err = angular_error(res["direction"], res["truth"])
-    result: dict[str, Any] = {"split": split_name, "data": str(data_dir), "batches": R._ranges(ids),
-                              "checkpoint": str(ckpt), **summary(err), "skipped_lt2_pulses": res["skipped"]}
+    result: dict[str, Any] = {"split": split_name, "data": str(data_dir), "batches": format_batches(ids),
+                              "checkpoint": str(ckpt), **summary(err), "skipped_lt2_pulses": int(res["skipped"])}
+    return Scored(RunDir(run_dir), info, config, model, res, err, result, note)
+
+
+def evaluate(run: str, data: str | None = None, batches: str | None = None, runs_dir: str | Path = "runs",
+             batch_size: int = 256, device: str | None = None, plots: bool = True, echo=print) -> dict[str, Any]:
+    """``icezoo evaluate RUN``: the score, LineFit on the same events, kappa coverage, plots; the
+    result goes to metrics.json, and to run.json as the run's score when it is a finished run's
+    validation score."""
+    scored = score(run, runs_dir, data, batches, batch_size, device,
+                   warn=lambda note: print(note + "; the evaluation is not recorded as its score", file=sys.stderr))
+    run_dir, res, err, result = scored.run, scored.res, scored.err, scored.result
     if res.get("linefit") is not None:
         lf_err = angular_error(res["linefit"], res["truth"])
         lf = summary(lf_err)
@@ -174,25 +205,20 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
         cover = [float(np.mean(err <= vmf_cone(kappa, q))) for q in qs]
         result["kappa_coverage"] = {f"{q:g}": c for q, c in zip(qs, cover)}
     if plots and len(err):
-        result["plots"] = make_plots(run_dir / "plots", res, err, lf_err, config.name)
-        history = R.history_of(run_dir)
+        result["plots"] = make_plots(run_dir.plots, res, err, lf_err, scored.config.name)
+        history = run_dir.history()
         if history:
-            plot_curves(run_dir / "plots" / "learning_curve.png", {run_dir.name: history}, train_loss=True)
+            plot_curves(run_dir.plots / "learning_curve.png", {run_dir.name: history}, train_loss=True)
             result["plots"].append("learning_curve.png")
-    result["time"] = R.now_iso()
-
-    metrics_file = run_dir / R.METRICS_FILE
-    metrics = R.read_json(metrics_file) if metrics_file.is_file() else {}
-    metrics["evaluation"] = result
-    R.write_json_atomic(metrics_file, metrics)
+    result["time"] = now_iso()
     # only a finished run's evaluation is its ledger score (a snapshot mid-training is not), and only
     # when it is still finished now (a run that finishes during this evaluation drops older scores)
-    if split_name == "val" and note is None and R.load_run(run_dir).get("status") == "done":
-        R.update_run(run_dir, evaluation=result)
-    R.RunLog(run_dir / R.LOG_FILE)(f"evaluate on {split_name} ({result['n_events']} events): mean {result['mean']}, "
-                                   f"LineFit {result.get('linefit_mean')}", echo=False)
+    run_dir.record_evaluation(result, ledger=result["split"] == "val" and scored.note is None
+                              and run_dir.info().get("status") == "done")
+    run_dir.log()(f"evaluate on {result['split']} ({result['n_events']} events): mean {result['mean']}, "
+                  f"LineFit {result.get('linefit_mean')}", echo=False)
     if echo:
-        print_result(result, run_dir, echo)
+        print_result(result, run_dir.path, echo)
     return result
 
 
@@ -293,31 +319,37 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         save(fig, "resolution_by_event_type.png")
     kappa = res["kappa"]
     if np.isfinite(kappa).all() and len(kappa) > 20:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-        lk = np.log10(np.maximum(kappa, 1e-6))
-        edges = np.quantile(lk, np.linspace(0, 1, 13))
-        edges[-1] += 1e-9
-        c, _, md, _ = _binned(lk, err, np.unique(edges))
-        a1.plot(10**c, md, "-o", ms=3, label="observed median error")
-        kk = np.geomspace(max(kappa.min(), 1e-3), kappa.max() + 1e-9, 100)
-        a1.plot(kk, vmf_cone(kk, 0.5), "--", label="vMF median for this kappa")
-        a1.set_xscale("log")
-        a1.set_xlabel("predicted kappa")
-        a1.set_ylabel("angular error (rad)")
-        a1.legend(fontsize=8)
-        a1.grid(alpha=0.3)
-        qs = np.linspace(0.05, 0.95, 19)
-        cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
-        a2.plot(qs, cover, "-o", ms=3, label="model")
-        a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        a2.set_xlabel("nominal vMF cone coverage")
-        a2.set_ylabel("observed coverage")
-        a2.legend(fontsize=8)
-        a2.grid(alpha=0.3)
-        fig.suptitle(f"{title}: kappa calibration")
-        fig.tight_layout()
-        save(fig, "kappa_calibration.png")
+        _kappa_calibration(save, err, kappa, title)
     return written
+
+
+def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str) -> None:
+    """Median error per predicted-kappa bin against the vMF median, and the coverage of the vMF
+    credible cones against their nominal level (kappa_calibration.png, through ``save``)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    lk = np.log10(np.maximum(kappa, 1e-6))
+    edges = np.quantile(lk, np.linspace(0, 1, 13))
+    edges[-1] += 1e-9
+    c, _, md, _ = _binned(lk, err, np.unique(edges))
+    a1.plot(10**c, md, "-o", ms=3, label="observed median error")
+    kk = np.geomspace(max(kappa.min(), 1e-3), kappa.max() + 1e-9, 100)
+    a1.plot(kk, vmf_cone(kk, 0.5), "--", label="vMF median for this kappa")
+    a1.set_xscale("log")
+    a1.set_xlabel("predicted kappa")
+    a1.set_ylabel("angular error (rad)")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    qs = np.linspace(0.05, 0.95, 19)
+    cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
+    a2.plot(qs, cover, "-o", ms=3, label="model")
+    a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    a2.set_xlabel("nominal vMF cone coverage")
+    a2.set_ylabel("observed coverage")
+    a2.legend(fontsize=8)
+    a2.grid(alpha=0.3)
+    fig.suptitle(f"{title}: kappa calibration")
+    fig.tight_layout()
+    save(fig, "kappa_calibration.png")
 
 
 # ------------------------------------------------------------------------------ ensembles and TTA
@@ -343,7 +375,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     tta_angles(tta)  # a bad --tta is an error before any model is loaded
     members = [load_run_model(r, runs_dir) for r in runs]
     for run_dir, info, _, _, ckpt in members:
-        note = R.unfinished_note(run_dir, info, ckpt)
+        note = unfinished_note(run_dir, info, ckpt)
         if note:
             print(note, file=sys.stderr)
     targets = [eval_ids(info, data, batches) for _, info, *_ in members]
@@ -398,6 +430,23 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
                           f"{r['median']:.4f}", d)
         Console().print(table)
     return result
+
+
+def plot_runs(names: list[str], runs_dir: str | Path, out: Path) -> list[str]:
+    """``icezoo runs --plot A B``: the named runs' validation curves overlaid in ``out``; returns
+    the run names plotted. ``out`` is never one of the runs' own files (:func:`check_output`)."""
+    from icezoo.core.outputs import check_output
+
+    check_output(out, "--plot-out", dirs=[resolve_run(n, Path(runs_dir)) for n in names])
+    curves = {}
+    for name in names:
+        run = RunDir.find(name, Path(runs_dir))
+        history = run.history()
+        if not history:
+            raise IcezooError(f"{run.path}: no finished epoch yet (no validation curve)")
+        curves[run.name] = history
+    plot_curves(out, curves)
+    return list(curves)
 
 
 def plot_curves(out: Path, curves: dict[str, list[dict[str, Any]]], train_loss: bool = False) -> Path:

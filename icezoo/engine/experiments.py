@@ -16,7 +16,8 @@ from typing import Any
 
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise, read_toml
-from icezoo.engine import runs as R
+from icezoo.data.io import format_batches
+from icezoo.engine.runs import all_runs, score_of
 
 FIELDS = ("name", "log_score", "config", "trn_set", "summary")
 
@@ -57,7 +58,7 @@ def _scored_on(info: dict[str, Any]) -> tuple[str | None, str]:
     split = info.get("split") or {}
     data = ev.get("data") or split.get("data_dir")
     label = split.get("data") or data or "?"
-    where = f"{label}, val files {R._ranges(split.get('val_batches', []))}"
+    where = f"{label}, val files {format_batches(split.get('val_batches', []))}"
     if ev.get("n_events"):
         where += f", n={ev['n_events']:,}"
     return data, where
@@ -68,8 +69,8 @@ def best_runs(runs_dir: Path | str, data: str | None = None) -> dict[str, tuple[
     when given)."""
     want = Path(data).resolve() if data else None
     best: dict[str, tuple[float, Path, dict[str, Any]]] = {}
-    for path, info in R.all_runs(Path(runs_dir)):
-        value, _ = R.score_of(info)
+    for path, info in all_runs(Path(runs_dir)):
+        value, _ = score_of(info)
         if value is None:
             continue
         scored, _ = _scored_on(info)
@@ -96,7 +97,7 @@ def experiments_table(runs_dir: Path | str = "runs", data: str | None = None, re
         hit = best.get(normalise(src.name)) if src else None
         if hit:
             path, info = hit
-            _, text = R.score_of(info)
+            _, text = score_of(info)
             note = "" if (info.get("evaluation") or {}).get("mean") is not None else ", val during training"
             entry["score"] = f"{text.split(' (')[0]} ({path.name}{note})"
             entry["scored_on"] = _scored_on(info)[1]

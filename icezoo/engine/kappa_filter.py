@@ -17,27 +17,28 @@ import numpy as np
 
 from icezoo.core.atomic import atomic_path
 from icezoo.core.errors import IcezooError
-from icezoo.engine import runs as R
+from icezoo.engine.runs import RunDir
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import pick_device
 from icezoo.engine.loaders import make_eval_loader
 from icezoo.engine.predict import infer
 
 
-def _cache_dir(run_dir: Path, checkpoint: Path, data_dir: Path) -> Path:
+def _cache_dir(run: RunDir, checkpoint: Path, data_dir: Path) -> Path:
     st = checkpoint.stat()
     key = f"{Path(data_dir).resolve()}|{checkpoint.name}|{st.st_size}|{st.st_mtime_ns}"
-    return run_dir / "predictions" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    return run.predictions / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def predicted_kappa(run: str, data_dir: Path, batch_ids: list[int], runs_dir: str | Path, device=None,
                     batch_size: int = 256, log=None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """``{batch_id: (event ids, kappa)}`` of RUN's model on the training files (cached)."""
-    run_dir = R.resolve_run(run, runs_dir)
-    ckpt = run_dir / R.BEST if (run_dir / R.BEST).is_file() else run_dir / R.LAST
+    rd = RunDir.find(run, runs_dir)
+    run_dir = rd.path
+    ckpt = rd.checkpoint("best") if rd.checkpoint("best").is_file() else rd.checkpoint("last")
     if not ckpt.is_file():
         raise IcezooError(f"train.kappa_from = '{run}': {run_dir} has no checkpoint yet")
-    cache = _cache_dir(run_dir, ckpt, data_dir)
+    cache = _cache_dir(rd, ckpt, data_dir)
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     model = dev = None
     made = 0

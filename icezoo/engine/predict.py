@@ -24,7 +24,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine import runs as R
+from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -92,7 +92,7 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
 def _log_written(run_dirs: list[Path], what: str, counts: dict[str, Any], stacker: str | None, echo) -> None:
     """The submission's counts into each run's log, and the one-line summary."""
     for run_dir in run_dirs:
-        R.RunLog(run_dir / R.LOG_FILE)(f"{what}: {counts}", echo=False)
+        RunDir(run_dir).log()(f"{what}: {counts}", echo=False)
     if echo:
         by = "the model" if len(run_dirs) == 1 else f"the ensemble of {len(run_dirs)} runs"
         by += (f" stacked by {stacker}" if stacker else "") + (f" with TTA {counts['tta']}" if counts["tta"] > 1 else "")
@@ -129,12 +129,12 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
     run_names = [run] if isinstance(run, str) else list(run)
-    check_output(out, dirs=[data_dir, *(R.resolve_run(r, runs_dir) for r in run_names)])
+    check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
-    combined = _combiner(stacker, [R.resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
+    combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
-        note = R.unfinished_note(run_dir, info, ckpt)
+        note = unfinished_note(run_dir, info, ckpt)
         if note:
             print(note, file=sys.stderr)
     dev = pick_device(None, device)

@@ -31,7 +31,9 @@ import numpy as np
 
 from icezoo.core.atomic import atomic_path, write_text_atomic
 from icezoo.core.errors import IcezooError
-from icezoo.engine import runs as R
+from icezoo.data.io import format_batches
+from icezoo.engine.evaluate import score, summary
+from icezoo.engine.runs import LAST, RunDir, now_iso, read_json, write_json_atomic
 from icezoo.engine.studies import Budget, Study, get_study, variant_config
 
 MANIFEST = "study.json"
@@ -161,7 +163,7 @@ def fix_steps(plan: Plan, device: str | None, log) -> None:
     measured once per model size (:func:`size_key`): variants of one size train the same number of
     steps, never a length decided by how loaded the machine was during each one's probe."""
     manifest = plan.study_dir / MANIFEST
-    known = R.read_json(manifest).get("steps", {}) if manifest.is_file() else {}
+    known = read_json(manifest).get("steps", {}) if manifest.is_file() else {}
     speed: dict[str, tuple[str, float]] = {}  # size key -> (variant probed, events/s)
     for label, config in plan.configs.items():
         if label in known:
@@ -207,7 +209,7 @@ def write_manifest(plan: Plan) -> None:
         "variants": {label: {"pipeline": c.name, "set": plan.study.variants[label].set,
                              "init_from": plan.study.variants[label].init_from} for label, c in plan.configs.items()},
     }
-    R.write_json_atomic(plan.study_dir / MANIFEST, manifest)
+    write_json_atomic(plan.study_dir / MANIFEST, manifest)
 
 
 def _simulator_version(data_dir: Path) -> str | None:
@@ -224,15 +226,16 @@ def _simulator_version(data_dir: Path) -> str | None:
 def run_state(run_dir: Path) -> str:
     """``done`` (finished, reuse), ``resume`` (interrupted or killed with a checkpoint) or ``fresh``
     (nothing there, or an unusable attempt: failed, no checkpoint, or a run.json that cannot be read)."""
-    if not (run_dir / R.RUN_FILE).is_file():
+    run = RunDir(run_dir)
+    if not run.is_run():
         return "fresh"
     try:
-        status = R.load_run(run_dir).get("status")
+        status = run.info().get("status")
     except IcezooError:  # a damaged run.json (truncated by a crash): an unusable attempt, set aside and retrained
         return "fresh"
-    if status == "done" and (run_dir / R.BEST).is_file():
+    if status == "done" and run.checkpoint("best").is_file():
         return "done"
-    if status in ("running", "interrupted") and (run_dir / R.LAST).is_file():
+    if status in ("running", "interrupted") and run.checkpoint("last").is_file():
         return "resume"
     return "fresh"
 
@@ -291,7 +294,7 @@ def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step
     quiet = lambda *_a, **_k: None  # noqa: E731  (the study's bar and lines speak instead)
     if state == "resume":
         opts = TrainOptions(resume=str(run_dir), runs_dir=str(plan.study_dir), progress=False, device=device)
-        say(f"{run_dir.name}: resuming from {R.LAST}")
+        say(f"{run_dir.name}: resuming from {LAST}")
     else:
         if run_dir.exists():
             say(f"{run_dir.name}: unusable earlier attempt kept in {_set_aside(run_dir)}")
@@ -305,42 +308,32 @@ def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step
                                         (f": {v.description}" if v.description else ""),
                             save_every_steps=max(1, plan.steps[label] // 10), progress=False, device=device)
     try:
-        with _StepWatcher(run_dir / R.LOG_FILE, on_step):
+        with _StepWatcher(RunDir(run_dir).log_file, on_step):
             train(opts, echo=quiet)
     except InterruptedRun:
         raise StudyInterrupted(f"{run_dir.name} interrupted (checkpoint saved); rerun `{plan.command}` to resume") \
             from None
     if run_state(run_dir) != "done":
-        raise IcezooError(f"{run_dir}: training ended without finishing (status {R.load_run(run_dir).get('status')})")
+        raise IcezooError(f"{run_dir}: training ended without finishing (status {RunDir(run_dir).info().get('status')})")
     return "resumed" if state == "resume" else "trained"
 
 
 def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]:
-    """Per-event validation errors of a finished run (best.pt on its validation split), cached in
-    the run as val_errors.npz; the summary also goes to the run's ledger entry."""
+    """Per-event validation errors of a finished run (best.pt on its validation split, scored by the
+    evaluation core), cached in the run as val_errors.npz; the summary also goes to the run's
+    ledger entry."""
     cache = run_dir / ERRORS_FILE
-    if cache.is_file() and cache.stat().st_mtime >= (run_dir / R.BEST).stat().st_mtime:
+    if cache.is_file() and cache.stat().st_mtime >= RunDir(run_dir).checkpoint("best").stat().st_mtime:
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
-    from icezoo.core.batch import angular_error
-    from icezoo.engine.evaluate import collect, eval_ids, summary
-    from icezoo.engine.checkpoints import load_run_model
-    from icezoo.engine.device import pick_device
-
-    _, info, _, model, ckpt = load_run_model(str(run_dir), run_dir.parent)
-    dev = pick_device(None, device)
-    model.to(dev)
-    data_dir, ids, split_name = eval_ids(info, None, None)
-    res = collect(model, data_dir, "train", ids, 256, dev)
-    err = angular_error(res["direction"], res["truth"])
-    out = {"event_id": res["event_id"].astype(np.int64), "error": err.astype(np.float64),
+    scored = score(str(run_dir), run_dir.parent, device=device)
+    res, model = scored.res, scored.model
+    out = {"event_id": res["event_id"].astype(np.int64), "error": scored.err.astype(np.float64),
            "kappa": res["kappa"].astype(np.float64), "n_params": np.array(sum(p.numel() for p in model.parameters()))}
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **out)
-    result = {"split": split_name, "data": str(data_dir), "batches": R._ranges(ids), "checkpoint": str(ckpt),
-              **summary(err), "skipped_lt2_pulses": int(res["skipped"]), "time": R.now_iso()}
-    R.update_run(run_dir, evaluation=result)
+    scored.run.update(evaluation={**scored.result, "time": now_iso()})
     return out
 
 
@@ -388,7 +381,7 @@ def _run_study(plan: Plan, device: str | None, progress: bool | None, echo) -> d
             finished += plan.steps[label]
             bar.update(task, completed=finished)
             score_run(plan.run_dir(label, seed), device)
-            info = R.load_run(plan.run_dir(label, seed))
+            info = RunDir(plan.run_dir(label, seed)).info()
             say(f"{plan.run_name(label, seed)}: {what}; {info.get('events_seen', 0):,} events in "
                 f"{info.get('train_time_s', 0):.0f} s; validation {info['evaluation']['mean']:.4f}")
     comparison = compare(plan)
@@ -402,13 +395,12 @@ def _run_study(plan: Plan, device: str | None, progress: bool | None, echo) -> d
 def compare(plan: Plan) -> dict[str, Any]:
     """Per variant: score with its bootstrap CI (errors averaged over seeds, per event), budget
     actually used, and the paired difference to the reference on the common events."""
-    from icezoo.engine.evaluate import summary
     from icezoo.engine.stats import paired, reading
 
     per: dict[str, dict[str, Any]] = {}
     for label in plan.configs:
         scores = [score_run(plan.run_dir(label, s)) for s in plan.seeds]
-        infos = [R.load_run(plan.run_dir(label, s)) for s in plan.seeds]
+        infos = [RunDir(plan.run_dir(label, s)).info() for s in plan.seeds]
         ids = scores[0]["event_id"]
         for sc in scores[1:]:
             ids = np.intersect1d(ids, sc["event_id"])
@@ -459,8 +451,8 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
         lines += [f"The log: {s.log}", ""]
     lines += [
         f"- data: {plan.data_dir.name} (simulator {_simulator_version(plan.data_dir) or '?'}; simulated, not "
-        f"Kaggle), training files {R._ranges(ref['train_batches'])}, validation files "
-        f"{R._ranges(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
+        f"Kaggle), training files {format_batches(ref['train_batches'])}, validation files "
+        f"{format_batches(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
         f"- budget: {plan.budget} per variant and seed; seeds {', '.join(map(str, plan.seeds))}; "
         f"model size {_kv(s.size) or 'as the pipelines'}; common {_kv(s.common) or '-'}",
         f"- machine: {machine}; command: `{plan.command}`",
@@ -511,7 +503,7 @@ def _kv(table: dict[str, Any]) -> str:
 def write_report(plan: Plan, per: dict[str, Any]) -> None:
     write_text_atomic(plan.study_dir / "results.md", report_markdown(plan, per) + "\n")
     forest_plot(plan, per, plan.study_dir / "forest.png")
-    R.write_json_atomic(plan.study_dir / "comparison.json", {
+    write_json_atomic(plan.study_dir / "comparison.json", {
         label: {"mean": r["summary"]["mean"], "ci95": r["summary"]["ci95"], "n_events": r["summary"]["n_events"],
                 "seed_means": r["seed_means"], "seed_diffs": r.get("seed_diffs"), "n_params": r["n_params"], "events_seen": r["events_seen"],
                 "train_time_s": r["train_time_s"],

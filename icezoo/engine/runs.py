@@ -14,8 +14,11 @@ A run directory (``RUNS/NAME``) holds everything needed to understand and reprod
     checkpoints/best.pt  the weights best on validation
     plots/*.png          written by ``icezoo evaluate``
 
-The ledger is the set of ``run.json`` files under the runs directory: nothing is shared between
-runs, so concurrent runs never race on one file. Every JSON file is written atomically.
+:class:`RunDir` is the one object that reads and writes these files (other modules ask it for
+a checkpoint's path, the run's info, its history, its log); the functions below it find runs,
+list them as the ledger and format its table. The ledger is the set of ``run.json`` files under
+the runs directory: nothing is shared between runs, so concurrent runs never race on one file.
+Every JSON file is written atomically.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from icezoo.core.atomic import WriteError, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise
+from icezoo.data.io import format_batches
 
 DEFAULT_RUNS_DIR = Path("runs")
 RUN_FILE = "run.json"
@@ -42,6 +46,8 @@ METRICS_CSV = "metrics.csv"
 #: the columns of metrics.csv, in order (the keys of a history entry)
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_mean", "lr", "events_per_s", "elapsed_s", "precision")
 CONFIG_FILE = "config.toml"
+COMMAND_FILE = "command.txt"
+PLOTS_DIR = "plots"
 LOG_FILE = "train.log"
 LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
@@ -89,48 +95,6 @@ RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, 
 SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list}
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]], best_val: float | None) -> None:
-    """The per-epoch history as metrics.json (keeping a stored evaluation), metrics.csv and, when
-    the tensorboard package is installed, TensorBoard scalars of the newest epoch."""
-    run_dir = Path(run_dir)
-    path = run_dir / METRICS_FILE
-    old = {}
-    if path.is_file():
-        try:
-            old = read_json(path)
-        except IcezooError:
-            old = {}
-    write_json_atomic(path, {**old, "history": history, "best_val": best_val})
-    lines = [",".join(HISTORY_COLUMNS)]
-    for entry in history:
-        lines.append(",".join("" if entry.get(c) is None else str(entry.get(c)) for c in HISTORY_COLUMNS))
-    write_text_atomic(run_dir / METRICS_CSV, "\n".join(lines) + "\n")
-    if history:
-        _tensorboard(run_dir, history[-1])
-
-
-def _tensorboard(run_dir: Path, entry: dict[str, Any]) -> None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: tensorboard is not a dependency
-        return
-    with SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard")) as writer:
-        for key in ("train_loss", "val_mean", "lr", "events_per_s"):
-            if isinstance(entry.get(key), (int, float)):
-                writer.add_scalar(key, entry[key], global_step=int(entry.get("step", 0)))
-
-
-def history_of(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch history of a run (empty when it has none yet)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    history = read_json(path).get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise IcezooError(f"{path}: unreadable (history is not a list of epochs)")
-    return history
-
-
 # ------------------------------------------------------------------------------ provenance
 def git_commit() -> str:
     """The commit of the source tree icezoo runs from (``+dirty`` with local changes), or ''."""
@@ -157,26 +121,177 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------------------ run dirs
-def new_run_dir(runs_dir: Path, name: str) -> Path:
-    """Create ``runs_dir/name`` (``name-2``, ``name-3``... when taken) and return it."""
-    runs_dir = Path(runs_dir)
-    safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name) or "run"
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(1, 10_000):
-            path = runs_dir / (safe if i == 1 else f"{safe}-{i}")
+# ------------------------------------------------------------------------------ a run directory
+class RunDir:
+    """A run's directory and the one reader and writer of its files (config.toml, command.txt,
+    run.json: its status and ledger entry, metrics.json/.csv, train.log, plots/); checkpoints are
+    written by the training state, at the paths this names."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---- finding and creating
+    @classmethod
+    def create(cls, runs_dir: Path, name: str) -> "RunDir":
+        """Create ``runs_dir/name`` (``name-2``, ``name-3``... when taken) with its checkpoints folder."""
+        runs_dir = Path(runs_dir)
+        safe = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name) or "run"
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(1, 10_000):
+                path = runs_dir / (safe if i == 1 else f"{safe}-{i}")
+                try:
+                    path.mkdir()
+                    (path / "checkpoints").mkdir()
+                    return cls(path)
+                except FileExistsError:
+                    continue
+        except OSError as exc:  # read-only or full filesystem, a file where the directory should be
+            raise IcezooError(f"--runs-dir {runs_dir}: cannot create a run directory ({exc.strerror or exc})") from None
+        raise IcezooError(f"{runs_dir}: cannot find a free run directory name for '{name}'")
+
+    @classmethod
+    def find(cls, run: str | Path, runs_dir: Path | None = None) -> "RunDir":
+        """The run named by a directory, a name in ``runs_dir`` or ``last`` (see :func:`resolve_run`)."""
+        return cls(resolve_run(run, runs_dir))
+
+    # ---- paths of its files
+    @property
+    def info_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def plots(self) -> Path:
+        return self.path / PLOTS_DIR
+
+    @property
+    def predictions(self) -> Path:
+        """Cached predictions of the run's model (the kappa filter of runs fine-tuned from it)."""
+        return self.path / "predictions"
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The path of ``best`` (the weights best on validation) or ``last`` (the full state)."""
+        if which not in ("best", "last"):
+            raise ValueError(f"checkpoint: 'best' or 'last', not {which!r}")
+        return self.path / (BEST if which == "best" else LAST)
+
+    def is_run(self) -> bool:
+        """Whether the directory has a run.json (its start got that far)."""
+        return self.info_file.is_file()
+
+    # ---- run.json: status, options, split, scores
+    def info(self) -> dict[str, Any]:
+        """run.json, its shape checked: one IcezooError naming the file and field when it is not
+        what icezoo writes (so a damaged run is refused in one line, never a traceback)."""
+        info = read_json(self.info_file)
+        _check_fields(self.info_file, "", info, RUN_FIELDS)
+        if isinstance(info.get("split"), dict):  # types checked where present; what reads a field needs it
+            _check_fields(self.info_file, "split.", info["split"], SPLIT_FIELDS)
+        return info
+
+    def start(self, info: dict[str, Any], config_toml: str, command: str) -> None:
+        """A new run's config.toml (the resolved pipeline), command.txt and run.json."""
+        write_text_atomic(self.path / CONFIG_FILE, config_toml)
+        write_text_atomic(self.path / COMMAND_FILE, command + "\n")
+        write_json_atomic(self.info_file, info)
+
+    def update(self, **changes: Any) -> dict[str, Any]:
+        """Change fields of run.json (atomically). On a full disk the new state (``failed``, say) is
+        written in place, compacted, when it fits in the old file's blocks: a run stopped by a full disk
+        must not stay marked ``running``."""
+        path = self.info_file
+        info = self.info() if path.is_file() else {}
+        info.update(changes)
+        try:
+            write_json_atomic(path, info)
+        except WriteError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+                raise
+            text = json.dumps(info, separators=(",", ":"), default=_json_default)
+            if len(text.encode()) > path.stat().st_size:
+                raise
+            with open(path, "r+", encoding="utf-8") as fh:  # overwrites allocated blocks: needs no free space
+                fh.write(text)
+                fh.truncate()
+        return info
+
+    def ledger_row(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run's row of the ledger table (from ``info`` when given, else its run.json)."""
+        return _ledger_row(self.path, self.info() if info is None else info)
+
+    # ---- metrics.json / metrics.csv / tensorboard
+    def history(self) -> list[dict[str, Any]]:
+        """The per-epoch history of the run (empty when it has none yet)."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return []
+        history = read_json(path).get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise IcezooError(f"{path}: unreadable (history is not a list of epochs)")
+        return history
+
+    def write_history(self, history: list[dict[str, Any]], best_val: float | None) -> None:
+        """The per-epoch history as metrics.json (keeping a stored evaluation), metrics.csv and, when
+        the tensorboard package is installed, TensorBoard scalars of the newest epoch."""
+        self._write_metrics(history=history, best_val=best_val)
+        lines = [",".join(HISTORY_COLUMNS)]
+        for entry in history:
+            lines.append(",".join("" if entry.get(c) is None else str(entry.get(c)) for c in HISTORY_COLUMNS))
+        write_text_atomic(self.path / METRICS_CSV, "\n".join(lines) + "\n")
+        if history:
+            _tensorboard(self.path, history[-1])
+
+    def record_evaluation(self, result: dict[str, Any], ledger: bool) -> None:
+        """An evaluation into metrics.json and, with ``ledger``, into run.json as the run's score."""
+        self._write_metrics(evaluation=result, strict=True)
+        if ledger:
+            self.update(evaluation=result)
+
+    def _write_metrics(self, strict: bool = False, **fields: Any) -> None:
+        """Set ``fields`` of metrics.json, keeping the others (an unreadable file: an error with
+        ``strict``, else started afresh)."""
+        path = self.path / METRICS_FILE
+        old: dict[str, Any] = {}
+        if path.is_file():
             try:
-                path.mkdir()
-                (path / "checkpoints").mkdir()
-                return path
-            except FileExistsError:
-                continue
-    except OSError as exc:  # read-only or full filesystem, a file where the directory should be
-        raise IcezooError(f"--runs-dir {runs_dir}: cannot create a run directory ({exc.strerror or exc})") from None
-    raise IcezooError(f"{runs_dir}: cannot find a free run directory name for '{name}'")
+                old = read_json(path)
+            except IcezooError:
+                if strict:
+                    raise
+        write_json_atomic(path, {**old, **fields})
+
+    # ---- train.log
+    def log(self, echo=None) -> "RunLog":
+        """A writer of timestamped lines to the run's log file (and to ``echo``)."""
+        return RunLog(self.log_file, echo=echo)
 
 
+def _tensorboard(run_dir: Path, entry: dict[str, Any]) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: tensorboard is not a dependency
+        return
+    with SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard")) as writer:
+        for key in ("train_loss", "val_mean", "lr", "events_per_s"):
+            if isinstance(entry.get(key), (int, float)):
+                writer.add_scalar(key, entry[key], global_step=int(entry.get("step", 0)))
+
+
+# ------------------------------------------------------------------------------ finding runs
 def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
     """RUN is a run directory path, a run name inside ``runs_dir`` (default ./runs), or ``last``
     (the most recently started run there)."""
@@ -195,17 +310,6 @@ def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
         where = path if path.is_dir() else candidate
         raise IcezooError(f"{where}: not a run directory (no {RUN_FILE})")
     raise IcezooError(f"run '{run}' not found (neither a directory nor a run in {runs_dir or DEFAULT_RUNS_DIR}/)")
-
-
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """A run's run.json, its shape checked: one IcezooError naming the file and field when it is not
-    what icezoo writes (so a damaged run is refused in one line, never a traceback)."""
-    path = Path(run_dir) / RUN_FILE
-    info = read_json(path)
-    _check_fields(path, "", info, RUN_FIELDS)
-    if isinstance(info.get("split"), dict):  # types checked where present; what reads a field needs it
-        _check_fields(path, "split.", info["split"], SPLIT_FIELDS)
-    return info
 
 
 def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: bool = False) -> None:
@@ -234,27 +338,6 @@ def unfinished_note(run_dir: Path, info: dict[str, Any], checkpoint: Path | None
     return text + f": using {where}, not the run's final result"
 
 
-def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    """Change fields of run.json (atomically). On a full disk the new state (``failed``, say) is
-    written in place, compacted, when it fits in the old file's blocks: a run stopped by a full disk
-    must not stay marked ``running``."""
-    path = Path(run_dir) / RUN_FILE
-    info = load_run(run_dir) if path.is_file() else {}
-    info.update(changes)
-    try:
-        write_json_atomic(path, info)
-    except WriteError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
-            raise
-        text = json.dumps(info, separators=(",", ":"), default=_json_default)
-        if len(text.encode()) > path.stat().st_size:
-            raise
-        with open(path, "r+", encoding="utf-8") as fh:  # overwrites allocated blocks: needs no free space
-            fh.write(text)
-            fh.truncate()
-    return info
-
-
 def scan_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any] | None, str | None]]:
     """Every directory under ``runs_dir`` as (path, run info, None), or (path, None, why it is not a
     readable run): nothing is hidden, a damaged run shows up as such."""
@@ -267,7 +350,7 @@ def scan_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any] |
             out.append((path, None, f"no {RUN_FILE}: not a run, or its start was interrupted"))
             continue
         try:
-            out.append((path, load_run(path), None))
+            out.append((path, RunDir(path).info(), None))
         except IcezooError as exc:
             out.append((path, None, str(exc).split(": ", 1)[-1]))
     return out
@@ -278,7 +361,7 @@ def all_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
     return [(path, info) for path, info, _ in scan_runs(runs_dir) if info is not None]
 
 
-def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> Path:
+def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> RunDir:
     """The most recently finished successful run of ``pipeline`` (for a pipeline's ``init_from``)."""
     key = normalise(pipeline)
     done = [(info.get("finished", ""), path) for path, info in all_runs(runs_dir)
@@ -289,7 +372,7 @@ def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> Path:
             f"init_from = '{pipeline}': no successful run of pipeline {pipeline} in {runs_dir or DEFAULT_RUNS_DIR}/ "
             f"(train it first: icezoo train --pipeline {pipeline}, or pass --init-from RUN)"
         )
-    return max(done)[1]
+    return RunDir(max(done)[1])
 
 
 # ------------------------------------------------------------------------------ ledger
@@ -334,7 +417,7 @@ def _ledger_row(path: Path, info: dict[str, Any]) -> dict[str, Any]:
     split = info.get("split") or {}
     trn = f"`{split.get('train_spec', '?')}`"
     if split.get("train_batches"):
-        trn += f" train {_ranges(split['train_batches'])}, val {_ranges(split.get('val_batches', []))}"
+        trn += f" train {format_batches(split['train_batches'])}, val {format_batches(split.get('val_batches', []))}"
     if split.get("data"):
         trn += f" of {split['data']}"
     return {"name": info.get("name", path.name), "value": value, "score": score, "description": desc,
@@ -342,19 +425,24 @@ def _ledger_row(path: Path, info: dict[str, Any]) -> dict[str, Any]:
             "started": info.get("started", "")}
 
 
-def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_text: str | None = None):
-    """One row per run directory; one whose run.json cannot be read is a row saying why."""
+def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_text: str | None = None,
+                names: list[str] | None = None):
+    """One row per run directory (only the runs ``names`` names, when given); one whose run.json
+    cannot be read is a row saying why."""
+    wanted = {resolve_run(n, runs_dir).name for n in names} if names else None
     rows = []
     for path, info, problem in scan_runs(runs_dir):
         row = None
         if info is not None:
             try:
-                row = _ledger_row(path, info)
+                row = RunDir(path).ledger_row(info)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of an unexpected shape
                 problem = f"unreadable ({exc.__class__.__name__}: {exc})"
         if row is None:
             row = {"name": path.name, "value": None, "score": "-" if problem.startswith("no ") else "unreadable",
                    "description": problem if problem.startswith("no ") else f"{RUN_FILE} {problem}", "script": "", "trn_set": "", "pipeline": "", "started": ""}
+        if wanted is not None and row["name"] not in wanted:
+            continue
         if filter_text:
             hay = " ".join(str(v) for v in row.values()).lower()
             if filter_text.lower() not in hay:
@@ -369,22 +457,6 @@ def ledger_rows(runs_dir: Path | None = None, sort: str | None = None, filter_te
     else:
         raise IcezooError(f"--sort {sort}: expected score, name or time")
     return rows
-
-
-def _ranges(ids: list[int]) -> str:
-    """[1,2,3,5] -> '1-3,5'."""
-    ids = sorted(int(i) for i in ids)
-    if not ids:
-        return "-"
-    parts, start, prev = [], ids[0], ids[0]
-    for i in ids[1:] + [None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ",".join(parts)
 
 
 def ledger_markdown(rows: list[dict[str, Any]]) -> str:

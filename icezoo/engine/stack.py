@@ -26,12 +26,13 @@ import numpy as np
 from icezoo.core.atomic import atomic_path, writable_target
 from icezoo.core.batch import angular_error
 from icezoo.core.errors import IcezooError
-from icezoo.engine import runs as R
+from icezoo.data.io import format_batches
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import pick_device
 from icezoo.engine.ensemble import combine
 from icezoo.engine.evaluate import eval_ids, truth_vectors
 from icezoo.engine.predict import member_predictions
+from icezoo.engine.runs import RunDir
 from icezoo.engine.stacker import METHODS, align, fit, predict_stacked, require_lightgbm, save, subset
 from icezoo.engine.stats import paired
 
@@ -46,7 +47,7 @@ def _cache_key(ckpt: Path, data_dir: Path, ids: list[int]) -> str:
 def cached_predictions(member, data_dir: Path, ids: list[int], device, batch_size: int) -> dict[str, np.ndarray]:
     """One member's validation predictions (sorted by event id), from its cache or computed and cached."""
     run_dir, info, config, model, ckpt = member
-    path = run_dir / "predictions" / f"val-{_cache_key(ckpt, data_dir, ids)}.npz"
+    path = RunDir(run_dir).predictions / f"val-{_cache_key(ckpt, data_dir, ids)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in ("event_id", "direction", "kappa", "n_pulses")}
@@ -115,7 +116,7 @@ def stack(runs: list[str], method: str, out: str | Path, runs_dir: str | Path = 
     stacker = fit(method, subset(m, fit_rows), truth[fit_rows], seed)
     names = [run_dir.name for run_dir, *_ in members]
     stacker["members"] = [{"run": n, "checkpoint": str(ck)} for n, (_, _, _, _, ck) in zip(names, members)]
-    stacker["data"] = {"dir": str(data_dir), "split": split_name, "batches": R._ranges(ids),
+    stacker["data"] = {"dir": str(data_dir), "split": split_name, "batches": format_batches(ids),
                        "fit_events": int(len(fit_rows)), "score_events": int(len(test_rows))}
     stacker["report"] = score(stacker, m, truth, fit_rows, test_rows, names)
     save(out, stacker)

@@ -124,14 +124,12 @@ def require_lightgbm():
 
 
 def _fit_gbm(x: np.ndarray, s0: np.ndarray, t: np.ndarray, seed: int) -> list[str]:
+    """Three boosted regressors (LightGBM's own API, no scikit-learn) of the residual t - s0, as text models."""
     lgb = require_lightgbm()
-    models = []
-    for c in range(3):
-        reg = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=20,
-                                random_state=seed, deterministic=True, n_jobs=1, verbose=-1)
-        reg.fit(x, t[:, c] - s0[:, c])
-        models.append(reg.booster_.model_to_string())
-    return models
+    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20,
+              "seed": seed, "deterministic": True, "num_threads": 1, "verbose": -1}
+    return [lgb.train(params, lgb.Dataset(x, label=t[:, c] - s0[:, c]), num_boost_round=200).model_to_string()
+            for c in range(3)]
 
 
 def _gbm_predict(stacker: dict[str, Any], x: np.ndarray, s0: np.ndarray) -> np.ndarray:

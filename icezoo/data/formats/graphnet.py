@@ -231,12 +231,11 @@ class GraphNetSource(DataSource):
         rows = self._read(table, cols, int(events[0]), int(events[-1]))
         eno = rows["event_no"].astype(np.int64)
         for c in ("dom_x", "dom_y", "dom_z", "dom_time", "charge", "hlc", "string", "dom_number"):
-            bad = np.flatnonzero(~np.isfinite(rows[c].astype(np.float64, copy=False)))
-            if len(bad):
-                raise IcezooError(f"{self.where(table)}: event_no {eno[bad[0]]}: {c} is {rows[c][bad[0]]}")
-        order = np.lexsort((rows["dom_time"], eno))  # stable: equal times keep the file's order
-        rows = {k: v[order] for k, v in rows.items()}
-        eno = eno[order]
+            if rows[c].dtype.kind == "f":  # integer columns cannot hold NaN
+                bad = np.flatnonzero(~np.isfinite(rows[c]))
+                if len(bad):
+                    raise IcezooError(f"{self.where(table)}: event_no {eno[bad[0]]}: {c} is {rows[c][bad[0]]}")
+        rows, eno = _event_time_order(rows, eno)
         idx = np.searchsorted(events, eno)
         offsets = np.zeros(len(events) + 1, dtype=np.int64)
         np.cumsum(np.bincount(idx, minlength=len(events)), out=offsets[1:])
@@ -283,6 +282,17 @@ class GraphNetSource(DataSource):
         return describe_graphnet(self)
 
 
+def _event_time_order(rows: dict[str, np.ndarray], eno: np.ndarray):
+    """Rows grouped by event_no and time ordered within each event (stable: equal times keep the
+    file's order); untouched when they already are (a converted Kaggle file, GraphNeT's writers)."""
+    step = np.diff(eno)
+    t = rows["dom_time"]
+    if (step >= 0).all() and ((step > 0) | (t[1:] >= t[:-1])).all():
+        return rows, eno
+    order = np.lexsort((t, eno))
+    return {k: v[order] for k, v in rows.items()}, eno[order]
+
+
 def _as_int(values: np.ndarray) -> np.ndarray:
     return np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values.astype(np.int64)
 
@@ -305,22 +315,30 @@ def map_sensors(where: str, rows: dict[str, np.ndarray], eno: np.ndarray, geomet
     from icezoo.data.geometry import load_geometry
 
     ic = _icecube86_rows(rows)
+    every = bool(ic.all())
     s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
-    pos = np.stack([rows[f"dom_{a}"].astype(np.float64, copy=False) for a in "xyz"], axis=1)
-    sid = np.where(ic, (s - 1) * DOMS_PER_STRING + (d - 1), 0)
+    sid = (s - 1) * DOMS_PER_STRING + (d - 1)
+    if not every:
+        sid[~ic] = 0
     ref = load_geometry(None)
-    off = np.abs(pos[ic] - ref[sid[ic]]).max(axis=1) if ic.any() else np.zeros(0)
+    off = np.zeros(len(sid))
+    for i, a in enumerate("xyz"):  # per axis, 1-D: no [n, 3] copies
+        np.maximum(off, np.abs(rows[f"dom_{a}"] - np.take(ref[:, i], sid)), out=off)
+    if not every:
+        off[~ic] = 0.0
     bad = np.flatnonzero(off > POSITION_TOLERANCE)
     if len(bad):
-        r = np.flatnonzero(ic)[bad[0]]
+        r = bad[0]
+        p, q = [float(rows[f"dom_{a}"][r]) for a in "xyz"], ref[sid[r]]
         raise IcezooError(f"{where}: event_no {eno[r]}: string {s[r]} dom_number {d[r]} is at "
-                          f"({pos[r, 0]:.2f}, {pos[r, 1]:.2f}, {pos[r, 2]:.2f}) m but IceCube-86 sensor_id {sid[r]} is at "
-                          f"({ref[sid[r], 0]:.2f}, {ref[sid[r], 1]:.2f}, {ref[sid[r], 2]:.2f}) m ({off[bad[0]]:.2f} m apart; "
+                          f"({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f}) m but IceCube-86 sensor_id {sid[r]} is at "
+                          f"({q[0]:.2f}, {q[1]:.2f}, {q[2]:.2f}) m ({off[r]:.2f} m apart; "
                           f"tolerance {POSITION_TOLERANCE} m)")
     base = load_geometry(None, geometry)
-    if ic.all():
+    if every:
         return sid.astype(np.int16), tuple(np.ascontiguousarray(base[:, i]) for i in range(3)), PAD_SENSOR
     other = ~ic
+    pos = np.stack([rows[f"dom_{a}"].astype(np.float64, copy=False) for a in "xyz"], axis=1)
     p = _as_int(rows["pmt_number"]) if "pmt_number" in rows else np.zeros(len(s), np.int64)
     out = (s < 1) | (s > MAX_STRING) | (d < 1) | (d > MAX_MODULE) | (p < 0) | (p >= MAX_PMT)
     if (out & other).any():

@@ -21,8 +21,9 @@ from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
+from icezoo.data.io import format_batches
 from icezoo.engine import loaders, predict
-from icezoo.engine import runs as R
+from icezoo.engine.runs import RunDir, RunLog, git_commit, newest_successful_run, now_iso, package_versions
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
                                        init_source, init_stages, load_matching)
 from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
@@ -64,7 +65,7 @@ class Run:
     def update(self, **changes: Any) -> None:
         """Update run.json (rank 0 only) and keep the copy here current."""
         if self.dist.main:
-            self.info = R.update_run(self.run_dir, **changes)
+            self.info = RunDir(self.run_dir).update(**changes)
 
 
 def train(opts: TrainOptions, echo=print) -> Path:
@@ -76,13 +77,13 @@ def train(opts: TrainOptions, echo=print) -> Path:
         raise
     except KeyboardInterrupt:  # Ctrl-C before the loop (planning, building): nothing to resume from
         run_dir = where.get("run_dir")
-        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
-            R.update_run(run_dir, status="interrupted", error="interrupted before the first training step")
+        if run_dir is not None and RunDir(run_dir).is_run():
+            RunDir(run_dir).update(status="interrupted", error="interrupted before the first training step")
         raise
     except BaseException as exc:
         run_dir = where.get("run_dir")
-        if run_dir is not None and (run_dir / R.RUN_FILE).is_file():
-            R.update_run(run_dir, status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500])
+        if run_dir is not None and RunDir(run_dir).is_run():
+            RunDir(run_dir).update(status="failed", error=f"{exc.__class__.__name__}: {exc}"[:500])
         raise
 
 
@@ -113,11 +114,11 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         _check_files(run, model)
         if opts.init_from or run.config.init_from:
             init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
-                        else R.newest_successful_run(run.config.init_from, runs_dir) / R.BEST)
+                        else newest_successful_run(run.config.init_from, runs_dir).checkpoint("best"))
             rep = load_matching(model, load_checkpoint(init_src)["state_dict"])  # fine-tuning: the tensors that fit
     # until a new run's directory exists, log lines are kept and written into it once it does
-    run.log = R.RunLog(run.run_dir / R.LOG_FILE if (dist.main and run.run_dir) else None, echo=say,
-                       keep=dist.main and run.resume_ckpt is None)
+    run.log = RunLog(RunDir(run.run_dir).log_file if (dist.main and run.run_dir) else None, echo=say,
+                     keep=dist.main and run.resume_ckpt is None)
     run.keep_events = _kappa_filter(run)
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
     # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
@@ -125,7 +126,7 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     if run.resume_ckpt is None:
         run.run_dir = Path(dist.on_main(_open, run, where))
         if dist.main:
-            run.log.attach(run.run_dir / R.LOG_FILE)
+            run.log.attach(RunDir(run.run_dir).log_file)
         dist.on_main(_write_run_files, run)
     if init_src is not None:
         run.log(init_report_text(str(init_src), rep))
@@ -138,9 +139,9 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         if dist.enabled else model
     state = TrainState.new(model, ts, device, plan)
     if run.resume_ckpt is not None:
-        state.restore(run.resume_ckpt, plan, str(run.run_dir / R.LAST))
+        state.restore(run.resume_ckpt, plan, str(RunDir(run.run_dir).checkpoint("last")))
         where["run_dir"] = run.run_dir if dist.main else None
-        if state.step >= plan.total_steps and R.load_run(run.run_dir).get("status") == "done":
+        if state.step >= plan.total_steps and RunDir(run.run_dir).info().get("status") == "done":
             run.log(f"{run.run_dir} already finished ({state.step}/{plan.total_steps} steps): nothing to resume")
             return run.run_dir
         run.update(status="running", resumed=(run.info.get("resumed", 0) or 0) + 1)
@@ -165,19 +166,19 @@ def _kappa_filter(run: Run) -> dict[int, np.ndarray] | None:
 def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
     """A run to resume: its own options, pipeline (from last.pt) and data split (from run.json)."""
     runs_dir = Path(opts.runs_dir)
-    run_dir = R.resolve_run(opts.resume, runs_dir)
-    info = R.load_run(run_dir)
+    run_dir = RunDir.find(opts.resume, runs_dir)
+    info = run_dir.info()
     defaults = TrainOptions()
     ignored = [f"--{k.replace('_', '-')}" for k in RUN_SETTINGS if getattr(opts, k) != getattr(defaults, k)]
     if ignored:
         say(f"note: --resume continues the run with its own settings; ignored: {' '.join(ignored)}")
-    last = run_dir / R.LAST
+    last = run_dir.checkpoint("last")
     ckpt = load_checkpoint(last)
     config = config_from_checkpoint(ckpt, str(last))
     own = TrainOptions(**{**asdict(TrainOptions()), **info.get("options", {}), "resume": opts.resume,
                           "progress": opts.progress, "device": opts.device, "runs_dir": str(runs_dir)})
     split = info["split"]
-    return Run(own, config, dist, device, info.get("command", ""), run_dir=run_dir, data_dir=Path(split["data_dir"]),
+    return Run(own, config, dist, device, info.get("command", ""), run_dir=run_dir.path, data_dir=Path(split["data_dir"]),
                train_ids=split["train_batches"], val_ids=split["val_batches"], train_spec=split["train_spec"],
                val_spec=split["val_spec"], info=info, resume_ckpt=ckpt)
 
@@ -191,14 +192,14 @@ def _check_files(run: Run, model) -> None:
         check_batch_file(run.data_dir, "train", b)
     loaders.check_detector(model, run.data_dir)
     if len(loaders.make_eval_loader(run.data_dir, "train", run.val_ids, model, run.config.train.batch_size)) == 0:
-        raise IcezooError(f"{run.data_dir}: the validation batches {R._ranges(run.val_ids)} hold no event with 2 or "
+        raise IcezooError(f"{run.data_dir}: the validation batches {format_batches(run.val_ids)} hold no event with 2 or "
                           f"more pulses")
 
 
 def _open(run: Run, where: dict[str, Any]) -> str:
     """A new run's directory (rank 0, once every input is checked)."""
     name = run.opts.name or f"{run.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = R.new_run_dir(Path(run.opts.runs_dir), name)
+    run_dir = RunDir.create(Path(run.opts.runs_dir), name).path
     where["run_dir"] = run_dir
     return str(run_dir)
 
@@ -209,20 +210,19 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
-    R.write_text_atomic(run.run_dir / R.CONFIG_FILE, pipelines_toml({config.name: resolved_table(config, registry())}))
-    R.write_text_atomic(run.run_dir / "command.txt", run.command + "\n")
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {
         "name": run.run_dir.name, "pipeline": config.name, "experiment": config.experiment,
         "description": opts.description or config.description, "command": run.command, "status": "running",
-        "started": R.now_iso(), "finished": None, "git_commit": R.git_commit(), "packages": R.package_versions(),
+        "started": now_iso(), "finished": None, "git_commit": git_commit(), "packages": package_versions(),
         "device": device_name(run.device), "world_size": run.dist.world_size, "split": split, "options": saved_opts,
         "precision": {"requested": ts.precision, "final": ts.precision}, "best_val": None,
     }
-    R.write_json_atomic(run.run_dir / R.RUN_FILE, run.info)
+    RunDir(run.run_dir).start(run.info, pipelines_toml({config.name: resolved_table(config, registry())}),
+                               run.command)
     run.log(f"run {run.run_dir} - pipeline {config.name} - {run.command}", echo=False)
-    run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {R._ranges(run.train_ids)}, "
-            f"validation {R._ranges(run.val_ids)} (fixed, disjoint)")
+    run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {format_batches(run.train_ids)}, "
+            f"validation {format_batches(run.val_ids)} (fixed, disjoint)")
 
 
 def _progress(run: Run) -> Progress:
@@ -358,7 +358,7 @@ def _write_epoch(run: Run, plan: StepPlan, state: TrainState, improved: bool) ->
     if improved:
         _save(run, state, plan, "best", state.step, weights=state.weights())
     _save(run, state, plan, "last", state.step)
-    R.write_metrics(run.run_dir, state.history, state.best_val)
+    RunDir(run.run_dir).write_history(state.history, state.best_val)
     run.update(best_val=state.best_val, best_step=state.step if improved else run.info.get("best_step"),
                nan_guard=state.guard.public(), train_time_s=round(state.train_time, 2),
                events_seen=state.events_seen, precision={"requested": run.config.train.precision,
@@ -381,7 +381,7 @@ def _validate(run: Run, state: TrainState) -> float:
 
 def _save(run: Run, state: TrainState, plan: StepPlan, kind: str, at_step: int, weights=None) -> None:
     if run.dist.main:
-        state.save(run.run_dir / (R.LAST if kind == "last" else R.BEST), kind, at_step, plan,
+        state.save(RunDir(run.run_dir).checkpoint(kind), kind, at_step, plan,
                    checkpoint_pipeline_table(run.config), run.run_dir.name, weights=weights)
 
 
@@ -397,11 +397,12 @@ def _finish(run: Run, state: TrainState) -> None:
 def _write_done(run: Run, state: TrainState) -> None:
     history = state.history
     # an evaluation stored while the run was not finished scored a snapshot: it is not the run's score
-    stale = {"evaluation": None} if R.load_run(run.run_dir).get("evaluation") else {}
-    R.update_run(run.run_dir, status="done", finished=R.now_iso(), best_val=state.best_val,
-                 final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
-                 train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
-                 precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step, **stale)
+    stale = {"evaluation": None} if RunDir(run.run_dir).info().get("evaluation") else {}
+    RunDir(run.run_dir).update(
+        status="done", finished=now_iso(), best_val=state.best_val,
+        final_val=history[-1]["val_mean"] if history else None, nan_guard=state.guard.public(),
+        train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
+        precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step, **stale)
     run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
             f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
             f"{state.best_val:.4f}; run {run.run_dir}")
