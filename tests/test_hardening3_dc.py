@@ -76,6 +76,18 @@ def test_d1_linefit_runs_plot_compose_and_simulate_refuse_their_inputs(copies, w
     assert digest(tmp_path) == before
 
 
+def test_d1_check_output_refuses_a_single_file_source_and_keeps_plain_paths(tmp_path):
+    from icezoo.core import IcezooError
+    from icezoo.core.outputs import check_output
+
+    db = tmp_path / "events.db"  # a GraphNeT SQLite source is one file
+    db.write_bytes(b"x")
+    with pytest.raises(IcezooError, match="is an input of this command"):
+        check_output(db, dirs=[db])
+    assert check_output(tmp_path / "sub.csv", dirs=[db]) == tmp_path / "sub.csv"
+    assert not (tmp_path / "sub.csv").exists()
+
+
 # ------------------------------------------------------------------------------ D2 study names as paths
 ESCAPE = """
 [studies."NAME"]
@@ -146,3 +158,80 @@ def test_d3_predict_and_linefit_write_event_ids_above_2_53_exactly(copies, tmp_p
         lines = out.read_text().splitlines()
         assert [int(line.split(",")[0]) for line in lines[1:]] == ids, args[0]  # in meta order, every digit
         assert lines[-1].startswith("9223372036854775807,")
+
+
+# ------------------------------------------------------------------------------ C1 nothing to score
+def one_pulse_batch(data: Path, bid: int, split: str = "train") -> None:
+    """Keep only the first pulse of every event of batch file ``bid`` (meta rewritten to match)."""
+    import numpy as np
+    import polars as pl
+
+    from icezoo.data.kaggle_layout import write_batch, write_meta
+
+    f = data / split / f"batch_{bid}.parquet"
+    b = pl.read_parquet(f)
+    eid = b["event_id"].to_numpy()
+    first = np.flatnonzero(np.r_[True, eid[1:] != eid[:-1]])
+    write_batch(f, eid[first], b["sensor_id"].to_numpy()[first], b["time"].to_numpy()[first],
+                b["charge"].to_numpy()[first], b["auxiliary"].to_numpy()[first])
+    meta = pl.read_parquet(data / f"{split}_meta.parquet")
+    fp, lp = meta["first_pulse_index"].to_numpy().copy(), meta["last_pulse_index"].to_numpy().copy()
+    rows = np.flatnonzero(meta["batch_id"].to_numpy() == bid)
+    fp[rows] = lp[rows] = np.arange(len(rows))
+    truth = {"azimuth": meta["azimuth"], "zenith": meta["zenith"]} if "azimuth" in meta.columns else {}
+    write_meta(data / f"{split}_meta.parquet", meta["batch_id"], meta["event_id"], fp, lp, **truth)
+
+
+def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copies, capsys):
+    data, runs = copies
+    one_pulse_batch(data, 1)
+    before = digest(runs)
+    line = one_line_error(capsys, "evaluate", "T", "--runs-dir", runs, "--data", data, "--batches", "1", "--no-plots",
+                          contains=[data, "nothing to score"])
+    assert "nan" not in line.lower()
+    # the several-runs form says what it is about to do first (a progress line), then the same error
+    code, _, err = run_cli(capsys, "evaluate", "T", "T", "--runs-dir", runs, "--data", data, "--batches", "1")
+    assert code == 2 and "Traceback" not in err and "Warning" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "nothing to score" in err
+    assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
+
+
+# ------------------------------------------------------------------------------ C2 sizes beyond the machine
+@pytest.mark.parametrize("setting, says", [("embedder.dim=1000000000", "refused"),
+                                           ("backbone.depth=1000000000", "refused"),
+                                           ("embedder.dim=8192", "refused")])
+def test_c2_sizes_beyond_the_machine_are_one_line(world, tmp_path, capsys, monkeypatch, setting, says):  # noqa: F811
+    import icezoo.core.sizes as sizes
+
+    monkeypatch.setattr(sizes, "available_bytes", lambda: 1 << 30)  # as if 1 GiB were free: fast on any machine
+    save = tmp_path / "p.toml"
+    one_line_error(capsys, "compose", "--pipeline-file", world["pf"], "--pipeline", "tiny", "--set", setting,
+                   "--save", save, contains=["pipelines.composed.", says])
+    assert not save.exists()
+    import resource
+
+    assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # the build's cap was lifted
+
+
+def test_c2_the_parameter_count_stops_a_build_before_its_weights_are_written():
+    from icezoo.core import IcezooError
+    from icezoo.core.sizes import size_guard
+    from torch import nn
+
+    with pytest.raises(IcezooError, match=r"demo: more than 1,001,000 parameters \(3.8 MiB"):
+        with size_guard("demo", limit_bytes=4_000_000):  # room for 1M fp32 weights
+            nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 1000))
+    with size_guard("demo", limit_bytes=8_100_000):
+        nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 1000))  # fits: built as usual
+
+
+def test_c2_an_allocation_refused_anywhere_is_one_line(world, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import icezoo.engine.predict as P
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(P, "predict", refuse)
+    one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv",
+                   contains=["out of memory", "37.3 GiB", "train.batch_size"])

@@ -53,6 +53,18 @@ for _name, _fn in BENCH_COMMANDS.items():
     bench_app.command(_name)(_fn)
 
 
+def _oom_reason(exc: BaseException) -> str:
+    """``an allocation of 37.3 GiB was refused`` from torch's words, else its first line."""
+    import re
+
+    asked = re.search(r"[Tt]ried to allocate ([\d.]+) ?(\w+)", str(exc))
+    if asked:
+        n, unit = asked.groups()
+        size = f"{float(n) / 2**30:.1f} GiB" if unit == "bytes" else f"{n} {unit}"
+        return f"an allocation of {size} was refused"
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Typer handles usage errors (exit 2) and --help (exit 0, returning normally); an IcezooError raised by a
     command becomes ``error: ...`` on stderr and exit 2, never a traceback; so does an OSError
@@ -73,7 +85,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:  # under torchrun: a peer rank stopped (its own error line is above)
+    except Exception as exc:  # an allocation refused; under torchrun: a peer rank stopped (its own error line is above)
+        from icezoo.core.memory import out_of_memory
+
+        if out_of_memory(exc):
+            print(f"error: out of memory ({_oom_reason(exc)}): lower train.batch_size, selection.max_pulses or the "
+                  f"model's sizes", file=sys.stderr)
+            sys.exit(2)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and type(exc).__module__.startswith("torch"):
             print(f"error: rank {os.environ.get('RANK', '?')}: stopped because another rank failed "
                   f"({type(exc).__name__})", file=sys.stderr)

@@ -24,6 +24,7 @@ from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
+from icezoo.core.sizes import size_guard
 
 #: what the batch itself always provides to components
 BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
@@ -42,10 +43,11 @@ class StageInfo:
 
 
 def _build(spec: ComponentSpec, config: Config, path: str, in_dim: int):
-    try:
-        return spec.cls.build(config, in_dim)
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise IcezooError(f"{path}: {spec.name}: {exc}") from None
+    with size_guard(path):  # sizes beyond the machine: one line (core/sizes.py)
+        try:
+            return spec.cls.build(config, in_dim)
+        except (ValueError, AssertionError, TypeError) as exc:
+            raise IcezooError(f"{path}: {spec.name}: {exc}") from None
 
 
 def _trace(trace, stage, module, out):

@@ -26,6 +26,13 @@ def keep_freed_memory(mmap_below: int = 256 << 20, trim_above: int = 512 << 20) 
     return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_below))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_above)))
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch (or Python) refusing an allocation (CPU or CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
     import resource

@@ -42,12 +42,13 @@ def check_output(path: str | Path, flag: str = "--out", inputs: Iterable[str | P
     path = Path(path)
     real = _real(path)
     shown = f"{path} (a link to {real})" if path.is_symlink() else str(path)
-    for item in inputs:
+    dirs = [d for d in dirs if d is not None]
+    for item in [*inputs, *dirs]:  # a data source may be one file (a GraphNeT .db)
         if item is not None and _real(item) == real:
             raise IcezooError(f"{flag} {shown}: is an input of this command ({item}); icezoo never writes over "
                               f"its inputs (choose another file)")
     for d in dirs:
-        if d is not None and (real == _real(d) or _real(d) in real.parents):
+        if _real(d) in real.parents:
             kind = protected_kind(_real(d)) or "an input directory"
             raise IcezooError(f"{flag} {shown}: lies inside {kind} {d}, an input of this command; icezoo never "
                               f"writes into its inputs (choose a path outside it)")

@@ -150,6 +150,15 @@ def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, l
     return data_dir, val, f"val of {data_dir}"
 
 
+def require_events(n: int, data_dir, ids: list[int], skipped: int | None = None) -> None:
+    """Refuse to score zero events (a mean of nothing is NaN, and NaN is not JSON): one line, before
+    anything is written."""
+    if n == 0:
+        why = f"all {skipped} have" if skipped else "every event has"
+        raise IcezooError(f"{data_dir}: batch(es) {format_batches(ids)}: {why} fewer than 2 pulses (the model scores "
+                          f"events with 2 or more): nothing to score; nothing was written")
+
+
 @dataclass
 class Scored:
     """A run's model scored on a split: the evaluation core that ``evaluate`` and the studies'
@@ -179,6 +188,7 @@ def score(run: str | Path, runs_dir: str | Path = "runs", data: str | None = Non
     data_dir, ids, split_name = eval_ids(info, data, batches)
     res = collect(model, data_dir, "train", ids, batch_size, dev)
     err = angular_error(res["direction"], res["truth"])
+    require_events(len(err), data_dir, ids, res["skipped"])
     result: dict[str, Any] = {"split": split_name, "data": str(data_dir), "batches": format_batches(ids),
                               "checkpoint": str(ckpt), **summary(err), "skipped_lt2_pulses": int(res["skipped"])}
     return Scored(RunDir(run_dir), info, config, model, res, err, result, note)
@@ -412,6 +422,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     for label, p in preds.items():
         pos = np.searchsorted(truth_ids, p["event_id"])
         errors[label] = (p["event_id"], angular_error(p["direction"], truth[pos]))
+    require_events(min(len(e) for _, e in errors.values()), data_dir, ids)
     best = min(singles, key=lambda s: errors[s][1].mean())
     result: dict = {"split": split_name, "data": str(data_dir), "tta": tta, "reference": best, "rows": {}}
     for label, (eid, err) in errors.items():

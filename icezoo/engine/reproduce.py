@@ -45,7 +45,6 @@ from icezoo.engine.train import InterruptedRun, TrainOptions
 from icezoo.engine.train.plan import resolve_data
 
 MANIFEST = "study.json"
-ERRORS_FILE = "val_errors.npz"
 
 
 @contextlib.contextmanager
@@ -319,17 +318,14 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
     """Per-event validation errors of a finished run (best.pt on its validation split, scored by the
     evaluation core), cached in the run as val_errors.npz; the summary also goes to the run's
     ledger entry."""
-    cache = run_dir / ERRORS_FILE
-    if cache.is_file() and cache.stat().st_mtime >= RunDir(run_dir).checkpoint("best").stat().st_mtime:
-        with np.load(cache) as z:
-            return {k: z[k] for k in z.files}
+    cached = RunDir(run_dir).val_errors()
+    if cached is not None:
+        return cached
     scored = score(str(run_dir), run_dir.parent, device=device)
     res, model = scored.res, scored.model
     out = {"event_id": res["event_id"].astype(np.int64), "error": scored.err.astype(np.float64),
            "kappa": res["kappa"].astype(np.float64), "n_params": np.array(sum(p.numel() for p in model.parameters()))}
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **out)
+    scored.run.write_val_errors(out)
     scored.run.update(evaluation={**scored.result, "time": now_iso()})
     return out
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from icezoo.core.atomic import WriteError, write_text_atomic
+from icezoo.core.atomic import WriteError, atomic_path, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise
 from icezoo.data.io import format_batches
@@ -48,6 +48,7 @@ HISTORY_COLUMNS = ("epoch", "step", "train_loss", "val_mean", "lr", "events_per_
 CONFIG_FILE = "config.toml"
 COMMAND_FILE = "command.txt"
 PLOTS_DIR = "plots"
+ERRORS_FILE = "val_errors.npz"
 LOG_FILE = "train.log"
 LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
@@ -124,8 +125,8 @@ def package_versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------ a run directory
 class RunDir:
     """A run's directory and the one reader and writer of its files (config.toml, command.txt,
-    run.json: its status and ledger entry, metrics.json/.csv, train.log, plots/); checkpoints are
-    written by the training state, at the paths this names."""
+    run.json: its status and ledger entry, metrics.json/.csv, train.log, val_errors.npz); the
+    checkpoints, plots and prediction caches are written by their makers at the paths this names."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -273,6 +274,21 @@ class RunDir:
                 if strict:
                     raise
         write_json_atomic(path, {**old, **fields})
+
+    # ---- val_errors.npz (the studies' per-event validation errors)
+    def val_errors(self) -> dict[str, np.ndarray] | None:
+        """The cached per-event validation errors, or None when there are none or best.pt is newer."""
+        path, best = self.path / ERRORS_FILE, self.checkpoint("best")
+        if not path.is_file() or not best.is_file() or path.stat().st_mtime < best.stat().st_mtime:
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def write_val_errors(self, arrays: dict[str, np.ndarray]) -> None:
+        """Cache per-event validation errors (numpy arrays, no pickles), atomically."""
+        with atomic_path(self.path / ERRORS_FILE) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
 
     # ---- train.log
     def log(self, echo=None) -> "RunLog":

@@ -236,9 +236,11 @@ class GraphNetSource(DataSource):
                 if len(bad):
                     raise IcezooError(f"{self.where(table)}: event_no {eno[bad[0]]}: {c} is {rows[c][bad[0]]}")
         rows, eno = _event_time_order(rows, eno)
-        idx = np.searchsorted(events, eno)
-        offsets = np.zeros(len(events) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(idx, minlength=len(events)), out=offsets[1:])
+        # rows grouped by event_no: each event's first row, found from the events (E lookups, not one per row)
+        offsets = np.r_[np.searchsorted(eno, events), len(eno)].astype(np.int64)
+        if not np.array_equal(np.diff(offsets), self._index(split)[1][s:e]):
+            raise IcezooError(f"{self.where(table)}: the rows of event_no {events[0]}..{events[-1]} changed while "
+                              f"reading (the file is being written?)")
         sensor_id, geo, pad = map_sensors(self.where(table), rows, eno, geometry)
         raw = RawFile(path=self.path, sensor_id=sensor_id, time=rows["dom_time"].astype(np.float64),
                       charge=rows["charge"].astype(np.float64), auxiliary=rows["hlc"] != 1, offsets=offsets,
@@ -297,9 +299,10 @@ def _as_int(values: np.ndarray) -> np.ndarray:
     return np.rint(values).astype(np.int64) if values.dtype.kind == "f" else values.astype(np.int64)
 
 
-def _icecube86_rows(rows: dict[str, np.ndarray]) -> np.ndarray:
+def _icecube86_rows(rows: dict[str, np.ndarray], s=None, d=None) -> np.ndarray:
     """Which rows are IceCube-86 DOMs (string 1..86, dom_number 1..60, dom_type 20 where given)."""
-    s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
+    if s is None:
+        s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
     ic = (s >= 1) & (s <= N_STRINGS) & (d >= 1) & (d <= DOMS_PER_STRING)
     if "dom_type" in rows:
         ic &= _as_int(rows["dom_type"]) == ICECUBE_DOM
@@ -314,9 +317,9 @@ def map_sensors(where: str, rows: dict[str, np.ndarray], eno: np.ndarray, geomet
     their rows' positions."""
     from icezoo.data.geometry import load_geometry
 
-    ic = _icecube86_rows(rows)
-    every = bool(ic.all())
     s, d = _as_int(rows["string"]), _as_int(rows["dom_number"])
+    ic = _icecube86_rows(rows, s, d)
+    every = bool(ic.all())
     sid = (s - 1) * DOMS_PER_STRING + (d - 1)
     if not every:
         sid[~ic] = 0
