@@ -399,6 +399,7 @@ KIT_VARIANTS = [
     ("backbone", "local_attention", {"k": 30, "local_depth": 1, "depth": 0, "heads": 4, "space": "xyzt"}),
     ("backbone", "local_attention", {"k": 1, "local_depth": 2, "depth": 0, "heads": 2}),
     ("embedder", "linear", {"dim": 16, "post_norm": True}),
+    ("embedder", "linear", {"dim": 16, "standardize": True}),
     ("embedder", "mlp", {"dim": 16, "layers": 1}),
     ("embedder", "sensor_embedding", {"dim": 16, "mode": "concat", "sensor_dim": 8, "padding_idx": True,
                                       "post_norm": True}),

@@ -14,7 +14,6 @@ is a component with default params).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -275,6 +274,9 @@ class RegistryView(Protocol):
     def get(self, kind: str, name: str) -> Any:
         """The component spec (``.cls``, ``.name``) of a kind and name; a miss says "did you mean"."""
 
+    def with_pipelines(self, pipelines: Pipelines) -> "RegistryView":
+        """The same registry holding ``pipelines`` instead (the original is left as it is)."""
+
 
 def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Recursive merge: tables merge key by key, everything else (arrays included) replaces."""
@@ -377,7 +379,7 @@ def pipeline_config(name: str | None = None, pipeline_file: str | Path | None = 
             if len(sources) != 1:
                 raise IcezooError(f"{pipeline_file}: holds {len(sources)} pipelines; say which with --pipeline")
             name = next(iter(sources.values())).name
-        reg = dataclasses.replace(reg, pipelines=reg.pipelines.overlay(sources))
+        reg = reg.with_pipelines(reg.pipelines.overlay(sources))
     elif name is None:
         raise IcezooError("name a pipeline (--pipeline NAME) or a file (--pipeline-file F)")
     return checked_pipeline(reg, name)

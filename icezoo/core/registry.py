@@ -16,7 +16,7 @@ import functools
 import importlib
 import importlib.metadata as metadata
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Iterable
 
@@ -80,6 +80,10 @@ class Registry:
                               f"(plugin {plugin}); block one with {DISABLE_ENV}")
         self.formats[name] = cls
         self.format_plugins[name] = package
+
+    def with_pipelines(self, pipelines: Pipelines) -> "Registry":
+        """The same components holding ``pipelines`` instead (a ``--pipeline-file`` laid over the registered ones)."""
+        return replace(self, pipelines=pipelines)
 
     # ------------------------------------------------------------------ components
     def add_component(self, cls: type[Component], plugin: str, package: str, version: str) -> None:

@@ -2,7 +2,8 @@
 
 * :mod:`~icezoo.nn.masking`: zero padding, masked softmax (padded pulses never count).
 * :mod:`~icezoo.nn.pooling`: masked sum/mean/max/min over the pulses of an event.
-* :mod:`~icezoo.nn.mlp`: activations, the Linear/activation stack, post-norm, input projection.
+* :mod:`~icezoo.nn.mlp`: activations, the Linear/activation stack, post-norm, input projection,
+  the input standardizer.
 * :mod:`~icezoo.nn.encodings`: sinusoidal encodings of scalars.
 * :mod:`~icezoo.nn.attention`: biased and relative multi-head attention, the pre-norm block.
 * :mod:`~icezoo.nn.knn`: dense masked k nearest neighbours.
@@ -19,11 +20,11 @@ from icezoo.nn.attention import BiasedAttention, RelativeAttention, TransformerB
 from icezoo.nn.encodings import sinusoidal
 from icezoo.nn.knn import knn_mask, masked_knn
 from icezoo.nn.masking import masked_softmax, neg_fill, zero_padding
-from icezoo.nn.mlp import activation, input_projection, mlp, post_norm
+from icezoo.nn.mlp import InputStandardizer, activation, input_projection, mlp, post_norm
 from icezoo.nn.pooling import POOLS, masked_max, masked_mean, masked_min, masked_sum
 
 __all__ = [
     "C_VACUUM", "C_ICE", "DETECTOR_MIN", "DETECTOR_MAX", "masked_knn", "knn_mask", "mlp", "activation",
-    "post_norm", "input_projection", "BiasedAttention", "RelativeAttention", "TransformerBlock", "sinusoidal",
+    "post_norm", "input_projection", "InputStandardizer", "BiasedAttention", "RelativeAttention", "TransformerBlock", "sinusoidal",
     "zero_padding", "neg_fill", "masked_softmax", "masked_sum", "masked_mean", "masked_max", "masked_min", "POOLS",
 ]
