@@ -139,13 +139,14 @@ def truth_table_option():
 
 
 def use_data(data, pulsemap: str | None, truth_table: str | None) -> None:
-    """Open ``--data`` with the table options (a missing path is left to the command's own message)."""
+    """Open ``--data`` with the table options, when given (a missing path, or --data without them, is left
+    to the command, whose own checks, a pipeline's first, then come before any data message)."""
     if data is None:
         if pulsemap or truth_table:
             raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")
         return
-    if not Path(data).exists():
-        return
+    if not Path(data).exists() or not (pulsemap or truth_table):
+        return  # without table options the command opens --data itself, after its own checks (a pipeline's first)
     from icezoo.data.formats import open_source
 
     src = open_source(data, pulsemap, truth_table)
