@@ -200,6 +200,10 @@ def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = 
     split: the loader (read + select + featurise into padded batches), the model over those
     batches (inference mode, the run's precision) and the submission writer.
     """
+    if run is not None:  # a run that is not there is an error now, not after simulating a dataset
+        load_run_model(run, runs_dir)
+    if data is not None and not Path(data).exists():
+        raise IcezooError(f"--data {data}: no such file or directory")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="icezoo-bench-predict-") as tmp:

@@ -34,7 +34,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import (foreign_source, format_batches, list_batches, parse_batches, read_chunk, read_meta,
                              split_batches)
-from icezoo.engine.runs import RunDir, now_iso, resolve_run, unfinished_note
+from icezoo.engine.runs import RunDir, distinct_runs, now_iso, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
@@ -384,6 +384,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     on the same events; each row is compared with the best single run without TTA by a paired
     bootstrap 95% interval."""
     tta_angles(tta)  # a bad --tta is an error before any model is loaded
+    distinct_runs(runs, runs_dir)
     members = [load_run_model(r, runs_dir) for r in runs]
     for run_dir, info, _, _, ckpt in members:
         note = unfinished_note(run_dir, info, ckpt)

@@ -24,7 +24,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
+from icezoo.engine.runs import RunDir, distinct_runs, resolve_run, unfinished_note
 from icezoo.engine import stacker as S
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
@@ -130,6 +130,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     run_names = [run] if isinstance(run, str) else list(run)
     check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
+    distinct_runs(run_names, runs_dir)
     combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:

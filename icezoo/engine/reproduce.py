@@ -125,7 +125,8 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     else:
         data_dir = Path(data)
         if not data_dir.is_dir():
-            raise IcezooError(f"--data {data}: no such directory")
+            what = "is a file, not a dataset directory" if data_dir.exists() else "no such directory"
+            raise IcezooError(f"--data {data}: {what}")
     key = _key(study, bud, data_dir, configs)
     study_dir = Path(runs_dir) / "studies" / f"{study.name}-{bud.slug}-{key}"
     cmd = ["icezoo", "reproduce", study.name]
@@ -218,6 +219,16 @@ def _simulator_version(data_dir: Path) -> str | None:
         except ValueError:
             return None
     return None
+
+
+def _data_origin(data_dir: Path) -> str:
+    """What the report says the data is: which simulator made it, or that icezoo did not simulate it."""
+    version = _simulator_version(data_dir)
+    if version:
+        return f"simulator {version}; simulated, not Kaggle"
+    if (Path(data_dir) / "simulator_config.json").is_file():
+        return "written by icezoo simulate, version not recorded; simulated, not Kaggle"
+    return "not simulated by icezoo: scores are on this data"
 
 
 # ------------------------------------------------------------------------------ running
@@ -441,8 +452,8 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
     if s.log:
         lines += [f"The log: {s.log}", ""]
     lines += [
-        f"- data: {plan.data_dir.name} (simulator {_simulator_version(plan.data_dir) or '?'}; simulated, not "
-        f"Kaggle), training files {format_batches(ref['train_batches'])}, validation files "
+        f"- data: {plan.data_dir.name} ({_data_origin(plan.data_dir)}), training files "
+        f"{format_batches(ref['train_batches'])}, validation files "
         f"{format_batches(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
         f"- budget: {plan.budget} per variant and seed; seeds {', '.join(map(str, plan.seeds))}; "
         f"model size {_kv(s.size) or 'as the pipelines'}; common {_kv(s.common) or '-'}",

@@ -328,6 +328,18 @@ def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
     raise IcezooError(f"run '{run}' not found (neither a directory nor a run in {runs_dir or DEFAULT_RUNS_DIR}/)")
 
 
+def distinct_runs(runs: list[str], runs_dir: Path | None = None) -> None:
+    """Several runs (an ensemble, a comparison) must be different runs: one named twice would be
+    counted twice ('2 run(s)') and shown once."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        path = resolve_run(run, runs_dir).resolve()
+        if path in seen:
+            raise IcezooError(f"run '{run}' is named twice ('{seen[path]}' is the same run {path.name}): "
+                              f"name each run once")
+        seen[path] = str(run)
+
+
 def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: bool = False) -> None:
     for key, kind in fields.items():
         if key not in table or table[key] is None:

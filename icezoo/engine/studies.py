@@ -59,6 +59,12 @@ class Variant(BaseModel):
     description: str = ""
 
 
+#: the largest budgets: 10^10 events, a week of wall clock (a typo such as 99999999999999999999 would
+#: otherwise start a study that never ends)
+MAX_EVENTS = 1e10
+MAX_MINUTES = 7 * 24 * 60
+
+
 class Budget(BaseModel):
     """Events seen per variant (the default), or minutes of wall clock."""
 
@@ -79,25 +85,37 @@ class Budget(BaseModel):
             events = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[m.group(2)]
             if events < 1:
                 raise ValueError(f"budget {value!r}: at least one event")
+            if events > MAX_EVENTS:
+                raise ValueError(f"budget {value!r}: at most {MAX_EVENTS:,.0f} events per variant and seed "
+                                 f"(about 75 passes over the whole Kaggle training set)")
             return cls(events=int(round(events)))
         m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(min|mins|minutes?|s|sec|seconds?)", text)
         if m:
             minutes = float(m.group(1)) / (60.0 if m.group(2).startswith("s") else 1.0)
             if minutes <= 0:
                 raise ValueError(f"budget {value!r}: must be positive")
+            if minutes > MAX_MINUTES:
+                raise ValueError(f"budget {value!r}: at most {MAX_MINUTES:,} minutes (a week) per variant and seed")
             return cls(minutes=minutes)
         raise ValueError(f"budget {value!r}: expected events (30000, '30k', '1.5M') or wall clock ('5min', '90s')")
 
     def __str__(self) -> str:
         if self.events is not None:
             return f"{self.events:,} events"
-        return f"{self.minutes:g} min"
+        return f"{self.minutes:g} min" if self.minutes >= 1 else f"{self._seconds:g} s"
+
+    @property
+    def _seconds(self) -> float:
+        return round(self.minutes * 60.0, 3)
 
     @property
     def slug(self) -> str:
+        """The budget in a folder name: 30k, 250ev, 5min, 90s (never 0.166667min)."""
         if self.events is not None:
             return f"{self.events // 1000}k" if self.events % 1000 == 0 else f"{self.events}ev"
-        return f"{self.minutes:g}min"
+        if self.minutes >= 1 and float(self.minutes).is_integer():
+            return f"{self.minutes:g}min"
+        return f"{self._seconds:g}s"
 
     def steps(self, batch_size: int) -> int | None:
         """Loader steps of an events budget (None for a wall-clock budget: measured per variant)."""
@@ -223,9 +241,9 @@ def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
             for label in study.variants:
                 try:
                     reg.pipelines.find(study.pipeline_of(label))
-                except IcezooError as exc:
-                    field = "pipeline" if study.variants[label].pipeline else "(study) pipeline"
-                    raise IcezooError(f"{where}.variants.{label}.{field}: {exc}") from None
+                except IcezooError as exc:  # the field that names it: the variant's, else the study's
+                    field = f"variants.{label}.pipeline" if study.variants[label].pipeline else "pipeline"
+                    raise IcezooError(f"{where}.{field}: {exc}") from None
         out[name] = study
     return out
 

@@ -102,8 +102,9 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     seed_everything(opts.seed)
     try:
         model = build(run.config)
-    except IcezooError as exc:
-        raise IcezooError(f"{opts.resume}: incompatible checkpoint: {exc}" if run.resume_ckpt else str(exc)) from None
+    except IcezooError as exc:  # a build error names where the pipeline came from, like a validation error
+        where = f"{opts.resume}: incompatible checkpoint" if run.resume_ckpt else opts.pipeline_file
+        raise IcezooError(f"{where}: {exc}" if where and not str(exc).startswith(str(where)) else str(exc)) from None
     ts = run.config.train
     init_src = rep = None
     if run.resume_ckpt is None:
