@@ -190,7 +190,9 @@ def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copie
                           contains=[data, "nothing to score"])
     assert "nan" not in line.lower()
     # the several-runs form says what it is about to do first (a progress line), then the same error
-    code, _, err = run_cli(capsys, "evaluate", "T", "T", "--runs-dir", runs, "--data", data, "--batches", "1")
+    shutil.copytree(runs / "T", runs / "T2")
+    before = digest(runs)
+    code, _, err = run_cli(capsys, "evaluate", "T", "T2", "--runs-dir", runs, "--data", data, "--batches", "1")
     assert code == 2 and "Traceback" not in err and "Warning" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: ") and "nothing to score" in err
     assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
