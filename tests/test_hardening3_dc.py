@@ -190,7 +190,9 @@ def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copie
                           contains=[data, "nothing to score"])
     assert "nan" not in line.lower()
     # the several-runs form says what it is about to do first (a progress line), then the same error
-    code, _, err = run_cli(capsys, "evaluate", "T", "T", "--runs-dir", runs, "--data", data, "--batches", "1")
+    shutil.copytree(runs / "T", runs / "T2")
+    before = digest(runs)
+    code, _, err = run_cli(capsys, "evaluate", "T", "T2", "--runs-dir", runs, "--data", data, "--batches", "1")
     assert code == 2 and "Traceback" not in err and "Warning" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: ") and "nothing to score" in err
     assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
@@ -235,3 +237,28 @@ def test_c2_an_allocation_refused_anywhere_is_one_line(world, tmp_path, capsys, 
     monkeypatch.setattr(P, "predict", refuse)
     one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv",
                    contains=["out of memory", "37.3 GiB", "train.batch_size"])
+
+
+# ------------------------------------------------------------------------------ C10 files that never end
+def test_c10_a_pipeline_file_or_run_json_that_is_not_a_regular_file_is_one_line(world, tmp_path, capsys):  # noqa: F811
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo)  # reading it whole would wait forever; /dev/zero would read until the OOM killer
+    for bad, kind in (("/dev/zero", "character device"), (fifo, "FIFO"), (tmp_path, "directory")):
+        one_line_error(capsys, "show", "X", "--pipeline-file", bad, contains=[bad, kind, "regular files only"])
+    run = tmp_path / "runs" / "R"
+    run.mkdir(parents=True)
+    os.mkfifo(run / "run.json")
+    one_line_error(capsys, "evaluate", run, "--no-plots", contains=[run, "run.json"])
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", tmp_path / "runs")  # the ledger shows it, never hangs
+    assert code == 0 and "| R |" in out
+
+
+# ------------------------------------------------------------------------------ C9 --threads below 1
+@pytest.mark.parametrize("threads", [-1, 0])
+def test_c9_bench_threads_below_one_is_one_line(capsys, threads):
+    import torch
+
+    before = torch.get_num_threads()
+    for bench in ("model", "predict"):
+        one_line_error(capsys, "bench", bench, "--threads", threads, contains=[f"--threads {threads}", "at least 1"])
+    assert torch.get_num_threads() == before

@@ -31,6 +31,7 @@ from rich.table import Table
 from icezoo.core.atomic import atomic_path
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.data.io import (foreign_source, format_batches, list_batches, parse_batches, read_chunk, read_meta,
                              split_batches)
 from icezoo.engine.runs import RunDir, distinct_runs, now_iso, resolve_run, unfinished_note
@@ -447,8 +448,6 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
 def plot_runs(names: list[str], runs_dir: str | Path, out: Path) -> list[str]:
     """``icezoo runs --plot A B``: the named runs' validation curves overlaid in ``out``; returns
     the run names plotted. ``out`` is never one of the runs' own files (:func:`check_output`)."""
-    from icezoo.core.outputs import check_output
-
     check_output(out, "--plot-out", dirs=[resolve_run(n, Path(runs_dir)) for n in names])
     curves = {}
     for name in names:

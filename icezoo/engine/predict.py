@@ -25,6 +25,7 @@ from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine.runs import RunDir, distinct_runs, resolve_run, unfinished_note
+from icezoo.engine import stacker as S
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -106,8 +107,6 @@ def _combiner(stacker: str | None, names: list[str]):
     by the kappa-weighted mean, or by a fitted stacker file (checked to be fitted on these runs)."""
     if stacker is None:
         return lambda preds: preds[0] if len(preds) == 1 else ensemble_of(preds)
-    from icezoo.engine import stacker as S
-
     fitted = S.load(stacker)
     S.check_members(fitted, names, f"--stacker {stacker}")
     return lambda preds: S.apply(fitted, preds)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from icezoo.core.atomic import WriteError, atomic_path, write_text_atomic
+from icezoo.core.atomic import WriteError, atomic_path, readable_file, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise
 from icezoo.data.io import format_batches
@@ -75,7 +75,7 @@ def _json_default(obj: Any) -> Any:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; anything else (missing, truncated, a list) is one IcezooError."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(readable_file(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IcezooError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from icezoo import zoo  # registry() looked up when called: a replaced one (tests) is used
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.core.names import add_once, did_you_mean, normalise, read_toml
 from icezoo.core.pipelines import pipeline_config, resolved_table
@@ -250,9 +251,7 @@ def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
 def load_studies(reg=None) -> dict[str, Study]:
     """Every study of every registered study file (the shipped studies.toml and plugins' files);
     a name defined twice is an error naming both files."""
-    from icezoo.zoo import registry
-
-    reg = reg or registry()
+    reg = reg or zoo.registry()
     studies: dict[str, Study] = {}
     for path in reg.study_files:
         for name, study in parse_study_file(path, reg).items():
@@ -271,9 +270,7 @@ def get_study(name: str, reg=None) -> Study:
 
 def variant_config(study: Study, label: str, reg=None):
     """The variant's resolved PipelineConfig (its overrides applied), with one-line errors."""
-    from icezoo.zoo import registry
-
-    reg = reg or registry()
+    reg = reg or zoo.registry()
     where = f"{study.file}: studies.{study.name}.variants.{label}"
     try:
         config = pipeline_config(study.pipeline_of(label), reg=reg)
