@@ -262,3 +262,17 @@ def test_c9_bench_threads_below_one_is_one_line(capsys, threads):
     for bench in ("model", "predict"):
         one_line_error(capsys, "bench", bench, "--threads", threads, contains=[f"--threads {threads}", "at least 1"])
     assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------------------------ C5 a negative seed
+@pytest.mark.parametrize("seeds", ["[-1]", "[0, 4294967296]"])
+def test_c5_a_study_seed_out_of_range_is_refused_when_the_file_is_read(tmp_path, seeds):
+    from icezoo.core import IcezooError
+    from icezoo.engine.studies import parse_study_file
+
+    f = tmp_path / "s.toml"
+    f.write_text(ESCAPE.replace("NAME", "ok").replace('budget = "200"', f'budget = "200"\nseeds = {seeds}'))
+    with pytest.raises(IcezooError) as err:
+        parse_study_file(f)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{f}: studies.ok.seeds") and "from 0 to 2^32 - 1" in text, text

@@ -166,6 +166,9 @@ class Study(BaseModel):
             raise ValueError("needs at least one seed")
         if len(set(value)) != len(value):
             raise ValueError("seeds repeat")
+        bad = [s for s in value if not 0 <= s < 2**32]  # numpy's seeds; a run name holds the seed
+        if bad:
+            raise ValueError(f"seed {bad[0]}: seeds are whole numbers from 0 to 2^32 - 1")
         return value
 
     @model_validator(mode="after")
