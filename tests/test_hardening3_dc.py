@@ -299,3 +299,24 @@ def test_c7_c8_malformed_run_json_fields_are_unreadable_everywhere(copies, capsy
     code, out, _ = run_cli(capsys, "runs", "--runs-dir", runs)
     assert code == 0 and "| T | unreadable |" in out and says in out, out
     one_line_error(capsys, "train", "--resume", runs / "T", contains=[info_file, says])
+
+
+# ------------------------------------------------------------------------------ C6 a damaged study cache
+def test_c6_a_damaged_val_errors_cache_is_stale_not_a_traceback(copies):
+    import numpy as np
+
+    from icezoo.engine.runs import ERRORS_FILE, RunDir
+
+    _, runs = copies
+    run = RunDir(runs / "T")
+    good = {"event_id": np.arange(3, dtype=np.int64), "error": np.ones(3), "kappa": np.ones(3), "n_params": np.array(5)}
+    run.write_val_errors(good)
+    assert run.val_errors()["event_id"].tolist() == [0, 1, 2]
+    cache = runs / "T" / ERRORS_FILE
+    cache.write_bytes(cache.read_bytes()[:40])  # truncated
+    assert run.val_errors() is None
+    with open(cache, "wb") as fh:  # an object array (a pickle inside)
+        np.savez(fh, event_id=np.array([object()], dtype=object), error=np.ones(1), kappa=np.ones(1))
+    assert run.val_errors() is None
+    run.write_val_errors({**good, "error": np.ones(2)})  # lengths that disagree
+    assert run.val_errors() is None

@@ -286,12 +286,21 @@ class RunDir:
 
     # ---- val_errors.npz (the studies' per-event validation errors)
     def val_errors(self) -> dict[str, np.ndarray] | None:
-        """The cached per-event validation errors, or None when there are none or best.pt is newer."""
+        """The cached per-event validation errors, or None when there are none, best.pt is newer, or
+        the file is damaged (truncated, pickled objects, arrays of the wrong shape): a stale cache
+        is scored anew and rewritten (issue 27, C6)."""
         path, best = self.path / ERRORS_FILE, self.checkpoint("best")
         if not path.is_file() or not best.is_file() or path.stat().st_mtime < best.stat().st_mtime:
             return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+        except Exception:  # noqa: BLE001 - not a zip, truncated, object arrays: rebuilt, never used
+            return None
+        cols = [out.get(k) for k in ("event_id", "error", "kappa")]
+        if any(c is None or c.ndim != 1 or c.dtype.kind not in "iuf" for c in cols) or len({len(c) for c in cols}) != 1:
+            return None
+        return out
 
     def write_val_errors(self, arrays: dict[str, np.ndarray]) -> None:
         """Cache per-event validation errors (numpy arrays, no pickles), atomically."""
