@@ -276,3 +276,47 @@ def test_c5_a_study_seed_out_of_range_is_refused_when_the_file_is_read(tmp_path,
         parse_study_file(f)
     text = str(err.value)
     assert "\n" not in text and text.startswith(f"{f}: studies.ok.seeds") and "from 0 to 2^32 - 1" in text, text
+
+
+# ------------------------------------------------------------------------------ C7/C8 damaged run.json fields
+@pytest.mark.parametrize("field, value, says", [("evaluation", {"mean": 1.2, "ci95": "oops", "split": "val"}, "ci95"),
+                                                ("evaluation", {"mean": 1.2, "ci95": [1, 2, 3]}, "ci95"),
+                                                ("split.val_batches", ["x"], "split.val_batches"),
+                                                ("split.train_batches", ["1"], "split.train_batches")])
+def test_c7_c8_malformed_run_json_fields_are_unreadable_everywhere(copies, capsys, field, value, says):
+    import json
+
+    _, runs = copies
+    info_file = runs / "T" / "run.json"
+    info = json.loads(info_file.read_text())
+    if field.startswith("split."):
+        info["split"][field.split(".")[1]] = value
+    else:
+        info[field] = value
+    info_file.write_text(json.dumps(info))
+    code, out, err = run_cli(capsys, "experiments", "--runs-dir", runs)
+    assert code == 0 and "Traceback" not in err, err
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", runs)
+    assert code == 0 and "| T | unreadable |" in out and says in out, out
+    one_line_error(capsys, "train", "--resume", runs / "T", contains=[info_file, says])
+
+
+# ------------------------------------------------------------------------------ C6 a damaged study cache
+def test_c6_a_damaged_val_errors_cache_is_stale_not_a_traceback(copies):
+    import numpy as np
+
+    from icezoo.engine.runs import ERRORS_FILE, RunDir
+
+    _, runs = copies
+    run = RunDir(runs / "T")
+    good = {"event_id": np.arange(3, dtype=np.int64), "error": np.ones(3), "kappa": np.ones(3), "n_params": np.array(5)}
+    run.write_val_errors(good)
+    assert run.val_errors()["event_id"].tolist() == [0, 1, 2]
+    cache = runs / "T" / ERRORS_FILE
+    cache.write_bytes(cache.read_bytes()[:40])  # truncated
+    assert run.val_errors() is None
+    with open(cache, "wb") as fh:  # an object array (a pickle inside)
+        np.savez(fh, event_id=np.array([object()], dtype=object), error=np.ones(1), kappa=np.ones(1))
+    assert run.val_errors() is None
+    run.write_val_errors({**good, "error": np.ones(2)})  # lengths that disagree
+    assert run.val_errors() is None
