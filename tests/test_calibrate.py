@@ -11,7 +11,7 @@ import pytest
 
 from tinyzoo import cli, tiny_pipeline
 
-from icezoo.engine import calibrate as C
+from icezoo.engine import calibrate as CF, vmf as C
 
 
 def _vmf_errors(kappa: np.ndarray, rng) -> np.ndarray:
@@ -30,19 +30,22 @@ def _miscalibrated(n: int = 6000, seed: int = 0):
 
 def test_the_fit_recovers_a_known_miscalibration():
     predicted, err = _miscalibrated()
-    cal = C.fit(predicted, err)
+    cal = CF.fit(predicted, err)
     assert cal["a"] == pytest.approx(3.0, rel=0.1)
     assert cal["b"] == pytest.approx(1.0, abs=0.03)
+    full = CF.fit_and_check(predicted, err)  # the data are vMF: the level map is close to the identity
+    np.testing.assert_allclose(full["levels"]["vmf"], full["levels"]["nominal"], atol=0.04)
 
 
 def test_held_out_coverage_is_nominal_after_calibration():
     predicted, err = _miscalibrated()
-    cal = C.fit_and_check(predicted, err, seed=1)
+    cal = CF.fit_and_check(predicted, err, seed=1)
     assert cal["fit_events"] + cal["check_events"] == len(err)
     for q in C.LEVELS:
         before, after = cal["coverage_before"][f"{q:g}"], cal["coverage_after"][f"{q:g}"]
         assert before > q + 0.05  # too-small kappa: cones too wide, over-covering
         assert abs(after - q) <= 0.03
+        assert abs(cal["coverage_kappa_only"][f"{q:g}"] - q) <= 0.03
     assert cal["nll_after"] < cal["nll_before"]
     json.dumps(cal)  # stored as JSON: plain numbers only
 
@@ -61,6 +64,9 @@ def test_a_broken_calibration_is_refused_by_name(tmp_path):
     run = RunDir(tmp_path)
     run.calibration_file.write_text('{"form": "power", "a": -1, "b": 1}')
     with pytest.raises(IcezooError, match=r"calibration.json: unreadable \(a is -1"):
+        run.calibration()
+    run.calibration_file.write_text('{"form": "power", "a": 1, "b": 1, "levels": {"nominal": [0, 1], "vmf": [1, 0]}}')
+    with pytest.raises(IcezooError, match="calibration.json: unreadable \\(levels"):
         run.calibration()
     run.calibration_file.write_text("{")
     with pytest.raises(IcezooError, match="calibration.json: unreadable"):
@@ -116,7 +122,7 @@ def test_calibrate_then_predict_writes_the_radii(world, capsys):
     assert ((r50 > 0) & (r50 < r90) & (r90 <= np.pi)).all()
     # the radii are the calibrated kappa's cones: recompute them from the raw ones
     k_raw = _kappa_of(before["cone_radius_50"].to_numpy())
-    np.testing.assert_allclose(r50, C.vmf_cone(C.apply(cal, k_raw), 0.5), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(r50, C.cone_radius(cal, k_raw, 0.5), rtol=1e-4, atol=1e-7)
 
     cli("evaluate", "A", "--runs-dir", world["runs"])
     assert (run.plots / "kappa_calibration.png").is_file()

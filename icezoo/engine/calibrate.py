@@ -2,11 +2,13 @@
 
 The form is ``kappa_cal = a * kappa**b`` (a > 0, b > 0: monotone), fitted by maximum likelihood
 of the observed angular errors under the von Mises-Fisher distribution on the sphere, whose
-density in ``c = cos(error)`` is ``kappa * exp(-kappa (1 - c)) / (1 - exp(-2 kappa))``. It is
+density in ``c = cos(error)`` is ``kappa * exp(-kappa (1 - c)) / (1 - exp(-2 kappa))``, then the
+monotone level map of :mod:`icezoo.engine.vmf` (quantiles of the cone statistic). It is
 fitted on one half of the run's validation events (a seeded random half) and checked on the other:
 the coverage of the vMF cones at nominal 0.5, 0.68 and 0.9, before and after, on the held-out half.
-The map is stored with the run as JSON (``RunDir.write_calibration``) and applied by
-``icezoo predict`` and drawn by ``icezoo evaluate``'s coverage plot. Why this form: docs/engine.md.
+The map is stored with the run as JSON (``RunDir.write_calibration``) and applied
+(:func:`icezoo.engine.vmf.apply`) by ``icezoo predict`` and drawn by ``icezoo evaluate``'s coverage
+plot. Why this form: docs/engine.md.
 """
 
 from __future__ import annotations
@@ -18,45 +20,10 @@ from typing import Any
 import numpy as np
 
 from icezoo.core.errors import IcezooError
-
-#: the nominal coverages checked on the held-out half
-LEVELS = (0.5, 0.68, 0.9)
-FORM = "power"
-
-
-def cone_probability(kappa: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """P(angle <= r) for a vMF with concentration ``kappa`` on the sphere."""
-    kappa = np.maximum(np.asarray(kappa, dtype=np.float64), 1e-9)
-    return -np.expm1(-kappa * (1.0 - np.cos(r))) / -np.expm1(-2.0 * kappa)
-
-
-def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
-    """Opening angle of the vMF (3D) cone holding probability q around the mean, for concentration
-    kappa (the inverse of :func:`cone_probability`; kappa 0: the isotropic cone, pi/2 for q = 0.5)."""
-    kappa = np.maximum(np.asarray(kappa, dtype=np.float64), 1e-9)
-    c = 1.0 + np.log1p(-q * -np.expm1(-2.0 * kappa)) / kappa
-    return np.arccos(np.clip(c, -1.0, 1.0))
-
-
-def coverage(err: np.ndarray, kappa: np.ndarray, levels=LEVELS) -> dict[str, float]:
-    """Observed fraction of events whose error lies inside the vMF cone of each nominal level."""
-    p = cone_probability(kappa, err)  # the event's error is inside the q-cone exactly when p <= q
-    return {f"{q:g}": float(np.mean(p <= q)) for q in levels}
-
-
-def neg_log_likelihood(kappa: np.ndarray, err: np.ndarray) -> float:
-    """Mean negative vMF log-likelihood of angular errors ``err`` (density in cos(err))."""
-    kappa = np.maximum(kappa, 1e-9)
-    one_minus_c = 2.0 * np.sin(0.5 * np.asarray(err, dtype=np.float64)) ** 2  # 1 - cos, exact for small err
-    return float(-np.mean(np.log(kappa) - kappa * one_minus_c - np.log(-np.expm1(-2.0 * kappa))))
-
-
-def apply(cal: dict[str, Any] | None, kappa: np.ndarray) -> np.ndarray:
-    """The calibrated kappa (``kappa`` itself when ``cal`` is None)."""
-    kappa = np.asarray(kappa, dtype=np.float64)
-    if cal is None:
-        return kappa
-    return cal["a"] * np.power(np.maximum(kappa, 0.0), cal["b"])
+from icezoo.engine.evaluate import score
+from icezoo.engine.runs import now_iso
+from icezoo.engine.vmf import (FORM, LEVELS, apply, calibrated_coverage, cone_probability, coverage,
+                               neg_log_likelihood)
 
 
 def fit(kappa: np.ndarray, err: np.ndarray) -> dict[str, float]:
@@ -85,23 +52,15 @@ def fit_and_check(kappa: np.ndarray, err: np.ndarray, seed: int = 0) -> dict[str
     """Fit on one half, coverage before/after on the other half; the calibration record (JSON-able)."""
     fit_idx, check_idx = split_halves(len(err), seed)
     cal = {"form": FORM, **fit(kappa[fit_idx], err[fit_idx])}
+    # the levels: the fitting half's quantiles of the calibrated kappa's cone statistic (PIT)
+    pit = cone_probability(apply(cal, kappa[fit_idx]), err[fit_idx])
+    grid = np.round(np.linspace(0.01, 0.99, 99), 2)
+    cal["levels"] = {"nominal": grid.tolist(), "vmf": np.quantile(pit, grid).tolist()}
     held_k, held_e = kappa[check_idx], err[check_idx]
     cal.update(fit_events=int(len(fit_idx)), check_events=int(len(check_idx)), seed=seed,
-               coverage_before=coverage(held_e, held_k), coverage_after=coverage(held_e, apply(cal, held_k)),
+               coverage_before=coverage(held_e, held_k), coverage_kappa_only=coverage(held_e, apply(cal, held_k)),
+               coverage_after=calibrated_coverage(cal, held_e, held_k),
                nll_before=neg_log_likelihood(held_k, held_e), nll_after=neg_log_likelihood(apply(cal, held_k), held_e))
-    return cal
-
-
-def check(cal: Any, path: Path) -> dict[str, Any]:
-    """A calibration record read from ``path``, its shape checked: one IcezooError naming the field."""
-    if not isinstance(cal, dict):
-        raise IcezooError(f"{path}: unreadable (expected a JSON object)")
-    if cal.get("form") != FORM:
-        raise IcezooError(f"{path}: unreadable (form is {cal.get('form')!r}, expected {FORM!r})")
-    for key in ("a", "b"):
-        v = cal.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise IcezooError(f"{path}: unreadable ({key} is {v!r}, expected a finite number > 0)")
     return cal
 
 
@@ -110,9 +69,6 @@ def calibrate(run: str, runs_dir: str | Path = "runs", data: str | None = None, 
     """``icezoo calibrate RUN``: fit the kappa map on half the run's validation events, check it on
     the other half, store it with the run (calibration.json) and print the held-out coverage."""
     import sys
-
-    from icezoo.engine.evaluate import score
-    from icezoo.engine.runs import now_iso
 
     scored = score(run, runs_dir, data, batches, batch_size, device,
                    warn=lambda note: print(note + "; calibrating its current checkpoint", file=sys.stderr))
@@ -133,8 +89,9 @@ def calibrate(run: str, runs_dir: str | Path = "runs", data: str | None = None, 
 def print_calibration(cal: dict[str, Any], path: Path, echo=print) -> None:
     echo(f"kappa_cal = {cal['a']:.4g} * kappa^{cal['b']:.4g}  (fitted on {cal['fit_events']:,} of the "
          f"{cal['split']} events, checked on the other {cal['check_events']:,})")
-    echo("held-out vMF cone coverage, nominal: before -> after")
+    echo("held-out vMF cone coverage, nominal: before -> calibrated kappa alone -> after (kappa and levels)")
     for q in cal["coverage_before"]:
-        echo(f"  {q}: {cal['coverage_before'][q]:.3f} -> {cal['coverage_after'][q]:.3f}")
+        echo(f"  {q}: {cal['coverage_before'][q]:.3f} -> {cal['coverage_kappa_only'][q]:.3f} -> "
+             f"{cal['coverage_after'][q]:.3f}")
     echo(f"held-out mean vMF negative log-likelihood: {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}")
     echo(f"wrote {path}")

@@ -38,7 +38,7 @@ from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
 from icezoo.engine.loaders import make_eval_loader
-from icezoo.engine.calibrate import vmf_cone
+from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.predict import infer, member_predictions
 from icezoo.engine.ensemble import ensemble_of, tta_angles
 from icezoo.engine.stats import N_BOOT, bootstrap_ci, paired
@@ -350,10 +350,9 @@ def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str, cal
     cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
     a2.plot(qs, cover, "-o", ms=3, label="model" if calibration is None else "model, before calibration")
     if calibration is not None:
-        from icezoo.engine.calibrate import apply
+        from icezoo.engine.vmf import cone_radius
 
-        kc = apply(calibration, kappa)
-        a2.plot(qs, [np.mean(err <= vmf_cone(kc, q)) for q in qs], "-s", ms=3,
+        a2.plot(qs, [np.mean(err <= cone_radius(calibration, kappa, q)) for q in qs], "-s", ms=3,
                 label=f"after calibration ({calibration['a']:.3g} kappa^{calibration['b']:.3g})")
     a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     a2.set_xlabel("nominal vMF cone coverage")

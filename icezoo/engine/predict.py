@@ -24,7 +24,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
-from icezoo.engine.calibrate import vmf_cone
+from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
@@ -142,13 +142,13 @@ def _uncertainty_map(run_dirs: list[Path], tta: int, stacker: str | None):
     if len(run_dirs) > 1 or stacker or tta > 1:
         raise IcezooError("--uncertainty needs one run without --tta or --stacker (a calibration is fitted on "
                           "one run's own kappa)")
-    from icezoo.engine.calibrate import apply
+    from icezoo.engine.vmf import cone_radius
 
     cal = RunDir(run_dirs[0]).calibration()
     if cal is None:
         print(f"note: {run_dirs[0]} has no calibration (icezoo calibrate): the cone radii use the raw kappa",
               file=sys.stderr)
-    return lambda kappa: apply(cal, kappa)
+    return lambda kappa, q: cone_radius(cal, kappa, q)
 
 
 def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
@@ -178,7 +178,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)
     zenith = np.full(len(event_ids), np.nan)
-    kappa = np.zeros(len(event_ids))  # fallback events: kappa 0, the isotropic cones
+    kappa = np.full(len(event_ids), np.nan)  # NaN: a fallback event, whose cones are the isotropic ones
     by_id = np.argsort(event_ids, kind="stable")  # event_id is unique in a split (split_events checks)
 
     def position(ids: np.ndarray) -> np.ndarray:
@@ -205,7 +205,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
             idx = position(res["event_id"])
             azimuth[idx], zenith[idx] = a, z
             if kappa_map is not None:
-                kappa[idx] = _checked_kappa(kappa_map(res["kappa"]))
+                kappa[idx] = _checked_kappa(res["kappa"])
             n_model += len(idx)
             # events the loader skipped (< 2 pulses): the fallback; their pulse counts from the meta
             # rows the loader has already validated against the file, so the file is not read again
@@ -222,7 +222,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
     azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
 
-    extra = None if kappa_map is None else {f"cone_radius_{round(100 * q)}": vmf_cone(kappa, q) for q in CONE_LEVELS}
+    seen = np.isfinite(kappa)
+    extra = None if kappa_map is None else {
+        f"cone_radius_{round(100 * q)}": np.where(seen, kappa_map(np.where(seen, kappa, 0.0), q), vmf_cone(0.0, q))
+        for q in CONE_LEVELS}
     write_submission(out, event_ids, azimuth, zenith, extra=extra)
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,

@@ -300,7 +300,7 @@ class RunDir:
 
     def calibration(self) -> dict[str, Any] | None:
         """The run's kappa calibration (checked: one IcezooError naming the file and field), or None."""
-        from icezoo.engine.calibrate import check
+        from icezoo.engine.vmf import check
 
         path = self.calibration_file
         return check(read_json(path), path) if path.is_file() else None
