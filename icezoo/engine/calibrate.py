@@ -87,8 +87,8 @@ def calibrate(run: str, runs_dir: str | Path = "runs", data: str | None = None, 
 
 
 def print_calibration(cal: dict[str, Any], path: Path, echo=print) -> None:
-    echo(f"kappa_cal = {cal['a']:.4g} * kappa^{cal['b']:.4g}  (fitted on {cal['fit_events']:,} of the "
-         f"{cal['split']} events, checked on the other {cal['check_events']:,})")
+    echo(f"kappa_cal = {cal['a']:.4g} * kappa^{cal['b']:.4g}  (fitted on {cal['fit_events']:,} events of "
+         f"{cal['split']}, checked on the other {cal['check_events']:,})")
     echo("held-out vMF cone coverage, nominal: before -> calibrated kappa alone -> after (kappa and levels)")
     for q in cal["coverage_before"]:
         echo(f"  {q}: {cal['coverage_before'][q]:.3f} -> {cal['coverage_kappa_only'][q]:.3f} -> "
