@@ -190,7 +190,9 @@ def test_c1_evaluate_with_no_scorable_event_is_one_line_and_writes_nothing(copie
                           contains=[data, "nothing to score"])
     assert "nan" not in line.lower()
     # the several-runs form says what it is about to do first (a progress line), then the same error
-    code, _, err = run_cli(capsys, "evaluate", "T", "T", "--runs-dir", runs, "--data", data, "--batches", "1")
+    shutil.copytree(runs / "T", runs / "T2")
+    before = digest(runs)
+    code, _, err = run_cli(capsys, "evaluate", "T", "T2", "--runs-dir", runs, "--data", data, "--batches", "1")
     assert code == 2 and "Traceback" not in err and "Warning" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: ") and "nothing to score" in err
     assert digest(runs) == before  # no metrics.json with a bare NaN, run.json untouched
@@ -235,3 +237,86 @@ def test_c2_an_allocation_refused_anywhere_is_one_line(world, tmp_path, capsys, 
     monkeypatch.setattr(P, "predict", refuse)
     one_line_error(capsys, "predict", world["run"], "--data", world["data"], "--out", tmp_path / "s.csv",
                    contains=["out of memory", "37.3 GiB", "train.batch_size"])
+
+
+# ------------------------------------------------------------------------------ C10 files that never end
+def test_c10_a_pipeline_file_or_run_json_that_is_not_a_regular_file_is_one_line(world, tmp_path, capsys):  # noqa: F811
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo)  # reading it whole would wait forever; /dev/zero would read until the OOM killer
+    for bad, kind in (("/dev/zero", "character device"), (fifo, "FIFO"), (tmp_path, "directory")):
+        one_line_error(capsys, "show", "X", "--pipeline-file", bad, contains=[bad, kind, "regular files only"])
+    run = tmp_path / "runs" / "R"
+    run.mkdir(parents=True)
+    os.mkfifo(run / "run.json")
+    one_line_error(capsys, "evaluate", run, "--no-plots", contains=[run, "run.json"])
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", tmp_path / "runs")  # the ledger shows it, never hangs
+    assert code == 0 and "| R |" in out
+
+
+# ------------------------------------------------------------------------------ C9 --threads below 1
+@pytest.mark.parametrize("threads", [-1, 0])
+def test_c9_bench_threads_below_one_is_one_line(capsys, threads):
+    import torch
+
+    before = torch.get_num_threads()
+    for bench in ("model", "predict"):
+        one_line_error(capsys, "bench", bench, "--threads", threads, contains=[f"--threads {threads}", "at least 1"])
+    assert torch.get_num_threads() == before
+
+
+# ------------------------------------------------------------------------------ C5 a negative seed
+@pytest.mark.parametrize("seeds", ["[-1]", "[0, 4294967296]"])
+def test_c5_a_study_seed_out_of_range_is_refused_when_the_file_is_read(tmp_path, seeds):
+    from icezoo.core import IcezooError
+    from icezoo.engine.studies import parse_study_file
+
+    f = tmp_path / "s.toml"
+    f.write_text(ESCAPE.replace("NAME", "ok").replace('budget = "200"', f'budget = "200"\nseeds = {seeds}'))
+    with pytest.raises(IcezooError) as err:
+        parse_study_file(f)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{f}: studies.ok.seeds") and "from 0 to 2^32 - 1" in text, text
+
+
+# ------------------------------------------------------------------------------ C7/C8 damaged run.json fields
+@pytest.mark.parametrize("field, value, says", [("evaluation", {"mean": 1.2, "ci95": "oops", "split": "val"}, "ci95"),
+                                                ("evaluation", {"mean": 1.2, "ci95": [1, 2, 3]}, "ci95"),
+                                                ("split.val_batches", ["x"], "split.val_batches"),
+                                                ("split.train_batches", ["1"], "split.train_batches")])
+def test_c7_c8_malformed_run_json_fields_are_unreadable_everywhere(copies, capsys, field, value, says):
+    import json
+
+    _, runs = copies
+    info_file = runs / "T" / "run.json"
+    info = json.loads(info_file.read_text())
+    if field.startswith("split."):
+        info["split"][field.split(".")[1]] = value
+    else:
+        info[field] = value
+    info_file.write_text(json.dumps(info))
+    code, out, err = run_cli(capsys, "experiments", "--runs-dir", runs)
+    assert code == 0 and "Traceback" not in err, err
+    code, out, _ = run_cli(capsys, "runs", "--runs-dir", runs)
+    assert code == 0 and "| T | unreadable |" in out and says in out, out
+    one_line_error(capsys, "train", "--resume", runs / "T", contains=[info_file, says])
+
+
+# ------------------------------------------------------------------------------ C6 a damaged study cache
+def test_c6_a_damaged_val_errors_cache_is_stale_not_a_traceback(copies):
+    import numpy as np
+
+    from icezoo.engine.runs import ERRORS_FILE, RunDir
+
+    _, runs = copies
+    run = RunDir(runs / "T")
+    good = {"event_id": np.arange(3, dtype=np.int64), "error": np.ones(3), "kappa": np.ones(3), "n_params": np.array(5)}
+    run.write_val_errors(good)
+    assert run.val_errors()["event_id"].tolist() == [0, 1, 2]
+    cache = runs / "T" / ERRORS_FILE
+    cache.write_bytes(cache.read_bytes()[:40])  # truncated
+    assert run.val_errors() is None
+    with open(cache, "wb") as fh:  # an object array (a pickle inside)
+        np.savez(fh, event_id=np.array([object()], dtype=object), error=np.ones(1), kappa=np.ones(1))
+    assert run.val_errors() is None
+    run.write_val_errors({**good, "error": np.ones(2)})  # lengths that disagree
+    assert run.val_errors() is None

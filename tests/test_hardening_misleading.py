@@ -340,3 +340,88 @@ def test_m11_member_predictions_reports_each_view(world):
     member_predictions(model, world["data"], "train", info["split"]["val_batches"], torch.device("cpu"), tta=4,
                        on_view=lambda: seen.append(1))
     assert len(seen) == 4
+
+
+# ------------------------------------------------------------------------------ cosmetic
+def test_cosmetic_a_run_named_twice_is_refused_not_counted_twice(world, tmp_path, capsys):
+    for cmd in (("evaluate", world["run"], "T"), ("predict", "T", world["run"], "--data", world["data"],
+                                                  "--out", tmp_path / "s.csv")):
+        one_line_error(capsys, *cmd, "--runs-dir", world["runs"], contains=("is named twice",))
+
+
+def test_cosmetic_budgets_read_as_given_and_absurd_ones_are_refused(capsys):
+    from icezoo.engine.studies import Budget
+
+    assert (Budget.parse("10s").slug, str(Budget.parse("10s"))) == ("10s", "10 s")
+    assert (Budget.parse("5min").slug, Budget.parse("1.5min").slug, Budget.parse("30k").slug) == ("5min", "90s", "30k")
+    for text in ("99999999999999999999", "20000min"):
+        with pytest.raises(ValueError, match="at most"):
+            Budget.parse(text)
+    one_line_error(capsys, "reproduce", "losses", "--budget", "99999999999999999999", contains=("at most",))
+
+
+def test_cosmetic_a_studys_own_pipeline_is_named_by_its_path(tmp_path):
+    from icezoo.engine.studies import parse_study_file
+    from icezoo.zoo import registry
+
+    f = tmp_path / "s.toml"
+    f.write_text('[studies.mini]\nquestion = "q"\npipeline = "NOSUCH"\nreference = "a"\n'
+                 '[studies.mini.variants]\na = {}\nb = { set = { "train.lr" = 1e-4 } }\n')
+    with pytest.raises(IcezooError, match=r"s.toml: studies.mini.pipeline: ") as exc:
+        parse_study_file(f, registry())
+    assert "(study)" not in str(exc.value)
+
+
+def test_cosmetic_typed_settings_are_not_coerced(capsys):
+    one_line_error(capsys, "compose", "--set", "train.batch_size=true", contains=("train.batch_size",))
+    one_line_error(capsys, "compose", "--set", 'backbone={name="transformer", freeze="yes"}',
+                   contains=("backbone.freeze",))
+
+
+def test_cosmetic_bench_and_data_arguments_are_checked_first(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "bench", "data", "--passes", "0")
+    assert code == 2 and "--passes" in err
+    one_line_error(capsys, "bench", "predict", "--run", "nosuchrun", "--runs-dir", tmp_path,
+                   contains=("run 'nosuchrun' not found",))
+    assert not list(tmp_path.iterdir())
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    one_line_error(capsys, "reproduce", "losses", "--data", f, contains=("is a file, not a dataset directory",))
+
+
+def test_cosmetic_experiments_says_when_the_runs_directory_is_missing(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "experiments", "--markdown", "--runs-dir", tmp_path / "nowhere")
+    assert code == 0 and "no such directory" in err and "| EXP_00 |" in out
+    (tmp_path / "afile").write_text("x")
+    one_line_error(capsys, "experiments", "--runs-dir", tmp_path / "afile", contains=("is a file",))
+
+
+def test_cosmetic_pipeline_errors_name_the_file_the_entry_and_the_toml(world, tmp_path, capsys):
+    pf = tmp_path / "h.toml"
+    pf.write_text(TINY.replace("heads = 2", "heads = 3"))  # dim 8 is not divisible by 3 heads: found at build
+    one_line_error(capsys, *train_args(world, "H3")[:2], pf, *train_args(world, "H3")[3:],
+                   contains=(f"error: {pf}: pipelines.tiny.backbone", "divisible"))
+    pf.write_text(TINY.replace('backbone = { name = "transformer", depth = 1, heads = 2 }',
+                               'backbone = [{ name = "transformer", depth = 1, heads = 2 }, '
+                               '{ name = "transformer", depth = 1, heads = 2, init_from = 5 }]'))
+    one_line_error(capsys, "show", "tiny", "--pipeline-file", pf, contains=("pipelines.tiny.backbone.1.init_from",))
+    one_line_error(capsys, "compose", "--set", 'backbone={name="transformer", name="x"}',
+                   contains=("--set backbone: not a valid TOML value", "Duplicate"))
+
+
+def test_cosmetic_a_renamed_component_drops_the_old_ones_params(capsys):
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.zoo import registry
+
+    default = pipeline_config("default", reg=registry())
+    config = default.with_overrides({"backbone.k": 4, "backbone.name": "pyg"})
+    assert config.to_table()["backbone"] == {"name": "pyg", "k": 4}  # the transformer's heads and depth are gone
+    selection = default.with_overrides({"selection.name": "time_order"}).to_table()["selection"]
+    assert selection["max_pulses"] == default.max_pulses  # every selection's param is kept
+
+
+def test_cosmetic_a_study_report_says_where_its_data_came_from(world, tmp_path):
+    from icezoo.engine.reproduce import _data_origin
+
+    assert "written by icezoo simulate" in _data_origin(world["data"]) and "?" not in _data_origin(world["data"])
+    assert _data_origin(tmp_path) == "not simulated by icezoo: scores are on this data"

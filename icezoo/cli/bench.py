@@ -32,7 +32,7 @@ def cmd_bench_data(
     batch_size: int = typer.Option(256, "--batch-size"),
     batches: str = typer.Option("cycle", "--batches", help="batch files to read: A:B, A,B,C or cycle (all)"),
     events: int = typer.Option(40_000, "--events", help="events of the temporary dataset (without --data)"),
-    passes: int = typer.Option(3, "--passes", help="timed passes per max_pulses (the best is reported)"),
+    passes: int = typer.Option(3, "--passes", min=1, help="timed passes per max_pulses (the best is reported)"),
 ) -> None:
     """Events/s and peak memory from parquet to padded batch tensors (aux_first; kaggle_norm, qe, ice_properties), one worker.
 

@@ -21,7 +21,10 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as exc:
+            if raw.strip()[:1] in ("{", "[", '"', "'"):  # meant as TOML (a table, array, string): say why not
+                raise IcezooError(f"--set {key.strip()}: not a valid TOML value "
+                                  f"({str(exc).split(' (at line')[0]}): {raw}") from None
             value = raw
         out[key.strip()] = value
     return out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from icezoo.core.errors import IcezooError
 
 
 
@@ -17,6 +20,11 @@ def cmd_experiments(
     """Every row of the experiment log in its order: pipeline, log score, and this machine's best run of it."""
     from icezoo.engine.experiments import COLUMNS, experiments_markdown, experiments_table
 
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise IcezooError(f"--runs-dir {runs_dir}: is a file, not a runs directory")
+    if not runs_dir.is_dir():  # the log alone is still worth reading: say why no run is beside it
+        print(f"note: --runs-dir {runs_dir}: no such directory; the log's rows are shown without runs "
+              f"(train something first, or pass the --runs-dir that holds them)", file=sys.stderr)
     rows = experiments_table(runs_dir, str(data) if data else None)
     if markdown:
         print(experiments_markdown(rows))

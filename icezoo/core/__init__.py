@@ -1,6 +1,7 @@
 """icezoo's core: interfaces, the batch type, the plugin registry, pipelines and the composer.
 
-The core imports no plugin. Plugins import only the core (and shared layers such as icezoo.nn).
+The core imports nothing of icezoo outside it (so no plugin). Plugins import only the core, the shared
+layers (icezoo.nn), icezoo.resources and their own family (docs/architecture.md).
 Names are exported lazily so that ``from icezoo.core.errors import IcezooError`` (the CLI's
 error path) does not import torch.
 """

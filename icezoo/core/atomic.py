@@ -72,6 +72,26 @@ def writable_target(path: str | Path) -> Path:
     return target
 
 
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def readable_file(path: str | Path) -> Path:
+    """``path`` when it is a regular file (or a link to one) or missing (the reader says so); an
+    IcezooError for a device, FIFO, socket or directory: reading ``/dev/zero`` whole never ends
+    (issue 27, C10)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise IcezooError(f"{path}: is {_kind(mode)}; icezoo reads regular files only")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``'s target; rename it into place on success, remove it

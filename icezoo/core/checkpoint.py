@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from icezoo.core.atomic import atomic_path
+from icezoo.core.atomic import atomic_path, readable_file
 from icezoo.core.errors import IcezooError
 
 FORMAT = "icezoo-checkpoint"
@@ -63,7 +63,7 @@ def _why_unloadable(exc: BaseException) -> str:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint; any problem is one IcezooError naming the file."""
-    path = Path(path)
+    path = readable_file(path)
     if not path.is_file():
         raise IcezooError(f"{path}: no such checkpoint")
     try:

@@ -59,8 +59,10 @@ def read_tables(path: str | Path, section: str, make: Callable[[str, dict[str, A
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; errors name the file and line."""
+    from icezoo.core.atomic import readable_file
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = readable_file(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise IcezooError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -34,11 +34,11 @@ class ComponentRef(BaseModel):
     #: every step's loss NaN, each step skipped by the NaN guard, and the run end "done" untrained)
     weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
-    freeze: bool = False
+    freeze: bool = Field(False, strict=True)
     #: model stages only: start this component from the same component of that pipeline's newest run (EXP_100)
     init_from: str | None = None
     #: backbone lists only, not the last stage: its per-pulse output is concatenated to the list's output (EXP_40)
-    concat: bool = False
+    concat: bool = Field(False, strict=True)
 
     @classmethod
     def parse(cls, value: Any) -> "ComponentRef":
@@ -73,8 +73,19 @@ STAGE_OPTIONS = ("freeze", "init_from", "concat")
 
 def _refs(value: Any) -> list[ComponentRef]:
     if isinstance(value, (str, dict, ComponentRef)):
-        value = [value]
-    return [ComponentRef.parse(v) for v in value]
+        return [ComponentRef.parse(value)]
+    out = []
+    for i, entry in enumerate(value):
+        try:
+            out.append(ComponentRef.parse(entry))
+        except ValidationError as exc:
+            if len(value) == 1:
+                raise
+            # the entry's index in the error's path (backbone.1.init_from), as compose names list entries
+            errors = [{"type": e["type"], "loc": (i, *e["loc"]), "input": e.get("input"),
+                       **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+    return out
 
 
 class TrainSettings(BaseModel):
@@ -82,22 +93,22 @@ class TrainSettings(BaseModel):
     ``lr = inf`` run would diverge and ``epochs = inf`` never end."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, strict=True)
     epochs: float = Field(1.0, gt=0, allow_inf_nan=False)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.01, ge=0, allow_inf_nan=False)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup: float = Field(0.1, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    accumulate: int = Field(1, gt=0)
+    accumulate: int = Field(1, gt=0, strict=True)
     grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     ema: float | None = Field(None, gt=0, lt=1)
-    nan_fallback_after: int = Field(3, gt=0)
+    nan_fallback_after: int = Field(3, gt=0, strict=True)
     batches: str = "cycle"
     #: with it, each epoch trains on the next this-many training files, walked round-robin ("cycle")
-    files_per_epoch: int | None = Field(None, gt=0)
+    files_per_epoch: int | None = Field(None, gt=0, strict=True)
     val_batches: str | None = None
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0, strict=True)
     #: the kappa filter (EXP_33_FT_3_KAPPA): train only on events where run ``kappa_from`` predicts
     #: kappa above ``min_kappa`` (its predictions are cached in that run's directory)
     min_kappa: float | None = Field(None, ge=0)
@@ -168,7 +179,9 @@ class _PipelineBase(BaseModel):
     def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> "PipelineConfig":
         """Apply dotted ``stage.param=value`` overrides (``backbone.depth=8``, ``train.lr=3e-4``)."""
         table = self.to_table()
-        for dotted, value in overrides.items():
+        # a component renamed first, so that the params given beside it (backbone.depth) apply to the new one
+        ordered = sorted(overrides.items(), key=lambda kv: not kv[0].endswith(".name"))
+        for dotted, value in ordered:
             parts = dotted.split(".")
             stage = parts[0]
             if stage not in table and stage not in PipelineConfig.model_fields:
@@ -189,8 +202,22 @@ class _PipelineBase(BaseModel):
                     raise IcezooError(f"{where} {dotted}: {stage} is a list; say {stage}.N.param")
             for part in parts[1:-1]:
                 target = target.setdefault(part, {})
+            if parts[1:] == ["name"] and isinstance(target, dict) and target.get("name") != value:
+                _keep_shared_params(stage, target)
             target[parts[-1]] = value
         return pipeline_from_table(self.name, table)
+
+
+def _keep_shared_params(kind: str, entry: dict[str, Any]) -> None:
+    """A stage entry whose component is replaced (``--set backbone.name=pyg``) keeps only what every
+    component of its kind takes (the kind's base params, e.g. a selection's max_pulses) and the stage
+    options; the old component's own params (a transformer's heads) would be unknown to the new one."""
+    stage = next((s for s in STAGES if s.kind == kind), None)
+    if stage is None:
+        return
+    shared = set(stage.base.Config.model_fields) | {"name", "weight", *STAGE_OPTIONS}
+    for key in [k for k in entry if k not in shared]:
+        del entry[key]
 
 
 #: A fully resolved pipeline: one component (or list) per stage of STAGES, plus training defaults.

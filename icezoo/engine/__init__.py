@@ -10,6 +10,7 @@
 * :mod:`~icezoo.engine.runs` (:class:`~icezoo.engine.runs.RunDir`, the one reader and writer of a run's
   files, and the ledger), :mod:`~icezoo.engine.default_data`: the cached simulated set.
 
-Engine modules import what they need at the top; the CLI (``icezoo.cli``, a module per command) imports the
-engine inside its commands, so ``icezoo --help`` and ``icezoo list`` never load it.
+Engine modules import what they need at the top (bench_data alone waits, so that its simulator timing
+pins numpy's threads first and its peak memory does not count torch); the CLI (``icezoo.cli``, a module
+per command) imports the engine inside its commands, so ``icezoo --help`` and ``icezoo list`` never load it.
 """

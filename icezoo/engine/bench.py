@@ -16,27 +16,33 @@ benchmark (the model, optimizer state and activations), since torch's CPU alloca
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from icezoo.core.errors import IcezooError
 from icezoo.core.memory import peak_rss_mib
 from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device
+from icezoo.data.io import list_batches
+from icezoo.data.kaggle_layout import write_submission
+from icezoo.data.loader import make_loader
+from icezoo.data.simulator import simulate
+from icezoo.engine.checkpoints import load_run_model
+from icezoo.engine.device import PRECISIONS, autocast, device_name, pick_device, set_threads
 from icezoo.engine.flops import count_flops, matmul_roof
+from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.predict import infer, predict
+from icezoo.engine.train import TrainOptions, train
 from icezoo.zoo import build, registry
 
 
 def _data_batches(spec: str, model, batch_size: int, n: int) -> list:
     """The first ``n`` batches the training loader yields from ``data:DIR`` (fewer if the split is smaller)."""
-    from pathlib import Path
-
-    from icezoo.data.io import list_batches
-    from icezoo.data.loader import make_loader
-
     if not spec.startswith("data:") or not spec[5:]:
         raise IcezooError(f"--lengths {spec!r}: expected 'max' or 'data:DIR'")
     data = Path(spec[5:])
@@ -63,8 +69,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     (see the module docstring for what is measured and how)."""
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
     over = dict(overrides or {})
     if batch_size:
@@ -194,24 +199,13 @@ def bench_predict(pipeline: str | None = "default", pipeline_file: str | None = 
     split: the loader (read + select + featurise into padded batches), the model over those
     batches (inference mode, the run's precision) and the submission writer.
     """
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-
-    from icezoo.data.io import list_batches
-    from icezoo.data.kaggle_layout import write_submission
-    from icezoo.engine.checkpoints import load_run_model
-    from icezoo.engine.loaders import make_eval_loader
-    from icezoo.engine.predict import infer, predict
-    from icezoo.engine.train import TrainOptions, train
-
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
+    if run is not None:  # a run that is not there is an error now, not after simulating a dataset
+        load_run_model(run, runs_dir)
+    if data is not None and not Path(data).exists():
+        raise IcezooError(f"--data {data}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix="icezoo-bench-predict-") as tmp:
         tmp = Path(tmp)
-        from icezoo.data.simulator import simulate
-
         if data is None:
             t0 = time.perf_counter()
             data = str(simulate(tmp / "data", 100, events_per_batch=50_000, seed=0, test=True, test_events=events))

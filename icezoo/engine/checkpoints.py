@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from icezoo.core.checkpoint import load_checkpoint, require_finite
+from icezoo.core.checkpoint import component_state, load_checkpoint, require_finite
 from icezoo.core.pipelines import pipeline_from_table
 from icezoo.core.errors import IcezooError
 from icezoo.engine.runs import BEST, RunDir, newest_successful_run
@@ -108,8 +108,6 @@ def load_matching(model, state: dict) -> dict[str, Any]:
 def init_stages(model, runs_dir: Path, log) -> list[dict[str, Any]]:
     """Each ``init_from`` stage (EXP_100's frozen GNN): that component's weights from the newest
     successful run of the named pipeline, all of them and with matching shapes, or a one-line error."""
-    from icezoo.core.checkpoint import component_state
-
     reports = []
     for path, module, source, kind, name in model.stage_inits:
         try:

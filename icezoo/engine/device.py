@@ -58,6 +58,16 @@ class Distributed:
         return result
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for ``--threads N`` (None: torch's default). 0 or less is one line, not
+    silently the default (0) or torch's RuntimeError (-1)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise IcezooError(f"--threads {threads}: expected a whole number of CPU threads, at least 1")
+    torch.set_num_threads(threads)
+
+
 def setup_distributed() -> Distributed:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
     ws = int(os.environ.get("WORLD_SIZE", "1"))

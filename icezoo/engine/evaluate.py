@@ -31,9 +31,10 @@ from rich.table import Table
 from icezoo.core.atomic import atomic_path
 from icezoo.core.batch import angles_to_vector, angular_error
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.data.io import (foreign_source, format_batches, list_batches, parse_batches, read_chunk, read_meta,
                              split_batches)
-from icezoo.engine.runs import RunDir, now_iso, resolve_run, unfinished_note
+from icezoo.engine.runs import RunDir, distinct_runs, now_iso, resolve_run, unfinished_note
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
@@ -385,6 +386,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
     on the same events; each row is compared with the best single run without TTA by a paired
     bootstrap 95% interval."""
     tta_angles(tta)  # a bad --tta is an error before any model is loaded
+    distinct_runs(runs, runs_dir)
     members = [load_run_model(r, runs_dir) for r in runs]
     for run_dir, info, _, _, ckpt in members:
         note = unfinished_note(run_dir, info, ckpt)
@@ -448,8 +450,6 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
 def plot_runs(names: list[str], runs_dir: str | Path, out: Path) -> list[str]:
     """``icezoo runs --plot A B``: the named runs' validation curves overlaid in ``out``; returns
     the run names plotted. ``out`` is never one of the runs' own files (:func:`check_output`)."""
-    from icezoo.core.outputs import check_output
-
     check_output(out, "--plot-out", dirs=[resolve_run(n, Path(runs_dir)) for n in names])
     curves = {}
     for name in names:

@@ -14,18 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from icezoo import zoo  # registry() looked up when called: a replaced one (tests) is used
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise, read_toml
 from icezoo.data.io import format_batches
 from icezoo.engine.runs import all_runs, score_of
+from icezoo.resources import experiment_log_toml
 
 FIELDS = ("name", "log_score", "config", "trn_set", "summary")
 
 
 def log_rows(path: Path | None = None) -> list[dict[str, str]]:
     """The log's rows in its order."""
-    from icezoo.resources import experiment_log_toml
-
     path = Path(path or experiment_log_toml())
     rows = read_toml(path).get("rows")
     if not isinstance(rows, list) or not rows:
@@ -83,9 +83,7 @@ def best_runs(runs_dir: Path | str, data: str | None = None) -> dict[str, tuple[
 
 
 def experiments_table(runs_dir: Path | str = "runs", data: str | None = None, reg=None) -> list[dict[str, str]]:
-    from icezoo.zoo import registry
-
-    reg = reg or registry()
+    reg = reg or zoo.registry()
     best = best_runs(runs_dir, data)
     out = []
     for row in log_rows():

@@ -17,6 +17,7 @@ import numpy as np
 
 from icezoo.core.atomic import atomic_path
 from icezoo.core.errors import IcezooError
+from icezoo.data.io import read_meta
 from icezoo.engine.runs import RunDir
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import pick_device
@@ -73,8 +74,6 @@ def _read_cache(f: Path, data_dir: Path, bid: int):
     """((event ids, kappa), None) from a cache file that holds exactly what :func:`predicted_kappa`
     writes for batch ``bid``: one finite, non-negative kappa for each event of the file with 2 or more
     pulses (from the meta). Else (None, why): a damaged or foreign file is predicted anew, never used."""
-    from icezoo.data.io import read_meta
-
     try:
         with np.load(f, allow_pickle=False) as z:
             eid, kappa = np.asarray(z["event_id"]), np.asarray(z["kappa"])

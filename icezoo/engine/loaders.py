@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from icezoo.data.detector import check_needs
+from icezoo.data.formats import foreign_source
 from icezoo.data.loader import make_loader
 
 
@@ -26,9 +28,6 @@ def make_eval_loader(data_dir, split, ids, model, batch_size, workers=0, min_pul
 def check_detector(model, data_dir) -> None:
     """Refuse, in one line, a pipeline whose components need what the data's detector lacks (e.g. a
     sensor embedding on IceCube Upgrade sensors); Kaggle-layout data is IceCube-86."""
-    from icezoo.data.detector import check_needs
-    from icezoo.data.formats import foreign_source
-
     src = foreign_source(data_dir)
     if src is None:
         return

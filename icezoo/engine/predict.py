@@ -25,7 +25,8 @@ from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.engine.vmf import vmf_cone
-from icezoo.engine.runs import RunDir, resolve_run, unfinished_note
+from icezoo.engine.runs import RunDir, distinct_runs, resolve_run, unfinished_note
+from icezoo.engine import stacker as S
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import autocast, pick_device
 from icezoo.engine.ensemble import combine, ensemble_of, rotate_geometry, tta_angles, unrotate
@@ -116,8 +117,6 @@ def _combiner(stacker: str | None, names: list[str]):
     by the kappa-weighted mean, or by a fitted stacker file (checked to be fitted on these runs)."""
     if stacker is None:
         return lambda preds: preds[0] if len(preds) == 1 else ensemble_of(preds)
-    from icezoo.engine import stacker as S
-
     fitted = S.load(stacker)
     S.check_members(fitted, names, f"--stacker {stacker}")
     return lambda preds: S.apply(fitted, preds)
@@ -162,9 +161,10 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     run_names = [run] if isinstance(run, str) else list(run)
     check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
-    combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     kappa_map = _uncertainty_map([resolve_run(r, runs_dir) for r in run_names], tta, stacker) if uncertainty \
         else None
+    distinct_runs(run_names, runs_dir)
+    combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
     for run_dir, info, _, _, ckpt in members:
         note = unfinished_note(run_dir, info, ckpt)

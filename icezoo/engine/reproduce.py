@@ -31,10 +31,18 @@ import numpy as np
 
 from icezoo.core.atomic import atomic_path, write_text_atomic
 from icezoo.core.errors import IcezooError
+from icezoo.core.tomlwrite import toml_value
 from icezoo.data.io import format_batches
+from icezoo.engine import bench
+from icezoo.engine import train as training  # module attributes, looked up when called (tests replace them)
+from icezoo.engine.default_data import default_dataset, read_split
+from icezoo.engine.device import Distributed, pick_device
 from icezoo.engine.evaluate import score, summary
 from icezoo.engine.runs import LAST, RunDir, now_iso, read_json, write_json_atomic
+from icezoo.engine.stats import paired, reading
 from icezoo.engine.studies import Budget, Study, get_study, variant_config
+from icezoo.engine.train import InterruptedRun, TrainOptions
+from icezoo.engine.train.plan import resolve_data
 
 MANIFEST = "study.json"
 
@@ -103,8 +111,6 @@ def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any]) 
 def plan_study(name: str, data: str | None = None, budget: str | None = None, seeds: int | None = None,
               runs_dir: str | Path = "runs", log=print) -> Plan:
     """Validate the study and every variant's pipeline, fix the data and the study directory."""
-    from icezoo.engine.default_data import default_dataset
-
     study = get_study(name)
     try:
         bud = Budget.parse(budget) if budget is not None else study.budget
@@ -119,7 +125,8 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     else:
         data_dir = Path(data)
         if not data_dir.is_dir():
-            raise IcezooError(f"--data {data}: no such directory")
+            what = "is a file, not a dataset directory" if data_dir.exists() else "no such directory"
+            raise IcezooError(f"--data {data}: {what}")
     key = _key(study, bud, data_dir, configs)
     study_dir = Path(runs_dir) / "studies" / f"{study.name}-{bud.slug}-{key}"
     cmd = ["icezoo", "reproduce", study.name]
@@ -137,9 +144,6 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
 def check_inputs(plan: Plan, device: str | None) -> None:
     """What every variant's training would check first, checked before anything is written: the
     device, and the data's training and validation files under each variant's split."""
-    from icezoo.engine.device import Distributed, pick_device
-    from icezoo.engine.train.plan import resolve_data
-
     pick_device(None, device)
     splits = {(c.train.batches, c.train.val_batches) for c in plan.configs.values()}
     for batches, val_batches in sorted(splits, key=str):
@@ -173,10 +177,8 @@ def fix_steps(plan: Plan, device: str | None, log) -> None:
         if steps is None:  # minutes: a short benchmark of this size on this machine
             key = size_key(config)
             if key not in speed:
-                from icezoo.engine.bench import bench_model
-
                 over = {k: v for k, v in plan.study.overrides(label).items() if k != "train.max_steps"}
-                res = bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
+                res = bench.bench_model(plan.study.pipeline_of(label), overrides=over, steps=5, warmup=2, device=device)
                 speed[key] = (label, float(res["train_events_per_s"]))
             probed, rate = speed[key]
             steps = max(1, int(plan.budget.minutes * 60 * rate / bs))
@@ -197,8 +199,6 @@ def size_key(config) -> str:
 
 
 def write_manifest(plan: Plan) -> None:
-    from icezoo.engine.default_data import read_split
-
     split = read_split(plan.data_dir)
     manifest = {
         "study": plan.study.name, "question": plan.study.question, "file": plan.study.file,
@@ -219,6 +219,16 @@ def _simulator_version(data_dir: Path) -> str | None:
         except ValueError:
             return None
     return None
+
+
+def _data_origin(data_dir: Path) -> str:
+    """What the report says the data is: which simulator made it, or that icezoo did not simulate it."""
+    version = _simulator_version(data_dir)
+    if version:
+        return f"simulator {version}; simulated, not Kaggle"
+    if (Path(data_dir) / "simulator_config.json").is_file():
+        return "written by icezoo simulate, version not recorded; simulated, not Kaggle"
+    return "not simulated by icezoo: scores are on this data"
 
 
 # ------------------------------------------------------------------------------ running
@@ -284,8 +294,6 @@ class _StepWatcher:
 def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step: Callable[[int], None],
                   say) -> str:
     """Make sure the run of (label, seed) is finished: reuse, resume or train. Returns what was done."""
-    from icezoo.engine.train import InterruptedRun, TrainOptions, train
-
     run_dir = plan.run_dir(label, seed)
     state = run_state(run_dir)
     if state == "done":
@@ -308,7 +316,7 @@ def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step
                             save_every_steps=max(1, plan.steps[label] // 10), progress=False, device=device)
     try:
         with _StepWatcher(RunDir(run_dir).log_file, on_step):
-            train(opts, echo=quiet)
+            training.train(opts, echo=quiet)
     except InterruptedRun:
         raise StudyInterrupted(f"{run_dir.name} interrupted (checkpoint saved); rerun `{plan.command}` to resume") \
             from None
@@ -340,10 +348,10 @@ def reproduce(name: str, data: str | None = None, budget: str | None = None, see
     torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
     plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
     check_inputs(plan, device)  # before the study directory exists: a bad input leaves nothing behind
-    if threads:
-        import torch
+    if threads is not None:
+        from icezoo.engine.device import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
     plan.study_dir.mkdir(parents=True, exist_ok=True)
     with study_lock(plan.study_dir):
         return _run_study(plan, device, progress, echo)
@@ -391,8 +399,6 @@ def _run_study(plan: Plan, device: str | None, progress: bool | None, echo) -> d
 def compare(plan: Plan) -> dict[str, Any]:
     """Per variant: score with its bootstrap CI (errors averaged over seeds, per event), budget
     actually used, and the paired difference to the reference on the common events."""
-    from icezoo.engine.stats import paired, reading
-
     per: dict[str, dict[str, Any]] = {}
     for label in plan.configs:
         scores = [score_run(plan.run_dir(label, s)) for s in plan.seeds]
@@ -446,8 +452,8 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
     if s.log:
         lines += [f"The log: {s.log}", ""]
     lines += [
-        f"- data: {plan.data_dir.name} (simulator {_simulator_version(plan.data_dir) or '?'}; simulated, not "
-        f"Kaggle), training files {format_batches(ref['train_batches'])}, validation files "
+        f"- data: {plan.data_dir.name} ({_data_origin(plan.data_dir)}), training files "
+        f"{format_batches(ref['train_batches'])}, validation files "
         f"{format_batches(ref['val_batches'])}: {ref['summary']['n_events']:,} events, the same for every variant",
         f"- budget: {plan.budget} per variant and seed; seeds {', '.join(map(str, plan.seeds))}; "
         f"model size {_kv(s.size) or 'as the pipelines'}; common {_kv(s.common) or '-'}",
@@ -491,8 +497,6 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
 
 
 def _kv(table: dict[str, Any]) -> str:
-    from icezoo.core.tomlwrite import toml_value
-
     return ", ".join(f"{k}={v if isinstance(v, str) else toml_value(v)}" for k, v in table.items())
 
 

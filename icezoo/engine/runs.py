@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from icezoo.core.atomic import WriteError, atomic_path, write_text_atomic
+from icezoo.core.atomic import WriteError, atomic_path, readable_file, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.names import normalise
 from icezoo.data.io import format_batches
@@ -77,7 +77,7 @@ def _json_default(obj: Any) -> Any:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; anything else (missing, truncated, a list) is one IcezooError."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(readable_file(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IcezooError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -96,6 +96,7 @@ RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, 
               "split": dict, "options": dict, "precision": dict, "nan_guard": dict, "evaluation": dict,
               "best_val": (int, float), "resumed": int}
 SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list}
+EVALUATION_FIELDS = {"mean": (int, float), "ci95": list, "n_events": int, "split": str}
 
 
 # ------------------------------------------------------------------------------ provenance
@@ -205,6 +206,14 @@ class RunDir:
         _check_fields(self.info_file, "", info, RUN_FIELDS)
         if isinstance(info.get("split"), dict):  # types checked where present; what reads a field needs it
             _check_fields(self.info_file, "split.", info["split"], SPLIT_FIELDS)
+            for key in ("train_batches", "val_batches"):  # batch ids: whole numbers (issue 27, C7/C8)
+                _check_items(self.info_file, f"split.{key}", info["split"].get(key) or [], int)
+        if isinstance(info.get("evaluation"), dict):
+            _check_fields(self.info_file, "evaluation.", info["evaluation"], EVALUATION_FIELDS)
+            ci95 = info["evaluation"].get("ci95")
+            if ci95 is not None and len(ci95) != 2:
+                raise IcezooError(f"{self.info_file}: unreadable (evaluation.ci95 has {len(ci95)} values, expected 2)")
+            _check_items(self.info_file, "evaluation.ci95", ci95 or [], (int, float), none_ok=True)
         return info
 
     def start(self, info: dict[str, Any], config_toml: str, command: str) -> None:
@@ -280,12 +289,21 @@ class RunDir:
 
     # ---- val_errors.npz (the studies' per-event validation errors)
     def val_errors(self) -> dict[str, np.ndarray] | None:
-        """The cached per-event validation errors, or None when there are none or best.pt is newer."""
+        """The cached per-event validation errors, or None when there are none, best.pt is newer, or
+        the file is damaged (truncated, pickled objects, arrays of the wrong shape): a stale cache
+        is scored anew and rewritten (issue 27, C6)."""
         path, best = self.path / ERRORS_FILE, self.checkpoint("best")
         if not path.is_file() or not best.is_file() or path.stat().st_mtime < best.stat().st_mtime:
             return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+        except Exception:  # noqa: BLE001 - not a zip, truncated, object arrays: rebuilt, never used
+            return None
+        cols = [out.get(k) for k in ("event_id", "error", "kappa")]
+        if any(c is None or c.ndim != 1 or c.dtype.kind not in "iuf" for c in cols) or len({len(c) for c in cols}) != 1:
+            return None
+        return out
 
     def write_val_errors(self, arrays: dict[str, np.ndarray]) -> None:
         """Cache per-event validation errors (numpy arrays, no pickles), atomically."""
@@ -347,6 +365,18 @@ def resolve_run(run: str | Path, runs_dir: Path | None = None) -> Path:
     raise IcezooError(f"run '{run}' not found (neither a directory nor a run in {runs_dir or DEFAULT_RUNS_DIR}/)")
 
 
+def distinct_runs(runs: list[str], runs_dir: Path | None = None) -> None:
+    """Several runs (an ensemble, a comparison) must be different runs: one named twice would be
+    counted twice ('2 run(s)') and shown once."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        path = resolve_run(run, runs_dir).resolve()
+        if path in seen:
+            raise IcezooError(f"run '{run}' is named twice ('{seen[path]}' is the same run {path.name}): "
+                              f"name each run once")
+        seen[path] = str(run)
+
+
 def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: bool = False) -> None:
     for key, kind in fields.items():
         if key not in table or table[key] is None:
@@ -357,6 +387,14 @@ def _check_fields(path: Path, prefix: str, table: dict, fields: dict, required: 
         if not isinstance(value, kind) or isinstance(value, bool):
             want = kind.__name__ if isinstance(kind, type) else "a number"
             raise IcezooError(f"{path}: unreadable ({prefix}{key} is {json.dumps(value)[:40]}, expected {want})")
+
+
+def _check_items(path: Path, where: str, items: list, kind, none_ok: bool = False) -> None:
+    for item in items:
+        if (item is None and none_ok) or (isinstance(item, kind) and not isinstance(item, bool)):
+            continue
+        want = kind.__name__ if isinstance(kind, type) else "a number"
+        raise IcezooError(f"{path}: unreadable ({where} holds {json.dumps(item)[:40]}, expected {want})")
 
 
 def unfinished_note(run_dir: Path, info: dict[str, Any], checkpoint: Path | None = None) -> str | None:

@@ -27,8 +27,12 @@ from icezoo.core.atomic import atomic_path, writable_target
 from icezoo.core.batch import angular_error
 from icezoo.core.errors import IcezooError
 from icezoo.data.io import format_batches
-from icezoo.engine.runs import RunDir
+from icezoo.engine.checkpoints import load_run_model
+from icezoo.engine.device import pick_device
 from icezoo.engine.ensemble import combine
+from icezoo.engine.evaluate import eval_ids, truth_vectors
+from icezoo.engine.predict import member_predictions
+from icezoo.engine.runs import RunDir
 from icezoo.engine.stacker import METHODS, align, fit, predict_stacked, require_lightgbm, save, subset
 from icezoo.engine.stats import paired
 
@@ -42,8 +46,6 @@ def _cache_key(ckpt: Path, data_dir: Path, ids: list[int]) -> str:
 
 def cached_predictions(member, data_dir: Path, ids: list[int], device, batch_size: int) -> dict[str, np.ndarray]:
     """One member's validation predictions (sorted by event id), from its cache or computed and cached."""
-    from icezoo.engine.predict import member_predictions
-
     run_dir, info, config, model, ckpt = member
     path = RunDir(run_dir).predictions / f"val-{_cache_key(ckpt, data_dir, ids)}.npz"
     if path.is_file():
@@ -88,10 +90,6 @@ def stack(runs: list[str], method: str, out: str | Path, runs_dir: str | Path = 
           batches: str | None = None, seed: int = 0, device: str | None = None, batch_size: int = 256,
           echo=print) -> dict[str, Any]:
     """Fit a stacker on half of the members' validation events, score it on the other half, save it."""
-    from icezoo.engine.checkpoints import load_run_model
-    from icezoo.engine.device import pick_device
-    from icezoo.engine.evaluate import eval_ids, truth_vectors
-
     if method not in METHODS:
         raise IcezooError(f"--method {method}: one of {', '.join(METHODS)}")
     if method == "gbm":

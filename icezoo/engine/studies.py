@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from icezoo import zoo  # registry() looked up when called: a replaced one (tests) is used
 from icezoo.core.errors import IcezooError, format_validation_error
 from icezoo.core.names import add_once, did_you_mean, normalise, read_toml
 from icezoo.core.pipelines import pipeline_config, resolved_table
@@ -58,6 +59,12 @@ class Variant(BaseModel):
     description: str = ""
 
 
+#: the largest budgets: 10^10 events, a week of wall clock (a typo such as 99999999999999999999 would
+#: otherwise start a study that never ends)
+MAX_EVENTS = 1e10
+MAX_MINUTES = 7 * 24 * 60
+
+
 class Budget(BaseModel):
     """Events seen per variant (the default), or minutes of wall clock."""
 
@@ -78,25 +85,37 @@ class Budget(BaseModel):
             events = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[m.group(2)]
             if events < 1:
                 raise ValueError(f"budget {value!r}: at least one event")
+            if events > MAX_EVENTS:
+                raise ValueError(f"budget {value!r}: at most {MAX_EVENTS:,.0f} events per variant and seed "
+                                 f"(about 75 passes over the whole Kaggle training set)")
             return cls(events=int(round(events)))
         m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(min|mins|minutes?|s|sec|seconds?)", text)
         if m:
             minutes = float(m.group(1)) / (60.0 if m.group(2).startswith("s") else 1.0)
             if minutes <= 0:
                 raise ValueError(f"budget {value!r}: must be positive")
+            if minutes > MAX_MINUTES:
+                raise ValueError(f"budget {value!r}: at most {MAX_MINUTES:,} minutes (a week) per variant and seed")
             return cls(minutes=minutes)
         raise ValueError(f"budget {value!r}: expected events (30000, '30k', '1.5M') or wall clock ('5min', '90s')")
 
     def __str__(self) -> str:
         if self.events is not None:
             return f"{self.events:,} events"
-        return f"{self.minutes:g} min"
+        return f"{self.minutes:g} min" if self.minutes >= 1 else f"{self._seconds:g} s"
+
+    @property
+    def _seconds(self) -> float:
+        return round(self.minutes * 60.0, 3)
 
     @property
     def slug(self) -> str:
+        """The budget in a folder name: 30k, 250ev, 5min, 90s (never 0.166667min)."""
         if self.events is not None:
             return f"{self.events // 1000}k" if self.events % 1000 == 0 else f"{self.events}ev"
-        return f"{self.minutes:g}min"
+        if self.minutes >= 1 and float(self.minutes).is_integer():
+            return f"{self.minutes:g}min"
+        return f"{self._seconds:g}s"
 
     def steps(self, batch_size: int) -> int | None:
         """Loader steps of an events budget (None for a wall-clock budget: measured per variant)."""
@@ -147,6 +166,9 @@ class Study(BaseModel):
             raise ValueError("needs at least one seed")
         if len(set(value)) != len(value):
             raise ValueError("seeds repeat")
+        bad = [s for s in value if not 0 <= s < 2**32]  # numpy's seeds; a run name holds the seed
+        if bad:
+            raise ValueError(f"seed {bad[0]}: seeds are whole numbers from 0 to 2^32 - 1")
         return value
 
     @model_validator(mode="after")
@@ -222,9 +244,9 @@ def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
             for label in study.variants:
                 try:
                     reg.pipelines.find(study.pipeline_of(label))
-                except IcezooError as exc:
-                    field = "pipeline" if study.variants[label].pipeline else "(study) pipeline"
-                    raise IcezooError(f"{where}.variants.{label}.{field}: {exc}") from None
+                except IcezooError as exc:  # the field that names it: the variant's, else the study's
+                    field = f"variants.{label}.pipeline" if study.variants[label].pipeline else "pipeline"
+                    raise IcezooError(f"{where}.{field}: {exc}") from None
         out[name] = study
     return out
 
@@ -232,9 +254,7 @@ def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:
 def load_studies(reg=None) -> dict[str, Study]:
     """Every study of every registered study file (the shipped studies.toml and plugins' files);
     a name defined twice is an error naming both files."""
-    from icezoo.zoo import registry
-
-    reg = reg or registry()
+    reg = reg or zoo.registry()
     studies: dict[str, Study] = {}
     for path in reg.study_files:
         for name, study in parse_study_file(path, reg).items():
@@ -253,9 +273,7 @@ def get_study(name: str, reg=None) -> Study:
 
 def variant_config(study: Study, label: str, reg=None):
     """The variant's resolved PipelineConfig (its overrides applied), with one-line errors."""
-    from icezoo.zoo import registry
-
-    reg = reg or registry()
+    reg = reg or zoo.registry()
     where = f"{study.file}: studies.{study.name}.variants.{label}"
     try:
         config = pipeline_config(study.pipeline_of(label), reg=reg)

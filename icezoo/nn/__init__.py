@@ -7,8 +7,11 @@
 * :mod:`~icezoo.nn.encodings`: sinusoidal encodings of scalars.
 * :mod:`~icezoo.nn.attention`: biased and relative multi-head attention, the pre-norm block.
 * :mod:`~icezoo.nn.knn`: dense masked k nearest neighbours.
+* :mod:`~icezoo.nn.graph`: dense graph layers (EdgeConv and its kin) for the graph backbones.
+* :mod:`~icezoo.nn.bins`: directions as azimuth/zenith bins (layout, smoothed targets, decoding).
 
-Plugins import only :mod:`icezoo.core` and this package; nothing here imports a plugin.
+Plugins import only :mod:`icezoo.core`, this package, :mod:`icezoo.resources` and their own family
+(docs/architecture.md); nothing here imports a plugin.
 The detector and ice constants are re-exported from :mod:`icezoo.core.detector`, where they are defined.
 """
 

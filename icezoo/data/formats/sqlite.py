@@ -83,16 +83,20 @@ class SQLiteSource(GraphNetSource):
         if lo is not None:
             query += " WHERE event_no >= ? AND event_no <= ?"
             args = (int(lo), int(hi))
-        rows = self._sql(query, args)
-        if not rows:
-            return {c: np.zeros(0) for c in columns}
-        try:  # no per-value numpy conversion of a list of tuples: one flat pass (the read's main cost)
-            arr = np.fromiter(itertools.chain.from_iterable(rows), np.float64, len(rows) * len(columns))
-            arr = arr.reshape(len(rows), len(columns))
-        except (TypeError, ValueError):
-            c, r = _non_numeric(rows, columns)
-            raise IcezooError(f"{self.where(table)}: column {c} holds {rows[r][columns.index(c)]!r} "
-                              f"(event_no {rows[r][0] if columns[0] == 'event_no' else '?'}), expected a number") from None
+        width, parts = len(columns), []
+        try:
+            cur = self._con.execute(query, args)
+            while rows := cur.fetchmany(1 << 16):  # bounded Python objects: one block of rows at a time
+                try:  # one flat pass per block (no numpy conversion of a list of tuples)
+                    parts.append(np.fromiter(itertools.chain.from_iterable(rows), np.float64, len(rows) * width))
+                except (TypeError, ValueError):
+                    c, r = _non_numeric(rows, columns)
+                    raise IcezooError(f"{self.where(table)}: column {c} holds {rows[r][columns.index(c)]!r} "
+                                      f"(event_no {rows[r][0] if columns[0] == 'event_no' else '?'}), expected a "
+                                      f"number") from None
+        except sqlite3.DatabaseError as exc:
+            raise IcezooError(f"{self.path}: SQLite error ({exc}) in: {query[:80]}") from None
+        arr = (np.concatenate(parts) if parts else np.zeros(0)).reshape(-1, width)
         return {c: arr[:, i] for i, c in enumerate(columns)}
 
 

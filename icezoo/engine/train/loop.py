@@ -21,7 +21,7 @@ from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
-from icezoo.data.io import format_batches
+from icezoo.data.io import check_batch_file, format_batches
 from icezoo.engine import loaders, predict
 from icezoo.engine.runs import RunDir, RunLog, git_commit, newest_successful_run, now_iso, package_versions
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
@@ -102,8 +102,9 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     seed_everything(opts.seed)
     try:
         model = build(run.config)
-    except IcezooError as exc:
-        raise IcezooError(f"{opts.resume}: incompatible checkpoint: {exc}" if run.resume_ckpt else str(exc)) from None
+    except IcezooError as exc:  # a build error names where the pipeline came from, like a validation error
+        where = f"{opts.resume}: incompatible checkpoint" if run.resume_ckpt else opts.pipeline_file
+        raise IcezooError(f"{where}: {exc}" if where and not str(exc).startswith(str(where)) else str(exc)) from None
     ts = run.config.train
     init_src = rep = None
     if run.resume_ckpt is None:
@@ -186,8 +187,6 @@ def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
 def _check_files(run: Run, model) -> None:
     """Every training and validation file: present, a readable parquet footer with the pulse columns,
     and validation events to score (all from footers and the meta: no pulse row is read)."""
-    from icezoo.data.io import check_batch_file
-
     for b in [*run.train_ids, *run.val_ids]:
         check_batch_file(run.data_dir, "train", b)
     loaders.check_detector(model, run.data_dir)
