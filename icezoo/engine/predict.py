@@ -150,6 +150,16 @@ def _uncertainty_map(run_dirs: list[Path], tta: int, stacker: str | None):
     return lambda kappa, q: cone_radius(cal, kappa, q)
 
 
+def _cone_columns(kappa_map, kappa: np.ndarray) -> dict[str, np.ndarray] | None:
+    """``--uncertainty``'s columns: the calibrated cones of the model's events, the isotropic ones
+    (NaN kappa) of the fallback events; None without the flag."""
+    if kappa_map is None:
+        return None
+    seen = np.isfinite(kappa)
+    return {f"cone_radius_{round(100 * q)}": np.where(seen, kappa_map(np.where(seen, kappa, 0.0), q), vmf_cone(0.0, q))
+            for q in CONE_LEVELS}
+
+
 def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
             runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
             tta: int = 1, echo=print, stacker: str | None = None, uncertainty: bool = False) -> dict[str, Any]:
@@ -222,11 +232,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
     azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
 
-    seen = np.isfinite(kappa)
-    extra = None if kappa_map is None else {
-        f"cone_radius_{round(100 * q)}": np.where(seen, kappa_map(np.where(seen, kappa, 0.0), q), vmf_cone(0.0, q))
-        for q in CONE_LEVELS}
-    write_submission(out, event_ids, azimuth, zenith, extra=extra)
+    write_submission(out, event_ids, azimuth, zenith, extra=_cone_columns(kappa_map, kappa))
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
               "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}
