@@ -320,3 +320,21 @@ def test_c6_a_damaged_val_errors_cache_is_stale_not_a_traceback(copies):
     assert run.val_errors() is None
     run.write_val_errors({**good, "error": np.ones(2)})  # lengths that disagree
     assert run.val_errors() is None
+
+
+@pytest.mark.parametrize("damage, says", [("options", "options.bogus: unknown option"),
+                                          ("train_spec", "no split.train_spec")])
+def test_c8_resume_with_an_unknown_option_or_a_missing_split_field_is_one_line(copies, capsys, damage, says):
+    import json
+
+    _, runs = copies
+    info_file = runs / "T" / "run.json"
+    info = json.loads(info_file.read_text())
+    if damage == "options":
+        info["options"]["bogus"] = 1
+    else:
+        del info["split"]["train_spec"]
+    info_file.write_text(json.dumps(info))
+    before = digest(runs)
+    one_line_error(capsys, "train", "--resume", runs / "T", "--no-progress", contains=[info_file, says])
+    assert digest(runs) == before

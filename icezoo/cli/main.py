@@ -11,6 +11,7 @@ import sys
 import typer
 
 from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
+from icezoo.cli.calibrate import cmd_calibrate
 from icezoo.cli.compose import cmd_compose
 from icezoo.cli.convert import cmd_convert
 from icezoo.cli.evaluate import cmd_evaluate
@@ -33,6 +34,7 @@ COMMANDS = {
     "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
     "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
+    "calibrate": cmd_calibrate,
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,

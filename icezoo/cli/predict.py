@@ -25,6 +25,8 @@ def cmd_predict(
     tta: int = typer.Option(1, "--tta", min=1, help="combine N rotations about the vertical axis (1..32)"),
     stacker: Optional[Path] = typer.Option(None, "--stacker", help="combine the runs with this stacker "
                                            "(icezoo stack) instead of the kappa-weighted mean"),
+    uncertainty: bool = typer.Option(False, "--uncertainty", help="also write the 50% and 90% vMF cone radii "
+                                     "(radians) of the run's calibrated kappa (icezoo calibrate) after the Kaggle columns"),
 ) -> None:
     """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith); several runs:
     the kappa-weighted mean of their directions (plain mean for heads without kappa), or a fitted stacker."""
@@ -32,4 +34,4 @@ def cmd_predict(
 
     use_data(data, pulsemap, truth_table)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
-            device=device, tta=tta, stacker=str(stacker) if stacker else None)
+            device=device, tta=tta, stacker=str(stacker) if stacker else None, uncertainty=uncertainty)

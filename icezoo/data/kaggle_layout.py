@@ -108,9 +108,10 @@ def write_table(path, columns: dict[str, np.ndarray]) -> None:
     _write(path, pa.table({k: np.asarray(v) for k, v in columns.items()}), index=None)
 
 
-def write_submission(path: str | Path, event_id, azimuth, zenith) -> Path:
+def write_submission(path: str | Path, event_id, azimuth, zenith, extra: dict | None = None) -> Path:
     """A Kaggle submission CSV (``event_id,azimuth,zenith``, radians), written atomically. Event ids
-    are written as the exact int64 they are (no float round trip: ids above 2^53 stay exact)."""
+    are written as the exact int64 they are (no float round trip: ids above 2^53 stay exact).
+    ``extra``: more float columns (name -> values) after the Kaggle ones."""
     from icezoo.core.atomic import atomic_path
 
     ids = np.asarray(event_id)
@@ -118,10 +119,16 @@ def write_submission(path: str | Path, event_id, azimuth, zenith) -> Path:
         raise TypeError(f"write_submission: event_id must be integers, got {ids.dtype}")
     ids = ids.astype(np.int64, copy=False).tolist()
     rows = zip(ids, np.asarray(azimuth, dtype=np.float64).tolist(), np.asarray(zenith, dtype=np.float64).tolist())
+    extra = extra or {}
+    cols = [np.asarray(v, dtype=np.float64).tolist() for v in extra.values()]
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("event_id,azimuth,zenith\n")
-            fh.writelines(f"{e},{a:.10f},{z:.10f}\n" for e, a, z in rows)
+            fh.write(",".join(["event_id", "azimuth", "zenith", *extra]) + "\n")
+            if not cols:
+                fh.writelines(f"{e},{a:.10f},{z:.10f}\n" for e, a, z in rows)
+            else:
+                fh.writelines(f"{e},{a:.10f},{z:.10f}" + "".join(f",{c[i]:.10f}" for c in cols) + "\n"
+                              for i, (e, a, z) in enumerate(rows))
     return Path(path)
 
 

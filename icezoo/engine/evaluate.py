@@ -39,6 +39,7 @@ from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
 from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.predict import infer, member_predictions
 from icezoo.engine.ensemble import ensemble_of, tta_angles
 from icezoo.engine.stats import N_BOOT, bootstrap_ci, paired
@@ -57,13 +58,6 @@ def summary(err: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, A
         return {"mean": None, "median": None, "containment68": None, "ci95": [None, None], "n_events": 0}
     return {"mean": float(err.mean()), "median": float(np.median(err)), "containment68": float(np.quantile(err, 0.68)),
             "ci95": bootstrap_ci(err, n_boot, seed), "n_events": int(n)}
-
-
-def vmf_cone(kappa: np.ndarray, q: float | np.ndarray) -> np.ndarray:
-    """Opening angle of the vMF (3D) cone holding probability q around the mean, for concentration kappa."""
-    kappa = np.maximum(np.asarray(kappa, dtype=np.float64), 1e-9)
-    c = 1.0 + np.log1p(-q * -np.expm1(-2.0 * kappa)) / kappa
-    return np.arccos(np.clip(c, -1.0, 1.0))
 
 
 def _source_truth(out: dict, data_dir, split: str, ids: list[int], order: dict[int, int]) -> None:
@@ -216,7 +210,7 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
         cover = [float(np.mean(err <= vmf_cone(kappa, q))) for q in qs]
         result["kappa_coverage"] = {f"{q:g}": c for q, c in zip(qs, cover)}
     if plots and len(err):
-        result["plots"] = make_plots(run_dir.plots, res, err, lf_err, scored.config.name)
+        result["plots"] = make_plots(run_dir.plots, res, err, lf_err, scored.config.name, run_dir.calibration())
         history = run_dir.history()
         if history:
             plot_curves(run_dir.plots / "learning_curve.png", {run_dir.name: history}, train_loss=True)
@@ -274,7 +268,8 @@ def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray):
     return np.array(centers), np.array(mean), np.array(median), np.array(count)
 
 
-def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | None, title: str) -> list[str]:
+def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | None, title: str,
+               calibration: dict | None = None) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
@@ -330,13 +325,15 @@ def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | N
         save(fig, "resolution_by_event_type.png")
     kappa = res["kappa"]
     if np.isfinite(kappa).all() and len(kappa) > 20:
-        _kappa_calibration(save, err, kappa, title)
+        _kappa_calibration(save, err, kappa, title, calibration)
     return written
 
 
-def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str) -> None:
+def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str, calibration: dict | None = None) -> None:
     """Median error per predicted-kappa bin against the vMF median, and the coverage of the vMF
-    credible cones against their nominal level (kappa_calibration.png, through ``save``)."""
+    credible cones against their nominal level (kappa_calibration.png, through ``save``); with the
+    run's ``calibration`` (icezoo calibrate), the coverage after it beside the one before (on these
+    events, which include the half the map was fitted on)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
     lk = np.log10(np.maximum(kappa, 1e-6))
     edges = np.quantile(lk, np.linspace(0, 1, 13))
@@ -352,7 +349,12 @@ def _kappa_calibration(save, err: np.ndarray, kappa: np.ndarray, title: str) -> 
     a1.grid(alpha=0.3)
     qs = np.linspace(0.05, 0.95, 19)
     cover = [np.mean(err <= vmf_cone(kappa, q)) for q in qs]
-    a2.plot(qs, cover, "-o", ms=3, label="model")
+    a2.plot(qs, cover, "-o", ms=3, label="model" if calibration is None else "model, before calibration")
+    if calibration is not None:
+        from icezoo.engine.vmf import cone_radius
+
+        a2.plot(qs, [np.mean(err <= cone_radius(calibration, kappa, q)) for q in qs], "-s", ms=3,
+                label=f"after calibration ({calibration['a']:.3g} kappa^{calibration['b']:.3g})")
     a2.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     a2.set_xlabel("nominal vMF cone coverage")
     a2.set_ylabel("observed coverage")

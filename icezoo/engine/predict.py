@@ -24,6 +24,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
+from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.runs import RunDir, distinct_runs, resolve_run, unfinished_note
 from icezoo.engine import stacker as S
 from icezoo.engine.checkpoints import load_run_model
@@ -33,6 +34,15 @@ from icezoo.engine.loaders import check_detector, make_eval_loader
 
 FALLBACK_AZIMUTH = 0.0
 FALLBACK_ZENITH = math.pi / 2
+#: ``--uncertainty``: the coverages of the cone radii written after the Kaggle columns
+CONE_LEVELS = (0.5, 0.9)
+
+
+def _checked_kappa(kappa: np.ndarray) -> np.ndarray:
+    if not np.isfinite(kappa).all() or (kappa < 0).any():
+        raise IcezooError("--uncertainty: the pipeline's head predicts no kappa (or a non-finite one): there is "
+                          "no cone to write; nothing was written")
+    return kappa
 
 
 def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarray]:
@@ -112,24 +122,57 @@ def _combiner(stacker: str | None, names: list[str]):
     return lambda preds: S.apply(fitted, preds)
 
 
-def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
-            runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
-            tta: int = 1, echo=print, stacker: str | None = None) -> dict[str, Any]:
-    """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
-    directions, :mod:`icezoo.engine.ensemble`, or a fitted ``stacker`` file, :mod:`icezoo.engine.stacker`),
-    optionally with ``tta`` rotations; returns counts."""
-    data_dir = Path(data)
+def _check_paths(data_dir: Path, split: str, out: Path) -> tuple[Path, Path]:
+    """The split's meta file exists and ``out`` can be written: one line otherwise, before any work."""
     meta_file = data_dir / f"{split}_meta.parquet"
     if foreign_source(data_dir) is None and not meta_file.is_file():
         raise IcezooError(f"{meta_file}: no such file (is --data a Kaggle-layout directory with a '{split}' split?)")
-    out = Path(out)
     if out.parent and not out.parent.exists():
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         raise IcezooError(f"--out {out}: is a directory (give a file name, e.g. {out / 'submission.csv'})")
+    return data_dir, out
+
+
+def _uncertainty_map(run_dirs: list[Path], tta: int, stacker: str | None):
+    """``--uncertainty``: the kappa map to apply (the run's calibration, or the identity with a note
+    when it has none); refused for ensembles, stackers and TTA, whose combined kappa no single
+    run's calibration was fitted on."""
+    if len(run_dirs) > 1 or stacker or tta > 1:
+        raise IcezooError("--uncertainty needs one run without --tta or --stacker (a calibration is fitted on "
+                          "one run's own kappa)")
+    from icezoo.engine.vmf import cone_radius
+
+    cal = RunDir(run_dirs[0]).calibration()
+    if cal is None:
+        print(f"note: {run_dirs[0]} has no calibration (icezoo calibrate): the cone radii use the raw kappa",
+              file=sys.stderr)
+    return lambda kappa, q: cone_radius(cal, kappa, q)
+
+
+def _cone_columns(kappa_map, kappa: np.ndarray) -> dict[str, np.ndarray] | None:
+    """``--uncertainty``'s columns: the calibrated cones of the model's events, the isotropic ones
+    (NaN kappa) of the fallback events; None without the flag."""
+    if kappa_map is None:
+        return None
+    seen = np.isfinite(kappa)
+    return {f"cone_radius_{round(100 * q)}": np.where(seen, kappa_map(np.where(seen, kappa, 0.0), q), vmf_cone(0.0, q))
+            for q in CONE_LEVELS}
+
+
+def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
+            runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
+            tta: int = 1, echo=print, stacker: str | None = None, uncertainty: bool = False) -> dict[str, Any]:
+    """Write the submission of one run or of an ensemble of runs (the kappa-weighted mean of their
+    directions, :mod:`icezoo.engine.ensemble`, or a fitted ``stacker`` file, :mod:`icezoo.engine.stacker`),
+    optionally with ``tta`` rotations and (``uncertainty``, one run) the 50% and 90% vMF cone radii
+    of the run's calibrated kappa after the Kaggle columns; returns counts."""
+    data_dir, out = _check_paths(Path(data), split, Path(out))
     run_names = [run] if isinstance(run, str) else list(run)
     check_output(out, dirs=[data_dir, *(resolve_run(r, runs_dir) for r in run_names)])
     tta_angles(tta)  # a bad --tta fails before any work
+    kappa_map = _uncertainty_map([resolve_run(r, runs_dir) for r in run_names], tta, stacker) if uncertainty \
+        else None
     distinct_runs(run_names, runs_dir)
     combined = _combiner(stacker, [resolve_run(r, runs_dir).name for r in run_names])  # before any model loads
     members = [load_run_model(r, runs_dir) for r in run_names]
@@ -145,6 +188,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     event_ids, wanted = split_events(data_dir, split)
     azimuth = np.full(len(event_ids), np.nan)
     zenith = np.full(len(event_ids), np.nan)
+    kappa = np.full(len(event_ids), np.nan)  # NaN: a fallback event, whose cones are the isotropic ones
     by_id = np.argsort(event_ids, kind="stable")  # event_id is unique in a split (split_events checks)
 
     def position(ids: np.ndarray) -> np.ndarray:
@@ -170,6 +214,8 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
             a, z = vector_to_angles(res["direction"])
             idx = position(res["event_id"])
             azimuth[idx], zenith[idx] = a, z
+            if kappa_map is not None:
+                kappa[idx] = _checked_kappa(res["kappa"])
             n_model += len(idx)
             # events the loader skipped (< 2 pulses): the fallback; their pulse counts from the meta
             # rows the loader has already validated against the file, so the file is not read again
@@ -186,7 +232,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
     azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
 
-    write_submission(out, event_ids, azimuth, zenith)
+    write_submission(out, event_ids, azimuth, zenith, extra=_cone_columns(kappa_map, kappa))
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
               "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}

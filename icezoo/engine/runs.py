@@ -13,6 +13,7 @@ A run directory (``RUNS/NAME``) holds everything needed to understand and reprod
     checkpoints/last.pt  the latest state (model, optimizer, scheduler, sampler position, RNG states)
     checkpoints/best.pt  the weights best on validation
     plots/*.png          written by ``icezoo evaluate``
+    calibration.json     the predicted-kappa map of ``icezoo calibrate`` (applied by predict)
 
 :class:`RunDir` is the one object that reads and writes these files (other modules ask it for
 a checkpoint's path, the run's info, its history, its log); the functions below it find runs,
@@ -49,6 +50,7 @@ CONFIG_FILE = "config.toml"
 COMMAND_FILE = "command.txt"
 PLOTS_DIR = "plots"
 ERRORS_FILE = "val_errors.npz"
+CALIBRATION_FILE = "calibration.json"
 LOG_FILE = "train.log"
 LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
@@ -126,7 +128,8 @@ def package_versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------ a run directory
 class RunDir:
     """A run's directory and the one reader and writer of its files (config.toml, command.txt,
-    run.json: its status and ledger entry, metrics.json/.csv, train.log, val_errors.npz); the
+    run.json: its status and ledger entry, metrics.json/.csv, train.log, val_errors.npz,
+    calibration.json); the
     checkpoints, plots and prediction caches are written by their makers at the paths this names."""
 
     def __init__(self, path: str | Path):
@@ -307,6 +310,22 @@ class RunDir:
         with atomic_path(self.path / ERRORS_FILE) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
+
+    # ---- calibration.json (icezoo calibrate: the predicted-kappa map)
+    @property
+    def calibration_file(self) -> Path:
+        return self.path / CALIBRATION_FILE
+
+    def calibration(self) -> dict[str, Any] | None:
+        """The run's kappa calibration (checked: one IcezooError naming the file and field), or None."""
+        from icezoo.engine.vmf import check
+
+        path = self.calibration_file
+        return check(read_json(path), path) if path.is_file() else None
+
+    def write_calibration(self, cal: dict[str, Any]) -> None:
+        """Store the kappa calibration as JSON, atomically."""
+        write_json_atomic(self.calibration_file, cal)
 
     # ---- train.log
     def log(self, echo=None) -> "RunLog":

@@ -176,12 +176,17 @@ def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
     last = run_dir.checkpoint("last")
     ckpt = load_checkpoint(last)
     config = config_from_checkpoint(ckpt, str(last))
+    unknown = sorted(set(info.get("options") or {}) - set(asdict(defaults)))  # issue 27, C8: one line, not a TypeError
+    split = info.get("split") or {}
+    missing = [k for k in ("data_dir", "train_batches", "val_batches", "train_spec") if k not in split]
+    if unknown or missing:
+        why = f"options.{unknown[0]}: unknown option" if unknown else f"no split.{missing[0]}"
+        raise IcezooError(f"{run_dir.info_file}: cannot resume ({why}; not a run.json this icezoo wrote)")
     own = TrainOptions(**{**asdict(TrainOptions()), **info.get("options", {}), "resume": opts.resume,
                           "progress": opts.progress, "device": opts.device, "runs_dir": str(runs_dir)})
-    split = info["split"]
     return Run(own, config, dist, device, info.get("command", ""), run_dir=run_dir.path, data_dir=Path(split["data_dir"]),
                train_ids=split["train_batches"], val_ids=split["val_batches"], train_spec=split["train_spec"],
-               val_spec=split["val_spec"], info=info, resume_ckpt=ckpt)
+               val_spec=split.get("val_spec"), info=info, resume_ckpt=ckpt)
 
 
 def _check_files(run: Run, model) -> None:
