@@ -49,7 +49,7 @@ def test_rundir_writes_and_reads_every_file_of_a_run(tmp_path):
         run.checkpoint("middle")
     assert run.val_errors() is None  # no best.pt, no cache
     run.checkpoint("best").write_bytes(b"")
-    run.write_val_errors({"event_id": np.arange(3), "error": np.ones(3)})
+    run.write_val_errors({"event_id": np.arange(3), "error": np.ones(3), "kappa": np.full(3, 2.0)})
     assert run.val_errors()["error"].tolist() == [1.0, 1.0, 1.0]
     assert RunDir.find(run.name, tmp_path / "runs").path == run.path
     row = next(r for r in ledger_rows(tmp_path / "runs", names=[run.name]))
