@@ -6,7 +6,9 @@ Writes random toy events in the Kaggle layout (``write_toy_dataset``: I/O, not p
 them to a GraphNeT Parquet folder with ``icezoo convert`` and copies that into a GraphNeT SQLite file
 (one REAL column per field, an index on event_no, as GraphNeT's writer makes); then, for each,
 times the event index (the one-off planning read) and runs ``icezoo bench data --max-pulses 128``
-in its own process (POLARS_MAX_THREADS=1) for events per CPU-second and peak RSS.
+in its own process (POLARS_MAX_THREADS=1) for events per CPU-second and peak RSS. The SQLite file is
+read twice: through ADBC (the ``sqlite`` extra; "graphnet-sqlite") and through Python's sqlite3
+(``ICEZOO_SQLITE_READER=sqlite3``; "graphnet-sqlite (sqlite3)").
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def make_sqlite(parquet_dir: Path, db: Path) -> None:
     con.close()
 
 
-def run(cmd: list[str]) -> str:
-    env = dict(os.environ, POLARS_MAX_THREADS="1", OMP_NUM_THREADS="1")
+def run(cmd: list[str], **extra: str) -> str:
+    env = dict(os.environ, POLARS_MAX_THREADS="1", OMP_NUM_THREADS="1", **extra)
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
@@ -65,13 +67,14 @@ def main() -> None:
         run([sys.executable, "-m", "icezoo", "convert", "--data", str(kaggle), "--out", str(gn)])
     if not db.exists():
         make_sqlite(gn, db)
-    for name, path in (("kaggle", kaggle), ("graphnet-parquet", gn), ("graphnet-sqlite", db)):
+    for name, path, env in (("kaggle", kaggle, {}), ("graphnet-parquet", gn, {}), ("graphnet-sqlite", db, {}),
+                            ("graphnet-sqlite (sqlite3)", db, {"ICEZOO_SQLITE_READER": "sqlite3"})):
         t0, c0 = time.perf_counter(), time.process_time()
         code = (f"from icezoo.data.formats import open_source; import time; c=time.process_time(); "
                 f"s=open_source({str(path)!r}); print(len(s.batch_ids('train')), round(time.process_time()-c, 2))")
-        index = run([sys.executable, "-c", code])
+        index = run([sys.executable, "-c", code], **env)
         bench = run([sys.executable, "-m", "icezoo", "bench", "data", "--data", str(path), "--max-pulses", "128",
-                     "--passes", str(args.passes)])
+                     "--passes", str(args.passes)], **env)
         print(f"{name}: index (batches, CPU s) {index} [{time.perf_counter() - t0:.0f} s wall, "
               f"{time.process_time() - c0:.1f} s here]\n  {bench}", flush=True)
 

@@ -277,3 +277,51 @@ def test_loader_workers_reopen_the_source(sources):
             for w in (0, 1)]
     assert len(runs[0]) == len(runs[1]) > 0
     assert all(torch.equal(a.features, b.features) and torch.equal(a.event_id, b.event_id) for a, b in zip(*runs))
+
+
+def test_adbc_and_sqlite3_readers_give_bit_identical_batches(sources, upgrade, monkeypatch):
+    """The ADBC reader (the ``sqlite`` extra) and the sqlite3 fallback read the same file identically:
+    every range, the truth, the detector and the loader's batches, bit for bit."""
+    pytest.importorskip("adbc_driver_sqlite", reason="the sqlite extra (adbc-driver-sqlite) is not installed")
+    from icezoo.data import formats
+    from icezoo.data.formats import sqlite as sq
+    from icezoo.data.formats.sqlite import SQLiteSource
+
+    fell_back = []  # the fast reader must really be used (not fall back to sqlite3) on these files
+    read_adbc = sq._read_adbc
+    monkeypatch.setattr(sq, "_read_adbc", lambda con, *a: (r := read_adbc(con, *a), fell_back.append(
+        con is not None and r is None))[0])
+
+    def opened(db, reader):
+        monkeypatch.setenv("ICEZOO_SQLITE_READER", reader)
+        src = SQLiteSource(db)
+        assert (src._adbc() is None) == (reader == "sqlite3")
+        return src
+
+    for db in (sources["sqlite"], upgrade["sqlite"]):
+        fast, slow = opened(db, "adbc"), opened(db, "sqlite3")
+        cols = fast._tables()[fast.pulse_table]
+        a, b = fast._read(fast.pulse_table, cols, 0, 10**9), slow._read(slow.pulse_table, cols, 0, 10**9)
+        assert all(a[c].dtype == b[c].dtype == np.float64 and np.array_equal(a[c], b[c], equal_nan=True) for c in cols)
+        assert fast.detector() == slow.detector()
+        for split in ("train", "test"):
+            ids = fast.batch_ids(split)
+            assert ids == slow.batch_ids(split)
+            for i in ids:
+                x, y = fast.read_raw(split, i), slow.read_raw(split, i)
+                for f in ("sensor_id", "time", "charge", "auxiliary", "offsets", "event_id", "azimuth", "zenith", "geo"):
+                    u, v = getattr(x, f), getattr(y, f)
+                    assert (u is None and v is None) or np.array_equal(u, v, equal_nan=True), (db, split, i, f)
+                assert (x.truth is None) == (y.truth is None)
+                if x.truth is not None:
+                    assert all(np.array_equal(x.truth[k], y.truth[k], equal_nan=True) for k in x.truth)
+    assert fell_back and not any(fell_back)
+    runs = []
+    for reader in ("adbc", "sqlite3"):
+        monkeypatch.setenv("ICEZOO_SQLITE_READER", reader)
+        monkeypatch.setattr(formats, "_OPEN", {})
+        runs.append(_batches(sources["sqlite"]))
+    assert len(runs[0]) == len(runs[1]) > 2
+    for x, y in zip(*runs):
+        for f in ("features", "mask", "xyzt", "sensor_id", "event_features", "n_pulses", "event_id", "target"):
+            assert torch.equal(getattr(x, f), getattr(y, f)), f

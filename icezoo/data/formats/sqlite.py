@@ -1,10 +1,16 @@
 """GraphNeT's SQLite databases (one ``.db`` file: a table per pulse map, a ``truth`` table), read in
 ``event_no`` ranges through the pulse table's ``event_no`` index (GraphNeT's writer makes one),
-never the whole table. See :mod:`.graphnet` for the schema and the mapping."""
+never the whole table. See :mod:`.graphnet` for the schema and the mapping.
+
+Range reads go through the ADBC SQLite driver (Arrow columns straight from SQLite's C API, no Python
+object per value: the ``sqlite`` extra) when it is installed, else through Python's ``sqlite3``; both
+give the same float64 columns bit for bit (tests/test_formats.py). ``ICEZOO_SQLITE_READER=sqlite3``
+forces the fallback (benchmarks/graphnet_formats.py compares the two)."""
 
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 from pathlib import Path
 
@@ -76,6 +82,19 @@ class SQLiteSource(GraphNetSource):
             raise IcezooError(f"{self.where(table)}: event_no is null in some rows")
         return arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
 
+    def _adbc(self):
+        """The ADBC connection (read-only), or None where the driver is missing or switched off."""
+        if "_h_adbc" not in self.__dict__:
+            con = None
+            if os.environ.get("ICEZOO_SQLITE_READER", "adbc") != "sqlite3":
+                try:
+                    import adbc_driver_sqlite.dbapi as adbc
+                    con = adbc.connect(f"file:{self.path}?mode=ro")
+                except Exception:  # not installed or cannot open: the sqlite3 path reports any real error
+                    con = None
+            self.__dict__["_h_adbc"] = con
+        return self.__dict__["_h_adbc"]
+
     def _read(self, table, columns, lo=None, hi=None, distinct=False):
         sel = ", ".join(_quote(c) for c in columns)
         query = f"SELECT {'DISTINCT ' if distinct else ''}{sel} FROM {_quote(table)}"
@@ -83,6 +102,9 @@ class SQLiteSource(GraphNetSource):
         if lo is not None:
             query += " WHERE event_no >= ? AND event_no <= ?"
             args = (int(lo), int(hi))
+        fast = _read_adbc(self._adbc(), query, args, columns)
+        if fast is not None:
+            return fast
         width, parts = len(columns), []
         try:
             cur = self._con.execute(query, args)
@@ -98,6 +120,35 @@ class SQLiteSource(GraphNetSource):
             raise IcezooError(f"{self.path}: SQLite error ({exc}) in: {query[:80]}") from None
         arr = (np.concatenate(parts) if parts else np.zeros(0)).reshape(-1, width)
         return {c: arr[:, i] for i, c in enumerate(columns)}
+
+
+def _read_adbc(con, query: str, args: tuple, columns: list[str]) -> dict[str, np.ndarray] | None:
+    """``columns`` as float64 arrays (NULL -> NaN, integers -> float, as the sqlite3 path makes them)
+    through ADBC, one Arrow record batch at a time; None (use sqlite3) when a value is not a number
+    or the driver fails, so that the sqlite3 path gives its one-line error or its result."""
+    if con is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[list[np.ndarray]] = [[] for _ in columns]
+    try:
+        cur = con.cursor()
+        try:  # 65,536 rows a record batch (the driver's default is 1,024): fewer Python steps per range
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 16)})
+            cur.execute(query, args)
+            for batch in cur.fetch_record_batch():
+                for i, col in enumerate(batch.columns):
+                    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+                        return None  # text or blobs: the sqlite3 path names the column and the value
+                    col = pc.cast(col, pa.float64())
+                    parts[i].append(col.to_numpy(zero_copy_only=False) if col.null_count == 0
+                                    else pc.fill_null(col, float("nan")).to_numpy())
+        finally:
+            cur.close()
+    except Exception:  # e.g. a later value of another type than the first batch's: sqlite3 decides
+        return None
+    return {c: np.concatenate(p) if p else np.zeros(0) for c, p in zip(columns, parts)}
 
 
 def _non_numeric(rows, columns) -> tuple[str, int]:
