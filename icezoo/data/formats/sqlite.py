@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ class SQLiteSource(GraphNetSource):
                 try:
                     import adbc_driver_sqlite.dbapi as adbc
                     con = adbc.connect(f"file:{self.path}?mode=ro")
+                    weakref.finalize(self, con.close)  # closed when the source goes, or at exit (no warning)
                 except Exception:  # not installed or cannot open: the sqlite3 path reports any real error
                     con = None
             self.__dict__["_h_adbc"] = con
