@@ -277,3 +277,52 @@ def test_loader_workers_reopen_the_source(sources):
             for w in (0, 1)]
     assert len(runs[0]) == len(runs[1]) > 0
     assert all(torch.equal(a.features, b.features) and torch.equal(a.event_id, b.event_id) for a, b in zip(*runs))
+
+
+def test_a_run_keeps_its_pulsemap_for_evaluate_and_predict(sources, tmp_path, capsys, monkeypatch):
+    """A run trained with --pulsemap on a two-table file stores it (run.json split.pulsemap): evaluate and
+    predict on such a file need not be told again; an explicit flag wins; a file without it is one line."""
+    import json
+
+    from icezoo.data import formats
+
+    p, t = sources["pulses"], sources["truth"]
+    few = np.isin(p["event_no"], t["event_no"][:120])
+    small, small_t = {k: v[few] for k, v in p.items()}, {k: v[:120] for k, v in t.items()}
+    flipped = {k: v.copy() for k, v in small.items()}
+    flipped["dom_time"] = flipped["dom_time"][::-1].copy()  # not the same pulses: a wrong table would show
+    two = _db(tmp_path / "two.db", {"SRTInIcePulses": small, "InIcePulses": flipped, "truth": small_t})
+    other = _db(tmp_path / "other.db", {"InIcePulses": small, "OtherPulses": small, "truth": small_t})
+    runs = tmp_path / "runs"
+    (tmp_path / "p.toml").write_text(tiny_pipeline("tinyfmt", epochs=1))
+    cli("train", "--pipeline-file", tmp_path / "p.toml", "--data", two, "--pulsemap", "SRTInIcePulses",
+        "--batches", "1", "--max-steps", 1, "--runs-dir", runs, "--name", "r", "--no-progress")
+    assert json.loads((runs / "r" / "run.json").read_text())["split"]["pulsemap"] == "SRTInIcePulses"
+    from icezoo.engine.runs import RunDir
+
+    assert RunDir(runs / "r").data_tables() == ("SRTInIcePulses", None)
+    seen = []
+    real_open = formats.open_source
+
+    def spy(path, pulsemap=None, truth_table=None):
+        src = real_open(path, pulsemap, truth_table)
+        seen.append(src.pulsemap)
+        return src
+
+    for argv in (["evaluate", "r", "--no-plots"], ["predict", "r", "--data", two, "--out", tmp_path / "a.csv"]):
+        monkeypatch.setattr(formats, "_OPEN", {})  # a fresh process: nothing remembered from training
+        seen.clear()
+        monkeypatch.setattr(formats, "open_source", spy)
+        cli(*argv, "--runs-dir", runs)  # several pulse tables and no --pulsemap: the run's is used
+        monkeypatch.setattr(formats, "open_source", real_open)
+        assert "SRTInIcePulses" in seen and formats._OPEN[str(two.resolve())].pulsemap == "SRTInIcePulses"
+    capsys.readouterr()
+    monkeypatch.setattr(formats, "_OPEN", {})
+    cli("predict", "r", "--data", other, "--out", tmp_path / "b.csv", "--runs-dir", runs, expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other.db" in err and "SRTInIcePulses" in err and "--pulsemap" in err
+    assert not (tmp_path / "b.csv").exists()
+    monkeypatch.setattr(formats, "_OPEN", {})
+    cli("predict", "r", "--data", other, "--pulsemap", "InIcePulses", "--out", tmp_path / "b.csv", "--runs-dir", runs)
+    assert formats._OPEN[str(other.resolve())].pulsemap == "InIcePulses"  # the explicit flag wins
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 121
