@@ -131,6 +131,44 @@ def test_upgrade_trains_position_pipelines_and_refuses_sensor_ids(upgrade, tmp_p
     assert not (tmp_path / "runs" / "qe").exists()
 
 
+def test_sensor_type_flows_from_the_upgrade_files_into_the_batch(upgrade):
+    from icezoo.data.loader import make_loader
+    from icezoo.plugins.features import KaggleNorm, SensorType
+    from icezoo.plugins.selection import AuxFirst
+
+    for fmt in ("sqlite", "parquet"):
+        c = read_chunk(upgrade[fmt], "train", 10)  # Upgrade events beside IceCube-86 DOM pulses
+        out = SensorType(SensorType.Config()).extract(c, c)
+        code = c.dom_type
+        assert set(code.tolist()) == {20, 120, 130} and c.pmt_dir.shape == (len(code), 3)
+        for value, col in ((20, 0), (120, 2), (130, 3)):
+            assert (out[code == value, col] == 1).all() and (out[code == value, :4].sum(axis=1) == 1).all()
+        ic = code == 20  # the writer's IceCube DOMs: (0, 0, -1) as written (or zeros, then facing down)
+        assert (out[ic, 4:] == [0, 0, -1]).all()
+        assert np.array_equal(out[~ic, 4:], c.pmt_dir[~ic]) and np.allclose(np.linalg.norm(out[:, 4:], axis=1), 1)
+    # through the loader (lazy chunks, selection, padding): the real slots carry the type, padding is zero and masked
+    sel = AuxFirst(AuxFirst.Config(max_pulses=64))
+    feats = [KaggleNorm(KaggleNorm.Config()), SensorType(SensorType.Config())]
+    batches = list(make_loader(upgrade["sqlite"], "train", [9, 10], sel, feats, 16, shuffle=False, seed=0, epoch=0))
+    for b in batches:
+        f, m = b.features[..., 6:], b.mask
+        assert (f[m][:, :4].sum(-1) == 1).all() and (f[~m] == 0).all()
+        assert torch.allclose(f[m][:, 4:].norm(dim=-1), torch.ones(int(m.sum())))
+    assert any((~b.mask).any() for b in batches)  # padded slots were checked
+    assert any((b.features[..., 6:][b.mask][:, 3] == 1).any() for b in batches)  # mDOMs reached the batch
+
+
+def test_upgrade_v0_trains_one_step_and_predicts(upgrade, tmp_path):
+    tiny = ["--set", "embedder.dim=16", "--set", "backbone.depth=1", "--set", "backbone.heads=2",
+            "--set", "selection.max_pulses=32"]
+    cli("train", "--pipeline", "UPGRADE_V0", *tiny, "--data", upgrade["sqlite"], "--max-steps", 1,
+        "--runs-dir", tmp_path / "runs", "--name", "up", "--no-progress")
+    cli("predict", "up", "--runs-dir", tmp_path / "runs", "--data", upgrade["parquet"], "--out", tmp_path / "p.csv")
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "event_id,azimuth,zenith" and len(rows) == 240 + 1  # 200 IceCube-86 + 40 Upgrade events
+    assert all(np.isfinite([float(v) for v in r.split(",")[1:]]).all() for r in rows[1:])
+
+
 def test_upgrade_sensors_keep_their_positions(upgrade):
     from icezoo.core.detector import N_SENSORS
     from icezoo.data.detector import MAX_MODULE, MAX_PMT
