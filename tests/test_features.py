@@ -7,8 +7,9 @@ import pytest
 
 from icezoo.core import PulseChunk
 from icezoo.data.io import load_geometry
+from icezoo.core.errors import IcezooError
 from icezoo.plugins.features import (QE, CenterOfGravity, IceProperties, KaggleNorm, MinMaxNorm, PulseCount, Rank,
-                                     TimeWeight, detector_bounds, ice_at_z)
+                                     SensorType, TimeWeight, detector_bounds, ice_at_z)
 from icezoo.plugins.selection import TimeOrder
 
 GEO = load_geometry()
@@ -65,6 +66,29 @@ def test_qe_on_deepcore_high_qe_doms():
     out = make(QE).extract(c, c)[:, 0]
     assert out.tolist() == [1.0, 1.0, pytest.approx(1.35), pytest.approx(1.35), 1.0]
     assert out.dtype == np.float32
+
+
+def test_sensor_type_one_hot_and_pmt_direction():
+    from dataclasses import replace
+
+    c = chunk_of([[0, 1, 2], [3, 4]])
+    # IceCube-86 without the columns (the Kaggle layout): IceCube DOMs, PMTs facing down
+    out = make(SensorType).extract(c, c)
+    assert out.shape == (5, 7) and out.dtype == np.float32
+    assert (out == [1, 0, 0, 0, 0, 0, -1]).all()
+    # Upgrade rows: mDOM, D-Egg with the source's directions; a PDOM and an IceCube DOM given a zero or NaN
+    # direction fall back to facing down; an unknown code (a WOM) gets no type and zeros
+    d = np.array([[0.6, 0.0, 0.8], [0.0, 0.0, 1.0], [0, 0, 0], [np.nan] * 3, [0, 0, 0]], dtype=np.float32)
+    up = replace(c, dom_type=np.array([130, 120, 110, 20, 140], dtype=np.int16), pmt_dir=d, pad_sensor=10**6)
+    out = make(SensorType).extract(up, up)
+    assert np.array_equal(out, np.array([[0, 0, 0, 1, 0.6, 0.0, 0.8], [0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, -1],
+                                         [1, 0, 0, 0, 0, 0, -1], [0, 0, 0, 0, 0, 0, 0]], dtype=np.float32))
+    # the columns follow the pulses through selection (take) and event subsets
+    sub = up.events(np.array([1]))
+    assert np.array_equal(make(SensorType).extract(sub, sub), out[3:])
+    # sensors beyond IceCube-86 without dom_type: a one-line refusal, never a guess
+    with pytest.raises(IcezooError, match="no dom_type"):
+        make(SensorType).extract(replace(c, pad_sensor=10**6), c)
 
 
 def test_ice_properties_follow_the_depth():

@@ -131,6 +131,44 @@ def test_upgrade_trains_position_pipelines_and_refuses_sensor_ids(upgrade, tmp_p
     assert not (tmp_path / "runs" / "qe").exists()
 
 
+def test_sensor_type_flows_from_the_upgrade_files_into_the_batch(upgrade):
+    from icezoo.data.loader import make_loader
+    from icezoo.plugins.features import KaggleNorm, SensorType
+    from icezoo.plugins.selection import AuxFirst
+
+    for fmt in ("sqlite", "parquet"):
+        c = read_chunk(upgrade[fmt], "train", 10)  # Upgrade events beside IceCube-86 DOM pulses
+        out = SensorType(SensorType.Config()).extract(c, c)
+        code = c.dom_type
+        assert set(code.tolist()) == {20, 120, 130} and c.pmt_dir.shape == (len(code), 3)
+        for value, col in ((20, 0), (120, 2), (130, 3)):
+            assert (out[code == value, col] == 1).all() and (out[code == value, :4].sum(axis=1) == 1).all()
+        ic = code == 20  # the writer's IceCube DOMs: (0, 0, -1) as written (or zeros, then facing down)
+        assert (out[ic, 4:] == [0, 0, -1]).all()
+        assert np.array_equal(out[~ic, 4:], c.pmt_dir[~ic]) and np.allclose(np.linalg.norm(out[:, 4:], axis=1), 1)
+    # through the loader (lazy chunks, selection, padding): the real slots carry the type, padding is zero and masked
+    sel = AuxFirst(AuxFirst.Config(max_pulses=64))
+    feats = [KaggleNorm(KaggleNorm.Config()), SensorType(SensorType.Config())]
+    batches = list(make_loader(upgrade["sqlite"], "train", [9, 10], sel, feats, 16, shuffle=False, seed=0, epoch=0))
+    for b in batches:
+        f, m = b.features[..., 6:], b.mask
+        assert (f[m][:, :4].sum(-1) == 1).all() and (f[~m] == 0).all()
+        assert torch.allclose(f[m][:, 4:].norm(dim=-1), torch.ones(int(m.sum())))
+    assert any((~b.mask).any() for b in batches)  # padded slots were checked
+    assert any((b.features[..., 6:][b.mask][:, 3] == 1).any() for b in batches)  # mDOMs reached the batch
+
+
+def test_upgrade_v0_trains_one_step_and_predicts(upgrade, tmp_path):
+    tiny = ["--set", "embedder.dim=16", "--set", "backbone.depth=1", "--set", "backbone.heads=2",
+            "--set", "selection.max_pulses=32"]
+    cli("train", "--pipeline", "UPGRADE_V0", *tiny, "--data", upgrade["sqlite"], "--max-steps", 1,
+        "--runs-dir", tmp_path / "runs", "--name", "up", "--no-progress")
+    cli("predict", "up", "--runs-dir", tmp_path / "runs", "--data", upgrade["parquet"], "--out", tmp_path / "p.csv")
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "event_id,azimuth,zenith" and len(rows) == 240 + 1  # 200 IceCube-86 + 40 Upgrade events
+    assert all(np.isfinite([float(v) for v in r.split(",")[1:]]).all() for r in rows[1:])
+
+
 def test_upgrade_sensors_keep_their_positions(upgrade):
     from icezoo.core.detector import N_SENSORS
     from icezoo.data.detector import MAX_MODULE, MAX_PMT
@@ -277,6 +315,55 @@ def test_loader_workers_reopen_the_source(sources):
             for w in (0, 1)]
     assert len(runs[0]) == len(runs[1]) > 0
     assert all(torch.equal(a.features, b.features) and torch.equal(a.event_id, b.event_id) for a, b in zip(*runs))
+
+
+def test_a_run_keeps_its_pulsemap_for_evaluate_and_predict(sources, tmp_path, capsys, monkeypatch):
+    """A run trained with --pulsemap on a two-table file stores it (run.json split.pulsemap): evaluate and
+    predict on such a file need not be told again; an explicit flag wins; a file without it is one line."""
+    import json
+
+    from icezoo.data import formats
+
+    p, t = sources["pulses"], sources["truth"]
+    few = np.isin(p["event_no"], t["event_no"][:120])
+    small, small_t = {k: v[few] for k, v in p.items()}, {k: v[:120] for k, v in t.items()}
+    flipped = {k: v.copy() for k, v in small.items()}
+    flipped["dom_time"] = flipped["dom_time"][::-1].copy()  # not the same pulses: a wrong table would show
+    two = _db(tmp_path / "two.db", {"SRTInIcePulses": small, "InIcePulses": flipped, "truth": small_t})
+    other = _db(tmp_path / "other.db", {"InIcePulses": small, "OtherPulses": small, "truth": small_t})
+    runs = tmp_path / "runs"
+    (tmp_path / "p.toml").write_text(tiny_pipeline("tinyfmt", epochs=1))
+    cli("train", "--pipeline-file", tmp_path / "p.toml", "--data", two, "--pulsemap", "SRTInIcePulses",
+        "--batches", "1", "--max-steps", 1, "--runs-dir", runs, "--name", "r", "--no-progress")
+    assert json.loads((runs / "r" / "run.json").read_text())["split"]["pulsemap"] == "SRTInIcePulses"
+    from icezoo.engine.runs import RunDir
+
+    assert RunDir(runs / "r").data_tables() == ("SRTInIcePulses", None)
+    seen = []
+    real_open = formats.open_source
+
+    def spy(path, pulsemap=None, truth_table=None):
+        src = real_open(path, pulsemap, truth_table)
+        seen.append(src.pulsemap)
+        return src
+
+    for argv in (["evaluate", "r", "--no-plots"], ["predict", "r", "--data", two, "--out", tmp_path / "a.csv"]):
+        monkeypatch.setattr(formats, "_OPEN", {})  # a fresh process: nothing remembered from training
+        seen.clear()
+        monkeypatch.setattr(formats, "open_source", spy)
+        cli(*argv, "--runs-dir", runs)  # several pulse tables and no --pulsemap: the run's is used
+        monkeypatch.setattr(formats, "open_source", real_open)
+        assert "SRTInIcePulses" in seen and formats._OPEN[str(two.resolve())].pulsemap == "SRTInIcePulses"
+    capsys.readouterr()
+    monkeypatch.setattr(formats, "_OPEN", {})
+    cli("predict", "r", "--data", other, "--out", tmp_path / "b.csv", "--runs-dir", runs, expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other.db" in err and "SRTInIcePulses" in err and "--pulsemap" in err
+    assert not (tmp_path / "b.csv").exists()
+    monkeypatch.setattr(formats, "_OPEN", {})
+    cli("predict", "r", "--data", other, "--pulsemap", "InIcePulses", "--out", tmp_path / "b.csv", "--runs-dir", runs)
+    assert formats._OPEN[str(other.resolve())].pulsemap == "InIcePulses"  # the explicit flag wins
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 121
 
 
 def test_adbc_and_sqlite3_readers_give_bit_identical_batches(sources, upgrade, monkeypatch):

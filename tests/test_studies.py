@@ -423,3 +423,42 @@ def test_a_wall_clock_budget_becomes_steps_measured_once(with_study, monkeypatch
                       runs_dir=with_study["root"] / "wall", log=lambda *a: None)
     fix_steps(again, None, lambda *a: None)  # kept in the manifest: not measured again
     assert again.steps == plan.steps and len(calls) == 1
+
+
+def test_reproduce_on_a_graphnet_sqlite_file_with_a_pulsemap(with_study, capsys, monkeypatch):
+    """A study on a GraphNeT SQLite file with two pulse maps: --pulsemap picks one, every run stores it,
+    the study key and command name it; a bad pulse map or a missing file is one line, exit 2, before
+    any study directory exists."""
+    from graphnet_files import from_kaggle, write_sqlite
+    from tinyzoo import cli
+
+    from icezoo.data import formats
+    from icezoo.engine.reproduce import plan_study, reproduce
+
+    root = with_study["root"]
+    pulses, truth = from_kaggle(with_study["data"])
+    db = write_sqlite(root / "study.db", {"SRTInIcePulses": pulses, "InIcePulses": pulses, "truth": truth})
+    runs = root / "gn-runs"
+    for argv, words in ((["--data", db, "--pulsemap", "Nope"], ["study.db", "no table 'Nope'"]),
+                        (["--data", db], ["study.db", "several pulse tables", "--pulsemap"]),
+                        (["--data", root / "absent.db"], ["absent.db", "no such file"])):
+        capsys.readouterr()
+        monkeypatch.setattr(formats, "_OPEN", {})  # each command a fresh process: no tables remembered
+        cli("reproduce", "tinystudy", *argv, "--budget", "64", "--runs-dir", runs, expect=2)
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(w in err for w in words), err
+        assert not runs.exists()
+    monkeypatch.setattr(formats, "_OPEN", {})
+    out = reproduce("tinystudy", data=str(db), budget="64", runs_dir=runs, progress=False, echo=lambda *a: None,
+                    pulsemap="SRTInIcePulses")
+    assert {"plain", "masked", "tuned"} <= set(out) and len(out["masked"]["ids"]) > 0  # scored, paired
+    plan = plan_study("tinystudy", data=str(db), budget="64", runs_dir=runs, log=lambda *a: None,
+                      tables=("SRTInIcePulses", None))
+    assert "--pulsemap SRTInIcePulses" in plan.command and plan.study_dir.is_dir()
+    assert plan.study_dir != plan_study("tinystudy", data=str(db), budget="64", runs_dir=runs,
+                                        log=lambda *a: None, tables=("InIcePulses", None)).study_dir
+    for label in plan.configs:
+        info = json.loads((plan.run_dir(label, 0) / "run.json").read_text())
+        assert info["status"] == "done" and info["split"]["pulsemap"] == "SRTInIcePulses"
+        assert info["split"]["data_dir"] == str(db.resolve())
+    assert "not simulated by icezoo" in (plan.study_dir / "results.md").read_text()

@@ -23,7 +23,7 @@ def cmd_calibrate(
 ) -> None:
     """Fit kappa_cal = a * kappa^b (vMF maximum likelihood) on half the validation events, print the held-out
     cone coverage at 0.5, 0.68, 0.9 before and after, and store the map with the run (applied by predict)."""
-    use_data(data, pulsemap, truth_table)
+    use_data(data, pulsemap, truth_table, runs=[run], runs_dir=runs_dir)
     from icezoo.engine.calibrate import calibrate
 
     calibrate(run, runs_dir=runs_dir, data=str(data) if data else None, batches=batches, batch_size=batch_size,

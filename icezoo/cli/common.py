@@ -141,9 +141,45 @@ def truth_table_option():
     return typer.Option(None, "--truth-table", help=TRUTH_HELP)
 
 
-def use_data(data, pulsemap: str | None, truth_table: str | None) -> None:
+def run_tables(data, runs, runs_dir) -> tuple[Any, str | None, str | None]:
+    """(data, pulsemap, truth_table) a command on ``runs`` defaults to: the tables the first run that
+    stored any was trained with, on ``data`` (the run's own data when None), where that data is a
+    GraphNeT source. A stored pulse map the data lacks is one line naming it; a bad run is left to the
+    command's own check."""
+    from icezoo.engine.runs import RunDir
+
+    for name in runs or ():
+        try:
+            run = RunDir.find(name, runs_dir)
+            pulsemap, truth_table = run.data_tables()
+            target = data if data is not None else (run.info().get("split") or {}).get("data_dir")
+        except IcezooError:
+            return data, None, None
+        if pulsemap or truth_table:
+            break
+    else:
+        return data, None, None
+    if target is None or not Path(target).exists():
+        return data, None, None
+    from icezoo.data.formats import open_source
+
+    src = open_source(target)
+    if src.format == "kaggle" or not hasattr(src, "_tables"):  # a plugin format has its own tables, if any
+        return data, None, None
+    tables = src._tables()
+    if pulsemap and pulsemap not in tables:
+        raise IcezooError(f"--data {target}: no pulse table '{pulsemap}' (run {run.name} was trained on it; "
+                          f"tables: {', '.join(tables)}): pick one with --pulsemap")
+    return target, pulsemap, truth_table if truth_table in tables else None
+
+
+def use_data(data, pulsemap: str | None, truth_table: str | None, runs=None, runs_dir=None) -> None:
     """Open ``--data`` with the table options, when given (a missing path, or --data without them, is left
-    to the command, whose own checks, a pipeline's first, then come before any data message)."""
+    to the command, whose own checks, a pipeline's first, then come before any data message). With
+    ``runs`` (evaluate, predict, train --resume) and no table option, the runs' stored tables are the
+    defaults (see :func:`run_tables`)."""
+    if runs and not (pulsemap or truth_table):
+        data, pulsemap, truth_table = run_tables(data, runs, runs_dir)
     if data is None:
         if pulsemap or truth_table:
             raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")

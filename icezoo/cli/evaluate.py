@@ -26,7 +26,7 @@ def cmd_evaluate(
     """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
     Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and
     without test-time rotations."""
-    use_data(data, pulsemap, truth_table)
+    use_data(data, pulsemap, truth_table, runs=runs, runs_dir=runs_dir)
     if len(runs) == 1 and tta == 1:
         from icezoo.engine.evaluate import evaluate
 

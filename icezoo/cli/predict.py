@@ -32,6 +32,6 @@ def cmd_predict(
     the kappa-weighted mean of their directions (plain mean for heads without kappa), or a fitted stacker."""
     from icezoo.engine.predict import predict
 
-    use_data(data, pulsemap, truth_table)
+    use_data(data, pulsemap, truth_table, runs=runs, runs_dir=runs_dir)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
             device=device, tta=tta, stacker=str(stacker) if stacker else None, uncertainty=uncertainty)

@@ -8,13 +8,17 @@ from typing import Optional
 
 import typer
 
+from icezoo.cli.common import pulsemap_option, truth_table_option
 from icezoo.core.errors import IcezooError
 
 
 def cmd_reproduce(
     study: Optional[str] = typer.Argument(None, help="study name (icezoo reproduce --list)"),
     list_: bool = typer.Option(False, "--list", help="list the studies (shipped and from plugins)"),
-    data: Optional[Path] = typer.Option(None, help="Kaggle-layout dataset dir; default: the cached simulated set"),
+    data: Optional[Path] = typer.Option(None, help="dataset: Kaggle-layout dir, GraphNeT .db or Parquet folder "
+                                                   "(icezoo list formats); default: the cached simulated set"),
+    pulsemap: Optional[str] = pulsemap_option(),
+    truth_table: Optional[str] = truth_table_option(),
     budget: Optional[str] = typer.Option(None, help="per variant and seed: events seen (30000, 30k) or wall clock (5min)"),
     seeds: Optional[int] = typer.Option(None, min=1, help="seeds 0..N-1 (default: the study's)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="the study's runs go to RUNS/studies/"),
@@ -48,7 +52,8 @@ def cmd_reproduce(
 
     try:
         reproduce(study, data=str(data) if data else None, budget=budget, seeds=seeds, runs_dir=runs_dir,
-                  device=device, progress=False if no_progress else None, threads=threads)
+                  device=device, progress=False if no_progress else None, threads=threads, pulsemap=pulsemap,
+                  truth_table=truth_table)
     except StudyInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         sys.exit(130)

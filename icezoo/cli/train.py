@@ -42,7 +42,7 @@ def cmd_train(
     """Train a pipeline (plain `icezoo train`: the small default pipeline on the cached simulated set)."""
     from icezoo.engine.train import InterruptedRun, TrainOptions, train
 
-    use_data(data, pulsemap, truth_table)
+    use_data(data, pulsemap, truth_table, runs=[resume] if resume else None, runs_dir=runs_dir)
     opts = TrainOptions(
         pipeline=pipeline, pipeline_file=str(pipeline_file) if pipeline_file else None,
         data=str(data) if data else None, batches=batches, epochs=epochs, batch_size=batch_size,

@@ -118,6 +118,8 @@ class PulseChunk:
     ``sensor_id`` int16/int64, ``time`` float64 ns (absolute, Kaggle clock), ``charge`` float64 PE,
     ``auxiliary`` bool, ``x, y, z`` float64 metres; ``offsets`` int64 [E+1]; ``event_id`` int64 [E];
     ``n_pulses`` int64 [E] (pulses before any selection); ``azimuth, zenith`` float64 [E] or None.
+    Optional per-pulse columns, None unless the source has them (GraphNeT files): ``dom_type`` int16
+    (GraphNeT's sensor type code), ``pmt_dir`` float32 [N, 3] (the PMT's unit direction).
     """
 
     sensor_id: np.ndarray
@@ -134,8 +136,12 @@ class PulseChunk:
     zenith: np.ndarray | None = None
     #: the sensor id padded slots get: PAD_SENSOR for IceCube-86, the detector's sensor count elsewhere
     pad_sensor: int = PAD_SENSOR
+    dom_type: np.ndarray | None = None
+    pmt_dir: np.ndarray | None = None
 
     PULSE_FIELDS = ("sensor_id", "time", "charge", "auxiliary", "x", "y", "z")
+    #: per-pulse columns only some sources have (None otherwise): cut with the pulses when present
+    OPTIONAL_FIELDS = ("dom_type", "pmt_dir")
 
     @property
     def num_events(self) -> int:
@@ -156,7 +162,8 @@ class PulseChunk:
 
     def take(self, rows: np.ndarray, offsets: np.ndarray) -> "PulseChunk":
         """A chunk of the same events keeping only ``rows`` (grouped by event, new ``offsets``)."""
-        return replace(self, offsets=offsets, **{f: getattr(self, f)[rows] for f in self.PULSE_FIELDS})
+        extra = {f: None if getattr(self, f) is None else getattr(self, f)[rows] for f in self.OPTIONAL_FIELDS}
+        return replace(self, offsets=offsets, **{f: getattr(self, f)[rows] for f in self.PULSE_FIELDS}, **extra)
 
     def events(self, which: np.ndarray) -> "PulseChunk":
         """The sub-chunk of the events ``which`` (indices into this chunk), in that order."""

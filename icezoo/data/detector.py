@@ -61,9 +61,11 @@ class Detector:
 
     @property
     def provides(self) -> set[str]:
+        """What components may need of it; IceCube-86 alone also provides sensor types and PMT
+        directions without the columns: every sensor is an IceCube DOM whose PMT faces down (-z)."""
         out = set()
         if self.icecube86:
-            out.add("icecube86_sensor_id")
+            out.update({"icecube86_sensor_id", "sensor_type", "pmt_direction"})
         if self.pmt_direction:
             out.add("pmt_direction")
         if self.sensor_type:

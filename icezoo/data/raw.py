@@ -20,12 +20,13 @@ class RawFile:
     """
 
     __slots__ = ("path", "sensor_id", "time", "charge", "auxiliary", "offsets", "event_id", "azimuth", "zenith", "geo",
-                 "pad_sensor", "truth")
+                 "pad_sensor", "truth", "dom_type", "pmt_dir")
 
     def __init__(self, **kw):
         #: the sensor id of padded slots (the detector's sensor count); ``truth``: truth columns beyond
         #: the direction ({name: [E] array}, only those the source has), or None
-        self.pad_sensor, self.truth = PAD_SENSOR, None
+        #: ``dom_type``, ``pmt_dir``: the optional per-pulse columns (see PulseChunk), None when absent
+        self.pad_sensor, self.truth, self.dom_type, self.pmt_dir = PAD_SENSOR, None, None, None
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -77,6 +78,8 @@ class RawFile:
             event_id=self.event_id[ev], n_pulses=np.asarray(lengths, dtype=np.int64),
             azimuth=None if self.azimuth is None else self.azimuth[ev],
             zenith=None if self.zenith is None else self.zenith[ev], pad_sensor=self.pad_sensor,
+            dom_type=None if self.dom_type is None else self.dom_type[rows],
+            pmt_dir=None if self.pmt_dir is None else self.pmt_dir[rows],
         )
 
 
@@ -104,6 +107,9 @@ class LazyChunk(PulseChunk):
         for k, v in events.items():
             setattr(self, k, v)
         self.sensor_xyz = raw.geo
+        for name in PulseChunk.OPTIONAL_FIELDS:  # gathered now where the source has them (the class says None)
+            if getattr(raw, name) is not None:
+                setattr(self, name, getattr(raw, name)[self.src])
 
     def __getattr__(self, name):
         if name not in LazyChunk._LAZY:

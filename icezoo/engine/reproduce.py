@@ -32,6 +32,7 @@ import numpy as np
 from icezoo.core.atomic import atomic_path, write_text_atomic
 from icezoo.core.errors import IcezooError
 from icezoo.core.tomlwrite import toml_value
+from icezoo.data.formats import detect_format, open_source
 from icezoo.data.io import format_batches
 from icezoo.engine import bench
 from icezoo.engine import train as training  # module attributes, looked up when called (tests replace them)
@@ -100,17 +101,19 @@ class Plan:
         return [(label, seed) for seed in self.seeds for label in self.study.order()]
 
 
-def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any]) -> str:
+def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any], tables=None) -> str:
     # "length": how a budget becomes a run's length (2: epochs raised so that max_steps decides; runs
     # of the old rule stopped at the pipeline's epochs and are not reused)
     blob = {"budget": budget.model_dump(), "data": str(data_dir.resolve()), "length": 2,
+            **({"tables": list(tables)} if tables and any(tables) else {}),
             "variants": {label: [configs[label].to_table(), study.variants[label].init_from] for label in configs}}
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def plan_study(name: str, data: str | None = None, budget: str | None = None, seeds: int | None = None,
-              runs_dir: str | Path = "runs", log=print) -> Plan:
-    """Validate the study and every variant's pipeline, fix the data and the study directory."""
+              runs_dir: str | Path = "runs", log=print, tables: tuple[str | None, str | None] | None = None) -> Plan:
+    """Validate the study and every variant's pipeline, fix the data and the study directory.
+    ``tables``: (pulsemap, truth_table) of a GraphNeT source, as given (part of the study's key)."""
     study = get_study(name)
     try:
         bud = Budget.parse(budget) if budget is not None else study.budget
@@ -121,17 +124,24 @@ def plan_study(name: str, data: str | None = None, budget: str | None = None, se
     seed_list = list(range(seeds)) if seeds is not None else list(study.seeds)
     configs = {label: variant_config(study, label) for label in study.order()}
     if data is None:
+        if tables and any(tables):
+            raise IcezooError("--pulsemap/--truth-table name tables of --data (a GraphNeT file or folder): give --data")
         data_dir = default_dataset(log=log).path
     else:
         data_dir = Path(data)
-        if not data_dir.is_dir():
-            what = "is a file, not a dataset directory" if data_dir.exists() else "no such directory"
-            raise IcezooError(f"--data {data}: {what}")
-    key = _key(study, bud, data_dir, configs)
+        # any readable source (Kaggle folder, GraphNeT .db or Parquet folder), else one line; the tables
+        # are set for every later opening in this process (the variants' trainings, their scoring)
+        if tables and any(tables) and open_source(data_dir, *tables).format == "kaggle":
+            raise IcezooError(f"--data {data}: a Kaggle-layout folder has no pulse maps or truth tables "
+                              f"(--pulsemap/--truth-table are for GraphNeT files)")
+        detect_format(data_dir)
+    key = _key(study, bud, data_dir, configs, tables)
     study_dir = Path(runs_dir) / "studies" / f"{study.name}-{bud.slug}-{key}"
     cmd = ["icezoo", "reproduce", study.name]
     if data is not None:
         cmd += ["--data", str(data)]
+    for flag, value in zip(("--pulsemap", "--truth-table"), tables or (None, None)):
+        cmd += [flag, value] if value else []
     if budget is not None:
         cmd += ["--budget", f"'{budget}'" if " " in budget else budget]
     if seeds is not None:
@@ -343,10 +353,12 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
 
 def reproduce(name: str, data: str | None = None, budget: str | None = None, seeds: int | None = None,
               runs_dir: str | Path = "runs", device: str | None = None, progress: bool | None = None,
-              threads: int | None = None, echo=print) -> dict[str, Any]:
+              threads: int | None = None, echo=print, pulsemap: str | None = None,
+              truth_table: str | None = None) -> dict[str, Any]:
     """Run (or finish) the study and write its comparison; returns the comparison. ``threads`` sets
-    torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster)."""
-    plan = plan_study(name, data, budget, seeds, runs_dir, log=echo)
+    torch's CPU threads (on a CPU shared with other jobs, 1 thread per process is much faster);
+    ``pulsemap``/``truth_table`` pick the tables of a GraphNeT ``data``."""
+    plan = plan_study(name, data, budget, seeds, runs_dir, log=echo, tables=(pulsemap, truth_table))
     check_inputs(plan, device)  # before the study directory exists: a bad input leaves nothing behind
     if threads is not None:
         from icezoo.engine.device import set_threads

@@ -95,7 +95,7 @@ def read_json(path: Path) -> dict[str, Any]:
 RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, "status": str, "started": str,
               "split": dict, "options": dict, "precision": dict, "nan_guard": dict, "evaluation": dict,
               "best_val": (int, float), "resumed": int}
-SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list}
+SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list, "pulsemap": str, "truth_table": str}
 EVALUATION_FIELDS = {"mean": (int, float), "ci95": list, "n_events": int, "split": str}
 
 
@@ -215,6 +215,12 @@ class RunDir:
                 raise IcezooError(f"{self.info_file}: unreadable (evaluation.ci95 has {len(ci95)} values, expected 2)")
             _check_items(self.info_file, "evaluation.ci95", ci95 or [], (int, float), none_ok=True)
         return info
+
+    def data_tables(self) -> tuple[str | None, str | None]:
+        """(pulsemap, truth_table) the run was trained with (``--pulsemap``/``--truth-table`` of a
+        GraphNeT source; None where not given): evaluate and predict take them as defaults."""
+        split = self.info().get("split") or {}
+        return split.get("pulsemap"), split.get("truth_table")
 
     def start(self, info: dict[str, Any], config_toml: str, command: str) -> None:
         """A new run's config.toml (the resolved pipeline), command.txt and run.json."""

@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import Field
 
 from icezoo.core import FeatureExtractor, PulseChunk
-from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS, SURFACE_Z
+from icezoo.core.detector import DETECTOR_MAX, DETECTOR_MIN, N_SENSORS, PAD_SENSOR, SURFACE_Z
+from icezoo.core.errors import IcezooError
 
 #: quantum efficiency of the high-QE DOMs relative to a standard DOM
 HIGH_QE = 1.35
@@ -161,6 +162,46 @@ class QE(FeatureExtractor):
             return np.take(ext, idx)[:, None]
         sid = chunk.sensor_id.astype(np.int64)
         return np.where(sid < len(table), table[np.minimum(sid, len(table) - 1)], np.float32(1.0))[:, None]
+
+
+#: GraphNeT's dom_type codes of the one-hot columns of ``sensor_type`` (IceCube DOM, PDOM, D-Egg, mDOM)
+SENSOR_CODES = (20, 110, 120, 130)
+#: single-PMT sensors whose PMT faces down (-z): the direction when the source gives none
+DOWN_FACING = (20, 110)
+
+
+class SensorType(FeatureExtractor):
+    """Sensor type one-hot (IceCube DOM, PDOM, D-Egg, mDOM) and the PMT's unit direction (IceCube Upgrade).
+
+    From the source's per-pulse ``dom_type`` and ``pmt_dir_x/y/z`` (GraphNeT files). Without them the
+    data is IceCube-86 (the Kaggle layout): every sensor an IceCube DOM, its PMT facing down, (0, 0, -1),
+    as without ``pmt_dir`` (or with a zero or NaN one) for IceCube DOMs and PDOMs. A code outside the four
+    gets an all-zero one-hot, a missing direction of any other sensor zeros. Data that is not IceCube-86 and lacks
+    the columns is refused before training (``needs``).
+    """
+
+    name = "sensor_type"
+    columns = ("is_icecube_dom", "is_pdom", "is_degg", "is_mdom", "pmt_dir_x", "pmt_dir_y", "pmt_dir_z")
+    needs = ("sensor_type", "pmt_direction")  # IceCube-86 provides both (IceCube DOMs, facing down)
+
+    def extract(self, chunk: PulseChunk, chunk_all: PulseChunk) -> np.ndarray:
+        n = int(chunk.offsets[-1])
+        code = chunk.dom_type
+        if code is None:
+            if chunk.pad_sensor != PAD_SENSOR:
+                raise IcezooError("features sensor_type: the data has sensors beyond IceCube-86 but no dom_type")
+            code = np.full(n, SENSOR_CODES[0], dtype=np.int16)
+        out = np.zeros((len(self.columns), n), dtype=np.float32)  # [7, N], returned as its [N, 7] view
+        for i, c in enumerate(SENSOR_CODES):
+            np.equal(code, c, out=out[i], casting="unsafe")
+        down = np.isin(code, DOWN_FACING)
+        if chunk.pmt_dir is not None:
+            out[4:] = chunk.pmt_dir.T
+            unknown = ~np.isfinite(out[4:]).all(axis=0) | ~out[4:].any(axis=0)  # NaN or zero: none given
+            out[4:, unknown] = 0.0
+            down &= unknown
+        out[6, down] = -1.0
+        return out.T
 
 
 #: fixed scales of the ice features (metres): the values land in ~[0.05, 1]

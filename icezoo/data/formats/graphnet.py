@@ -38,6 +38,7 @@ from icezoo.data.specs import default_events_per_batch
 
 PULSE_REQUIRED = ("event_no", "dom_x", "dom_y", "dom_z", "dom_time", "charge", "hlc", "string", "dom_number")
 PULSE_OPTIONAL = ("pmt_number", "dom_type", "pmt_dir_x", "pmt_dir_y", "pmt_dir_z")
+PMT_DIR = ("pmt_dir_x", "pmt_dir_y", "pmt_dir_z")
 TRUTH_REQUIRED = ("event_no", "azimuth", "zenith")
 #: truth kept with the events where the table has them (never invented when absent)
 EXTRA_TRUTH = ("energy", "pid", "interaction_type", "position_x", "position_y", "position_z", "elasticity",
@@ -227,7 +228,9 @@ class GraphNetSource(DataSource):
         s, e = self._range(split, batch_id)
         events = self._index(split)[0][s:e]
         table = self.pulse_table
-        cols = [c for c in (*PULSE_REQUIRED, "pmt_number", "dom_type") if c in self._tables()[table]]
+        have = self._tables()[table]
+        cols = [c for c in (*PULSE_REQUIRED, "pmt_number", "dom_type") if c in have]
+        cols += list(PMT_DIR) if all(c in have for c in PMT_DIR) else []
         rows = self._read(table, cols, int(events[0]), int(events[-1]))
         eno = rows["event_no"].astype(np.int64)
         for c in ("dom_x", "dom_y", "dom_z", "dom_time", "charge", "hlc", "string", "dom_number"):
@@ -246,6 +249,10 @@ class GraphNetSource(DataSource):
                       charge=rows["charge"].astype(np.float64), auxiliary=rows["hlc"] != 1, offsets=offsets,
                       event_id=events.astype(np.int64), azimuth=None, zenith=None, geo=geo)
         raw.pad_sensor = pad
+        if "dom_type" in rows:  # the optional per-pulse columns (sensor type, PMT direction)
+            raw.dom_type = _as_int(rows["dom_type"]).astype(np.int16)
+        if PMT_DIR[0] in rows:
+            raw.pmt_dir = np.stack([rows[c] for c in PMT_DIR], axis=1).astype(np.float32)
         if split == "train":
             d = self._direction(events)
             raw.azimuth, raw.zenith = d["azimuth"], d["zenith"]
@@ -273,7 +280,7 @@ class GraphNetSource(DataSource):
             types[DOM_TYPES.get(int(t), f"dom_type {int(t)}")] = int(key)
         only86 = bool(ic.all())
         det = Detector("IceCube-86" if only86 else "IceCube-86 + other sensors (e.g. the Upgrade)", types,
-                       icecube86=only86, pmt_direction=all(f"pmt_dir_{a}" in have for a in "xyz"),
+                       icecube86=only86, pmt_direction=all(c in have for c in PMT_DIR),
                        sensor_type="dom_type" in have)
         cache.append(det)
         return det

@@ -20,7 +20,7 @@ from icezoo.core.checkpoint import load_checkpoint
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
-from icezoo.data.io import check_batch_file, format_batches
+from icezoo.data.io import check_batch_file, foreign_source, format_batches
 from icezoo.engine import loaders, predict
 from icezoo.engine.runs import RunDir, RunLog, git_commit, newest_successful_run, now_iso, package_versions
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
@@ -213,6 +213,11 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
+    src = foreign_source(run.data_dir)  # a GraphNeT source's tables, so that evaluate/predict need not be told
+    if src is not None and src.pulsemap:
+        split["pulsemap"] = src.pulsemap
+    if src is not None and src.truth_table != "truth":
+        split["truth_table"] = src.truth_table
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {
         "name": run.run_dir.name, "pipeline": config.name, "experiment": config.experiment,
