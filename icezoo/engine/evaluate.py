@@ -118,6 +118,16 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
     return out
 
 
+def shared_events(members, data, batches):
+    """(data_dir, event ids, split) that every loaded member is scored on (``eval_ids`` of each): one
+    set for an ensemble or a stacker, or an error asking for --data when the members' differ."""
+    targets = [eval_ids(info, data, batches) for _, info, *_ in members]
+    if len({(str(Path(d).resolve()), tuple(ids)) for d, ids, _ in targets}) > 1:
+        raise IcezooError("the runs were validated on different data or files; name the events to score them "
+                          "on with --data DIR (and --batches SPEC)")
+    return targets[0]
+
+
 def eval_ids(info: dict, data: str | None, batches: str | None) -> tuple[Path, list[int], str]:
     """Which data and batch files to score: the run's validation split unless told otherwise."""
     split = info.get("split", {})
@@ -392,11 +402,7 @@ def evaluate_members(runs: list[str], data: str | None = None, batches: str | No
         note = unfinished_note(run_dir, info, ckpt)
         if note:
             print(note, file=sys.stderr)
-    targets = [eval_ids(info, data, batches) for _, info, *_ in members]
-    if len({(str(Path(d).resolve()), tuple(ids)) for d, ids, _ in targets}) > 1:
-        raise IcezooError("the runs were validated on different data or files; name the events to score them "
-                          "on with --data DIR (and --batches SPEC)")
-    data_dir, ids, split_name = targets[0]
+    data_dir, ids, split_name = shared_events(members, data, batches)
     dev = pick_device(None, device)
     truth_ids, truth = truth_vectors(data_dir, "train", ids)
     views = sorted({1, tta})

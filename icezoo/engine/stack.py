@@ -30,7 +30,7 @@ from icezoo.data.io import format_batches
 from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.device import pick_device
 from icezoo.engine.ensemble import combine
-from icezoo.engine.evaluate import eval_ids, truth_vectors
+from icezoo.engine.evaluate import shared_events, truth_vectors
 from icezoo.engine.predict import member_predictions
 from icezoo.engine.runs import RunDir
 from icezoo.engine.stacker import METHODS, align, fit, predict_stacked, require_lightgbm, save, subset
@@ -101,11 +101,7 @@ def stack(runs: list[str], method: str, out: str | Path, runs_dir: str | Path = 
         raise IcezooError(f"--out {out}: directory {out.parent} does not exist")
     writable_target(out)  # a directory or a device named as --out: one line before any work
     members = [load_run_model(r, runs_dir) for r in runs]
-    targets = [eval_ids(info, data, batches) for _, info, *_ in members]
-    if len({(str(Path(d).resolve()), tuple(ids)) for d, ids, _ in targets}) > 1:
-        raise IcezooError("the runs were validated on different data or files; name the events with --data DIR "
-                          "(and --batches SPEC)")
-    data_dir, ids, split_name = targets[0]
+    data_dir, ids, split_name = shared_events(members, data, batches)
     dev = pick_device(None, device)
     m = align([cached_predictions(mem, data_dir, ids, dev, batch_size) for mem in members])
     tid, tvec = truth_vectors(data_dir, "train", ids)
