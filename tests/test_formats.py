@@ -16,6 +16,7 @@ import torch
 from graphnet_files import from_kaggle, shuffle_events, upgrade_events, write_parquet, write_sqlite
 from tinyzoo import cli, tiny_pipeline
 
+from icezoo.core.errors import IcezooError
 from icezoo.data.io import list_batches, read_chunk
 
 N_EVENTS = 600  # 10 batches of 60: default_events_per_batch(600), as simulate's files below
@@ -283,11 +284,43 @@ def test_list_formats_and_a_plugin_format(tmp_path, capsys, monkeypatch):
         def detect(cls, path):
             return path.suffix == ".h5"
 
+        def batch_ids(self, split):
+            return [1]
+
+        def pulse_counts(self, split, batch_id):
+            return np.zeros(0, dtype=np.int64)
+
+        def meta(self, split, batch_id):
+            return {}
+
+        def read_raw(self, split, batch_id, geometry=None):
+            return None
+
+        def split_events(self, split):
+            return np.zeros(0, dtype=np.int64), []
+
+        def describe(self):
+            return ["toy-h5"]
+
+    class Half(formats.DataSource):  # a format that forgets read_raw and the rest is refused when registered
+        format = "half"
+
+        @classmethod
+        def detect(cls, path):
+            return False
+
     class Plugin:
         @hookimpl
         def icezoo_formats(self):
             return [Toy]
 
+    class HalfPlugin:
+        @hookimpl
+        def icezoo_formats(self):
+            return [Half]
+
+    with pytest.raises(IcezooError, match=r"format class Half \('half'\) does not implement batch_ids, describe"):
+        build_registry(DEFAULT_PLUGINS, extra_plugins=[("half", HalfPlugin())], autoload=False)
     reg = build_registry(DEFAULT_PLUGINS, extra_plugins=[("toyfmt", Plugin())], autoload=False)
     assert list(reg.formats)[-1] == "toy-h5" and reg.format_plugins["toy-h5"]
     monkeypatch.setattr("icezoo.zoo.registry", lambda: reg)

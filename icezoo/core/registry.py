@@ -75,6 +75,10 @@ class Registry:
         if not isinstance(cls, type) or not name or not callable(getattr(cls, "detect", None)):
             raise IcezooError(f"plugin {plugin} ({package}): {getattr(cls, '__name__', cls)!r} is not a data source "
                               f"(a class with a 'format' name and a detect(path) method)")
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise IcezooError(f"plugin {plugin} ({package}): format class {cls.__name__} ('{name}') does not implement "
+                              f"{', '.join(missing)}")
         if name in self.formats:
             raise IcezooError(f"format '{name}' is provided twice: by {self.format_plugins[name]} and by {package} "
                               f"(plugin {plugin}); block one with {DISABLE_ENV}")

@@ -13,6 +13,7 @@ order for a single-file source) read one at a time as a :class:`~icezoo.data.raw
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,11 +26,11 @@ BUILTIN = ("icezoo.data.formats.kaggle:KaggleSource", "icezoo.data.formats.sqlit
            "icezoo.data.formats.parquet:ParquetSource")
 
 
-class DataSource:
+class DataSource(ABC):
     """A dataset of one format, opened once per process (see :func:`open_source`).
 
     Subclasses set ``format`` (the name ``icezoo list formats`` shows) and ``summary``, and
-    implement the methods below; ``pulsemap`` and ``truth_table`` name tables where a format has
+    implement its abstract methods (a plugin format that misses one is refused when registered); ``pulsemap`` and ``truth_table`` name tables where a format has
     several. Instances must pickle (loader workers receive them) and must read bounded memory: one
     batch at a time, never a whole pulse table.
     """
@@ -44,14 +45,14 @@ class DataSource:
         self.pulsemap, self.truth_table = pulsemap, truth_table or "truth"
 
     @classmethod
+    @abstractmethod
     def detect(cls, path: Path) -> bool:
         """Does ``path`` look like this format (cheap: names and magic bytes, no table read)?"""
-        raise NotImplementedError
 
     # -- the split's batches -------------------------------------------------------------------
+    @abstractmethod
     def batch_ids(self, split: str) -> list[int]:
         """Sorted batch ids of ``split``; an error when the split has none (or no truth for train)."""
-        raise NotImplementedError
 
     def check_batches(self, split: str, batch_ids) -> None:
         """Every named batch exists and is readable in principle (no pulse read)."""
@@ -68,22 +69,22 @@ class DataSource:
             out[int(b)] = (len(n), int((n >= min_pulses).sum()))
         return out
 
+    @abstractmethod
     def pulse_counts(self, split: str, batch_id: int) -> np.ndarray:
         """Pulses of every event of one batch (event order)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def meta(self, split: str, batch_id: int) -> dict[str, np.ndarray]:
         """The Kaggle meta rows of one batch: event_id, first/last_pulse_index, azimuth/zenith (train)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_raw(self, split: str, batch_id: int, geometry=None):
         """One batch, validated, as a :class:`~icezoo.data.raw.RawFile` (``geometry`` replaces the
         DOM positions, see :func:`icezoo.data.geometry.load_geometry`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def split_events(self, split: str) -> tuple[np.ndarray, list[int]]:
         """(event_id of every event in batch order, the batch ids): what predict and linefit walk."""
-        raise NotImplementedError
 
     def truth(self, split: str, batch_ids) -> dict[str, np.ndarray] | None:
         """Truth columns beyond the direction ({column: array} with ``event_id``) of those batches,
@@ -96,9 +97,9 @@ class DataSource:
 
         return icecube86()
 
+    @abstractmethod
     def describe(self) -> list[str]:
         """Lines for ``icezoo inspect``."""
-        raise NotImplementedError
 
     def geometry(self):
         """The DOM table [n, 3] a batch's sensor ids index (IceCube-86's unless the source has its own)."""

@@ -24,6 +24,7 @@ batch files, fixed and disjoint.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from functools import cached_property
 
 import numpy as np
@@ -56,23 +57,23 @@ class GraphNetSource(DataSource):
     extra_truth, truth_required = EXTRA_TRUTH, TRUTH_REQUIRED
 
     # -- what a subclass provides ---------------------------------------------------------------
+    @abstractmethod
     def _tables(self) -> dict[str, list[str]]:
         """Table name -> its column names."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _index_rows(self, table: str) -> tuple[np.ndarray, np.ndarray]:
         """(sorted unique event_no of ``table``, rows per event_no), without reading other columns."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read(self, table: str, columns: list[str], lo: int | None = None, hi: int | None = None,
               distinct: bool = False) -> dict[str, np.ndarray]:
         """Rows of ``table`` with lo <= event_no <= hi (all when None), as numpy columns; ``distinct``:
         the distinct rows of those columns."""
-        raise NotImplementedError
 
+    @abstractmethod
     def where(self, table: str) -> str:
         """How a message names a table: ``FILE: table T`` or ``DIR/T``."""
-        raise NotImplementedError
 
     # -- tables ---------------------------------------------------------------------------------
     @cached_property
