@@ -223,3 +223,18 @@ def test_combine_task_columns_by_kind():
     assert combine_probabilities([np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])]) == pytest.approx(np.array([[0.4, 0.6]]))
     with pytest.raises(IcezooError, match="tasks differ"):
         combine_task_columns([a, {"energy": np.array([1.0])}])
+
+
+def test_ensemble_of_combines_task_columns_of_the_members_that_have_them():
+    from icezoo.engine.ensemble import ensemble_of
+
+    d = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    a = {"event_id": np.array([1, 2]), "direction": d, "kappa": np.array([1.0, 1.0]),
+         "tasks": {"energy": np.array([2.0, 3.0]), "energy_sigma": np.array([0.5, 0.5]), "p_track": np.array([0.1, 0.9])}}
+    b = {"event_id": np.array([2, 3]), "direction": d, "kappa": np.array([1.0, 1.0]),
+         "tasks": {"energy": np.array([5.0, 4.0]), "energy_sigma": np.array([0.5, 0.5]), "p_track": np.array([0.3, 0.5])}}
+    c = {"event_id": np.array([2]), "direction": d[:1], "kappa": np.array([1.0])}  # direction only
+    out = ensemble_of([a, b, c])
+    assert out["event_id"].tolist() == [2]
+    assert out["tasks"]["energy"] == pytest.approx([4.0]) and out["tasks"]["p_track"] == pytest.approx([0.6])
+    assert "tasks" not in ensemble_of([c, c])

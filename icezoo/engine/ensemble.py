@@ -81,14 +81,19 @@ def unrotate(directions: np.ndarray, theta: float) -> np.ndarray:
 
 
 def ensemble_of(preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The members' predictions combined on the events every member scored (sorted by event id)."""
+    """The members' predictions combined on the events every member scored (sorted by event id); the
+    task columns (``tasks``) of the members that have them by :func:`combine_task_columns`."""
     ids = preds[0]["event_id"]
     for p in preds[1:]:
         ids = np.intersect1d(ids, p["event_id"])
     take = [np.searchsorted(p["event_id"], ids) for p in preds]
     direction, kappa = combine([p["direction"][t] for p, t in zip(preds, take)],
                                [p["kappa"][t] for p, t in zip(preds, take)])
-    return {"event_id": ids, "direction": direction, "kappa": kappa}
+    out = {"event_id": ids, "direction": direction, "kappa": kappa}
+    with_tasks = [(p["tasks"], t) for p, t in zip(preds, take) if p.get("tasks")]
+    if with_tasks:  # the task columns of the members that predict them, each by its kind
+        out["tasks"] = combine_task_columns([{k: v[t] for k, v in cols.items()} for cols, t in with_tasks])
+    return out
 
 
 # ------------------------------------------------------------------------------ task columns
