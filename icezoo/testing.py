@@ -18,6 +18,8 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
   permute with the pulses;
 * with ``translation_invariant`` / ``vertical_rotation_invariant``: per-pulse outputs are unchanged
   when every position is shifted by one vector / rotated about the vertical axis;
+* tasks: outputs finite and in range (probabilities in [0, 1], sigmas > 0), losses finite, and
+  (``test_task_learns``) falling while the head learns a function of its input;
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
   and lower at the truth than away from it, and a loss's per-event terms (its ``forward``) do not
   depend on the other events; selections keep at most max_pulses in time order,
@@ -319,6 +321,78 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
+def _task_columns_in_range(cols: dict[str, torch.Tensor], b: int, name: str) -> None:
+    """Every output column [B] and finite; p_* probabilities in [0, 1] summing to at most 1; *_sigma > 0."""
+    probs = []
+    for column, values in cols.items():
+        if values.shape != (b,):
+            raise AssertionError(f"{name}: output {column} of shape {tuple(values.shape)}, expected ({b},)")
+        _finite(values, f"output {column}", name)
+        if column.startswith("p_"):
+            probs.append(values)
+            if not bool(((values >= 0) & (values <= 1)).all()):
+                raise AssertionError(f"{name}: probability {column} outside [0, 1]")
+        if column.endswith("_sigma") and not bool((values > 0).all()):
+            raise AssertionError(f"{name}: uncertainty {column} not positive")
+    if probs and not bool((torch.stack(probs).sum(0) <= 1 + 1e-9).all()):
+        raise AssertionError(f"{name}: the class probabilities sum to more than 1")
+
+
+def check_task(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
+    """A task: [B, out_dim] finite and per event, its named outputs in range, its loss finite with finite
+    gradients and its per-event terms independent (that it learns: :func:`check_task_learns`)."""
+    name = f"task {spec.name}"
+    obj, _ = build_component(spec, MODEL_DIM)
+    gen = torch.Generator().manual_seed(seed)
+    b = len(lengths)
+    z = torch.randn(b, MODEL_DIM, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = obj(z)
+    if out.shape != (b, obj.out_dim):
+        raise AssertionError(f"{name}: output of shape {tuple(out.shape)}, expected ({b}, {obj.out_dim})")
+    _finite(out, "output", name)
+    with torch.no_grad():
+        for e in range(b):
+            _close(obj(z[e:e + 1])[0], out[e], f"event {e} depends on the other events", name)
+        cols = obj.outputs(out)
+    if tuple(cols) != obj.output_names():
+        raise AssertionError(f"{name}: outputs {tuple(cols)} differ from output_names() {obj.output_names()}")
+    _task_columns_in_range(cols, b, name)
+    truth = obj.example_truth(torch.tanh(z[:, 0]).detach())
+    value = obj.loss(out, truth)
+    _finite(value, "loss", name)
+    value.backward()
+    _finite(z.grad, "input gradient", name)
+    with torch.no_grad():
+        terms = obj.loss_terms(out, truth)
+        for e in range(b):
+            _close(obj.loss_terms(out[e:e + 1], {k: v[e:e + 1] for k, v in truth.items()})[0], terms[e],
+                   f"per-event loss term {e} depends on the other events", name)
+
+
+def check_task_learns(spec: ComponentSpec, seed: int = 0, steps: int = 80) -> None:
+    """The task's loss falls when its head trains (Adam) on a truth that is a function of the pooled
+    vector (:meth:`Task.example_truth` of tanh of its first coordinate), 64 events."""
+    name = f"task {spec.name}"
+    obj, _ = build_component(spec, MODEL_DIM)
+    obj.train()
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(64, MODEL_DIM, generator=gen, dtype=torch.float64)
+    truth = obj.example_truth(torch.tanh(z[:, 0]))
+    opt = torch.optim.Adam(obj.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        value = obj.loss(obj(z), truth)
+        _finite(value, "training loss", name)
+        value.backward()
+        opt.step()
+        losses.append(float(value.detach()))
+    late = float(np.median(losses[-10:]))  # an NLL may spike while its width shrinks: the median of the end
+    if not late < losses[0] - 0.1:
+        raise AssertionError(f"{name}: the loss did not fall while learning a function of its input "
+                             f"({losses[0]:.4g} -> median {late:.4g} over the last 10 of {steps} steps)")
+
+
 def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:
     """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks)."""
     from icezoo.resources import geometry_csv
@@ -396,6 +470,7 @@ CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "pooler": check_pooler,
     "head": check_head,
     "loss": check_loss,
+    "task": check_task,
 }
 
 
@@ -442,7 +517,8 @@ class ConformanceSuite:
 
     def pytest_generate_tests(self, metafunc):
         if "component" in metafunc.fixturenames:
-            cases = [_Case(s) for s in self.specs() if s.kind in CHECKS]
+            learn = metafunc.function.__name__ == "test_task_learns"
+            cases = [_Case(s) for s in self.specs() if (s.kind == "task" if learn else s.kind in CHECKS)]
             metafunc.parametrize("component", cases, ids=[repr(c) for c in cases])
 
     def test_component(self, component: _Case) -> None:
@@ -457,6 +533,9 @@ class ConformanceSuite:
             check_component(spec, lengths, seed)
 
         properties()
+
+    def test_task_learns(self, component: _Case) -> None:
+        check_task_learns(component.spec)
 
     def test_every_stage_has_checks(self) -> None:
         from icezoo.core.components import STAGES
