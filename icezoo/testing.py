@@ -360,19 +360,19 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
-def _task_columns_in_range(cols: dict[str, torch.Tensor], b: int, name: str) -> None:
-    """Every output column [B] and finite; p_* probabilities in [0, 1] summing to at most 1; *_sigma > 0."""
-    probs = []
+def _task_columns_in_range(cols: dict[str, torch.Tensor], b: int, name: str, names: tuple[str, ...]) -> None:
+    """The columns output_names() says, each [B] and finite; p_* in [0, 1] summing to at most 1; *_sigma > 0."""
+    if tuple(cols) != names:
+        raise AssertionError(f"{name}: outputs {tuple(cols)} differ from output_names() {names}")
     for column, values in cols.items():
         if values.shape != (b,):
             raise AssertionError(f"{name}: output {column} of shape {tuple(values.shape)}, expected ({b},)")
         _finite(values, f"output {column}", name)
-        if column.startswith("p_"):
-            probs.append(values)
-            if not bool(((values >= 0) & (values <= 1)).all()):
-                raise AssertionError(f"{name}: probability {column} outside [0, 1]")
+        if column.startswith("p_") and not bool(((values >= 0) & (values <= 1)).all()):
+            raise AssertionError(f"{name}: probability {column} outside [0, 1]")
         if column.endswith("_sigma") and not bool((values > 0).all()):
             raise AssertionError(f"{name}: uncertainty {column} not positive")
+    probs = [v for c, v in cols.items() if c.startswith("p_")]
     if probs and not bool((torch.stack(probs).sum(0) <= 1 + 1e-9).all()):
         raise AssertionError(f"{name}: the class probabilities sum to more than 1")
 
@@ -380,55 +380,43 @@ def _task_columns_in_range(cols: dict[str, torch.Tensor], b: int, name: str) -> 
 def check_task(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
     """A task: [B, out_dim] finite and per event, its named outputs in range, its loss finite with finite
     gradients and its per-event terms independent (that it learns: :func:`check_task_learns`)."""
-    name = f"task {spec.name}"
+    name, b = f"task {spec.name}", len(lengths)
     obj, _ = build_component(spec, MODEL_DIM)
     gen = torch.Generator().manual_seed(seed)
-    b = len(lengths)
     z = torch.randn(b, MODEL_DIM, generator=gen, dtype=torch.float64, requires_grad=True)
     out = obj(z)
     if out.shape != (b, obj.out_dim):
         raise AssertionError(f"{name}: output of shape {tuple(out.shape)}, expected ({b}, {obj.out_dim})")
     _finite(out, "output", name)
+    truth = obj.example_truth(torch.tanh(z[:, 0]).detach())
     with torch.no_grad():
+        cols, terms = obj.outputs(out), obj.loss_terms(out, truth)
         for e in range(b):
             _close(obj(z[e:e + 1])[0], out[e], f"event {e} depends on the other events", name)
-        cols = obj.outputs(out)
-    if tuple(cols) != obj.output_names():
-        raise AssertionError(f"{name}: outputs {tuple(cols)} differ from output_names() {obj.output_names()}")
-    _task_columns_in_range(cols, b, name)
-    truth = obj.example_truth(torch.tanh(z[:, 0]).detach())
-    value = obj.loss(out, truth)
-    _finite(value, "loss", name)
-    value.backward()
-    _finite(z.grad, "input gradient", name)
-    with torch.no_grad():
-        terms = obj.loss_terms(out, truth)
-        for e in range(b):
             _close(obj.loss_terms(out[e:e + 1], {k: v[e:e + 1] for k, v in truth.items()})[0], terms[e],
                    f"per-event loss term {e} depends on the other events", name)
+    _task_columns_in_range(cols, b, name, obj.output_names())
+    (value := obj.loss(out, truth)).backward()
+    _finite(value, "loss", name)
+    _finite(z.grad, "input gradient", name)
 
 
 def check_task_learns(spec: ComponentSpec, seed: int = 0, steps: int = 80) -> None:
-    """The task's loss falls when its head trains (Adam) on a truth that is a function of the pooled
-    vector (:meth:`Task.example_truth` of tanh of its first coordinate), 64 events."""
-    name = f"task {spec.name}"
+    """The loss falls while the head trains on ``example_truth(tanh(pooled[:, 0]))`` (Adam, 64 events)."""
     obj, _ = build_component(spec, MODEL_DIM)
     obj.train()
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(64, MODEL_DIM, generator=gen, dtype=torch.float64)
-    truth = obj.example_truth(torch.tanh(z[:, 0]))
-    opt = torch.optim.Adam(obj.parameters(), lr=5e-3)
-    losses = []
+    z = torch.randn(64, MODEL_DIM, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    truth, opt, losses = obj.example_truth(torch.tanh(z[:, 0])), torch.optim.Adam(obj.parameters(), lr=5e-3), []
     for _ in range(steps):
         opt.zero_grad()
         value = obj.loss(obj(z), truth)
-        _finite(value, "training loss", name)
+        _finite(value, "training loss", f"task {spec.name}")
         value.backward()
         opt.step()
         losses.append(float(value.detach()))
     late = float(np.median(losses[-10:]))  # an NLL may spike while its width shrinks: the median of the end
     if not late < losses[0] - 0.1:
-        raise AssertionError(f"{name}: the loss did not fall while learning a function of its input "
+        raise AssertionError(f"task {spec.name}: the loss did not fall while learning a function of its input "
                              f"({losses[0]:.4g} -> median {late:.4g} over the last 10 of {steps} steps)")
 
 
