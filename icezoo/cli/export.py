@@ -33,10 +33,15 @@ def cmd_export(
 
 def _require_onnx() -> None:
     """onnx, onnxscript (torch's exporter) and onnxruntime (the parity check), or one line naming the extra."""
-    import importlib.util
+    import importlib
 
     from icezoo.core.errors import IcezooError
 
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
         raise IcezooError(f"--format onnx needs {', '.join(missing)}, not installed: pip install 'icezoo[onnx]'")

@@ -14,6 +14,7 @@ does not match the manifest's hash, and anything that is not a bundle, in one li
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata as md
 import json
 import math
 from pathlib import Path
@@ -23,11 +24,17 @@ import torch
 
 from icezoo.core.atomic import atomic_directory
 from icezoo.core.errors import IcezooError
+from icezoo.core.pipelines import validate_params
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.core.version import __version__
+from icezoo.data.detector import icecube86
+from icezoo.data.formats import foreign_source
 from icezoo.engine import export as X
 from icezoo.engine.checkpoints import checkpoint_pipeline_table, model_from_checkpoint
+from icezoo.engine.model_card import model_card
 from icezoo.engine.runs import RunDir, now_iso, read_json
+from icezoo.nn.mlp import InputStandardizer
+from icezoo.zoo import registry
 
 #: the bundle format this icezoo writes and the newest it reads
 FORMAT = "icezoo-model-bundle"
@@ -118,8 +125,6 @@ def export_run(run: str, out: str | Path, fmt: str = "onnx", runs_dir: str | Pat
                               "batches": "3 synthetic batches, 1-7 events of 2-64 pulses, padded, shapes "
                                          "other than the export example's"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
-        from icezoo.engine.model_card import model_card
-
         (tmp / CARD).write_text(model_card(manifest))
     if echo:
         echo(f"wrote {out}: {name} ({fmt}, {manifest['model']['bytes']:,} bytes), {MANIFEST}, {CARD} from "
@@ -185,8 +190,6 @@ def _first_line(cls) -> str:
 def standardisation(pipeline) -> dict[str, Any]:
     """The per-column statistics any ``InputStandardizer`` inside the model applies (inside the
     exported model too: informational), keyed by its module path."""
-    from icezoo.nn.mlp import InputStandardizer
-
     out = {}
     for path, module in pipeline.named_modules():
         if isinstance(module, InputStandardizer):
@@ -197,9 +200,6 @@ def standardisation(pipeline) -> dict[str, Any]:
 
 def run_detector(info: dict) -> dict[str, Any]:
     """The detector of the run's training data (IceCube-86 for Kaggle-layout data)."""
-    from icezoo.data.detector import icecube86
-    from icezoo.data.formats import foreign_source
-
     split = info.get("split") or {}
     data = split.get("data_dir") or split.get("data")
     det, source = icecube86(), "Kaggle-layout training data"
@@ -274,8 +274,6 @@ def training(info: dict) -> dict[str, Any]:
 
 
 def versions(fmt: str) -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {"icezoo": __version__, "torch": torch.__version__}
     for dist in (("onnx", "onnxruntime", "onnxscript") if fmt == "onnx" else ()):
         try:
@@ -324,9 +322,6 @@ def read_bundle(path: str | Path, verify: bool = True) -> dict[str, Any]:
 def bundle_preprocessing(manifest: dict[str, Any], where: str):
     """(selection, feature extractors) built by name from the manifest's params (no torch model),
     checked to give the manifest's columns."""
-    from icezoo.core.pipelines import validate_params
-    from icezoo.zoo import registry
-
     reg = registry()
 
     def make(kind: str, entry: dict, path: str):

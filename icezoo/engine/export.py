@@ -31,6 +31,7 @@ path through the code, so parity at other batch sizes and lengths is checked, no
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,6 +44,7 @@ from torch import nn
 from icezoo.core.batch import Batch
 from icezoo.core.compose import Pipeline
 from icezoo.core.errors import IcezooError
+from icezoo.core.synthetic import synthetic_batch
 
 #: the exported model's possible inputs, in call order: (name, dtype, axes); "F"/"E" are fixed widths
 INPUTS = (
@@ -88,8 +90,6 @@ def _task_output_names(pipeline: Pipeline) -> tuple[str, ...]:
     """The task output columns, from one tiny forward pass (names are data-independent)."""
     if not _tasks(pipeline):
         return ()
-    from icezoo.core.synthetic import synthetic_batch
-
     probe = synthetic_batch(pipeline.feature_dim, [2, 2], event_dim=pipeline.event_dim)
     with torch.no_grad():
         _, outs = pipeline.forward_tasks(probe)
@@ -206,10 +206,16 @@ def export_onnx(pipeline: Pipeline, path: str | Path, example: Batch, opset: int
     with at least 2 events and 2 pulse slots (shapes only matter; its values are not stored)."""
     program = _exported_program(pipeline, example)
     names, outs = input_names(pipeline), output_names(pipeline)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(program, f=None, input_names=names, output_names=outs,
-                                         opset_version=opset, dynamo=True, verbose=False, optimize=True)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)  # "torchvision is not installed": icezoo uses none of its ops
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(program, f=None, input_names=names, output_names=outs,
+                                             opset_version=opset, dynamo=True, verbose=False, optimize=True)
+    finally:
+        registration.setLevel(level)
     onnx_program.save(str(path), external_data=False)
     _name_onnx_axes(path, names)
     return {"inputs": names, "outputs": outs, "opset": opset}

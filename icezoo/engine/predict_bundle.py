@@ -19,18 +19,18 @@ from rich.progress import Progress
 from icezoo.core.batch import vector_to_angles
 from icezoo.core.errors import IcezooError
 from icezoo.core.outputs import check_output
+from icezoo.data.detector import check_needs, icecube86
 from icezoo.data.io import foreign_source, load_geometry, read_meta, split_events
 from icezoo.data.kaggle_layout import write_submission
 from icezoo.data.loader import make_loader
 from icezoo.engine.bundle import bundle_preprocessing, detector_record, read_bundle
 from icezoo.engine.export import ExportedRunner, batch_inputs
 from icezoo.engine.predict import FALLBACK_AZIMUTH, FALLBACK_ZENITH, _check_paths, _checked_kappa, _cone_columns
+from icezoo.engine.vmf import cone_radius
 
 
 def _detector_of(data_dir: Path):
     """The detector of ``data_dir`` (IceCube-86 for the Kaggle layout)."""
-    from icezoo.data.detector import icecube86
-
     src = foreign_source(data_dir)
     return icecube86() if src is None else src.detector()
 
@@ -78,8 +78,6 @@ def predict_bundle(bundle: str | Path, data: str | Path, split: str = "test", ou
     kappa_map = _bundle_cones(manifest, names, bundle) if uncertainty else None
     check_bundle_detector(manifest, data_dir, str(bundle))
     selection, features = bundle_preprocessing(manifest, str(bundle))
-    from icezoo.data.detector import check_needs
-
     check_needs([selection, *features], _detector_of(data_dir), data_dir)
     event_ids, wanted = split_events(data_dir, split)
     n = len(event_ids)
@@ -132,8 +130,6 @@ def _bundle_cones(manifest: dict[str, Any], names: list[str], bundle) -> Any:
     """``--uncertainty``: the cone radii of the bundle's calibration (raw kappa, with a note, without one)."""
     if "kappa" not in names:
         raise IcezooError(f"--uncertainty: the bundle {bundle} has no kappa output: there is no cone to write")
-    from icezoo.engine.vmf import cone_radius
-
     cal = manifest.get("calibration")
     if cal is None:
         print(f"note: {bundle} has no calibration: the cone radii use the raw kappa", file=sys.stderr)
