@@ -176,6 +176,14 @@ def _dynamic_shapes(names: list[str]) -> dict[str, dict[int, object]]:
     return shapes
 
 
+def check_exportable(pipeline: Pipeline) -> None:
+    """Refuse, in one line, a pipeline whose model reads more than the plain tensors above."""
+    sel = pipeline.selection
+    if "sensor_tokens" in type(sel).declared_properties(sel.config):
+        raise IcezooError(f"{pipeline.config.name}: selection '{sel.name}' makes sensor tokens whose packed pulses "
+                          f"(Batch.pulses) are not an input of an exported model: not exportable yet")
+
+
 def _check_example(batch: Batch) -> None:
     b, width = batch.mask.shape
     if b < 2 or width < 2:
@@ -186,6 +194,7 @@ def _check_example(batch: Batch) -> None:
 def _exported_program(pipeline: Pipeline, example: Batch):
     """``torch.export`` of :class:`ExportModel` with dynamic batch and pulse axes; one line when
     the model's code fixes an axis or uses an operation torch.export cannot trace."""
+    check_exportable(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     names = input_names(pipeline)
@@ -249,6 +258,7 @@ def _name_onnx_axes(path: str | Path, names: list[str]) -> None:
 def export_torchscript(pipeline: Pipeline, path: str | Path, example: Batch) -> dict:
     """Write ``pipeline`` as a TorchScript file (``torch.jit.trace`` of :class:`ExportModel`);
     returns ``{"inputs", "outputs"}``. Check it with :func:`check_parity` (a trace is one path)."""
+    check_exportable(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     args = example_inputs(pipeline, example)
