@@ -155,6 +155,36 @@ def pretrain_args(world, runs, name, *extra):
             "--split", "test", "--runs-dir", runs, "--name", name, "--no-progress", "--batch-size", 8, *extra]
 
 
+def test_sensor_tokens_hide_their_packed_pulses_too(world):
+    """SENSOR_AGG (a slot is a hit sensor, its pulses packed in batch.pulses): a masked token's pulses
+    are hidden as well, so no output depends on them."""
+    from dataclasses import replace
+
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.engine import loaders
+
+    config = pipeline_config("SENSOR_AGG", reg=registry()).with_overrides(
+        {"embedder.dim": 16, "backbone.depth": 1, "backbone.heads": 2})
+    torch.manual_seed(0)
+    model = compose_pretrain(config, {"mask_ratio": 0.5}, registry()).eval()
+    batch = next(iter(loaders.make_eval_loader(world["data"], "train", [1], model, 8)))
+    assert batch.pulses is not None and batch.pulses.num_pulses > int(batch.mask.sum())
+    masked = model.objective.choose(batch, torch.Generator().manual_seed(0))
+    hit = masked.reshape(-1)[batch.pulses.token(masked.shape[1])]
+    gen = torch.Generator().manual_seed(1)
+    p = batch.pulses
+    noise = replace(p, features=torch.where(hit[:, None], torch.randn(p.features.shape, generator=gen), p.features),
+                    dt=torch.where(hit, p.dt + 100.0, p.dt), charge=torch.where(hit, p.charge * 3 + 1, p.charge))
+    moved = batch.with_(pulses=noise, features=torch.where(masked[..., None], -batch.features, batch.features),
+                        sensor_id=torch.where(masked, (batch.sensor_id + 5) % 5160, batch.sensor_id))
+    with torch.no_grad():
+        out = model.objective(model.encode(batch, masked), batch)
+        out_moved = model.objective(model.encode(moved, masked), moved)
+        leaky = model.objective(model.encode(batch.with_(pulses=noise), masked & False), batch)
+    torch.testing.assert_close(out_moved[batch.mask], out[batch.mask], atol=1e-5, rtol=0)
+    assert not torch.allclose(leaky[batch.mask], model.objective(model.encode(batch, masked & False), batch)[batch.mask])
+
+
 def test_pretrain_writes_a_run_that_resumes_to_the_same_weights(world, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     assert run_cli(capsys, *pretrain_args(world, runs, "FULL", "--epochs", 2))[0] == 0

@@ -14,6 +14,8 @@ IceCube events) and arXiv:2510.01733 (masked point transformers for neutrino tel
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
@@ -33,8 +35,9 @@ def hide_pulses(batch: Batch, masked: torch.Tensor, neutral_sensor: int, keep_ti
     """The batch with the ``masked`` slots [B, L] made uninformative: features 0, x = y = z = 0 (the
     detector's centre), ``sensor_id`` = ``neutral_sensor`` (no real sensor), time 0 unless ``keep_time``.
 
-    The mask stays True there (the slots are real pulses whose outputs are predicted); the event-level
-    fields are kept (no per-pulse stage reads them)."""
+    With sensor tokens (a slot is a hit sensor) the packed pulses of a masked token get features, dt
+    and charge 0 as well. The mask stays True there (the slots are real pulses whose outputs are
+    predicted); the event-level fields are kept (no per-pulse stage reads them)."""
     m = masked[..., None]
     zero = torch.zeros((), dtype=batch.features.dtype, device=batch.features.device)
     features = torch.where(m, zero, batch.features)
@@ -42,7 +45,13 @@ def hide_pulses(batch: Batch, masked: torch.Tensor, neutral_sensor: int, keep_ti
     keep[3] = not keep_time
     xyzt = torch.where(m & keep, torch.zeros((), dtype=batch.xyzt.dtype, device=batch.xyzt.device), batch.xyzt)
     sensor_id = torch.where(masked, torch.full_like(batch.sensor_id, neutral_sensor), batch.sensor_id)
-    return batch.with_(features=features, xyzt=xyzt, sensor_id=sensor_id)
+    pulses = batch.pulses
+    if pulses is not None:  # sensor tokens: a masked token's packed pulses are hidden too
+        hit = masked.reshape(-1)[pulses.token(masked.shape[1])]
+        pulses = replace(pulses, features=torch.where(hit[:, None], zero, pulses.features),
+                         dt=torch.where(hit, torch.zeros_like(pulses.dt), pulses.dt),
+                         charge=torch.where(hit, torch.zeros_like(pulses.charge), pulses.charge))
+    return batch.with_(features=features, xyzt=xyzt, sensor_id=sensor_id, pulses=pulses)
 
 
 def batch_generator(batch: Batch) -> torch.Generator:
