@@ -23,7 +23,8 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
   and lower at the truth than away from it, and a loss's per-event terms (its ``forward``) do not
   depend on the other events; selections keep at most max_pulses in time order,
-  deterministically; feature extractors are finite, shaped, and per-event.
+  deterministically; feature extractors are finite, shaped, and per-event; a pretraining objective
+  masks real pulses only, and nothing it predicts leaks from the masked pulses into any output.
 
 A component whose defaults are too big or invalid for a quick test sets ``example_params``.
 """
@@ -40,6 +41,7 @@ import torch
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
 from icezoo.core.registry import ComponentSpec, Registry
 from icezoo.core.synthetic import synthetic_batch, synthetic_sensor_batch
+from icezoo.testing_tasks import check_task, check_task_learns
 
 ATOL = 1e-6
 FEATURE_DIM = 5
@@ -360,66 +362,6 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
-def _task_columns_in_range(cols: dict[str, torch.Tensor], b: int, name: str, names: tuple[str, ...]) -> None:
-    """The columns output_names() says, each [B] and finite; p_* in [0, 1] summing to at most 1; *_sigma > 0."""
-    if tuple(cols) != names:
-        raise AssertionError(f"{name}: outputs {tuple(cols)} differ from output_names() {names}")
-    for column, values in cols.items():
-        if values.shape != (b,):
-            raise AssertionError(f"{name}: output {column} of shape {tuple(values.shape)}, expected ({b},)")
-        _finite(values, f"output {column}", name)
-        if column.startswith("p_") and not bool(((values >= 0) & (values <= 1)).all()):
-            raise AssertionError(f"{name}: probability {column} outside [0, 1]")
-        if column.endswith("_sigma") and not bool((values > 0).all()):
-            raise AssertionError(f"{name}: uncertainty {column} not positive")
-    probs = [v for c, v in cols.items() if c.startswith("p_")]
-    if probs and not bool((torch.stack(probs).sum(0) <= 1 + 1e-9).all()):
-        raise AssertionError(f"{name}: the class probabilities sum to more than 1")
-
-
-def check_task(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
-    """A task: [B, out_dim] finite and per event, its named outputs in range, its loss finite with finite
-    gradients and its per-event terms independent (that it learns: :func:`check_task_learns`)."""
-    name, b = f"task {spec.name}", len(lengths)
-    obj, _ = build_component(spec, MODEL_DIM)
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(b, MODEL_DIM, generator=gen, dtype=torch.float64, requires_grad=True)
-    out = obj(z)
-    if out.shape != (b, obj.out_dim):
-        raise AssertionError(f"{name}: output of shape {tuple(out.shape)}, expected ({b}, {obj.out_dim})")
-    _finite(out, "output", name)
-    truth = obj.example_truth(torch.tanh(z[:, 0]).detach())
-    with torch.no_grad():
-        cols, terms = obj.outputs(out), obj.loss_terms(out, truth)
-        for e in range(b):
-            _close(obj(z[e:e + 1])[0], out[e], f"event {e} depends on the other events", name)
-            _close(obj.loss_terms(out[e:e + 1], {k: v[e:e + 1] for k, v in truth.items()})[0], terms[e],
-                   f"per-event loss term {e} depends on the other events", name)
-    _task_columns_in_range(cols, b, name, obj.output_names())
-    (value := obj.loss(out, truth)).backward()
-    _finite(value, "loss", name)
-    _finite(z.grad, "input gradient", name)
-
-
-def check_task_learns(spec: ComponentSpec, seed: int = 0, steps: int = 80) -> None:
-    """The loss falls while the head trains on ``example_truth(tanh(pooled[:, 0]))`` (Adam, 64 events)."""
-    obj, _ = build_component(spec, MODEL_DIM)
-    obj.train()
-    z = torch.randn(64, MODEL_DIM, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    truth, opt, losses = obj.example_truth(torch.tanh(z[:, 0])), torch.optim.Adam(obj.parameters(), lr=5e-3), []
-    for _ in range(steps):
-        opt.zero_grad()
-        value = obj.loss(obj(z), truth)
-        _finite(value, "training loss", f"task {spec.name}")
-        value.backward()
-        opt.step()
-        losses.append(float(value.detach()))
-    late = float(np.median(losses[-10:]))  # an NLL may spike while its width shrinks: the median of the end
-    if not late < losses[0] - 0.1:
-        raise AssertionError(f"task {spec.name}: the loss did not fall while learning a function of its input "
-                             f"({losses[0]:.4g} -> median {late:.4g} over the last 10 of {steps} steps)")
-
-
 def synthetic_chunk(lengths: list[int], seed: int, sensors: int | None = None) -> PulseChunk:
     """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks);
     ``sensors``: draw from the first that many sensors only (so sensors have several pulses)."""
@@ -512,6 +454,60 @@ def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
 
 
 #: the property checks for each kind; a kind without one fails the coverage test
+#: the kit's pretraining encoder reads every per-pulse input: features (kaggle_norm: charge in column 4),
+#: sensor ids (a sensor embedding) and positions (relative space-time attention)
+KIT_ENCODER = {"features": [{"name": "kaggle_norm"}], "embedder": {"name": "sensor_embedding", "dim": MODEL_DIM},
+               "backbone": {"name": "relbias_transformer", "biased_depth": 1, "depth": 0, "heads": 2, "bias_dim": 8},
+               "pooler": ["mean"]}
+
+
+def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
+    """A pretraining objective on the kit's encoder: ``choose`` masks only real pulses and leaves one
+    visible; outputs are finite and per slot; no output depends on what is hidden of the masked pulses
+    (their features, x, y, z and sensor ids, and their times without ``keep_time``); the loss is a
+    finite scalar with finite gradients that reads only the masked slots."""
+    from icezoo.core.pipelines import pipeline_from_table
+    from icezoo.core.pretraining import PretrainModel
+    from icezoo.zoo import build
+
+    name = f"pretrain {spec.name}"
+    pipeline = build(pipeline_from_table("kit", KIT_ENCODER))
+    columns = pipeline.features[0].feature_names()
+    cfg = spec.cls.Config.model_validate(spec.cls.fill(dict(spec.cls.example_params), columns))
+    obj = spec.cls.build(cfg, pipeline.backbone.out_dim)
+    model = PretrainModel(pipeline, obj).double().eval()
+    batch = _batch(lengths, seed, feature_dim=len(columns))
+    masked = obj.choose(batch, torch.Generator().manual_seed(seed))
+    n, m = batch.mask.sum(1), masked.sum(1)
+    if (masked & ~batch.mask).any() or (m > (n - 1).clamp_min(0)).any() or ((n >= 2) & (m == 0)).any():
+        raise AssertionError(f"{name}: choose() masked {m.tolist()} of {n.tolist()} pulses (real pulses only, "
+                             f"at least one, one left visible)")
+    with torch.no_grad():
+        out = obj(model.encode(batch, masked), batch)
+    _finite(out, "output", name)
+    if tuple(out.shape[:2]) != tuple(batch.mask.shape):
+        raise AssertionError(f"{name}: output {tuple(out.shape)} is not one row per slot {tuple(batch.mask.shape)}")
+    other = _batch(lengths, seed + 101, feature_dim=len(columns))
+    hidden = torch.ones(4, dtype=torch.bool)
+    hidden[3] = not cfg.keep_time
+    swap = lambda a, b: torch.where(masked.reshape(*masked.shape, *([1] * (a.dim() - 2))), b, a)  # noqa: E731
+    moved = batch.with_(features=swap(batch.features, other.features), sensor_id=swap(batch.sensor_id, other.sensor_id),
+                        xyzt=torch.where(masked[..., None] & hidden, other.xyzt, batch.xyzt))
+    with torch.no_grad():
+        out_moved = obj(model.encode(moved, masked), moved)
+    _close(out_moved[batch.mask], out[batch.mask], "outputs depend on the masked pulses' hidden inputs (a leak)", name)
+    pred = obj(model.encode(batch, masked), batch)
+    loss = obj.loss(pred, batch, masked)["loss"]
+    _finite(loss, "loss", name)
+    loss.backward()
+    for pname, p in obj.named_parameters():
+        if p.grad is not None:
+            _finite(p.grad, f"gradient of {pname}", name)
+    with torch.no_grad():
+        noisy = torch.where(masked[..., None], pred, pred + 10.0)
+        _close(obj.loss(noisy, batch, masked)["loss"], loss.detach(), "the loss reads unmasked slots", name)
+
+
 CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "selection": check_selection,
     "features": check_features,
@@ -521,6 +517,7 @@ CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "head": check_head,
     "loss": check_loss,
     "task": check_task,
+    "pretrain": check_pretrain,
 }
 
 

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
     "icezoo.plugins.tasks",
+    "icezoo.plugins.pretrain",
     "icezoo.plugins.pipelines",
     "icezoo.plugins.formats",
 )
