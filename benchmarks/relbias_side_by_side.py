@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from icezoo.core.memory import keep_freed_memory
 from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.plugins.backbones.relbias import RelBiasTransformer
@@ -166,12 +167,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="steps per model per round")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--phases", default="train,infer")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's allocator as it is (default: keep freed memory, as every icezoo command "
+                         "does; the setting is process-wide, so both models get it)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: the process's CPU seconds (steadier on a shared machine; with --threads 1 the "
                          "work itself, whoever else runs)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = not args.malloc_default and keep_freed_memory()
     ours, ours_fn, peer, peer_fn = make_models(args, load_peer(args.peer))
     variants = {"icezoo": (ours, ours_fn), "peer": (peer, peer_fn)}
     phases = [p for p in ("train", "infer") if p in args.phases.split(",")]
@@ -189,7 +194,8 @@ def main() -> None:
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in variants.items()}
     print(f"scope {args.scope}: batch {args.batch} x {args.pulses} pulses (all real), d192, head width 16, "
           f"4 biased + 4 plain blocks, bias from 16 sinusoids; {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; {args.rounds} rounds x {args.steps} steps, {args.clock} clock")
+          f"torch {torch.__version__}; {args.rounds} rounds x {args.steps} steps, {args.clock} clock; "
+          f"allocator keeps freed memory: {'yes' if kept else 'no'}")
     print(f"parameters: icezoo {params['icezoo']:,}, peer {params['peer']:,}")
     for phase in phases:
         ratios = [p / o for p, o in zip(times["peer", phase], times["icezoo", phase])]

@@ -23,8 +23,8 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0, out: torc
     if out is None or torch.is_grad_enabled() and args.requires_grad:
         res = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
         return res if out is None else out.copy_(res)
-    torch.sin(args, out=out[..., :half])
-    torch.cos(args, out=out[..., half:])
+    out[..., :half] = torch.sin(args)  # (sin(..., out=strided view) is 2x slower on a CPU)
+    out[..., half:] = torch.cos(args)
     return out
 
 
