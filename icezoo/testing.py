@@ -21,7 +21,8 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
   and lower at the truth than away from it, and a loss's per-event terms (its ``forward``) do not
   depend on the other events; selections keep at most max_pulses in time order,
-  deterministically; feature extractors are finite, shaped, and per-event.
+  deterministically; feature extractors are finite, shaped, and per-event; a pretraining objective
+  masks real pulses only, and nothing it predicts leaks from the masked pulses into any output.
 
 A component whose defaults are too big or invalid for a quick test sets ``example_params``.
 """
@@ -37,7 +38,7 @@ import torch
 
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
 from icezoo.core.registry import ComponentSpec, Registry
-from icezoo.core.synthetic import synthetic_batch
+from icezoo.core.synthetic import synthetic_batch, synthetic_sensor_batch
 
 ATOL = 1e-6
 FEATURE_DIM = 5
@@ -218,6 +219,45 @@ def _check_sequence_module(spec: ComponentSpec, lengths: list[int], seed: int, r
 def check_embedder(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
     obj, cfg = build_component(spec, FEATURE_DIM)
     _check_sequence_module(spec, lengths, seed, lambda b: obj(b.features, b), obj, cfg, cls_slot=False)
+    if "sensor_tokens" in spec.cls.declared_requires(cfg):
+        check_sensor_tokens(spec, obj, cfg, lengths, seed)
+
+
+def check_sensor_tokens(spec: ComponentSpec, obj, cfg, lengths: list[int], seed: int) -> None:
+    """An embedder of sensor tokens on batches with packed pulses (``batch.pulses``): the order of the
+    pulses never matters, padded token slots never do, events are independent, tokens permute with
+    their pulses (when it declares permutation_invariant), gradients of the pulses are finite."""
+    name = f"{spec.kind} {spec.name}"
+    batch = synthetic_sensor_batch(FEATURE_DIM, lengths, seed=seed, dtype=torch.float64, event_dim=EVENT_DIM)
+    run = lambda b: obj(b.features, b)  # noqa: E731
+    real, p = batch.mask, batch.pulses
+    with torch.no_grad():
+        out = run(batch)
+        _finite(out, "output", name)
+        shuffled = p.to(dtype=None)
+        order = torch.randperm(p.num_pulses, generator=torch.Generator().manual_seed(seed + 17))
+        for field in p.TENSORS:
+            setattr(shuffled, field, getattr(p, field)[order])
+        _close(run(batch.with_(pulses=shuffled))[real], out[real], "the order of the pulses changed outputs", name)
+        _close(run(_garbage_padding(batch, extra=3, seed=seed))[:, :real.shape[1]][real], out[real],
+               "padded token slots changed outputs of real tokens", name)
+        for e, n in enumerate(lengths):
+            one = batch.select([e])
+            alone = run(one.with_(features=one.features[:, :n], xyzt=one.xyzt[:, :n], mask=one.mask[:, :n],
+                                  sensor_id=one.sensor_id[:, :n]))
+            _close(alone[0, :n], out[e, :n], f"event {e} depends on the other events", name)
+        if "permutation_invariant" in _properties(spec, cfg):
+            permuted, index = _permute(batch, seed)
+            inverse = torch.argsort(index, dim=1)  # old slot -> new slot
+            moved = p.to(dtype=None)
+            moved.slot = inverse[p.event, p.slot]
+            expect = torch.gather(out, 1, index[..., None].expand_as(out))
+            _close(run(permuted.with_(pulses=moved))[real], expect[real], "tokens do not permute with their pulses", name)
+    obj.zero_grad(set_to_none=True)
+    grad_in = p.to(dtype=None)
+    grad_in.features = p.features.clone().requires_grad_(True)
+    run(batch.with_(pulses=grad_in))[real].sum().backward()
+    _finite(grad_in.features.grad, "gradient of the pulse features", name)
 
 
 def check_backbone(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
@@ -319,8 +359,9 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
-def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:
-    """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks)."""
+def synthetic_chunk(lengths: list[int], seed: int, sensors: int | None = None) -> PulseChunk:
+    """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks);
+    ``sensors``: draw from the first that many sensors only (so sensors have several pulses)."""
     from icezoo.resources import geometry_csv
 
     rng = np.random.default_rng(seed)
@@ -328,7 +369,7 @@ def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:
     n = int(sum(lengths))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    sensor = rng.integers(0, len(geometry), n)
+    sensor = rng.integers(0, sensors or len(geometry), n)
     time = np.concatenate([np.sort(rng.uniform(6000, 20000, k)).round() for k in lengths]) if n else np.zeros(0)
     charge = np.round(rng.lognormal(0.0, 0.8, n) / 0.025) * 0.025 + 0.025
     az = rng.uniform(0, 2 * np.pi, len(lengths))
@@ -365,6 +406,28 @@ def check_selection(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        chunk.time[chunk.offsets[e]:chunk.offsets[e + 1]].tolist()))
         if not kept <= orig:
             raise AssertionError(f"{name}: event {e} has pulses that were not in its input")
+    if "sensor_tokens" in _properties(spec, obj.config):  # sensors with several pulses each
+        few = synthetic_chunk([n * 3 for n in lengths], seed, sensors=6)
+        _check_whole_sensors(name, obj, few, obj.select(few, np.random.default_rng(seed)))
+
+
+def _check_whole_sensors(name: str, obj, chunk: PulseChunk, out: PulseChunk) -> None:
+    """A selection of whole sensors: at most ``max_sensors`` sensors per event (when it has that
+    param), and every pulse of a kept sensor kept (when the event is under its pulse cap)."""
+    cap = getattr(obj.config, "max_sensors", None)
+    for e in range(out.num_events):
+        kept = out.sensor_id[out.offsets[e]:out.offsets[e + 1]].astype(np.int64)
+        orig = chunk.sensor_id[chunk.offsets[e]:chunk.offsets[e + 1]].astype(np.int64)
+        sensors = np.unique(kept)
+        if cap is not None and len(sensors) > min(cap, len(np.unique(orig))):
+            raise AssertionError(f"{name}: event {e} kept {len(sensors)} sensors, max_sensors={cap}")
+        if cap is not None and len(sensors) < min(cap, len(np.unique(orig))):
+            raise AssertionError(f"{name}: event {e} kept {len(sensors)} sensors of {len(np.unique(orig))} "
+                                 f"under max_sensors={cap}")
+        if chunk.lengths[e] <= obj.max_pulses and not np.array_equal(
+                np.bincount(kept, minlength=chunk.pad_sensor)[sensors],
+                np.bincount(orig, minlength=chunk.pad_sensor)[sensors]):
+            raise AssertionError(f"{name}: event {e} dropped pulses of a sensor it kept")
 
 
 def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
@@ -388,6 +451,60 @@ def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
 
 
 #: the property checks for each kind; a kind without one fails the coverage test
+#: the kit's pretraining encoder reads every per-pulse input: features (kaggle_norm: charge in column 4),
+#: sensor ids (a sensor embedding) and positions (relative space-time attention)
+KIT_ENCODER = {"features": [{"name": "kaggle_norm"}], "embedder": {"name": "sensor_embedding", "dim": MODEL_DIM},
+               "backbone": {"name": "relbias_transformer", "biased_depth": 1, "depth": 0, "heads": 2, "bias_dim": 8},
+               "pooler": ["mean"]}
+
+
+def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
+    """A pretraining objective on the kit's encoder: ``choose`` masks only real pulses and leaves one
+    visible; outputs are finite and per slot; no output depends on what is hidden of the masked pulses
+    (their features, x, y, z and sensor ids, and their times without ``keep_time``); the loss is a
+    finite scalar with finite gradients that reads only the masked slots."""
+    from icezoo.core.pipelines import pipeline_from_table
+    from icezoo.core.pretraining import PretrainModel
+    from icezoo.zoo import build
+
+    name = f"pretrain {spec.name}"
+    pipeline = build(pipeline_from_table("kit", KIT_ENCODER))
+    columns = pipeline.features[0].feature_names()
+    cfg = spec.cls.Config.model_validate(spec.cls.fill(dict(spec.cls.example_params), columns))
+    obj = spec.cls.build(cfg, pipeline.backbone.out_dim)
+    model = PretrainModel(pipeline, obj).double().eval()
+    batch = _batch(lengths, seed, feature_dim=len(columns))
+    masked = obj.choose(batch, torch.Generator().manual_seed(seed))
+    n, m = batch.mask.sum(1), masked.sum(1)
+    if (masked & ~batch.mask).any() or (m > (n - 1).clamp_min(0)).any() or ((n >= 2) & (m == 0)).any():
+        raise AssertionError(f"{name}: choose() masked {m.tolist()} of {n.tolist()} pulses (real pulses only, "
+                             f"at least one, one left visible)")
+    with torch.no_grad():
+        out = obj(model.encode(batch, masked), batch)
+    _finite(out, "output", name)
+    if tuple(out.shape[:2]) != tuple(batch.mask.shape):
+        raise AssertionError(f"{name}: output {tuple(out.shape)} is not one row per slot {tuple(batch.mask.shape)}")
+    other = _batch(lengths, seed + 101, feature_dim=len(columns))
+    hidden = torch.ones(4, dtype=torch.bool)
+    hidden[3] = not cfg.keep_time
+    swap = lambda a, b: torch.where(masked.reshape(*masked.shape, *([1] * (a.dim() - 2))), b, a)  # noqa: E731
+    moved = batch.with_(features=swap(batch.features, other.features), sensor_id=swap(batch.sensor_id, other.sensor_id),
+                        xyzt=torch.where(masked[..., None] & hidden, other.xyzt, batch.xyzt))
+    with torch.no_grad():
+        out_moved = obj(model.encode(moved, masked), moved)
+    _close(out_moved[batch.mask], out[batch.mask], "outputs depend on the masked pulses' hidden inputs (a leak)", name)
+    pred = obj(model.encode(batch, masked), batch)
+    loss = obj.loss(pred, batch, masked)["loss"]
+    _finite(loss, "loss", name)
+    loss.backward()
+    for pname, p in obj.named_parameters():
+        if p.grad is not None:
+            _finite(p.grad, f"gradient of {pname}", name)
+    with torch.no_grad():
+        noisy = torch.where(masked[..., None], pred, pred + 10.0)
+        _close(obj.loss(noisy, batch, masked)["loss"], loss.detach(), "the loss reads unmasked slots", name)
+
+
 CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "selection": check_selection,
     "features": check_features,
@@ -396,6 +513,7 @@ CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "pooler": check_pooler,
     "head": check_head,
     "loss": check_loss,
+    "pretrain": check_pretrain,
 }
 
 

@@ -12,6 +12,7 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.embedders.sensor",
     "icezoo.plugins.embedders.fourier",
     "icezoo.plugins.embedders.graphnet",
+    "icezoo.plugins.embedders.aggregate",
     "icezoo.plugins.backbones.transformer",
     "icezoo.plugins.backbones.relbias",
     "icezoo.plugins.backbones.mat",
@@ -23,6 +24,7 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.poolers",
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
+    "icezoo.plugins.pretrain",
     "icezoo.plugins.pipelines",
     "icezoo.plugins.formats",
 )
