@@ -15,6 +15,12 @@ from icezoo.nn.masking import masked_softmax, neg_fill
 from icezoo.nn.mlp import mlp
 
 
+def _eager_cpu(t: torch.Tensor) -> bool:
+    """Whether ``t`` is on a CPU in eager execution (not under torch.export or torch.jit.trace): the
+    CPU paths below branch on values and loop over events, which an exported graph may not."""
+    return t.device.type == "cpu" and not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+
+
 class BiasedAttention(nn.Module):
     """Multi-head self-attention with an optional additive bias and masks.
 
@@ -40,7 +46,7 @@ class BiasedAttention(nn.Module):
                 allowed: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
-        if bias is None and allowed is None and x.device.type == "cpu" and bool(mask.all()):
+        if bias is None and allowed is None and _eager_cpu(x) and bool(mask.all()):
             # no padded key (CPU: the check costs no device sync): no mask to build, add and undo
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
             return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
@@ -60,7 +66,7 @@ def _headmajor_add_(s, x, y):
     """s [B, Lq, h, L] += x @ y with x [B, h, Lq, d], y [B, h, d, L] (head-major products into query-major
     scores). On a CPU without autograd, one gemm per event accumulates straight into the strided view
     (no [B, h, Lq, L] temporary, no strided add); else the product, transposed, is added."""
-    if s.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
+    if _eager_cpu(s) and not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
         for b in range(s.shape[0]):
             s[b].transpose(0, 1).baddbmm_(x[b], y[b])
         return s
@@ -70,7 +76,7 @@ def _headmajor_add_(s, x, y):
 def _headmajor_mm(a, v):
     """a.transpose(1, 2) @ v for a [B, Lq, h, L] (query-major), v [B, h, L, d] -> [B, Lq, h, d]. On a CPU
     without autograd one gemm per event reads a in place (matmul would copy a to head-major first)."""
-    if a.device.type == "cpu" and not (torch.is_grad_enabled() and (a.requires_grad or v.requires_grad)):
+    if _eager_cpu(a) and not (torch.is_grad_enabled() and (a.requires_grad or v.requires_grad)):
         out = a.new_empty(a.shape[0], a.shape[1], a.shape[2], v.shape[-1])
         for b in range(a.shape[0]):
             torch.bmm(a[b].transpose(0, 1), v[b], out=out[b].transpose(0, 1))
@@ -90,7 +96,7 @@ def _relative_core(q, k, v, qw, e, mask, dropout: float = 0.0):
     plain batched matmuls over (event, query) that read e in place; q . k and a @ v batch over
     (event, head) and meet them through one transposed view each.
     """
-    if (q.device.type == "cpu" and not dropout and q.dtype in (torch.float32, torch.float64)
+    if (_eager_cpu(q) and not dropout and q.dtype in (torch.float32, torch.float64)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, qw, e)))):
         return _relative_core_events(q, k, v, qw, e, mask)
     s = torch.matmul(qw, e.transpose(-1, -2))
@@ -193,7 +199,7 @@ class RelativeAttention(nn.Module):
         k, v, e = k.to(dt), v.to(dt), rel.to(dt)
         p = self.drop.p if self.training else 0.0
         rows = None
-        keys = None if x.device.type == "cpu" and bool(mask.all()) else mask  # no padded key: no masking pass
+        keys = None if _eager_cpu(x) and bool(mask.all()) else mask  # no padded key: no masking pass
         if torch.is_grad_enabled() and not p:
             o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, keys)
         elif p or torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
@@ -205,8 +211,13 @@ class RelativeAttention(nn.Module):
                 j = min(n, i + self.query_block)
                 _, o1[:, i:j], o2[:, i:j], _ = _relative_core(q[:, i:j].to(dt), k, v, qw[:, i:j], e[:, i:j], keys)
         bias = proj.bias.to(dt) if proj.bias is not None else torch.zeros((), dtype=dt, device=x.device)
-        out = o1 + torch.matmul(o2, proj.weight.t().to(dt)) + (bias if rows is None else bias * rows)
-        out = out * mask.any(-1).to(out.dtype)[:, None, None, None]  # an empty event: zeros
+        if o1.is_contiguous():  # o1 + o2 W^T in one gemm
+            out = torch.addmm(o1.view(-1, o1.shape[-1]), o2.reshape(-1, o2.shape[-1]), proj.weight.t().to(dt))
+            out = out.view(o1.shape) + (bias if rows is None else bias * rows)
+        else:
+            out = o1 + torch.matmul(o2, proj.weight.t().to(dt)) + (bias if rows is None else bias * rows)
+        if not (_eager_cpu(x) and bool(mask.any(-1).all())):
+            out = out * mask.any(-1).to(out.dtype)[:, None, None, None]  # an empty event: zeros
         return self.out(out.reshape(b, n, d))
 
     def _reference(self, x: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
