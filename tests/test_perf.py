@@ -222,3 +222,25 @@ def test_bench_predict_runs_icezoo_predict_end_to_end_and_its_stages(tmp_path):
     assert r["events_per_s"] == pytest.approx(150 / r["wall_s"])
     text = format_bench_predict(r)
     assert "150 test events" in text and "read+select+featurise" in text
+
+
+def test_bench_export_runs_onnxruntime_beside_eager_on_the_same_batches(tmp_path):
+    """``icezoo bench export``: both paths run the same batches (the outputs agree), each gets a
+    throughput, the ratio is theirs; real lengths read from a dataset; an unknown level is one line."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from icezoo.core.errors import IcezooError
+    from icezoo.data.simulator import simulate
+    from icezoo.engine.bench_export import bench_export, format_bench_export
+
+    data = simulate(tmp_path / "data", 80, events_per_batch=40, seed=3)
+    over = {"backbone.depth": 1, "embedder.dim": 16, "selection.max_pulses": 24}
+    r = bench_export("default", batch_size=4, steps=2, rounds=1, threads=1, overrides=over, lengths=f"data:{data}")
+    assert r["eager_events_per_s"] > 0 and r["onnx_events_per_s"] > 0
+    assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
+    assert r["max_abs_diff"] < 1e-4  # the same model on the same batches
+    assert r["mean_pulses"] <= 24 and r["threads"] == 1
+    text = format_bench_export(r)
+    assert "onnxruntime" in text and "lengths from" in text and "x eager" in text
+    with pytest.raises(IcezooError, match="--optimization"):
+        bench_export("default", steps=1, rounds=1, overrides=over, optimization="max")

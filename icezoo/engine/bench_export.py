@@ -55,6 +55,8 @@ def bench_export(pipeline: str | None = "default", pipeline_file: str | None = N
     times in turn (see the module docstring)."""
     from icezoo.engine.export import ExportModel, batch_inputs, example_inputs, export_onnx, input_names
 
+    if optimization not in OPT_LEVELS:
+        raise IcezooError(f"--optimization {optimization}: expected one of {', '.join(OPT_LEVELS)}")
     set_threads(threads)
     config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
     over = dict(overrides or {})
