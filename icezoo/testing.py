@@ -450,7 +450,6 @@ def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
             raise AssertionError(f"{name}: features of event {e} depend on the other events")
 
 
-#: the property checks for each kind; a kind without one fails the coverage test
 #: the kit's pretraining encoder reads every per-pulse input: features (kaggle_norm: charge in column 4),
 #: sensor ids (a sensor embedding) and positions (relative space-time attention)
 KIT_ENCODER = {"features": [{"name": "kaggle_norm"}], "embedder": {"name": "sensor_embedding", "dim": MODEL_DIM},
@@ -460,9 +459,9 @@ KIT_ENCODER = {"features": [{"name": "kaggle_norm"}], "embedder": {"name": "sens
 
 def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
     """A pretraining objective on the kit's encoder: ``choose`` masks only real pulses and leaves one
-    visible; outputs are finite and per slot; no output depends on what is hidden of the masked pulses
-    (their features, x, y, z and sensor ids, and their times without ``keep_time``); the loss is a
-    finite scalar with finite gradients that reads only the masked slots."""
+    visible; outputs are finite, one row per masked slot; no state of the encoder depends on what is
+    hidden of the masked pulses (features, x, y, z, sensor ids; times without ``keep_time``); the loss
+    is a finite scalar with finite gradients that reads only the masked slots' targets."""
     from icezoo.core.pipelines import pipeline_from_table
     from icezoo.core.pretraining import PretrainModel
     from icezoo.zoo import build
@@ -480,20 +479,27 @@ def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
         raise AssertionError(f"{name}: choose() masked {m.tolist()} of {n.tolist()} pulses (real pulses only, "
                              f"at least one, one left visible)")
     with torch.no_grad():
-        out = obj(model.encode(batch, masked), batch)
+        states = model.encode(batch, masked)
+        out = obj(states[masked])
     _finite(out, "output", name)
-    if tuple(out.shape[:2]) != tuple(batch.mask.shape):
-        raise AssertionError(f"{name}: output {tuple(out.shape)} is not one row per slot {tuple(batch.mask.shape)}")
+    if out.dim() != 2 or out.shape[0] != int(masked.sum()):
+        raise AssertionError(f"{name}: output {tuple(out.shape)} is not one row per masked slot ({int(masked.sum())})")
     other = _batch(lengths, seed + 101, feature_dim=len(columns))
     hidden = torch.ones(4, dtype=torch.bool)
     hidden[3] = not cfg.keep_time
-    swap = lambda a, b: torch.where(masked.reshape(*masked.shape, *([1] * (a.dim() - 2))), b, a)  # noqa: E731
-    moved = batch.with_(features=swap(batch.features, other.features), sensor_id=swap(batch.sensor_id, other.sensor_id),
-                        xyzt=torch.where(masked[..., None] & hidden, other.xyzt, batch.xyzt))
+
+    def swap(where: torch.Tensor, keep_time: bool) -> Batch:  # the slots ``where`` take the other batch's values
+        w = where[..., None]
+        return batch.with_(features=torch.where(w, other.features, batch.features),
+                           sensor_id=torch.where(where, other.sensor_id, batch.sensor_id),
+                           xyzt=torch.where(w & (hidden if keep_time else True), other.xyzt, batch.xyzt))
+
+    moved = swap(masked, keep_time=True)
     with torch.no_grad():
-        out_moved = obj(model.encode(moved, masked), moved)
-    _close(out_moved[batch.mask], out[batch.mask], "outputs depend on the masked pulses' hidden inputs (a leak)", name)
-    pred = obj(model.encode(batch, masked), batch)
+        states_moved = model.encode(moved, masked)
+    _close(states_moved[batch.mask], states[batch.mask], "outputs depend on the masked pulses' hidden inputs (a leak)",
+           name)
+    pred = obj(model.encode(batch, masked)[masked])
     loss = obj.loss(pred, batch, masked)["loss"]
     _finite(loss, "loss", name)
     loss.backward()
@@ -501,10 +507,11 @@ def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
         if p.grad is not None:
             _finite(p.grad, f"gradient of {pname}", name)
     with torch.no_grad():
-        noisy = torch.where(masked[..., None], pred, pred + 10.0)
-        _close(obj.loss(noisy, batch, masked)["loss"], loss.detach(), "the loss reads unmasked slots", name)
+        elsewhere = obj.loss(pred, swap(batch.mask & ~masked, keep_time=False), masked)["loss"]
+    _close(elsewhere, loss.detach(), "the loss reads targets at unmasked slots", name)
 
 
+#: the property checks for each kind; a kind without one fails the coverage test
 CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "selection": check_selection,
     "features": check_features,

@@ -90,8 +90,9 @@ def test_masked_objective_is_finite_and_decreases_on_a_tiny_model():
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
 def test_outputs_do_not_depend_on_what_is_hidden_of_the_masked_pulses(encoder):
-    """Every slot's output (masked or not) is the same whatever the masked pulses' sensors, positions,
-    charges and features were; changing a visible pulse changes them (the check can fail)."""
+    """Every slot's state (masked or not: the objective's head reads them) is the same whatever the masked
+    pulses' sensors, positions, charges and features were; changing a visible pulse changes them (the
+    check can fail)."""
     model = model_for(ENCODERS[encoder], mask_ratio=0.4)
     batch = batch_of([6, 11, 4], seed=3)
     masked = model.objective.choose(batch, torch.Generator().manual_seed(0))
@@ -102,13 +103,13 @@ def test_outputs_do_not_depend_on_what_is_hidden_of_the_masked_pulses(encoder):
                         xyzt=torch.cat([torch.where(m, other.xyzt[..., :3], batch.xyzt[..., :3]),
                                         batch.xyzt[..., 3:]], -1))
     with torch.no_grad():
-        out = model.objective(model.encode(batch, masked), batch)
-        out_moved = model.objective(model.encode(moved, masked), moved)
+        out = model.encode(batch, masked)
+        out_moved = model.encode(moved, masked)
         visible = batch.mask & ~masked
         nudged = batch.with_(sensor_id=torch.where(visible, (batch.sensor_id + 17) % 5160, batch.sensor_id),
                              xyzt=batch.xyzt + 50.0 * visible[..., None],
                              features=batch.features + 1.0 * visible[..., None])
-        out_nudged = model.objective(model.encode(nudged, masked), nudged)
+        out_nudged = model.encode(nudged, masked)
     torch.testing.assert_close(out_moved[batch.mask], out[batch.mask], atol=1e-9, rtol=0)
     assert not torch.allclose(out_nudged[batch.mask], out[batch.mask], atol=1e-6)
 
@@ -178,11 +179,13 @@ def test_sensor_tokens_hide_their_packed_pulses_too(world):
     moved = batch.with_(pulses=noise, features=torch.where(masked[..., None], -batch.features, batch.features),
                         sensor_id=torch.where(masked, (batch.sensor_id + 5) % 5160, batch.sensor_id))
     with torch.no_grad():
-        out = model.objective(model.encode(batch, masked), batch)
-        out_moved = model.objective(model.encode(moved, masked), moved)
-        leaky = model.objective(model.encode(batch.with_(pulses=noise), masked & False), batch)
+        out = model.encode(batch, masked)
+        out_moved = model.encode(moved, masked)
+        unmasked = masked & False  # the same noise without masking changes the states: the check can fail
+        changed = model.encode(batch.with_(pulses=noise), unmasked)
+        plain = model.encode(batch, unmasked)
     torch.testing.assert_close(out_moved[batch.mask], out[batch.mask], atol=1e-5, rtol=0)
-    assert not torch.allclose(leaky[batch.mask], model.objective(model.encode(batch, masked & False), batch)[batch.mask])
+    assert not torch.allclose(changed[batch.mask], plain[batch.mask])
 
 
 def test_pretrain_writes_a_run_that_resumes_to_the_same_weights(world, tmp_path, capsys, monkeypatch):
