@@ -446,6 +446,7 @@ def compare(plan: Plan) -> dict[str, Any]:
         seed_diffs = [paired(a["event_id"], a["error"], b["event_id"], b["error"]).diff
                       for a, b in zip(per[label]["seeds"], ref["seeds"])]
         per[label].update(paired=p, reading=reading(p, v.log, seed_diffs), log_delta=log_delta, seed_diffs=seed_diffs,
+                          reference=plan.study.reference_of(label),
                           events_needed=p.events_to_resolve(log_delta if log_delta else p.diff))
     return per
 
@@ -556,7 +557,7 @@ def forest_plot(plan: Plan, per: dict[str, Any], path: Path) -> None:
             crossed = True
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), list(reversed(labels)))
-    refs = sorted({plan.study.reference_of(label) for label in labels})
+    refs = sorted({per[label].get("reference", plan.study.reference) for label in labels})
     ax.set_xlabel(f"Δ mean angular error vs {', '.join(refs)} (rad; < 0: better), paired 95% CI")
     ax.set_title(f"{plan.study.name}: {plan.budget}/variant, seeds {len(plan.seeds)}, "
                  f"n={per[plan.study.reference]['summary']['n_events']:,} val events", fontsize=9)
