@@ -254,3 +254,19 @@ def test_fallback_events_match_predict_run(world, tmp_path):
     assert _separation(vr, vm).max() < 1e-4
     row = model.filter(pl.col("event_id") == 999_001)
     assert (row["azimuth"][0], row["zenith"][0]) == pytest.approx((0.0, np.pi / 2))
+
+
+def test_graphnet_sqlite_through_a_bundle(world, tmp_path):
+    """The same events as a GraphNeT SQLite file give the bundle's Kaggle-layout predictions."""
+    from graphnet_files import from_kaggle, write_sqlite
+
+    pulses, truth = from_kaggle(world["data"], "train")
+    db = write_sqlite(tmp_path / "sim.db", {"SRTInIcePulses": pulses, "truth": truth})
+    _ok("predict", "--model", world["bundle"], "--data", db, "--pulsemap", "SRTInIcePulses", "--split", "train",
+        "--out", tmp_path / "db.csv")
+    _ok("predict", "--model", world["bundle"], "--data", world["data"], "--split", "train", "--out", tmp_path / "k.csv")
+    db_df, vd = _angles(tmp_path / "db.csv")
+    k_df, vk = _angles(tmp_path / "k.csv")
+    order = np.argsort(db_df["event_id"].to_numpy())
+    assert sorted(k_df["event_id"].to_list()) == db_df["event_id"].to_numpy()[order].tolist()
+    assert _separation(vd[order], vk[np.argsort(k_df["event_id"].to_numpy())]).max() < 1e-4

@@ -153,3 +153,15 @@ def test_event_features_are_an_input(tmp_path):
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert dims["event_features"] == ["batch", 2]
     assert check_parity(p, tmp_path / "m.onnx", uneven(p)) < 1e-4
+
+
+@pytest.mark.parametrize("head", [{"name": "angles"}, {"name": "direction_bins", "azimuth_bins": 8, "zenith_bins": 8}])
+def test_other_heads(tmp_path, head):
+    """An angles head exports its direction alone; a bins head its direction and kappa."""
+    from icezoo.engine.export import check_parity, export_torchscript, output_names
+
+    loss = "angular" if head["name"] == "angles" else "bins_ce"
+    p = tiny_default(head=head, loss=[{"name": loss}])
+    assert output_names(p) == (["direction"] if head["name"] == "angles" else ["direction", "kappa"])
+    export_torchscript(p, tmp_path / "m.pt", example(p))
+    assert check_parity(p, tmp_path / "m.pt", uneven(p)) < 1e-4
