@@ -270,3 +270,18 @@ def test_graphnet_sqlite_through_a_bundle(world, tmp_path):
     order = np.argsort(db_df["event_id"].to_numpy())
     assert sorted(k_df["event_id"].to_list()) == db_df["event_id"].to_numpy()[order].tolist()
     assert _separation(vd[order], vk[np.argsort(k_df["event_id"].to_numpy())]).max() < 1e-4
+
+
+def test_error_paths_import_no_onnx(world, tmp_path):
+    """A refused bundle and a refused format stop before onnx, onnxruntime or onnxscript load."""
+    import subprocess
+
+    bundle = _copy_bundle(world, tmp_path)
+    (bundle / "model.onnx").write_bytes(b"not a model")
+    for args in (["predict", "--model", str(bundle), "--data", str(world["data"]), "--out", str(tmp_path / "f.csv")],
+                 ["export", str(world["run"]), "--format", "tflite", "--out", str(tmp_path / "b")]):
+        probe = (f"import sys\nfrom icezoo.cli.main import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
+                 f"    print('EXIT', e.code)\nprint('ONNX', sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript') "
+                 f"if m in sys.modules))")
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert "EXIT 2" in res.stdout and "ONNX []" in res.stdout, res.stdout + res.stderr
