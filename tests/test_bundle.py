@@ -285,3 +285,22 @@ def test_error_paths_import_no_onnx(world, tmp_path):
                  f"if m in sys.modules))")
         res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
         assert "EXIT 2" in res.stdout and "ONNX []" in res.stdout, res.stdout + res.stderr
+
+
+def test_task_columns_through_a_bundle(world, tmp_path):
+    """A multi-task run's bundle writes predict RUN's task columns (energy, p_track, vertex) within 1e-4."""
+    runs = tmp_path / "runs"
+    _ok("train", "--pipeline", "MULTITASK_V0", "--data", world["data"], "--runs-dir", runs, "--name", "M",
+        "--no-progress", *SETS)
+    _ok("export", runs / "M", "--format", "torchscript", "--out", tmp_path / "m")
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert [o["name"] for o in m["outputs"]][:3] == ["direction", "kappa", "energy"]
+    _ok("predict", runs / "M", "--data", world["data"], "--out", tmp_path / "run.csv")
+    _ok("predict", "--model", tmp_path / "m", "--data", world["data"], "--out", tmp_path / "model.csv")
+    run, vr = _angles(tmp_path / "run.csv")
+    model, vm = _angles(tmp_path / "model.csv")
+    assert model.columns == run.columns and "p_track" in run.columns and "vertex_z" in run.columns
+    assert _separation(vr, vm).max() < 1e-4
+    for col in run.columns[3:]:
+        a, b = run[col].to_numpy(), model[col].to_numpy()
+        assert (np.abs(a - b) / np.maximum(1, np.abs(a))).max() < 1e-4, col
