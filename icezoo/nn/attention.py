@@ -13,6 +13,7 @@ from torch import nn
 
 from icezoo.nn.masking import masked_softmax, neg_fill
 from icezoo.nn.mlp import mlp
+from icezoo.nn.tracing import exporting, merge_heads
 
 
 class BiasedAttention(nn.Module):
@@ -49,7 +50,7 @@ class BiasedAttention(nn.Module):
                                              dropout_p=self.dropout if self.training else 0.0)
         rows = keep.any(-1, keepdim=True)  # [B, 1|h, 1|L, 1]
         out = torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
-        return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+        return self.out(merge_heads(out))
 
 
 def _relative_core(q, k, v, qw, e, mask, dropout: float = 0.0):
@@ -145,9 +146,9 @@ class RelativeAttention(nn.Module):
         k, v, e = k.to(dt), v.to(dt), rel.to(dt)
         p = self.drop.p if self.training else 0.0
         rows = None
-        if torch.is_grad_enabled() and not p:
+        if torch.is_grad_enabled() and not p and not exporting():
             o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, mask)
-        elif p or torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
+        elif p or torch.is_grad_enabled() or not self.query_block or exporting() or n <= self.query_block:
             _, o1, o2, rows = _relative_core(q.to(dt), k, v, qw, e, mask, p)
         else:  # inference on long events: query blocks
             o1 = q.new_empty(b, n, self.heads, self.dim_head, dtype=dt)

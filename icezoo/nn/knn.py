@@ -7,6 +7,7 @@ import math
 import torch
 
 from icezoo.nn.masking import zero_padding
+from icezoo.nn.tracing import smallest
 
 
 def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor | None = None,
@@ -36,29 +37,26 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
         p = zero_padding(pos.detach(), mask)
         # [B, L, L], summed over blocks of coordinates so that wide (latent) spaces never build [B, L, L, d]
         dist = sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
-        keep = mask[:, None, :].expand(b, length, length)
-        if not include_self:
-            keep = keep & ~torch.eye(length, dtype=torch.bool, device=device)
-        dist = dist.masked_fill(~keep, math.inf)
+        keep = mask[:, None, :] & mask[:, :, None]
         slots = torch.arange(length, device=device)
+        if not include_self:
+            keep = keep & (slots[:, None] != slots[None, :])
+        dist = dist.masked_fill(~keep, math.inf)
         if time is not None:
             # secondary key first (stable), then the primary key with a stable sort
             t = torch.where(mask, time.detach(), torch.full((), math.inf, dtype=time.dtype, device=device))
-            order = torch.sort(t, dim=1, stable=True).indices  # [B, L]
+            order = smallest(t, length)[1]  # [B, L]: slots in time order
         else:
             order = slots.expand(b, length)
-        order3 = order[:, None, :].expand(b, length, length)
-        dist = dist.gather(2, order3)
-        sorted_d, pos_in_order = torch.sort(dist, dim=-1, stable=True)
-        kk = min(k, length)
-        index = order3.gather(2, pos_in_order[..., :kk])
-        valid = torch.isfinite(sorted_d[..., :kk]) & mask[:, :, None]
-        selfidx = slots[None, :, None].expand(b, length, kk)
-        index = torch.where(valid, index, selfidx)
-        if kk < k:
-            extra = k - kk
-            index = torch.cat([index, slots[None, :, None].expand(b, length, extra)], dim=-1)
-            valid = torch.cat([valid, torch.zeros(b, length, extra, dtype=torch.bool, device=device)], dim=-1)
+        dist = dist.gather(2, order[:, None, :].expand(b, length, length))
+        # k columns of "no neighbour" behind the candidates: k may exceed the pulse axis, and no size
+        # is branched on, so an exported graph runs for any length
+        dist = torch.cat([dist, dist.new_full((b, length, k), math.inf)], dim=-1)
+        sorted_d, pos_in_order = smallest(dist, k)
+        valid = torch.isfinite(sorted_d) & mask[:, :, None]
+        order = torch.cat([order, order.new_zeros(b, k)], dim=1)  # the extra columns' slot: never valid
+        index = order.gather(1, pos_in_order.reshape(b, length * k)).view(b, length, k)
+        index = torch.where(valid, index, slots[None, :, None])
     return index, valid
 
 
