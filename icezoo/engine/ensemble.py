@@ -81,11 +81,86 @@ def unrotate(directions: np.ndarray, theta: float) -> np.ndarray:
 
 
 def ensemble_of(preds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The members' predictions combined on the events every member scored (sorted by event id)."""
+    """The members' predictions combined on the events every member scored (sorted by event id); the
+    task columns (``tasks``) of the members that have them by :func:`combine_task_columns`."""
     ids = preds[0]["event_id"]
     for p in preds[1:]:
         ids = np.intersect1d(ids, p["event_id"])
     take = [np.searchsorted(p["event_id"], ids) for p in preds]
     direction, kappa = combine([p["direction"][t] for p, t in zip(preds, take)],
                                [p["kappa"][t] for p, t in zip(preds, take)])
-    return {"event_id": ids, "direction": direction, "kappa": kappa}
+    out = {"event_id": ids, "direction": direction, "kappa": kappa}
+    with_tasks = [(p["tasks"], t) for p, t in zip(preds, take) if p.get("tasks")]
+    if with_tasks:  # the task columns of the members that predict them, each by its kind
+        out["tasks"] = combine_task_columns([{k: v[t] for k, v in cols.items()} for cols, t in with_tasks])
+    return out
+
+
+# ------------------------------------------------------------------------------ task columns
+def combine_gaussian(values: list[np.ndarray], sigmas: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(combined value, combined sigma) of members' estimates [N] or [N, D] with per-event sigmas [N]:
+    the inverse-variance weighted mean (the maximum of the members' summed Gaussian likelihoods).
+    The members saw the same pulses, so their errors are not independent and the combined sigma is
+    kept on the scale of one member (the variance ``M / sum 1/sigma_i^2``, not ``1 / sum``), widened by
+    the members' weighted disagreement (per axis for vectors), as the direction's kappa is shrunk by it.
+    An event where any member has no finite positive sigma gets the plain mean and a NaN sigma."""
+    if not values:
+        raise IcezooError("an ensemble needs at least one member")
+    v = np.stack([np.asarray(x, dtype=np.float64) for x in values])  # [M, N] or [M, N, D]
+    m = len(v)
+    if sigmas is None:
+        s = np.full(v.shape[:2], np.nan)
+    else:
+        s = np.stack([np.asarray(x, dtype=np.float64) for x in sigmas])
+        if s.shape != v.shape[:2]:
+            raise IcezooError(f"ensemble: {s.shape} sigmas for {v.shape[:2]} values")
+    weighted = (np.isfinite(s) & (s > 0)).all(axis=0)  # [N]
+    w = np.where(weighted[None, :], 1.0 / np.where(weighted[None, :], s, 1.0) ** 2, 1.0)  # [M, N]
+    wx = w.reshape(w.shape + (1,) * (v.ndim - 2))
+    mean = (wx * v).sum(axis=0) / wx.sum(axis=0)
+    spread = (wx * (v - mean) ** 2).sum(axis=0) / wx.sum(axis=0)
+    if v.ndim > 2:
+        spread = spread.mean(axis=-1)  # one sigma for all the axes, as the members give
+    sigma = np.where(weighted, np.sqrt(m / np.where(weighted, w.sum(axis=0), 1.0) + spread), np.nan)
+    return mean, sigma
+
+
+def combine_probabilities(probs: list[np.ndarray]) -> np.ndarray:
+    """Members' class probabilities [N] or [N, C] averaged: the mixture of their predictive
+    distributions (it stays normalised; averaging logits would sharpen it beyond any member)."""
+    if not probs:
+        raise IcezooError("an ensemble needs at least one member")
+    return np.stack([np.asarray(p, dtype=np.float64) for p in probs]).mean(axis=0)
+
+
+def combine_task_columns(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The task columns (``icezoo predict``'s names) of several members, each combined by its kind:
+    ``X`` with ``X_sigma`` by :func:`combine_gaussian`; ``P_x, P_y, P_z`` with ``P_sigma`` (a
+    vertex) as one vector; ``p_*`` probabilities by :func:`combine_probabilities`; any other column
+    by the plain mean. Every member must give the same columns."""
+    cols = list(members[0])
+    for i, mem in enumerate(members[1:], 2):
+        if set(mem) != set(cols):
+            raise IcezooError(f"ensemble: member {i} predicts columns {sorted(mem)}, member 1 {sorted(cols)}: "
+                              "the runs' tasks differ")
+    out: dict[str, np.ndarray] = {}
+    for col in cols:
+        if col in out:
+            continue
+        base = col[:-2] if col.endswith(("_x", "_y", "_z")) else None
+        if base and all(f"{base}_{a}" in cols for a in "xyz") and f"{base}_sigma" in cols:
+            names = [f"{base}_{a}" for a in "xyz"]
+            vec = [np.stack([mem[n] for n in names], axis=-1) for mem in members]
+            mean, sig = combine_gaussian(vec, [mem[f"{base}_sigma"] for mem in members])
+            out.update({n: mean[:, i] for i, n in enumerate(names)})
+            out[f"{base}_sigma"] = sig
+        elif f"{col}_sigma" in cols:
+            out[col], out[f"{col}_sigma"] = combine_gaussian([m[col] for m in members],
+                                                             [m[f"{col}_sigma"] for m in members])
+        elif col.endswith("_sigma") and col[:-6] in cols:
+            continue  # written with its value
+        elif col.startswith("p_"):
+            out[col] = combine_probabilities([m[col] for m in members])
+        else:
+            out[col] = np.mean(np.stack([np.asarray(m[col], dtype=np.float64) for m in members]), axis=0)
+    return {c: out[c] for c in cols}
