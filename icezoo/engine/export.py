@@ -186,6 +186,7 @@ def _check_example(batch: Batch) -> None:
 def _exported_program(pipeline: Pipeline, example: Batch):
     """``torch.export`` of :class:`ExportModel` with dynamic batch and pulse axes; one line when
     the model's code fixes an axis or uses an operation torch.export cannot trace."""
+    _refuse(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     names = input_names(pipeline)
@@ -243,6 +244,7 @@ def _name_onnx_axes(path: str | Path, names: list[str]) -> None:
 def export_torchscript(pipeline: Pipeline, path: str | Path, example: Batch) -> dict:
     """Write ``pipeline`` as a TorchScript file (``torch.jit.trace`` of :class:`ExportModel`);
     returns ``{"inputs", "outputs"}``. Check it with :func:`check_parity` (a trace is one path)."""
+    _refuse(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     args = example_inputs(pipeline, example)
@@ -323,3 +325,32 @@ def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch])
         for g, w in zip(got, want):
             worst = max(worst, float(np.abs(np.asarray(g, np.float64) - w.double().numpy()).max(initial=0.0)))
     return worst
+
+
+def _stages(pipeline: Pipeline) -> Iterator[tuple[str, nn.Module]]:
+    """(stage, component) of every module the exported model runs (a backbone list stage by stage)."""
+    yield "embedder", pipeline.embedder
+    stages = getattr(pipeline.backbone, "stages", [pipeline.backbone])
+    for stage in stages:
+        yield "backbone", stage
+    for pooler in pipeline.poolers:
+        yield "pooler", pooler
+    yield "head", pipeline.head
+    for task in _tasks(pipeline).values():
+        yield "task", task
+
+
+def export_refusal(pipeline: Pipeline) -> str | None:
+    """Why ``pipeline`` cannot be exported, one line naming the component (``Component.export_refusal``),
+    or None. Checked before any export, so a refused model writes nothing."""
+    for stage, module in _stages(pipeline):
+        refusal = getattr(type(module), "export_refusal", None)
+        reason = refusal(module.config) if refusal is not None and hasattr(module, "config") else None
+        if reason:
+            return f"{stage} {getattr(module, 'name', type(module).__name__)}: {reason}"
+    return None
+
+
+def _refuse(pipeline: Pipeline) -> None:
+    if reason := export_refusal(pipeline):
+        raise IcezooError(f"{pipeline.config.name}: cannot be exported: {reason}")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from icezoo.nn.masking import zero_padding
-from icezoo.nn.tracing import smallest
+from icezoo.nn.tracing import exporting, smallest
 
 
 def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor | None = None,
@@ -25,9 +25,9 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     * Invalid entries point at the query itself, so gathering with ``index`` is always safe.
 
     Distances are exact squared differences (not cdist's matmul trick, whose rounding depends on the
-    batch and would break ties differently), accumulated over blocks of 8 coordinates, so a kNN in a
-    256-wide latent space (DynNet) needs [B, L, L, 8] of scratch, not [B, L, L, 256]. No gradient
-    flows through the neighbour choice.
+    batch and would break ties differently), :func:`pair_distances`. No gradient flows through the
+    neighbour choice. The same code runs exported (ONNX, TorchScript) for any batch and length
+    (:mod:`icezoo.nn.tracing`).
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -35,8 +35,7 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     device = pos.device
     with torch.no_grad():
         p = zero_padding(pos.detach(), mask)
-        # [B, L, L], summed over blocks of coordinates so that wide (latent) spaces never build [B, L, L, d]
-        dist = sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
+        dist = pair_distances(p)
         keep = mask[:, None, :] & mask[:, :, None]
         slots = torch.arange(length, device=device)
         if not include_self:
@@ -49,15 +48,32 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
         else:
             order = slots.expand(b, length)
         dist = dist.gather(2, order[:, None, :].expand(b, length, length))
-        # k columns of "no neighbour" behind the candidates: k may exceed the pulse axis, and no size
-        # is branched on, so an exported graph runs for any length
-        dist = torch.cat([dist, dist.new_full((b, length, k), math.inf)], dim=-1)
+        if exporting() or length < k:
+            # k columns of "no neighbour" behind the candidates, so that there are always k: an exported
+            # graph has no branch on the pulse count and runs for any length (eager pads only short batches)
+            dist = torch.cat([dist, dist.new_full((b, length, k), math.inf)], dim=-1)
+            order = torch.cat([order, order.new_zeros(b, k)], dim=1)  # the extra columns' slot: never valid
         sorted_d, pos_in_order = smallest(dist, k)
         valid = torch.isfinite(sorted_d) & mask[:, :, None]
-        order = torch.cat([order, order.new_zeros(b, k)], dim=1)  # the extra columns' slot: never valid
         index = order.gather(1, pos_in_order.reshape(b, length * k)).view(b, length, k)
         index = torch.where(valid, index, slots[None, :, None])
     return index, valid
+
+
+def pair_distances(p: torch.Tensor) -> torch.Tensor:
+    """Squared distances of every pair of points: p [B, L, d] -> [B, L, L].
+
+    Up to 8 coordinates: one coordinate at a time, added in order (dx*dx + dy*dy + ...), so that every
+    runtime (torch, onnxruntime) rounds alike and breaks equal distances alike; a reduction's order is
+    the runtime's choice. Wider (latent) spaces: blocks of 8 coordinates, never [B, L, L, d].
+    """
+    if p.shape[-1] > 8:
+        return sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
+    out = None
+    for c in range(p.shape[-1]):
+        diff = p[:, :, None, c] - p[:, None, :, c]
+        out = diff * diff if out is None else out + diff * diff
+    return out
 
 
 def knn_mask(index: torch.Tensor, valid: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -72,4 +88,4 @@ def knn_mask(index: torch.Tensor, valid: torch.Tensor, length: int | None = None
     return counts > 0
 
 
-__all__ = ["masked_knn", "knn_mask"]
+__all__ = ["masked_knn", "knn_mask", "pair_distances"]

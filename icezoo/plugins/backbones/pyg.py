@@ -22,6 +22,9 @@ _BASE_PARAMS = ("aggr", "aggr_kwargs", "flow", "node_dim", "decomposed_layers")
 #: convs built around a network ``nn`` rather than widths that icezoo builds, as Linear(m in, out), act,
 #: Linear(out, out), m the multiple of the pulse width the conv feeds it (EdgeConv: [x_i, x_j - x_i])
 NN_CONVS = {"EdgeConv": 2}
+#: the convs whose exported models (ONNX, TorchScript) tests/test_export_families.py checks against torch
+EXPORTED_CONVS = ("GATv2Conv", "TransformerConv", "EdgeConv", "SAGEConv", "GCNConv", "GATConv", "GENConv",
+                  "ResGatedGraphConv", "GraphConv")
 
 
 def conv_class(name: str):
@@ -97,6 +100,13 @@ class PyGConv(Backbone):
         charge_column: int = Field(4, ge=0, description="feature column of the charge for xyztc")
         act: str = "gelu"
         residual: bool = Field(True, description="add the layer's input where the widths match")
+
+    @classmethod
+    def export_refusal(cls, config: Config) -> str | None:
+        if config.conv in EXPORTED_CONVS:
+            return None
+        return (f"conv {config.conv} has no export parity test in icezoo (exported: {', '.join(EXPORTED_CONVS)}); "
+                "docs/export.md")
 
     @classmethod
     def feature_columns(cls, config: Config) -> dict[str, int]:
