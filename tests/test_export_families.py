@@ -1,6 +1,6 @@
 """Export of every backbone family besides the plain transformer (issue 24): ONNX and TorchScript parity.
 
-One tiny pipeline per family, exported once per format from a 3-event, 12-slot example and run
+One tiny pipeline per family, exported per format from a 3-event, 12-slot example and run
 (onnxruntime; torch.jit.load) on batches of other sizes and widths, with uneven lengths, padding,
 an empty event, and pulses that share a sensor and a time (ties in every kNN); the outputs must equal
 the torch pipeline's within 1e-4. The cases between them use every embedder, pooler and head these
@@ -92,37 +92,35 @@ def uneven(p):
     return batches[:3] + [with_ties(batches[3])]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_family_exports_with_parity(tmp_path, family):
-    """ONNX (onnxruntime) and TorchScript (torch.jit.load) give the torch pipeline's outputs within 1e-4
-    at batch sizes and pulse counts other than the export example's."""
+#: the ONNX exports in the default run (one of each kind: attention with a pair bias, kNN graph, PyG);
+#: the others are ``slow`` (each ONNX export takes 10-60 s on 2 shared cores)
+FAST_ONNX = ("relbias_transformer", "dynedge", "pyg_GATv2Conv")
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=() if f in FAST_ONNX else pytest.mark.slow)
+                                    for f in sorted(FAMILIES)])
+def test_onnx_parity(tmp_path, family):
+    """onnxruntime gives the torch pipeline's outputs within 1e-4 at batch sizes and pulse counts other
+    than the export example's (ties in the kNN included)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from icezoo.engine.export import check_parity, export_onnx, export_torchscript, export_refusal
+    from icezoo.engine.export import check_parity, export_onnx, export_refusal
 
     p = tiny(family)
     assert export_refusal(p) is None
     export_onnx(p, tmp_path / "m.onnx", example(p))
+    assert check_parity(p, tmp_path / "m.onnx", uneven(p)) < TOL
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_torchscript_parity(tmp_path, family):
+    """torch.jit.load of the traced model gives the torch pipeline's outputs within 1e-4 at batch sizes
+    and pulse counts other than the trace's (a trace records one path: checked, not assumed)."""
+    from icezoo.engine.export import check_parity, export_torchscript
+
+    p = tiny(family)
     export_torchscript(p, tmp_path / "m.pt", example(p))
-    batches = uneven(p)
-    assert check_parity(p, tmp_path / "m.onnx", batches) < TOL
-    assert check_parity(p, tmp_path / "m.pt", batches) < TOL
-
-
-def test_ties_break_alike_in_eager_and_exported_knn(monkeypatch):
-    """The export path of the kNN (TopK) picks the neighbours the eager stable sort picks, ties included."""
-    import icezoo.nn.tracing as tracing
-    from icezoo.nn import masked_knn
-
-    batch = with_ties(synthetic_batch(5, [30, 12, 1, 0, 25], width=30, seed=4))
-    pos = batch.xyzt[..., :3]
-    eager = masked_knn(pos, batch.mask, 6, time=batch.xyzt[..., 3], include_self=False)
-    monkeypatch.setattr(tracing.torch.compiler, "is_exporting", lambda: True)
-    exported = masked_knn(pos, batch.mask, 6, time=batch.xyzt[..., 3], include_self=False)
-    assert torch.equal(eager[1], exported[1])
-    assert torch.equal(eager[0][eager[1]], exported[0][exported[1]])
-    distinct = torch.unique(pos[batch.mask], dim=0).shape[0]
-    assert distinct < batch.mask.sum()  # the grid really made pulses share positions
+    assert check_parity(p, tmp_path / "m.pt", uneven(p)) < TOL
 
 
 def test_pyg_every_slot_graph_equals_the_flat_graph(monkeypatch):

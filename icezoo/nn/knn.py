@@ -60,18 +60,21 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     return index, valid
 
 
-def pair_distances(p: torch.Tensor) -> torch.Tensor:
-    """Squared distances of every pair of points: p [B, L, d] -> [B, L, L].
+def pair_distances(p: torch.Tensor, q: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared distances from every point of ``q`` (default ``p``) to every point of ``p``:
+    q [B, Lq, d], p [B, L, d] -> [B, Lq, L].
 
     Up to 8 coordinates: one coordinate at a time, added in order (dx*dx + dy*dy + ...), so that every
-    runtime (torch, onnxruntime) rounds alike and breaks equal distances alike; a reduction's order is
-    the runtime's choice. Wider (latent) spaces: blocks of 8 coordinates, never [B, L, L, d].
+    runtime (torch, onnxruntime) rounds alike and breaks equal distances alike (a reduction's order is
+    the runtime's choice; for 3 and 4 coordinates torch's own sum gives these same numbers). Wider
+    (latent) spaces: blocks of 8 coordinates, never [B, Lq, L, d].
     """
+    q = p if q is None else q
     if p.shape[-1] > 8:
-        return sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
+        return sum((q[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
     out = None
     for c in range(p.shape[-1]):
-        diff = p[:, :, None, c] - p[:, None, :, c]
+        diff = q[:, :, None, c] - p[:, None, :, c]
         out = diff * diff if out is None else out + diff * diff
     return out
 
