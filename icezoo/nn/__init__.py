@@ -23,11 +23,11 @@ from icezoo.nn.knn import knn_mask, masked_knn, pair_distances
 from icezoo.nn.masking import masked_softmax, neg_fill, zero_padding
 from icezoo.nn.mlp import InputStandardizer, activation, input_projection, mlp, post_norm
 from icezoo.nn.pooling import POOLS, masked_max, masked_mean, masked_min, masked_sum
-from icezoo.nn.tracing import exporting, merge_heads, smallest
+from icezoo.nn.tracing import merge_heads, smallest
 
 __all__ = [
     "C_VACUUM", "C_ICE", "DETECTOR_MIN", "DETECTOR_MAX", "masked_knn", "knn_mask", "pair_distances", "mlp", "activation",
     "post_norm", "input_projection", "InputStandardizer", "BiasedAttention", "RelativeAttention", "TransformerBlock", "sinusoidal",
     "zero_padding", "neg_fill", "masked_softmax", "masked_sum", "masked_mean", "masked_max", "masked_min", "POOLS",
-    "exporting", "merge_heads", "smallest",
+    "merge_heads", "smallest",
 ]

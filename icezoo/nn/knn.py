@@ -61,8 +61,9 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
 
 
 def pair_distances(p: torch.Tensor, q: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared distances from every point of ``q`` (default ``p``) to every point of ``p``:
-    q [B, Lq, d], p [B, L, d] -> [B, Lq, L].
+    """Squared distances from every point of ``q`` (default ``p``) to every point of ``p``.
+
+    Shapes: p [B, L, d], q [B, Lq, d] -> [B, Lq, L].
 
     Up to 8 coordinates: one coordinate at a time, added in order (dx*dx + dy*dy + ...), so that every
     runtime (torch, onnxruntime) rounds alike and breaks equal distances alike (a reduction's order is

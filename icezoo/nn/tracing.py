@@ -18,7 +18,7 @@ def exporting() -> bool:
 
 def smallest(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest entries of the last axis, ascending, ties in index order (a stable sort's
-    first k): ``(values, indices)``, each [..., k]. Needs ``x.shape[-1] >= k``.
+    first k). Shapes: x [..., N] (N >= k) -> (values, indices), each [..., k].
 
     Eager: ``torch.sort(stable=True)``. Under ``torch.export``: ``torch.topk``, which becomes ONNX
     TopK, whose ties go to the lower index by the operator's definition (onnxruntime keeps it), so
@@ -31,7 +31,7 @@ def smallest(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def merge_heads(out: torch.Tensor) -> torch.Tensor:
-    """Attention output [B, h, L, d] -> [B, L, h d].
+    """Attention output heads side by side. Shapes: [B, h, L, d] -> [B, L, h d].
 
     Under export the transposed result is first copied to a contiguous tensor: the layout of
     ``scaled_dot_product_attention``'s eager kernel makes the reshape a view, which no longer holds

@@ -14,7 +14,8 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config, IcezooError
-from icezoo.nn import exporting, input_projection, merge_heads, neg_fill, zero_padding
+from icezoo.nn import input_projection, merge_heads, neg_fill, zero_padding
+from icezoo.nn.tracing import exporting
 
 
 def relative_bucket(rel: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:

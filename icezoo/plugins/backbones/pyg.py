@@ -14,8 +14,9 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config
-from icezoo.nn import activation, exporting, mlp, zero_padding
+from icezoo.nn import activation, mlp, zero_padding
 from icezoo.nn.graph import Space, knn_graph, knn_space, to_edge_index
+from icezoo.nn.tracing import exporting
 
 #: MessagePassing's own keyword arguments, accepted by every conv that forwards **kwargs to it
 _BASE_PARAMS = ("aggr", "aggr_kwargs", "flow", "node_dim", "decomposed_layers")

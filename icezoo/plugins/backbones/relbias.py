@@ -9,8 +9,9 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch
-from icezoo.nn import (C_VACUUM, RelativeAttention, TransformerBlock, exporting, input_projection, pair_distances,
-                       sinusoidal, zero_padding)
+from icezoo.nn import (C_VACUUM, RelativeAttention, TransformerBlock, input_projection, pair_distances, sinusoidal,
+                       zero_padding)
+from icezoo.nn.tracing import exporting
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
 
