@@ -270,7 +270,7 @@ def vertex_metrics(pred: np.ndarray, true: np.ndarray, sigma: np.ndarray | None 
 
 #: the figure of each task family that the ledger keeps as the task's score, lower or higher better
 HEADLINE = {"energy": ("resolution", "log10 E res"), "regression": ("resolution", "res"),
-            "classification": ("auc", "AUC"), "vertex": ("median_distance", "vertex median")}
+            "classification": ("auc", "AUC"), "vertex": ("median_distance", "median distance")}
 
 
 def headline(family: str, figures: dict[str, Any]) -> tuple[str, float | None, list]:
