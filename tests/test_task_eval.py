@@ -97,7 +97,7 @@ def test_each_family_gets_its_figures_with_intervals_and_plots(tmp_path, capsys)
     for needle in ("task energy", "resolution", "ROC AUC", "median distance", "confusion"):
         assert needle in text
     text = scores_text(out)
-    assert text.startswith(f"energy: log10 E res {e['score']:.3f} [") and "; event_type: AUC 0.9" in text
+    assert text.startswith(f"energy: log10 E res {e['score']:.4g} [") and "; event_type: AUC 0.9" in text
     assert "; vertex: median distance " in text
 
 

@@ -125,50 +125,63 @@ def _ci(ci, spec: str = ".4f") -> str:
 def _rows(family: str, f: dict) -> list[tuple[str, str, str]]:
     """(figure, value, 95% CI) rows of one task's table."""
     if family in ("energy", "regression"):
-        unit = " (log10 E)" if family == "energy" else ""
-        rows = [(f"bias{unit}, median", _f(f["bias"], "+.4f"), _ci(f["bias_ci95"], "+.4f")),
-                (f"resolution{unit}, 68% half-width", _f(f["resolution"]), _ci(f["resolution_ci95"])),
+        rows = [("bias (median residual)", _f(f["bias"], "+.4f"), _ci(f["bias_ci95"], "+.4f")),
+                ("resolution (68% half-width)", _f(f["resolution"]), _ci(f["resolution_ci95"])),
                 ("68% interval of the residual", _ci(f["interval68"], "+.4f"), "")]
         if "sigma_coverage" in f:
-            rows.append(("share with |residual| <= sigma (0.683 if calibrated)", _f(f["sigma_coverage"], ".3f"),
+            rows.append(("|residual| <= sigma (0.683 ideal)", _f(f["sigma_coverage"], ".3f"),
                          _ci(f["sigma_coverage_ci95"], ".3f")))
-        for b in f.get("bands", []):
-            rows.append((f"  log10 E in [{b['log10_e_min']:g}, {b['log10_e_max']:g}) (n={b['n_events']:,}): "
-                         f"bias {_f(b['bias'], '+.3f')}, resolution", _f(b["resolution"]), _ci(b["resolution_ci95"])))
         return rows
     if family == "vertex":
-        rows = [("median distance to the true vertex", _f(f["median_distance"], ".2f"),
-                 _ci(f["median_distance_ci95"], ".2f")),
+        rows = [("median distance to the truth", _f(f["median_distance"], ".2f"), _ci(f["median_distance_ci95"], ".2f")),
                 ("68% of events within", _f(f["distance68"], ".2f"), _ci(f["distance68_ci95"], ".2f"))]
         for axis, a in f.get("axes", {}).items():
-            rows.append((f"{axis}: resolution (bias {_f(a['bias'], '+.2f')})", _f(a["resolution"], ".2f"),
+            rows.append((f"{axis} resolution (bias {_f(a['bias'], '+.1f')})", _f(a["resolution"], ".2f"),
                          _ci(a["resolution_ci95"], ".2f")))
         if "sigma_coverage" in f:
-            rows.append(("share of axes with |residual| <= sigma", _f(f["sigma_coverage"], ".3f"),
+            rows.append(("|residual| <= sigma (0.683 ideal)", _f(f["sigma_coverage"], ".3f"),
                          _ci(f["sigma_coverage_ci95"], ".3f")))
         return rows
-    rows = [("ROC AUC" + (" (mean of one-vs-rest)" if "per_class" in f else f" ({f['classes'][1]} vs "
-             f"{f['classes'][0]})"), _f(f.get("auc")), _ci(f.get("auc_ci95"))),
-            ("accuracy" + (" (most probable class)" if "per_class" in f else " at p = 0.5"),
-             _f(f.get("accuracy")), _ci(f.get("accuracy_ci95")))]
+    multi = "per_class" in f
+    rows = [("ROC AUC" + (" (mean one-vs-rest)" if multi else f" ({f['classes'][1]})"), _f(f.get("auc")),
+             _ci(f.get("auc_ci95"))),
+            ("accuracy" + (" (most probable)" if multi else " at p = 0.5"), _f(f.get("accuracy")),
+             _ci(f.get("accuracy_ci95")))]
     for name, c in f.get("per_class", {}).items():
-        rows.append((f"  {name} vs rest (n={c['n_events']:,}): AUC", _f(c["auc"]), _ci(c["auc_ci95"])))
-    if f.get("confusion"):
-        rows.append(("confusion (rows true, columns predicted: " + ", ".join(f["classes"]) + ")",
-                     " / ".join(" ".join(str(x) for x in r) for r in f["confusion"]), ""))
+        rows.append((f"AUC {name} vs rest (n={c['n_events']:,})", _f(c["auc"]), _ci(c["auc_ci95"])))
+    for name, counts in zip(f["classes"], f.get("confusion") or []):
+        rows.append((f"true {name}: predicted as", ", ".join(f"{n} {c}" for n, c in zip(counts, f["classes"])), ""))
     return rows
 
 
+def _bands(f: dict) -> Table | None:
+    """The energy figures per band of true log10 E."""
+    if not f.get("bands"):
+        return None
+    table = Table(title="per band of true log10 E / GeV")
+    for col in ("band", "events", "bias", "resolution", "95% CI"):
+        table.add_column(col)
+    for b in f["bands"]:
+        table.add_row(f"[{b['log10_e_min']:g}, {b['log10_e_max']:g})", f"{b['n_events']:,}", _f(b["bias"], "+.3f"),
+                      _f(b["resolution"], ".3f"), _ci(b["resolution_ci95"], ".3f"))
+    return table
+
+
 def print_tasks(tasks: dict[str, dict[str, Any]], echo=print) -> None:
-    """One table per task: its figures with their bootstrap 95% intervals."""
+    """One table per task: its figures with their bootstrap 95% intervals (energy: and per band)."""
+    console = Console()
     for name, entry in tasks.items():
         f = entry["figures"]
-        table = Table(title=f"task {name} ({entry['family']}, {f.get('n_events', 0):,} events with truth)")
+        unit = " in log10 E" if entry["family"] == "energy" else ""
+        table = Table(title=f"task {name} ({entry['family']}{unit}, {f.get('n_events', 0):,} events with truth)")
         for col in ("figure", "value", "95% CI"):
             table.add_column(col)
         for row in _rows(entry["family"], f):
             table.add_row(*row)
-        Console().print(table)
+        console.print(table)
+        bands = _bands(f) if entry["family"] == "energy" else None
+        if bands is not None:
+            console.print(bands)
 
 
 # ------------------------------------------------------------------------------ wiring
