@@ -94,7 +94,7 @@ def test_each_family_gets_its_figures_with_intervals_and_plots(tmp_path, capsys)
     assert all((tmp_path / p).is_file() for t in out.values() for p in t["plots"])
     print_tasks(out)
     text = capsys.readouterr().out
-    for needle in ("task energy", "resolution", "ROC AUC", "median distance", "confusion"):
+    for needle in ("task energy", "resolution", "per band", "ROC AUC", "median distance", "true track: predicted as"):
         assert needle in text
     text = scores_text(out)
     assert text.startswith(f"energy: log10 E res {e['score']:.4g} [") and "; event_type: AUC 0.9" in text
