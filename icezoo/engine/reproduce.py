@@ -506,8 +506,9 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
                                                  "same side)" if len(plan.seeds) > 1 else "; one seed was run") + "."]
     tasked = [(label, r["tasks"]) for label, r in per.items() if any(r.get("tasks") or [])]
     if tasked:  # the variants' own task figures (icezoo evaluate RUN prints them in full)
-        lines += ["Task figures of the variants on the same validation events (bootstrap 95% CI; per seed): " +
-                  "; ".join(f"{label}: " + " / ".join(scores_text(t) for t in ts if t) for label, ts in tasked) + "."]
+        lines += ["", "Task figures of the variants on the same validation events (bootstrap 95% CI; per seed): " +
+                  "; ".join(f"{label} (" + " / ".join(scores_text(t) for t in ts if t) + ")" for label, ts in tasked)
+                  + "."]
     needed = [(label, r) for label, r in per.items() if r.get("events_needed")]
     if needed:
         lines += ["Validation events for 80% power at the two-sided 5% level, at the spread seen here, for the log's Δ "
