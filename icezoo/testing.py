@@ -37,7 +37,7 @@ import torch
 
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
 from icezoo.core.registry import ComponentSpec, Registry
-from icezoo.core.synthetic import synthetic_batch
+from icezoo.core.synthetic import synthetic_batch, synthetic_sensor_batch
 
 ATOL = 1e-6
 FEATURE_DIM = 5
@@ -218,6 +218,45 @@ def _check_sequence_module(spec: ComponentSpec, lengths: list[int], seed: int, r
 def check_embedder(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
     obj, cfg = build_component(spec, FEATURE_DIM)
     _check_sequence_module(spec, lengths, seed, lambda b: obj(b.features, b), obj, cfg, cls_slot=False)
+    if "sensor_tokens" in spec.cls.declared_requires(cfg):
+        check_sensor_tokens(spec, obj, cfg, lengths, seed)
+
+
+def check_sensor_tokens(spec: ComponentSpec, obj, cfg, lengths: list[int], seed: int) -> None:
+    """An embedder of sensor tokens on batches with packed pulses (``batch.pulses``): the order of the
+    pulses never matters, padded token slots never do, events are independent, tokens permute with
+    their pulses (when it declares permutation_invariant), gradients of the pulses are finite."""
+    name = f"{spec.kind} {spec.name}"
+    batch = synthetic_sensor_batch(FEATURE_DIM, lengths, seed=seed, dtype=torch.float64, event_dim=EVENT_DIM)
+    run = lambda b: obj(b.features, b)  # noqa: E731
+    real, p = batch.mask, batch.pulses
+    with torch.no_grad():
+        out = run(batch)
+        _finite(out, "output", name)
+        shuffled = p.to(dtype=None)
+        order = torch.randperm(p.num_pulses, generator=torch.Generator().manual_seed(seed + 17))
+        for field in p.TENSORS:
+            setattr(shuffled, field, getattr(p, field)[order])
+        _close(run(batch.with_(pulses=shuffled))[real], out[real], "the order of the pulses changed outputs", name)
+        _close(run(_garbage_padding(batch, extra=3, seed=seed))[:, :real.shape[1]][real], out[real],
+               "padded token slots changed outputs of real tokens", name)
+        for e, n in enumerate(lengths):
+            one = batch.select([e])
+            alone = run(one.with_(features=one.features[:, :n], xyzt=one.xyzt[:, :n], mask=one.mask[:, :n],
+                                  sensor_id=one.sensor_id[:, :n]))
+            _close(alone[0, :n], out[e, :n], f"event {e} depends on the other events", name)
+        if "permutation_invariant" in _properties(spec, cfg):
+            permuted, index = _permute(batch, seed)
+            inverse = torch.argsort(index, dim=1)  # old slot -> new slot
+            moved = p.to(dtype=None)
+            moved.slot = inverse[p.event, p.slot]
+            expect = torch.gather(out, 1, index[..., None].expand_as(out))
+            _close(run(permuted.with_(pulses=moved))[real], expect[real], "tokens do not permute with their pulses", name)
+    obj.zero_grad(set_to_none=True)
+    grad_in = p.to(dtype=None)
+    grad_in.features = p.features.clone().requires_grad_(True)
+    run(batch.with_(pulses=grad_in))[real].sum().backward()
+    _finite(grad_in.features.grad, "gradient of the pulse features", name)
 
 
 def check_backbone(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
@@ -319,8 +358,9 @@ def check_loss(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        f"per-event term {e} depends on the other events at kappa={kappa}", name)
 
 
-def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:
-    """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks)."""
+def synthetic_chunk(lengths: list[int], seed: int, sensors: int | None = None) -> PulseChunk:
+    """A PulseChunk of real IceCube sensors with time-ordered pulses (for selection/feature checks);
+    ``sensors``: draw from the first that many sensors only (so sensors have several pulses)."""
     from icezoo.resources import geometry_csv
 
     rng = np.random.default_rng(seed)
@@ -328,7 +368,7 @@ def synthetic_chunk(lengths: list[int], seed: int) -> PulseChunk:
     n = int(sum(lengths))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    sensor = rng.integers(0, len(geometry), n)
+    sensor = rng.integers(0, sensors or len(geometry), n)
     time = np.concatenate([np.sort(rng.uniform(6000, 20000, k)).round() for k in lengths]) if n else np.zeros(0)
     charge = np.round(rng.lognormal(0.0, 0.8, n) / 0.025) * 0.025 + 0.025
     az = rng.uniform(0, 2 * np.pi, len(lengths))
@@ -365,6 +405,28 @@ def check_selection(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
                        chunk.time[chunk.offsets[e]:chunk.offsets[e + 1]].tolist()))
         if not kept <= orig:
             raise AssertionError(f"{name}: event {e} has pulses that were not in its input")
+    if "sensor_tokens" in _properties(spec, obj.config):  # sensors with several pulses each
+        few = synthetic_chunk([n * 3 for n in lengths], seed, sensors=6)
+        _check_whole_sensors(name, obj, few, obj.select(few, np.random.default_rng(seed)))
+
+
+def _check_whole_sensors(name: str, obj, chunk: PulseChunk, out: PulseChunk) -> None:
+    """A selection of whole sensors: at most ``max_sensors`` sensors per event (when it has that
+    param), and every pulse of a kept sensor kept (when the event is under its pulse cap)."""
+    cap = getattr(obj.config, "max_sensors", None)
+    for e in range(out.num_events):
+        kept = out.sensor_id[out.offsets[e]:out.offsets[e + 1]].astype(np.int64)
+        orig = chunk.sensor_id[chunk.offsets[e]:chunk.offsets[e + 1]].astype(np.int64)
+        sensors = np.unique(kept)
+        if cap is not None and len(sensors) > min(cap, len(np.unique(orig))):
+            raise AssertionError(f"{name}: event {e} kept {len(sensors)} sensors, max_sensors={cap}")
+        if cap is not None and len(sensors) < min(cap, len(np.unique(orig))):
+            raise AssertionError(f"{name}: event {e} kept {len(sensors)} sensors of {len(np.unique(orig))} "
+                                 f"under max_sensors={cap}")
+        if chunk.lengths[e] <= obj.max_pulses and not np.array_equal(
+                np.bincount(kept, minlength=chunk.pad_sensor)[sensors],
+                np.bincount(orig, minlength=chunk.pad_sensor)[sensors]):
+            raise AssertionError(f"{name}: event {e} dropped pulses of a sensor it kept")
 
 
 def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:

@@ -118,15 +118,17 @@ def test_file_errors_are_one_line(tmp_path, capsys):
 
 
 def test_help_and_errors_stay_light():
-    """`--help` imports neither torch nor torch_geometric; `list` never imports torch_geometric."""
+    """`--help` imports neither torch nor torch_geometric; `list` never imports torch_geometric; neither
+    imports onnx, onnxruntime or onnxscript (the optional export extra)."""
     probe = ("import sys, runpy; sys.argv=['icezoo', '--help']\n"
              "try:\n    runpy.run_module('icezoo.cli.main', run_name='__main__')\nexcept SystemExit: pass\n"
-             "print('HEAVY', 'torch' in sys.modules, 'torch_geometric' in sys.modules)")
+             "print('HEAVY', 'torch' in sys.modules, 'torch_geometric' in sys.modules)\n"
+             "print('ONNX', any(m in sys.modules for m in ('onnx', 'onnxruntime', 'onnxscript')))")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert "HEAVY False False" in res.stdout, res.stdout + res.stderr
+    assert "HEAVY False False" in res.stdout and "ONNX False" in res.stdout, res.stdout + res.stderr
     probe = probe.replace("'--help'", "'list'")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert "HEAVY True False" in res.stdout, res.stdout + res.stderr
+    assert "HEAVY True False" in res.stdout and "ONNX False" in res.stdout, res.stdout + res.stderr
 
 
 def test_example_plugin_is_listed_and_composes():

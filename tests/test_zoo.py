@@ -43,6 +43,8 @@ EMBEDDERS = {
     "graphnet": {"name": "graphnet", "dim": 32, "k": 4, "widths": [16]},
     "graphnet_encoded_xyzt": {"name": "graphnet", "dim": 0, "k": 3, "widths": [8, 11], "space": "xyzt",
                               "encode_dim": 4},  # 2 (4 + 4) + 5 + 11 = 32 wide
+    "sensor_agg": {"name": "sensor_agg", "dim": 32},  # with the sensors selection (test_embedder_trains)
+    "sensor_agg_transformer": {"name": "sensor_agg", "dim": 32, "hidden": 16, "encoder": "transformer", "heads": 2},
 }
 BACKBONES = {
     "transformer": {"name": "transformer", "depth": 1, "heads": 4},
@@ -131,6 +133,8 @@ def train_step(config: PipelineConfig, lengths=LENGTHS, seed: int = 0, steps: in
 @pytest.mark.parametrize("key", EMBEDDERS)
 def test_embedder_trains(key):
     extra = {"backbone": {"name": "transformer", "depth": 1, "heads": 2}} if key == "identity" else {}  # 6 features
+    if key.startswith("sensor_agg"):  # sensor tokens need a selection of whole sensors
+        extra["selection"] = {"name": "sensors"}
     train_step(pipeline(embedder=EMBEDDERS[key], **extra))
 
 

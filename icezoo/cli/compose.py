@@ -63,7 +63,7 @@ def _print_stages(step, origin: dict[str, str]):
         table.add_column(col)
     feat_names = ", ".join(f.name for f in model.features)
     table.add_row("features", feat_names, str((len(lengths), max(lengths), model.feature_dim)), "0", origin["features"])
-    table.add_row("selection", model.selection.name, f"max_pulses={model.selection.max_pulses}", "0",
+    table.add_row("selection", model.selection.name, f"max_pulses={model.selection.config.max_pulses}", "0",
                   origin["selection"])
     for row in step.trace:
         table.add_row(row.stage, row.component, str(row.shape), f"{row.params:,}", origin[row.stage])

@@ -9,7 +9,7 @@ error path) does not import torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "icezoo.core.batch": ("Batch", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector",
+    "icezoo.core.batch": ("Batch", "PackedPulses", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector",
                           "vector_to_angles", "angular_error"),
     "icezoo.core.components": ("KINDS", "STAGES", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection",
                                "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss"),

@@ -36,6 +36,8 @@ class Batch:
     ====================  ==========  =======  ===========================================================
 
     Padded slots of ``features`` and ``xyzt`` hold zeros by convention, but nothing may rely on it.
+    With a selection that declares ``sensor_tokens`` a slot is a hit sensor, not a pulse, and
+    ``pulses`` holds every pulse of those sensors (:class:`PackedPulses`); None otherwise.
     """
 
     features: torch.Tensor
@@ -46,6 +48,7 @@ class Batch:
     n_pulses: torch.Tensor
     event_id: torch.Tensor
     target: torch.Tensor | None = None
+    pulses: "PackedPulses | None" = None
 
     @property
     def num_events(self) -> int:
@@ -81,6 +84,78 @@ class Batch:
 
     def with_(self, **changes) -> "Batch":
         return replace(self, **changes)
+
+
+@dataclass
+class PackedPulses:
+    """Every pulse of a batch's sensor tokens, flat (no padding): what sensor aggregation reads.
+
+    With a selection that declares ``sensor_tokens`` a Batch's slots are hit sensors: ``mask`` [B, S]
+    marks them, ``xyzt`` [B, S, 4] holds the sensor's position (m) and the time of its first pulse
+    relative to the event's first pulse (ns), ``sensor_id`` the sensor, ``features`` [B, S, F] the
+    features of the sensor's first pulse. This holds all N pulses of those sensors:
+
+    ==========  =======  =======  ===================================================================
+    field       shape    dtype    meaning and units
+    ==========  =======  =======  ===================================================================
+    features    [N, F]   float32  the pipeline's per-pulse features (same extractors, same columns)
+    dt          [N]      float32  ns since the first pulse of the pulse's sensor (>= 0)
+    charge      [N]      float32  charge in PE (the raw value; features hold the normalised one)
+    event       [N]      int64    the pulse's event, 0..B-1
+    slot        [N]      int64    the pulse's sensor token, 0..S-1 (a real slot of ``mask``)
+    num_events  int               B
+    ==========  =======  =======  ===================================================================
+
+    A loader yields each token's pulses contiguous and in time order; nothing may rely on it (a
+    segment reduction over ``token(S)`` needs no order). It moves, pins and slices by event the way
+    a Batch's tensors do (``to``, ``pin_memory``, ``[index]``), so Batch's methods treat it as one.
+    """
+
+    features: torch.Tensor
+    dt: torch.Tensor
+    charge: torch.Tensor
+    event: torch.Tensor
+    slot: torch.Tensor
+    num_events: int
+
+    TENSORS = ("features", "dt", "charge", "event", "slot")
+
+    @property
+    def num_pulses(self) -> int:
+        return int(self.event.shape[0])
+
+    def token(self, width: int) -> torch.Tensor:
+        """Flat token index ``event * width + slot`` of every pulse, [N] int64 (into a [B * width] grid)."""
+        return self.event * width + self.slot
+
+    def is_floating_point(self) -> bool:
+        """True: it holds floating tensors, which ``to(..., dtype=...)`` casts (as Batch.to asks a tensor)."""
+        return True
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+           non_blocking: bool = False) -> "PackedPulses":
+        """On ``device``; the floating tensors also in ``dtype`` when given."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            cast = dtype if dtype is not None and t.is_floating_point() else None
+            return t.to(device=device, dtype=cast, non_blocking=non_blocking)
+
+        return replace(self, **{name: move(getattr(self, name)) for name in self.TENSORS})
+
+    def pin_memory(self) -> "PackedPulses":
+        return replace(self, **{name: getattr(self, name).pin_memory() for name in self.TENSORS})
+
+    def __getitem__(self, index: torch.Tensor | slice | list[int]) -> "PackedPulses":
+        """The pulses of the events ``index``, numbered as the sub-batch orders them (Batch.select)."""
+        device = self.event.device
+        which = torch.arange(self.num_events, device=device)[index].reshape(-1)
+        new = torch.full((self.num_events,), -1, dtype=torch.int64, device=device)
+        new[which] = torch.arange(len(which), device=device)
+        if len(torch.unique(which)) != len(which):
+            raise ValueError("PackedPulses: an event selected twice")
+        keep = new[self.event] >= 0
+        out = {name: getattr(self, name)[keep] for name in self.TENSORS}
+        out["event"] = new[out["event"]]
+        return PackedPulses(**out, num_events=len(which))
 
 
 def angles_to_vector(azimuth: torch.Tensor | np.ndarray, zenith: torch.Tensor | np.ndarray):

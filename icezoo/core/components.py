@@ -40,6 +40,9 @@ PROPERTIES: dict[str, str] = {
     "xyzt": "reads batch.xyzt (positions and times)",
     "sensor_id": "reads batch.sensor_id",
     "event_level": "a feature extractor that returns one row per event (batch.event_features)",
+    "sensor_tokens": "a selection that keeps whole sensors: the loader hands the model one token per hit sensor "
+    "(batch.mask/xyzt/sensor_id/features per sensor) and every pulse of those sensors packed (batch.pulses); "
+    "an embedder that requires it turns each sensor's pulses into its token",
     "translation_invariant": "per-pulse outputs unchanged when every position (batch.xyzt x, y, z) is shifted "
     "by one vector",
     "vertical_rotation_invariant": "per-pulse outputs unchanged when every position is rotated about the "

@@ -28,6 +28,8 @@ from icezoo.core.sizes import size_guard
 
 #: what the batch itself always provides to components
 BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
+#: what a selection's declared property provides to the model stages (sensor tokens and packed pulses)
+SELECTION_PROVIDES = frozenset({"sensor_tokens"})
 #: the stages whose components hold weights (may be frozen or initialised from another run)
 MODEL_STAGES = ("embedder", "backbone", "pooler", "head")
 
@@ -247,6 +249,7 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
                 stage_inits.append((path, module, ref.init_from, kind, spec.name))
             if "adds_cls_token" in props:
                 provided.add("cls_token")
+            provided.update(props & SELECTION_PROVIDES)
         return built
 
     (selection,) = make("selection")

@@ -39,6 +39,7 @@ from icezoo.core.errors import IcezooError
 from icezoo.data.formats import open_source
 from icezoo.data.formats.kaggle import KaggleSource
 from icezoo.data.prepare import pad_events, prepare
+from icezoo.data.sensors import pad_sensor_events, prepare_sensors, sensor_level
 
 
 @dataclass
@@ -97,6 +98,9 @@ class EventDataset(IterableDataset):
         self.geometry, self.window = geometry, max(1, int(bucket_window))
         self.block = max(batch_size, (int(block_events) // batch_size) * batch_size)  # whole batches per block
         self.keep = None if keep_events is None else {int(b): np.asarray(v, np.int64) for b, v in keep_events.items()}
+        # a selection that keeps whole sensors: sensor tokens plus every pulse packed (icezoo.data.sensors)
+        self._prepare, self._pad = ((prepare_sensors, pad_sensor_events) if sensor_level(selection)
+                                    else (prepare, pad_events))
         self._plan(list(dict.fromkeys(int(b) for b in batch_ids)))
 
     # -- planning (meta only) -------------------------------------------------------------------
@@ -256,10 +260,10 @@ class EventDataset(IterableDataset):
             # does the reordering, and padding then reads contiguous rows
             order = order[np.lexsort((order, np.repeat(np.arange(len(sizes)), sizes)))]
             chunk = raw.gather_lazy(block_ev[order])  # columns gathered when (and where) they are read
-            prep = prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses,
+            prep = self._prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses,
                            buffers=buffers)
             for i in range(max(lo, j0) - j0, min(hi, j) - j0):
-                yield pad_events(prep, slice(int(bounds[i]), int(bounds[i + 1])))
+                yield self._pad(prep, slice(int(bounds[i]), int(bounds[i + 1])))
 
     def _bucket(self, n: np.ndarray, sizes: np.ndarray, unit: Unit, k: int) -> np.ndarray:
         """Block positions in yield order: shuffled, sorted by pulse count within windows of batches,

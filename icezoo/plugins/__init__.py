@@ -12,6 +12,7 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.embedders.sensor",
     "icezoo.plugins.embedders.fourier",
     "icezoo.plugins.embedders.graphnet",
+    "icezoo.plugins.embedders.aggregate",
     "icezoo.plugins.backbones.transformer",
     "icezoo.plugins.backbones.relbias",
     "icezoo.plugins.backbones.mat",

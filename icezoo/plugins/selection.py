@@ -14,7 +14,8 @@ from pydantic import Field
 from icezoo.core import PulseChunk, Selection
 from icezoo.core.detector import C_ICE, C_VACUUM
 
-
+#: ``max_pulses`` of a selection without a pulse cap (what the loader reads for its buckets)
+UNCAPPED = 2**62
 
 def keep_rows(chunk: PulseChunk, keep: np.ndarray) -> PulseChunk:
     """Restrict a chunk to the pulses where ``keep`` is True (order within events unchanged)."""
@@ -178,3 +179,58 @@ def reference_rows(chunk: PulseChunk, which: np.ndarray) -> np.ndarray:
     ref[idx] = chunk.offsets[idx]
     ref[idx[found]] = hlc[pos[found]]
     return ref
+
+
+class Sensors(Selection):
+    """Whole sensors with every pulse: at most max_sensors hit sensors per event, no pulse cap (sensor-level aggregation, timinar/iceaggr 2025).
+
+    Keeps every pulse of the kept sensors, in time order. An event with more than ``max_sensors``
+    hit sensors keeps those whose first pulse is earliest (``order = "earliest"``) or whose summed
+    charge is largest (``"brightest"``, ties to the earlier sensor); ``max_sensors = None`` (the
+    default) keeps every hit sensor. ``max_pulses`` is None by default (no cap); a number keeps the
+    first N pulses in time of what is left (a memory guard that does drop pulses). Declares
+    ``sensor_tokens``: the loader hands the model one token per kept sensor and the sensors' pulses
+    packed (:class:`icezoo.core.PackedPulses`), which a ``sensor_agg`` embedder encodes. No randomness.
+    """
+
+    name = "sensors"
+    properties = frozenset({"sensor_tokens"})
+    example_params = {"max_sensors": 3}
+
+    class Config(Selection.Config):
+        max_pulses: int | None = Field(None, ge=1, description="None: every pulse of the kept sensors")
+        max_sensors: int | None = Field(None, ge=1, description="hit sensors kept per event; None: all")
+        order: Literal["earliest", "brightest"] = Field("earliest", description="which sensors a cap keeps")
+
+    @property
+    def max_pulses(self) -> int:
+        return UNCAPPED if self.config.max_pulses is None else self.config.max_pulses
+
+    def select(self, chunk: PulseChunk, rng: np.random.Generator) -> PulseChunk:
+        out = chunk
+        if self.config.max_sensors is not None and len(chunk.time):
+            keep = sensor_rank(chunk, self.config.order) < self.config.max_sensors
+            if not keep.all():
+                out = keep_rows(chunk, keep)
+        if out.lengths.max(initial=0) > self.max_pulses:
+            out = keep_rows(out, rank_in_event(out) < self.max_pulses)
+        return out
+
+
+def sensor_rank(chunk: PulseChunk, order: str) -> np.ndarray:
+    """For every pulse, the rank (0 first) of its sensor within its event: by first-pulse time
+    (``"earliest"``) or by summed charge, largest first (``"brightest"``); ties by sensor id."""
+    sid = np.asarray(chunk.sensor_id, dtype=np.int64)
+    ev = chunk.event_index
+    key = ev * (int(sid.max(initial=0)) + 1) + sid
+    uniq, inv = np.unique(key, return_inverse=True)  # groups sorted by (event, sensor)
+    g_event = ev[np.unique(inv, return_index=True)[1]]
+    g_time = np.full(len(uniq), np.inf)
+    np.minimum.at(g_time, inv, np.asarray(chunk.time, dtype=np.float64))
+    primary = g_time if order == "earliest" else -np.bincount(inv, weights=chunk.charge, minlength=len(uniq))
+    secondary = np.arange(len(uniq)) if order == "earliest" else g_time
+    by = np.lexsort((secondary, primary, g_event))
+    counts = np.bincount(g_event, minlength=chunk.num_events)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[by] = np.arange(len(uniq)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rank[inv]
