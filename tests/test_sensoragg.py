@@ -144,11 +144,33 @@ def test_sensor_agg_needs_a_sensor_selection(sim):
         build(config.with_overrides({"selection.name": "time_order"}))
 
 
-@pytest.mark.parametrize("pipeline", ["tiny_sensors", "tiny_sensors_relbias"])
-def test_a_tiny_sensor_aggregation_pipeline_trains(sim, pipeline):
+@pytest.fixture(scope="module")
+def trained(sim):
     runs = sim["root"] / "runs"
-    cli("train", "--pipeline-file", sim["pf"], "--pipeline", pipeline, "--data", sim["data"], "--runs-dir", runs,
-        "--name", pipeline.upper(), "--no-progress", "--epochs", "1")
-    run = runs / pipeline.upper()
+    for pipeline in ("tiny_sensors", "tiny_sensors_relbias"):
+        cli("train", "--pipeline-file", sim["pf"], "--pipeline", pipeline, "--data", sim["data"], "--runs-dir", runs,
+            "--name", pipeline.upper(), "--no-progress", "--epochs", "1")
+    return runs
+
+
+@pytest.mark.parametrize("pipeline", ["tiny_sensors", "tiny_sensors_relbias"])
+def test_a_tiny_sensor_aggregation_pipeline_trains_and_evaluates(trained, sim, pipeline):
+    run = trained / pipeline.upper()
     assert (run / "run.json").is_file() and any((run / "checkpoints").iterdir())
     cli("evaluate", run, "--data", sim["data"], "--no-plots")  # the evaluation loader makes sensor tokens too
+
+
+def test_brightest_pairs_two_runs_on_their_brightest_events(trained, capsys):
+    from icezoo.engine.bright import compare_brightest
+
+    a, b = trained / "TINY_SENSORS", trained / "TINY_SENSORS_RELBIAS"
+    r = compare_brightest(str(a), str(b), 0.1, trained)
+    n = r["all"]["events"]
+    assert r["brightest"]["events"] == int(np.ceil(0.1 * n)) and n >= 90
+    assert r["all"]["diff"] == pytest.approx(r["all"]["mean_a"] - r["all"]["mean_b"])
+    assert r["pulse_cap"] == {"a": None, "b": None}
+    same = compare_brightest(str(a), str(a), 0.1, trained)
+    assert same["brightest"]["diff"] == 0 and same["brightest"]["ci95"] == [0.0, 0.0]
+    cli("evaluate", a, b, "--runs-dir", trained, "--brightest", "0.1")
+    assert "the brightest 10%" in capsys.readouterr().out
+    cli("evaluate", a, "--runs-dir", trained, "--brightest", "0.1", expect=2)

@@ -96,11 +96,20 @@ def test_calibration_charge_and_first_time(calib):
 
 
 def test_calibration_plain_linefit(calib):
+    """Plain LineFit against Kaggle's ~1.21. Issue 4 bounded the mean to [1.0, 1.4] when the mix was
+    hand-set at 70% tracks; with issue 23's physics mix (61% cascades, on which LineFit is near
+    chance) the same physics gives 1.43-1.45, so the upper bound of the mean is 1.5 now (the mix moved
+    it, not the per-event physics: docs/simulator.md, "Event-type mix"). What the old bound held fixed
+    is held per type instead: tracks clearly better than cascades, through-going ones below 1.2."""
     from icezoo.recon import linefit
 
     chunk = _chunk(calib["root"])
     err = angular_error(linefit(chunk), angles_to_vector(chunk.azimuth, chunk.zenith))
-    assert 1.0 <= float(err.mean()) <= 1.4, float(err.mean())
+    assert 1.0 <= float(err.mean()) <= 1.5, float(err.mean())
+    kind = dict(zip(calib["truth"]["event_id"].to_list(), calib["truth"]["event_type"].to_list()))
+    kind = np.array([kind[int(e)] for e in chunk.event_id])
+    per = {t: float(err[kind == t].mean()) for t in simulator.EVENT_TYPES}
+    assert per["through_going_track"] < 1.2 and per["through_going_track"] < per["starting_track"] < per["cascade"], per
 
 
 # ---------------------------------------------------------------- layout and dtypes
@@ -239,16 +248,68 @@ def test_config_knobs():
     cfg = SimulatorConfig()
     assert cfg.type_fractions.sum() == pytest.approx(1.0)
     # the defaults docs/simulator.md and `icezoo simulate --help` state
-    assert (cfg.energy_min, cfg.energy_max, cfg.spectral_index) == (10.0, 3e6, 1.57)
+    # issue 23: the spectrum recalibrated for the physics mix (was 3e6, 1.57 with the hand-set mix)
+    assert (cfg.energy_min, cfg.energy_max, cfg.spectral_index) == (10.0, 1e7, 1.71)
     assert (cfg.spectral_break, cfg.spectral_index_low) == (100.0, -1.0)
-    assert (cfg.frac_through_going, cfg.frac_starting, cfg.frac_cascade) == (0.5, 0.2, 0.3)
+    # issue 23: the physics mix (docs/simulator.md, "Event-type mix"), was the hand-set 0.5 / 0.2 / 0.3
+    assert (cfg.frac_through_going, cfg.frac_starting, cfg.frac_cascade) == (0.13, 0.26, 0.61)
     assert (cfg.noise, cfg.max_pulses, cfg.downgoing_excess, cfg.yield_scale) == (True, None, 0.0, 1.0)
     assert (cfg.kinematics, cfg.stochastic, cfg.layered_timing, cfg.deepcore_trigger, cfg.noise_bursts,
             cfg.afterpulses, cfg.launch_readout, cfg.dom_efficiency_spread) == (True,) * 7 + (0.1,)
     legacy = make_config(**simulator.LEGACY_KNOBS)
+    assert legacy.type_fractions.tolist() == pytest.approx([0.5, 0.2, 0.3])  # the November 2026 mix
     assert not (legacy.kinematics or legacy.stochastic or legacy.layered_timing or legacy.deepcore_trigger
                 or legacy.noise_bursts or legacy.afterpulses or legacy.launch_readout)
     assert SimulatorConfig.model_json_schema()["additionalProperties"] is False
+
+
+def test_physics_mix_follows_from_its_inputs():
+    """The default mix is the arithmetic of docs/simulator.md from the constants (flavours 1:1:1,
+    sigma_NC/sigma_CC, tau -> mu branching, through-going per contained): recomputed here by hand, and
+    each input moves it the way the physics says."""
+    from icezoo.data.simulator import config, constants
+
+    def mix(r, b, k, nc_share=False):
+        cc, nc = 1 / (1 + r), r / (1 + r)
+        cascade, starting = cc + 3 * nc + cc * (1 - b), cc * (1 + b)
+        rates = np.array([k * starting, starting, cascade])
+        return 3 * nc / cascade if nc_share else rates / rates.sum()
+
+    want = mix(0.31, 0.174, 0.5)
+    assert want.round(2).tolist() == [0.13, 0.26, 0.61]
+    assert list(simulator.DEFAULT_MIX.values()) == want.round(2).tolist()
+    assert constants.NC_FRACTION_CASCADES == pytest.approx(mix(0.31, 0.174, 0.5, nc_share=True)) == pytest.approx(0.3374, abs=1e-4)
+    assert mix(0.4, 0.174, 0.5)[2] > want[2] > mix(0.31, 0.3, 0.5)[2]  # more NC: more cascades; more tau->mu: fewer
+    assert mix(0.31, 0.174, 1.0)[0] > want[0]  # a deeper interaction volume: more through-going muons
+    assert config.MIXES["legacy"] == {"frac_through_going": 0.5, "frac_starting": 0.2, "frac_cascade": 0.3}
+    with pytest.raises(IcezooError, match="unknown event-type mix 'bogus'"):
+        simulator.mix_knobs("bogus")
+
+
+def test_default_dataset_keys_by_version_and_mix(tmp_path, monkeypatch):
+    """The cached default set's directory names the simulator version (a bump never reuses a stale
+    cache) and, for the legacy mix (ICEZOO_SIM_MIX=legacy), the mix; the mix reaches the simulator."""
+    from icezoo.engine import default_data
+
+    seen = []
+
+    def fake(out, n, **kwargs):
+        seen.append({k: v for k, v in kwargs.items() if k.startswith("frac_")})
+        (Path(out) / "train").mkdir()
+
+    monkeypatch.setattr(simulator, "simulate", fake)
+    monkeypatch.delenv("ICEZOO_SIM_MIX", raising=False)
+    a = default_data.default_dataset(100, 100, 100, seed=0, root=tmp_path, log=None)
+    monkeypatch.setenv("ICEZOO_SIM_MIX", "legacy")
+    b = default_data.default_dataset(100, 100, 100, seed=0, root=tmp_path, log=None)
+    assert a.path.name == f"sim-{simulator.SIMULATOR_VERSION}-seed0-n100+100-b100"
+    assert b.path.name == a.path.name + "-mixlegacy"
+    assert seen == [simulator.MIXES["physics"], simulator.MIXES["legacy"]]
+    info = json.loads((b.path / default_data.SPLIT_FILE).read_text())
+    assert info["event_mix"] == {"through_going_track": 0.5, "starting_track": 0.2, "cascade": 0.3}
+    monkeypatch.setenv("ICEZOO_SIM_MIX", "bogus")
+    with pytest.raises(IcezooError, match="ICEZOO_SIM_MIX: unknown event-type mix 'bogus'"):
+        default_data.default_dataset(100, 100, 100, seed=0, root=tmp_path, log=None)
 
 
 def test_event_type_mix_and_directions_exact():
@@ -262,7 +323,9 @@ def test_event_type_mix_and_directions_exact():
 def test_noise_off_and_max_pulses():
     quiet = simulator.simulate_events(make_config(noise=False), 200, seed=2)
     noisy = simulator.simulate_events(make_config(), 200, seed=2)
-    assert not quiet["noise"].any() and noisy["noise"].mean() > 0.2
+    # noise pulses per event at the [P] rates (~24); a share of all pulses (> 0.2 before issue 23)
+    # would depend on how bright the event-type mix is
+    assert not quiet["noise"].any() and 15 <= noisy["noise"].sum() / 200 <= 35
     assert np.median(quiet["counts"]) < np.median(noisy["counts"]) - 15
     capped = simulator.simulate_events(make_config(max_pulses=40), 200, seed=2)
     assert capped["counts"].max() <= 40
@@ -305,18 +368,24 @@ def test_trigger_and_hlc(calib):
     hlc = pulses.filter(~pl.col("auxiliary")).with_columns(
         pl.col("sensor_id").map_elements(lambda s: bool(fid[s]), return_dtype=pl.Boolean).alias("fid"))
     per = hlc.group_by("event_id").agg(pl.col("sensor_id").n_unique().alias("doms"),
-                                       pl.col("sensor_id").filter(pl.col("fid")).n_unique().alias("fid_doms"),
-                                       pl.col("trigger").first())
+                                       pl.col("sensor_id").filter(pl.col("fid")).n_unique().alias("fid_doms"))
+    # an event whose every launch lost its HLC flag to noise (seen once in 3,000: an SMT3 event with
+    # 8 physics pulses) has no HLC pulse: it counts with 0 DOMs
+    per = calib["truth"].select(["event_id", "trigger"]).join(per, on="event_id", how="left").fill_null(0)
     assert len(per) == CALIBRATION_EVENTS
     smt8 = (per["trigger"].to_numpy() & 1) > 0
     assert (per["doms"].to_numpy()[smt8] >= 8).mean() > 0.99
-    assert (per["fid_doms"].to_numpy()[~smt8] >= 3).mean() > 0.99
+    # SMT3-only events have 3-4 HLC DOMs, so one flag lost to noise breaks them: 2 of 156 with issue
+    # 23's mix (the bound was 0.99 on ~110 events); the noise-free check below is exact for both
+    assert (per["fid_doms"].to_numpy()[~smt8] >= 3).mean() > 0.98
     assert (~smt8).sum() > 0.01 * CALIBRATION_EVENTS and (per["doms"].to_numpy()[~smt8] < 8).any()
     quiet = simulator.simulate_events(make_config(noise=False, afterpulses=False), 300, seed=4)
     starts = np.cumsum(quiet["counts"]) - quiet["counts"]
-    for i in np.flatnonzero(quiet["trigger"] & 1):
+    for i in np.flatnonzero(quiet["trigger"]):
         sl = slice(starts[i], starts[i] + quiet["counts"][i])
-        assert len(np.unique(quiet["sensor_id"][sl][~quiet["auxiliary"][sl]])) >= 8
+        hit = np.unique(quiet["sensor_id"][sl][~quiet["auxiliary"][sl]])
+        assert len(hit) >= 8 if quiet["trigger"][i] & 1 else fid[hit].sum() >= 3
+    assert (quiet["trigger"] == 2).any()  # the exact check saw SMT3-only events
     ev = simulator.simulate_events(make_config(), 100, seed=4)
     assert ev["auxiliary"][ev["noise"]].mean() > 0.95
 
@@ -563,6 +632,14 @@ def test_cli_knobs_reach_the_config(tmp_path):
     main(["simulate", "--events", "20", "--out", str(tmp_path / "b"), "--legacy", "--deepcore", "--seed", "1"])
     cfg = json.loads((tmp_path / "b" / "simulator_config.json").read_text())
     assert cfg["deepcore_trigger"] and not cfg["kinematics"] and cfg["energy_min"] == 100.0
+    assert (cfg["frac_through_going"], cfg["frac_starting"], cfg["frac_cascade"]) == (0.5, 0.2, 0.3)
+    # --mix: the legacy mix one flag away on today's physics; an explicit --frac-* still applies after it
+    main(["simulate", "--events", "20", "--out", str(tmp_path / "c"), "--mix", "legacy", "--frac-cascade", "0.4"])
+    cfg = json.loads((tmp_path / "c" / "simulator_config.json").read_text())
+    assert (cfg["frac_through_going"], cfg["frac_starting"], cfg["frac_cascade"], cfg["kinematics"]) == (0.5, 0.2, 0.4, True)
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--events", "20", "--out", str(tmp_path / "d"), "--mix", "bogus"])
+    assert exc.value.code == 2 and not (tmp_path / "d").exists()
 
 
 # ---------------------------------------------------------------- command line

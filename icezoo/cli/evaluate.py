@@ -22,11 +22,22 @@ def cmd_evaluate(
     device: Optional[str] = typer.Option(None),
     no_plots: bool = typer.Option(False, "--no-plots"),
     tta: int = typer.Option(1, "--tta", min=1, help="also score N rotations about the vertical axis, combined (1..32)"),
+    brightest: Optional[float] = typer.Option(None, "--brightest", help="two runs: paired on every shared event "
+                                              "and on this fraction of them with the most pulses (e.g. 0.1)"),
 ) -> None:
     """Score a run (float64 Kaggle metric, median, 68% containment, bootstrap CI) against LineFit; write plots.
     Several runs: each, and their kappa-weighted ensemble, on the same events (paired CIs); --tta N: with and
     without test-time rotations."""
     use_data(data, pulsemap, truth_table, runs=runs, runs_dir=runs_dir)
+    if brightest is not None:
+        from icezoo.core.errors import IcezooError
+        from icezoo.engine.bright import compare_brightest, format_brightest
+
+        if len(runs) != 2:
+            raise IcezooError(f"--brightest compares two runs, got {len(runs)}")
+        print(format_brightest(compare_brightest(runs[0], runs[1], brightest, runs_dir, str(data) if data else None,
+                                                 batches, batch_size, device)))
+        return
     if len(runs) == 1 and tta == 1:
         from icezoo.engine.evaluate import evaluate
 

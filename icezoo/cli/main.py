@@ -20,6 +20,7 @@ from icezoo.cli.inspect import cmd_inspect
 from icezoo.cli.linefit import cmd_linefit
 from icezoo.cli.list import cmd_list
 from icezoo.cli.predict import cmd_predict
+from icezoo.cli.pretrain import cmd_pretrain
 from icezoo.cli.reproduce import cmd_reproduce
 from icezoo.cli.runs import cmd_runs
 from icezoo.cli.show import cmd_show
@@ -32,7 +33,7 @@ from icezoo.core.errors import IcezooError
 COMMANDS = {
     "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
     "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+    "train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
     "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
     "calibrate": cmd_calibrate,
 }

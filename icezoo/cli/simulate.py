@@ -20,12 +20,15 @@ def cmd_simulate(
     test: bool = typer.Option(False, "--test", help="also write test/ and test_meta.parquet (no truth)"),
     test_events: Optional[int] = typer.Option(None, "--test-events", help="test events (default events // 10)"),
     seed: int = typer.Option(0, "--seed", help="random seed: same seed, same bytes"),
-    energy_min: Optional[float] = typer.Option(None, "--energy-min", help="GeV, lower end of the power law (default 100)"),
+    energy_min: Optional[float] = typer.Option(None, "--energy-min", help="GeV, lower end of the power law (default 10)"),
     energy_max: Optional[float] = typer.Option(None, "--energy-max", help="GeV, upper end of the power law (default 1e7)"),
-    spectral_index: Optional[float] = typer.Option(None, "--spectral-index", help="dN/dE ~ E^-index (default 1.9)"),
-    frac_through_going: Optional[float] = typer.Option(None, "--frac-through-going", help="weight of through-going tracks (default 0.5)"),
-    frac_starting: Optional[float] = typer.Option(None, "--frac-starting", help="weight of starting tracks (default 0.2)"),
-    frac_cascade: Optional[float] = typer.Option(None, "--frac-cascade", help="weight of cascades (default 0.3)"),
+    spectral_index: Optional[float] = typer.Option(None, "--spectral-index", help="dN/dE ~ E^-index above the break (default 1.71)"),
+    mix: Optional[str] = typer.Option(
+        None, "--mix", help="event-type mix: physics (default, 0.13/0.26/0.61, derived in docs/simulator.md) or legacy "
+                            "(the hand-set 0.5/0.2/0.3 before issue 23); --frac-* flags still apply after it"),
+    frac_through_going: Optional[float] = typer.Option(None, "--frac-through-going", help="weight of through-going tracks (default 0.13)"),
+    frac_starting: Optional[float] = typer.Option(None, "--frac-starting", help="weight of starting tracks (default 0.26)"),
+    frac_cascade: Optional[float] = typer.Option(None, "--frac-cascade", help="weight of cascades (default 0.61)"),
     noise: Optional[bool] = typer.Option(None, "--noise/--no-noise", help="dark-noise pulses (default on)"),
     max_pulses: Optional[int] = typer.Option(None, "--max-pulses", help="keep at most N earliest pulses per event (default all)"),
     downgoing_excess: Optional[float] = typer.Option(None, "--downgoing-excess", help="extra fraction forced down-going (default 0)"),
@@ -40,12 +43,12 @@ def cmd_simulate(
     afterpulses: Optional[bool] = typer.Option(None, "--afterpulses/--no-afterpulses", help="PMT afterpulses (default on)"),
     dom_efficiency_spread: Optional[float] = typer.Option(None, "--dom-efficiency-spread", help="per-DOM efficiency spread (default 0.1; 0 = off)"),
     launch_readout: Optional[bool] = typer.Option(None, "--launch-readout/--no-launch-readout", help="DOM launch readout and soft saturation (default on; off: 10 ns PE grouping)"),
-    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off; explicit flags still apply)"),
+    legacy: bool = typer.Option(False, "--legacy", help="the simulator before issue 11 (every addition off, the legacy mix; explicit flags still apply)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory"),
 ) -> None:
     """Simulate IceCube events into the Kaggle layout (train/, train_meta.parquet, sensor_geometry.csv;
     extra truth in train_truth.parquet; with --test also test/, test_meta.parquet, test_truth.parquet)."""
-    from icezoo.data.simulator import LEGACY_KNOBS, simulate
+    from icezoo.data.simulator import LEGACY_KNOBS, mix_knobs, simulate
 
     t0 = time.perf_counter()
     given = dict(energy_min=energy_min, energy_max=energy_max, spectral_index=spectral_index,
@@ -55,8 +58,11 @@ def cmd_simulate(
                  stochastic=stochastic, layered_timing=layered_timing, deepcore_trigger=deepcore_trigger,
                  noise_bursts=noise_bursts, afterpulses=afterpulses, dom_efficiency_spread=dom_efficiency_spread,
                  launch_readout=launch_readout)
-    # unset flags keep SimulatorConfig's defaults (or, with --legacy, the values before issue 11)
+    # unset flags keep SimulatorConfig's defaults (or, with --legacy, the values before issue 11);
+    # --mix sets the three event-type weights, explicit --frac-* flags override them
     knobs = dict(LEGACY_KNOBS) if legacy else {}
+    if mix is not None:
+        knobs.update(mix_knobs(mix))
     knobs.update({k: v for k, v in given.items() if v is not None})
     from icezoo.data.io import MAX_EVENTS_PER_FILE, default_events_per_batch
 

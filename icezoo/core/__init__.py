@@ -12,7 +12,7 @@ _EXPORTS = {
     "icezoo.core.batch": ("Batch", "PackedPulses", "PulseChunk", "PAD_SENSOR", "N_SENSORS", "angles_to_vector",
                           "vector_to_angles", "angular_error"),
     "icezoo.core.components": ("KINDS", "STAGES", "PROPERTIES", "Component", "ModuleComponent", "Config", "Selection",
-                               "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss"),
+                               "FeatureExtractor", "Embedder", "Backbone", "Pooler", "Head", "Loss", "Pretrainer"),
     "icezoo.core.errors": ("IcezooError",),
     "icezoo.core.hookspecs": ("hookimpl",),
     "icezoo.core.registry": ("defined_components",),

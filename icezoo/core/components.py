@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from icezoo.core.batch import Batch, PulseChunk
+from icezoo.core.detector import PAD_SENSOR
 
 #: pulses kept per event when a pipeline's selection does not say
 DEFAULT_MAX_PULSES = 128
@@ -305,6 +306,54 @@ class Loss(Component, nn.Module):
         """Per-event loss [B] of ``pred`` against ``target`` (both already float32, or float64)."""
 
 
+class Pretrainer(ModuleComponent):
+    """A self-supervised objective on a pipeline's per-pulse states (``icezoo pretrain``), discarded after.
+
+    Not a pipeline stage: the pretraining model (:class:`icezoo.core.pretraining.PretrainModel`) puts
+    it on a pipeline's embedder and backbone. :meth:`choose` picks the pulses to mask; the model hides
+    everything about them that the objective predicts from every input the embedder and backbone
+    read, once for every objective; :meth:`forward` predicts per slot from the backbone's states
+    [B, L, D] (``in_dim`` = the backbone's out_dim), :meth:`loss` scores the masked slots against the
+    batch as it was. PolarBERT (NeurIPS 2024 ML4PS workshop) and arXiv:2510.01733 (masked point
+    transformers) pretrain IceCube encoders this way.
+    """
+
+    kind = "pretrain"
+
+    class Config(Config):
+        mask_ratio: float = Field(0.25, gt=0, lt=1, description="fraction of each event's pulses masked "
+                                  "(at least one; one pulse always stays visible)")
+        keep_time: bool = Field(True, description="masked pulses keep their time (xyzt t; the mask token gets "
+                                "a time term): predict where and how much light, given when")
+
+    #: the id a masked pulse's sensor_id becomes (the detector's padding id: no real sensor)
+    neutral_sensor: int = PAD_SENSOR
+
+    def choose(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Masked slots [B, L] bool: round(mask_ratio * n) random real pulses of each event with n pulses
+        (at least 1, at most n - 1: an event keeps a visible pulse; a one-pulse event masks none)."""
+        mask = batch.mask
+        n = mask.sum(1)
+        k = torch.minimum((n.double() * self.config.mask_ratio).round().long().clamp_min(1), (n - 1).clamp_min(0))
+        score = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, 2.0)
+        rank = score.argsort(dim=1).argsort(dim=1)
+        return (rank < k[:, None]) & mask
+
+    @classmethod
+    def fill(cls, params: dict[str, Any], feature_names: tuple[str, ...]) -> dict[str, Any]:
+        """The params with what the pipeline decides filled in (e.g. which pulse feature column holds the
+        charge); a ValueError says what is missing. Default: unchanged."""
+        return params
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-slot predictions [B, L, K] from the backbone's states [B, L, D] (of the hidden batch)."""
+
+    @abstractmethod
+    def loss(self, pred: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms at the ``masked`` slots against ``batch`` (unhidden), fp32; key ``loss``: the total."""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of a pipeline: its kind (the key in a pipeline table), the base class its components
@@ -333,12 +382,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("loss", Loss, True, ("vmf3d",), "unused (takes the head's output)"),
 )
 
-#: Every kind, in data-path order, with its base class (read from :data:`STAGES`).
-KINDS: dict[str, type[Component]] = {stage.kind: stage.base for stage in STAGES}
+#: Every kind, in data-path order, with its base class (read from :data:`STAGES`), then the kinds that
+#: are not pipeline stages (the pretraining objective of ``icezoo pretrain``).
+KINDS: dict[str, type[Component]] = {**{stage.kind: stage.base for stage in STAGES}, "pretrain": Pretrainer}
 #: The stage of each kind.
 STAGE_OF: dict[str, Stage] = {stage.kind: stage for stage in STAGES}
 
 __all__ = [
     "PROPERTIES", "DEFAULT_MAX_PULSES", "Config", "Component", "ModuleComponent", "Selection", "FeatureExtractor",
-    "Embedder", "Backbone", "Pooler", "Head", "Loss", "Stage", "STAGES", "STAGE_OF", "KINDS", "ABC",
+    "Embedder", "Backbone", "Pooler", "Head", "Loss", "Pretrainer", "Stage", "STAGES", "STAGE_OF", "KINDS", "ABC",
 ]

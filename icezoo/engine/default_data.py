@@ -4,6 +4,9 @@ Made on first use under ``$ICEZOO_CACHE`` (default ``~/.cache/icezoo``) in a dir
 the simulator's version, the seed and the size, built in a temporary directory and renamed into
 place (a crash or a concurrent build never leaves a half-written dataset behind).
 
+The event-type mix is the simulator's default (``physics``); ``ICEZOO_SIM_MIX=legacy`` makes the set
+with the hand-set mix before issue 23 instead, in its own cache directory (the mix names the key).
+
 Validation protocol: the simulator writes ``n_train + n_val`` independent events into batch files
 of ``events_per_batch``; the *last* ``n_val / events_per_batch`` files are the fixed validation
 split, never trained on. The split is written next to the data (``icezoo_split.json``) and read by
@@ -42,6 +45,14 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "icezoo"
 
 
+def sim_mix() -> str:
+    """The event-type mix of the default dataset: ``$ICEZOO_SIM_MIX`` (default ``physics``, the
+    simulator's default; ``legacy`` the mix before issue 23); an unknown name is one error line."""
+    name = os.environ.get("ICEZOO_SIM_MIX", "").strip() or "physics"
+    simulator.mix_knobs(name, where="ICEZOO_SIM_MIX")
+    return name
+
+
 def simulator_version() -> str:
     """The simulator's declared version (``SIMULATOR_VERSION``, bumped with every physics change)."""
     return simulator.SIMULATOR_VERSION
@@ -63,13 +74,15 @@ def default_dataset(n_train: int = DEFAULT_TRAIN_EVENTS, n_val: int = DEFAULT_VA
     if n_train % events_per_batch or n_val % events_per_batch or n_val <= 0 or n_train <= 0:
         raise IcezooError("default dataset: n_train and n_val must be positive multiples of events_per_batch")
     version = simulator_version()
-    key = f"sim-{version}-seed{seed}-n{n_train}+{n_val}-b{events_per_batch}" + (f"-t{test_events}" if test_events else "")
+    mix = sim_mix()
+    key = (f"sim-{version}-seed{seed}-n{n_train}+{n_val}-b{events_per_batch}" + (f"-t{test_events}" if test_events else "")
+           + ("" if mix == "physics" else f"-mix{mix}"))
     root = Path(root) if root else cache_root()
     final = root / "datasets" / key
     if (final / SPLIT_FILE).is_file():
         return read_split(final)
     make_dataset(final, n_train, n_val, events_per_batch, seed, log=log, test_events=test_events,
-                 version=version)
+                 version=version, **simulator.mix_knobs(mix))
     return read_split(final)
 
 
@@ -92,6 +105,7 @@ def make_dataset(final: Path, n_train: int, n_val: int, events_per_batch: int, s
                 "val_batches": f"{n_files_train + 1}:{n_files_train + n_files_val}",
                 "seed": seed, "n_train": n_train, "n_val": n_val, "events_per_batch": events_per_batch,
                 "simulator_version": version,
+                "event_mix": dict(zip(simulator.EVENT_TYPES, simulator.make_config(**knobs).type_fractions.round(4).tolist())),
                 "protocol": "the last files are the fixed validation split, never trained on",
             }
             (tmp / SPLIT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -8,11 +8,11 @@ from icezoo.data.loader import make_loader
 
 
 def make_train_loader(data_dir, ids, model, batch_size, seed, epoch, dist, workers, start_step=0, shuffle=True,
-                      keep_events=None, pin_memory=False):
-    """This rank's share of an epoch over the batch files ``ids``, from loader step ``start_step``;
-    ``keep_events`` ({batch_id: event ids}) leaves out the events it does not name (the kappa filter);
-    ``pin_memory``: batches in page-locked memory, for asynchronous copies to a GPU."""
-    return make_loader(data_dir, "train", ids, model.selection, model.features, batch_size, shuffle=shuffle,
+                      keep_events=None, pin_memory=False, split="train"):
+    """This rank's share of an epoch over the batch files ``ids`` (of ``split``), from loader step
+    ``start_step``; ``keep_events`` ({batch_id: event ids}) leaves out the events it does not name (the
+    kappa filter); ``pin_memory``: batches in page-locked memory, for asynchronous copies to a GPU."""
+    return make_loader(data_dir, split, ids, model.selection, model.features, batch_size, shuffle=shuffle,
                        seed=seed, epoch=epoch, rank=dist.rank, world_size=dist.world_size, num_workers=workers,
                        start_step=start_step, keep_events=keep_events, pin_memory=pin_memory)
 

@@ -4,7 +4,7 @@ Every score in icezoo is measured on what this package writes, so each physical 
 sourced in docs/simulator.md. In short, per event:
 
 1. truth: the neutrino; azimuth uniform, cos(zenith) uniform (optional down-going excess), a broken
-   power law 10 GeV - 3 PeV; the direction vector ``u`` points to where it came from;
+   power law 10 GeV - 10 PeV; the direction vector ``u`` points to where it came from;
 2. kinematics: the CC muon and a cascade's light axis leave at the kinematic angle (median
    0.7 deg (E/TeV)^-0.7), with the lepton / hadronic split of the energy (NC cascades see only y E);
 3. light sources: a muon track emitting Cherenkov light at 40.7 deg, with stochastic losses (1/v
@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from icezoo.core.detector import C_ICE, C_VACUUM, N_GROUP, N_SENSORS, SURFACE_Z  # noqa: F401
 from icezoo.data.simulator.config import (  # noqa: F401
-    ENERGY_MAX, LEGACY_KNOBS, SIMULATOR_VERSION, SPECTRAL_BREAK, SPECTRAL_INDEX, SPECTRAL_INDEX_LOW,
-    SimulatorConfig, make_config,
+    DEFAULT_MIX, ENERGY_MAX, LEGACY_KNOBS, MIXES, SIMULATOR_VERSION, SPECTRAL_BREAK, SPECTRAL_INDEX,
+    SPECTRAL_INDEX_LOW, SimulatorConfig, make_config, mix_knobs,
 )
 from icezoo.data.simulator.constants import *  # noqa: F401,F403  (the physical constants)
 from icezoo.data.simulator.candidates import sample_energies  # noqa: F401

@@ -39,9 +39,22 @@ MUON_MIN_ENTRY_ENERGY = 150.0
 #: CC kinematics: median angle between the neutrino and the muon (or a cascade's light axis),
 #: 0.7 deg x (E_nu / TeV)^-0.7 (the issue's figure; IceCube's usual kinematic-angle estimate)
 KIN_MEDIAN_DEG, KIN_INDEX = 0.7, 0.7
-#: share of neutral-current interactions among cascade events (sigma_NC/sigma_CC ~ 0.31, flavours
-#: 1:1:1 with nu_e and nu_tau CC as cascades: 0.93 / (2 + 0.93))
-NC_FRACTION_CASCADES = 1.0 / 3.0
+#: the event-type mix (issue 23), derived in docs/simulator.md ("Event-type mix"), the one place its
+#: numbers live: flavours 1:1:1 at the detector; sigma_NC / sigma_CC ~ 0.31 (deep-inelastic
+#: cross-sections, 100 GeV - 100 TeV); tau -> mu nu nu branching 17.4% (PDG); through-going muons per
+#: contained muon-producing CC event (our estimate: the interaction volume reaches ~0.4 km beyond the
+#: vertex cylinder, against its 0.84 km mean chord; not the muon range)
+NC_CC_RATIO = 0.31
+TAU_TO_MU = 0.174
+THROUGH_GOING_PER_CONTAINED = 0.5
+_CC, _NC = 1.0 / (1.0 + NC_CC_RATIO), NC_CC_RATIO / (1.0 + NC_CC_RATIO)
+#: relative rates per flavour-averaged CC+NC unit: cascades = nu_e CC + NC of all three flavours +
+#: nu_tau CC without tau -> mu; starting tracks = nu_mu CC + nu_tau CC with tau -> mu
+RATE_CASCADE = _CC + 3.0 * _NC + _CC * (1.0 - TAU_TO_MU)
+RATE_STARTING = _CC * (1.0 + TAU_TO_MU)
+RATE_THROUGH_GOING = THROUGH_GOING_PER_CONTAINED * RATE_STARTING
+#: share of neutral-current interactions among cascade events (0.337)
+NC_FRACTION_CASCADES = 3.0 * _NC / RATE_CASCADE
 #: DOM: 13-inch glass sphere (IceCube instrumentation paper), geometric cross-section in m^2
 DOM_AREA = math.pi * 0.1651**2
 HQE_FACTOR = 1.35

@@ -22,15 +22,16 @@ from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.data.io import check_batch_file, foreign_source, format_batches
 from icezoo.engine import loaders, predict
-from icezoo.engine.runs import RunDir, RunLog, git_commit, newest_successful_run, now_iso, package_versions
+from icezoo.engine.runs import RunDir, RunLog, git_commit, now_iso, package_versions
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
-                                       init_source, init_stages, load_matching)
+                                       init_run, init_source, init_stages, load_matching)
 from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
 from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
+from icezoo.engine.train.objective import build_model, is_pretraining, masked_validation, metric_name
 from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
-from icezoo.zoo import build, registry
+from icezoo.zoo import registry
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -100,7 +101,7 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     opts, runs_dir = run.opts, Path(run.opts.runs_dir)
     seed_everything(opts.seed)
     try:
-        model = build(run.config)
+        model = build_model(opts, run.config)
     except IcezooError as exc:  # a build error names where the pipeline came from, like a validation error
         where = f"{opts.resume}: incompatible checkpoint" if run.resume_ckpt else opts.pipeline_file
         raise IcezooError(f"{where}: {exc}" if where and not str(exc).startswith(str(where)) else str(exc)) from None
@@ -110,17 +111,18 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         # everything that can be checked is checked before the run directory exists (no 'failed' runs
         # from bad input): the data split and its files, the plan (from the meta), the --init-from weights
         run.data_dir, run.train_ids, run.val_ids, run.train_spec, run.val_spec = resolve_data(
-            opts.data, ts.batches, ts.val_batches, say, dist)
+            opts.data, ts.batches, ts.val_batches, say, dist, split=opts.split)
         _check_files(run, model)
         if opts.init_from or run.config.init_from:
             init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
-                        else newest_successful_run(run.config.init_from, runs_dir).checkpoint("best"))
+                        else init_run(run.config.init_from, runs_dir).checkpoint("best"))
             rep = load_matching(model, load_checkpoint(init_src)["state_dict"])  # fine-tuning: the tensors that fit
     # until a new run's directory exists, log lines are kept and written into it once it does
     run.log = RunLog(RunDir(run.run_dir).log_file if (dist.main and run.run_dir) else None, echo=say,
                      keep=dist.main and run.resume_ckpt is None)
     run.keep_events = _kappa_filter(run)
-    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
+    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events,
+                     split=opts.split)
     # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
     stage_inits = init_stages(model, runs_dir, run.log) if run.resume_ckpt is None and model.stage_inits else None
     if run.resume_ckpt is None:
@@ -191,10 +193,11 @@ def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
 def _check_files(run: Run, model) -> None:
     """Every training and validation file: present, a readable parquet footer with the pulse columns,
     and validation events to score (all from footers and the meta: no pulse row is read)."""
+    split = run.opts.split
     for b in [*run.train_ids, *run.val_ids]:
-        check_batch_file(run.data_dir, "train", b)
+        check_batch_file(run.data_dir, split, b)
     loaders.check_detector(model, run.data_dir)
-    if len(loaders.make_eval_loader(run.data_dir, "train", run.val_ids, model, run.config.train.batch_size)) == 0:
+    if len(loaders.make_eval_loader(run.data_dir, split, run.val_ids, model, run.config.train.batch_size)) == 0:
         raise IcezooError(f"{run.data_dir}: the validation batches {format_batches(run.val_ids)} hold no event with 2 or "
                           f"more pulses")
 
@@ -213,6 +216,8 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
+    if opts.split != "train":
+        split["files"] = opts.split
     src = foreign_source(run.data_dir)  # a GraphNeT source's tables, so that evaluate/predict need not be told
     if src is not None and src.pulsemap:
         split["pulsemap"] = src.pulsemap
@@ -221,16 +226,25 @@ def _write_run_files(run: Run) -> None:
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {
         "name": run.run_dir.name, "pipeline": config.name, "experiment": config.experiment,
-        "description": opts.description or config.description, "command": run.command, "status": "running",
+        "description": opts.description or _description(opts, config), "command": run.command, "status": "running",
         "started": now_iso(), "finished": None, "git_commit": git_commit(), "packages": package_versions(),
         "device": device_name(run.device), "world_size": run.dist.world_size, "split": split, "options": saved_opts,
         "precision": {"requested": ts.precision, "final": ts.precision}, "best_val": None,
     }
+    if is_pretraining(opts):  # the ledger and init_from tell pretraining runs apart by this field
+        run.info.update(objective=dict(opts.objective), metric=metric_name(opts))
     RunDir(run.run_dir).start(run.info, pipelines_toml({config.name: resolved_table(config, registry())}),
                                run.command)
     run.log(f"run {run.run_dir} - pipeline {config.name} - {run.command}", echo=False)
     run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {format_batches(run.train_ids)}, "
             f"validation {format_batches(run.val_ids)} (fixed, disjoint)")
+
+
+def _description(opts: TrainOptions, config) -> str:
+    if not is_pretraining(opts):
+        return config.description
+    return (f"pretraining ({opts.objective.get('name', 'masked_pulse')}) of the embedder and backbone of "
+            f"{config.name}")
 
 
 def _progress(run: Run) -> Progress:
@@ -297,7 +311,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     loader = loaders.make_train_loader(run.data_dir, epoch_files(ts, run.train_ids, epoch), raw, ts.batch_size,
                                        run.opts.seed, epoch, dist, run.opts.workers,
                                        start_step=state.step - plan.starts[epoch], keep_events=run.keep_events,
-                                       pin_memory=run.device.type == "cuda")
+                                       pin_memory=run.device.type == "cuda", split=run.opts.split)
     raw.train()
     for batch in loader:
         batch = batch.to(run.device)
@@ -356,7 +370,7 @@ def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: 
     if improved:
         state.best_val = val
     run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}, "
-            f"validation mean angular error {val:.4f}{' (best)' if improved else ''}")
+            f"validation {metric_name(run.opts)} {val:.4f}{' (best)' if improved else ''}")
     run.dist.on_main(_write_epoch, run, plan, state, improved)
     run.dist.barrier()
 
@@ -374,17 +388,23 @@ def _write_epoch(run: Run, plan: StepPlan, state: TrainState, improved: bool) ->
 
 
 def _validate(run: Run, state: TrainState) -> float:
-    """Mean angular error on the fixed validation files, with the EMA weights where there are some."""
+    """Mean angular error (pretraining: the objective's loss) on the fixed validation files, with the
+    EMA weights where there are some."""
     raw = state.model
     backup = None
     if state.ema is not None:
         backup = {k: v.detach().clone() for k, v in raw.state_dict().items()}
         raw.load_state_dict(state.weights())
-    loader = loaders.make_eval_loader(run.data_dir, "train", run.val_ids, raw, max(run.config.train.batch_size, 128))
-    out = predict.infer(raw, loader, run.device, state.precision)
+    loader = loaders.make_eval_loader(run.data_dir, run.opts.split, run.val_ids, raw,
+                                      max(run.config.train.batch_size, 128))
+    if is_pretraining(run.opts):
+        score = masked_validation(raw, loader, run.device, state.precision)
+    else:
+        out = predict.infer(raw, loader, run.device, state.precision)
+        score = float(np.mean(angular_error(out["direction"], out["target"])))
     if backup is not None:
         raw.load_state_dict(backup)
-    return float(np.mean(angular_error(out["direction"], out["target"])))
+    return score
 
 
 def _save(run: Run, state: TrainState, plan: StepPlan, kind: str, at_step: int, weights=None) -> None:
@@ -412,7 +432,7 @@ def _write_done(run: Run, state: TrainState) -> None:
         train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
         precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step, **stale)
     run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
-            f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
+            f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation {metric_name(run.opts)} "
             f"{state.best_val:.4f}; run {run.run_dir}")
     if state.guard.summary():
         run.log(state.guard.summary())

@@ -14,21 +14,26 @@ from icezoo.engine.device import Distributed
 from icezoo.engine import loaders
 
 
-def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed):
-    """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol."""
+def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed,
+                 split: str = "train"):
+    """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol, from the files
+    of ``split`` ("test": events without truth, for pretraining; the dataset's own validation files
+    are named for its training split only)."""
     if data is None:
         data_dir = dist.on_main(lambda: default_dataset(log=log)).path  # rank 0 builds it; its failure stops all
     else:
         data_dir = Path(data)
         if not data_dir.exists():
             raise IcezooError(f"--data {data}: no such directory")
-    split = read_split(data_dir)
-    if split is not None and val_spec is None:
-        val_spec = split.val_spec
+    stored = read_split(data_dir) if split == "train" else None
+    if stored is not None and val_spec is None:
+        val_spec = stored.val_spec
     # the files on disk and those the meta names: a batch the meta names without its file is an error
-    available = sorted(set(list_batches(data_dir, "train")) | set(meta_batch_ids(data_dir, "train")))
+    available = sorted(set(list_batches(data_dir, split)) | set(meta_batch_ids(data_dir, split)))
+    if not available and split != "train":
+        raise IcezooError(f"{data_dir}: no {split} batch files ({split}/batch_N.parquet and {split}_meta.parquet)")
     train_ids, val_ids = split_batches(available, train_spec, val_spec)
-    require_batch_files(data_dir, "train", [*train_ids, *val_ids])
+    require_batch_files(data_dir, split, [*train_ids, *val_ids])
     if not train_ids:
         raise IcezooError(f"{data_dir}: no training batch files for '{train_spec}'")
     if not val_ids:
@@ -82,14 +87,14 @@ def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
 
 
 def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int,
-              keep_events=None) -> StepPlan:
+              keep_events=None, split: str = "train") -> StepPlan:
     """Count the steps of ``ts.epochs`` epochs (fractions allowed), capped at ``ts.max_steps``."""
     epoch_steps: list[int] = []
 
     def plan_epoch() -> None:
         e = len(epoch_steps)
         n = len(loaders.make_train_loader(data_dir, epoch_files(ts, train_ids, e), model, ts.batch_size, seed, e, dist,
-                                          workers, keep_events=keep_events))
+                                          workers, keep_events=keep_events, split=split))
         if n == 0:
             raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
         epoch_steps.append(n)
