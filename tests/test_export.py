@@ -124,3 +124,15 @@ def test_example_too_small():
     p = tiny_default()
     with pytest.raises(ValueError, match="at least 2 events"):
         export_torchscript(p, "unused.pt", synthetic_batch(p.feature_dim, [4], width=4))
+
+
+def test_sensor_tokens_are_refused():
+    """Sensor aggregation reads Batch.pulses (packed, unpadded): no plain-tensor input carries it yet."""
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.engine.export import export_torchscript
+    from icezoo.zoo import build, registry
+
+    reg = registry()
+    p = build(pipeline_config("SENSOR_AGG", reg=reg).with_overrides({"embedder.dim": 16}), reg).eval()
+    with pytest.raises(IcezooError, match="sensor tokens.*not exportable"):
+        export_torchscript(p, "unused.pt", example(p))

@@ -16,6 +16,7 @@ from icezoo.cli.compose import cmd_compose
 from icezoo.cli.convert import cmd_convert
 from icezoo.cli.evaluate import cmd_evaluate
 from icezoo.cli.experiments import cmd_experiments
+from icezoo.cli.export import cmd_export
 from icezoo.cli.inspect import cmd_inspect
 from icezoo.cli.linefit import cmd_linefit
 from icezoo.cli.list import cmd_list
@@ -35,7 +36,7 @@ COMMANDS = {
     "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
     "train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
     "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
-    "calibrate": cmd_calibrate,
+    "calibrate": cmd_calibrate, "export": cmd_export,
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,

@@ -31,6 +31,7 @@ path through the code, so parity at other batch sizes and lengths is checked, no
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,6 +44,7 @@ from torch import nn
 from icezoo.core.batch import Batch
 from icezoo.core.compose import Pipeline
 from icezoo.core.errors import IcezooError
+from icezoo.core.synthetic import synthetic_batch
 
 #: the exported model's possible inputs, in call order: (name, dtype, axes); "F"/"E" are fixed widths
 INPUTS = (
@@ -88,8 +90,6 @@ def _task_output_names(pipeline: Pipeline) -> tuple[str, ...]:
     """The task output columns, from one tiny forward pass (names are data-independent)."""
     if not _tasks(pipeline):
         return ()
-    from icezoo.core.synthetic import synthetic_batch
-
     probe = synthetic_batch(pipeline.feature_dim, [2, 2], event_dim=pipeline.event_dim)
     with torch.no_grad():
         _, outs = pipeline.forward_tasks(probe)
@@ -176,6 +176,14 @@ def _dynamic_shapes(names: list[str]) -> dict[str, dict[int, object]]:
     return shapes
 
 
+def check_exportable(pipeline: Pipeline) -> None:
+    """Refuse, in one line, a pipeline whose model reads more than the plain tensors above."""
+    sel = pipeline.selection
+    if "sensor_tokens" in type(sel).declared_properties(sel.config):
+        raise IcezooError(f"{pipeline.config.name}: selection '{sel.name}' makes sensor tokens whose packed pulses "
+                          f"(Batch.pulses) are not an input of an exported model: not exportable yet")
+
+
 def _check_example(batch: Batch) -> None:
     b, width = batch.mask.shape
     if b < 2 or width < 2:
@@ -186,6 +194,7 @@ def _check_example(batch: Batch) -> None:
 def _exported_program(pipeline: Pipeline, example: Batch):
     """``torch.export`` of :class:`ExportModel` with dynamic batch and pulse axes; one line when
     the model's code fixes an axis or uses an operation torch.export cannot trace."""
+    check_exportable(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     names = input_names(pipeline)
@@ -206,10 +215,16 @@ def export_onnx(pipeline: Pipeline, path: str | Path, example: Batch, opset: int
     with at least 2 events and 2 pulse slots (shapes only matter; its values are not stored)."""
     program = _exported_program(pipeline, example)
     names, outs = input_names(pipeline), output_names(pipeline)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(program, f=None, input_names=names, output_names=outs,
-                                         opset_version=opset, dynamo=True, verbose=False, optimize=True)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)  # "torchvision is not installed": icezoo uses none of its ops
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(program, f=None, input_names=names, output_names=outs,
+                                             opset_version=opset, dynamo=True, verbose=False, optimize=True)
+    finally:
+        registration.setLevel(level)
     onnx_program.save(str(path), external_data=False)
     _name_onnx_axes(path, names)
     return {"inputs": names, "outputs": outs, "opset": opset}
@@ -243,6 +258,7 @@ def _name_onnx_axes(path: str | Path, names: list[str]) -> None:
 def export_torchscript(pipeline: Pipeline, path: str | Path, example: Batch) -> dict:
     """Write ``pipeline`` as a TorchScript file (``torch.jit.trace`` of :class:`ExportModel`);
     returns ``{"inputs", "outputs"}``. Check it with :func:`check_parity` (a trace is one path)."""
+    check_exportable(pipeline)
     _check_example(example)
     model = ExportModel(pipeline).eval()
     args = example_inputs(pipeline, example)

@@ -197,6 +197,7 @@ def _check_files(run: Run, model) -> None:
     for b in [*run.train_ids, *run.val_ids]:
         check_batch_file(run.data_dir, split, b)
     loaders.check_detector(model, run.data_dir)
+    loaders.check_truth(model, run.data_dir, split, [*run.train_ids, *run.val_ids])
     if len(loaders.make_eval_loader(run.data_dir, split, run.val_ids, model, run.config.train.batch_size)) == 0:
         raise IcezooError(f"{run.data_dir}: the validation batches {format_batches(run.val_ids)} hold no event with 2 or "
                           f"more pulses")
@@ -260,6 +261,8 @@ class _Window:
 
     loss_sum: float = 0.0
     loss_n: int = 0
+    #: task name -> (sum, count) of its loss term since the last log line (multi-task pipelines)
+    task_sums: dict | None = None
     bad: bool = False
     boundary_step: int = 0
     boundary_events: int = 0  # events seen at that step (a Ctrl-C drops the half-done window's events too)
@@ -315,9 +318,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     raw.train()
     for batch in loader:
         batch = batch.to(run.device)
-        with autocast(run.device, state.precision):
-            pred = model(batch)
-        loss = raw.loss(pred.float(), batch)
+        loss, pred = _forward_loss(model, raw, batch, state.precision, run.device, window)
         if bool(torch.isfinite(loss)):
             state.scaler.scale(loss / ts.accumulate).backward()
             window.loss_sum += float(loss.detach())
@@ -345,7 +346,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
         if state.step % log_every == 0:
             run.log(f"step {state.step}/{plan.total_steps} epoch {epoch} loss {window.mean_loss:.4f} "
                     f"lr {state.scheduler.get_last_lr()[0]:.3e} "
-                    f"{state.events_seen / max(state.train_time, 1e-9):.0f} ev/s", echo=False)
+                    f"{state.events_seen / max(state.train_time, 1e-9):.0f} ev/s" + _task_text(window), echo=False)
         save_every = run.opts.save_every_steps
         if save_every and at_boundary and state.step % save_every == 0 and state.step < end:
             _save(run, state, plan, "last", state.step)
@@ -354,6 +355,35 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     if state.step < end:  # the loader gave fewer batches than announced
         state.step = end
         window.boundary_step, window.boundary_events = end, state.events_seen
+
+
+def _forward_loss(model, raw, batch, precision: str, device, window: _Window):
+    """(training loss, direction output) of one batch: the direction's losses, plus each task's weighted
+    loss where the pipeline has tasks (their terms summed into ``window.task_sums`` for the log)."""
+    if not getattr(raw, "tasks", None):  # no tasks (a pretraining model has none): the computation as before
+        with autocast(device, precision):
+            pred = model(batch)
+        return raw.loss(pred.float(), batch), pred
+    with autocast(device, precision):
+        pred, outs = model(batch, tasks=True)
+    total, terms = raw.task_loss({k: v.float() for k, v in outs.items()}, batch)
+    sums = window.task_sums if window.task_sums is not None else {}
+    for name, value in terms.items():
+        value = float(value.detach())
+        if math.isfinite(value):
+            s, n = sums.get(name, (0.0, 0))
+            sums[name] = (s + value, n + 1)
+    window.task_sums = sums
+    return raw.loss(pred.float(), batch) + total, pred
+
+
+def _task_text(window: _Window) -> str:
+    """The tasks' mean losses since the last log line (`` energy 0.812 event_type 0.433``), then reset."""
+    if not window.task_sums:
+        return ""
+    text = "".join(f" {name} {s / max(n, 1):.4f}" for name, (s, n) in window.task_sums.items())
+    window.task_sums = {}
+    return text
 
 
 def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: _Window, t_start: float) -> None:
