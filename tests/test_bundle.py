@@ -232,3 +232,25 @@ def test_model_and_runs_together_are_refused(world, tmp_path, capsys):
     one_line_error(capsys, "predict", world["run"], "--model", world["bundle"], "--data", world["data"], "--out",
                    tmp_path / "f.csv", contains=["not both"])
     one_line_error(capsys, "show", tmp_path, contains=["no manifest.json"])
+
+
+def test_fallback_events_match_predict_run(world, tmp_path):
+    """Events without pulses (in the meta file only) get the run's fallback through the bundle too."""
+    from icezoo.data.kaggle_layout import write_meta
+
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    rows = pl.read_parquet(data / "test_meta.parquet").to_dicts()
+    f = rows[3]["first_pulse_index"]
+    rows = rows[:3] + [{**rows[3], "event_id": 999_001, "first_pulse_index": f, "last_pulse_index": f - 1}] + rows[3:]
+    cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    write_meta(data / "test_meta.parquet", cols["batch_id"], cols["event_id"], cols["first_pulse_index"],
+               cols["last_pulse_index"])
+    _ok("predict", world["run"], "--data", data, "--out", tmp_path / "run.csv")
+    _ok("predict", "--model", world["bundle"], "--data", data, "--out", tmp_path / "model.csv")
+    run, vr = _angles(tmp_path / "run.csv")
+    model, vm = _angles(tmp_path / "model.csv")
+    assert model["event_id"].to_list() == run["event_id"].to_list() and 999_001 in run["event_id"].to_list()
+    assert _separation(vr, vm).max() < 1e-4
+    row = model.filter(pl.col("event_id") == 999_001)
+    assert (row["azimuth"][0], row["zenith"][0]) == pytest.approx((0.0, np.pi / 2))

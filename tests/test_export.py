@@ -136,3 +136,20 @@ def test_sensor_tokens_are_refused():
     p = build(pipeline_config("SENSOR_AGG", reg=reg).with_overrides({"embedder.dim": 16}), reg).eval()
     with pytest.raises(IcezooError, match="sensor tokens.*not exportable"):
         export_torchscript(p, "unused.pt", example(p))
+
+
+def test_event_features_are_an_input(tmp_path):
+    """A pipeline with event-level features exports them as a fifth input [batch, E]; parity in both formats."""
+    import onnx
+
+    from icezoo.engine.export import check_parity, export_onnx, export_torchscript, input_names
+
+    p = tiny_default(features=[{"name": "kaggle_norm"}, {"name": "pulse_count"}])
+    assert p.event_dim == 2 and input_names(p)[-1] == "event_features"
+    export_torchscript(p, tmp_path / "m.pt", example(p))
+    assert check_parity(p, tmp_path / "m.pt", uneven(p)) < 1e-4
+    export_onnx(p, tmp_path / "m.onnx", example(p))
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["event_features"] == ["batch", 2]
+    assert check_parity(p, tmp_path / "m.onnx", uneven(p)) < 1e-4

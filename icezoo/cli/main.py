@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
+from icezoo.cli.bench import cmd_bench_data, cmd_bench_export, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
 from icezoo.cli.calibrate import cmd_calibrate
 from icezoo.cli.compose import cmd_compose
 from icezoo.cli.convert import cmd_convert
@@ -40,7 +40,7 @@ COMMANDS = {
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,
-                  "predict": cmd_bench_predict}
+                  "predict": cmd_bench_predict, "export": cmd_bench_export}
 
 app = typer.Typer(
     name="icezoo",

@@ -82,7 +82,7 @@ class RelBiasTransformer(Backbone):
                 dt = cfg.c * (q[:, :, None, 3] - p[:, None, :, 3])
                 ds2 = dt * dt - dx2
                 d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / cfg.length_scale
-                out[:, i:i + cfg.query_block] = sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim)
+                sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim, out=out[:, i:i + cfg.query_block])
             return out
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
