@@ -87,13 +87,22 @@ def _tasks(pipeline: Pipeline):
 
 
 def _task_output_names(pipeline: Pipeline) -> tuple[str, ...]:
-    """The task output columns, from one tiny forward pass (names are data-independent)."""
-    if not _tasks(pipeline):
-        return ()
+    """The task output columns, in the order :meth:`Pipeline.task_outputs` gives them."""
+    return tuple(task_columns(pipeline))
+
+
+def task_columns(pipeline: Pipeline) -> dict[str, str]:
+    """{output column: the task that gives it}, from one tiny forward pass (names do not depend on data)."""
+    tasks = _tasks(pipeline)
+    if not tasks:
+        return {}
     probe = synthetic_batch(pipeline.feature_dim, [2, 2], event_dim=pipeline.event_dim)
+    was_training = pipeline.training
+    pipeline.eval()
     with torch.no_grad():
         _, outs = pipeline.forward_tasks(probe)
-        return tuple(pipeline.task_outputs(outs))
+    pipeline.train(was_training)
+    return {column: name for name, task in tasks.items() for column in task.outputs(outs[name])}
 
 
 class ExportModel(nn.Module):
@@ -325,9 +334,11 @@ def batch_inputs(batch: Batch, names: Iterable[str] = INPUT_ORDER) -> dict[str, 
             if name != "event_features" or batch.event_features.shape[1]}
 
 
-def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch]) -> float:
+def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch], relative: bool = False) -> float:
     """The largest absolute difference between the torch pipeline's outputs and the exported file's
-    (onnxruntime or torch.jit.load) over ``batches``: every output, in eval mode, in float32."""
+    (onnxruntime or torch.jit.load) over ``batches``: every output, in eval mode, in float32.
+    ``relative``: each difference over max(1, |torch output|) (a vertex in metres has float32's
+    rounding of a few hundred metres, ~3e-5, in its absolute difference)."""
     runner = ExportedRunner(path)
     model = ExportModel(pipeline).eval()
     worst = 0.0
@@ -339,7 +350,11 @@ def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch])
         if len(got) != len(want):
             raise IcezooError(f"{path}: {len(got)} outputs, the pipeline gives {len(want)}")
         for g, w in zip(got, want):
-            worst = max(worst, float(np.abs(np.asarray(g, np.float64) - w.double().numpy()).max(initial=0.0)))
+            w = w.double().numpy()
+            diff = np.abs(np.asarray(g, np.float64) - w)
+            if relative:
+                diff = diff / np.maximum(1.0, np.abs(w))
+            worst = max(worst, float(diff.max(initial=0.0)))
     return worst
 
 
