@@ -301,11 +301,17 @@ class ExportedRunner:
             opts = ort.SessionOptions()
             if threads:
                 opts.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
+                raise IcezooError(f"{path}: onnxruntime cannot load it ({_first(exc)})") from None
             self.inputs = [i.name for i in self.session.get_inputs()]
             self.outputs = [o.name for o in self.session.get_outputs()]
         else:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            try:
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            except Exception as exc:  # a damaged archive: RuntimeError, ValueError, zip errors
+                raise IcezooError(f"{path}: torch.jit.load cannot load it ({_first(exc)})") from None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the model's order, for inputs by name (extra names are ignored)."""
@@ -317,6 +323,10 @@ class ExportedRunner:
 
 
 INPUT_ORDER = tuple(name for name, _, _ in INPUTS)
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def import_onnxruntime():
