@@ -1,198 +1,207 @@
-"""Side by side in one process: icezoo's relative-bias backbone against the plain formula and the peer.
+"""Side by side in one process: icezoo's relative-bias model against the 2nd-place solution's own code.
 
-Three backbones of the 2nd-place model's shape (d192, head width 16, 4 relative-bias blocks + 4
-plain blocks, feed-forward 4x), on the same batch of real pulses (every event full, as in the
-issue's measurement), taking turns round after round:
+The reference is the peer's ``DeepIceModel`` (DrHB/icecube-2nd-place, ``src/models.py``) loaded
+from a copy of that repository the user fetched and names with ``--peer`` (nothing of it is in this
+repository). Its imports that ``DeepIceModel`` never uses (graphnet, timm, torch_geometric,
+torch_scatter) are replaced, while the file loads, by stand-ins; timm's ``trunc_normal_`` and
+``drop_path`` by torch's equivalents. Both models at the issue's shape: d192, head width 16 (12
+heads), 4 relative-bias blocks + 4 plain blocks, feed-forward 4x, every biased block reading the
+interval (the peer's ``n_rel = 4``), on the same batch (default 16 events x 128 pulses, all real).
 
-* ``icezoo``: :class:`~icezoo.plugins.backbones.relbias.RelBiasTransformer` (the fast path);
-* ``plain``: the same module and weights through the plain formula (each block forms its pair
-  vectors rel = W e + b, [B, L, L, 16], and reads them with einsums);
-* ``peer``: a re-implementation, written for this benchmark from the 2nd-place solution's public
-  description, of its DeepIceModel blocks: one shared pair projection computed once (its
-  ``Rel_ds``), blocks with separate bias-free q/k/v projections that read the pair vectors through
-  the query (scores and output), its float key-padding bias, then a CLS token and
-  ``nn.MultiheadAttention`` blocks with layer scales. All four sandwich blocks get the bias
-  (``n_rel = 4``, the same math as icezoo's 4 biased blocks).
+``--scope pipeline`` (default): icezoo's INIT5_HB pipeline (kaggle_norm features, fourier embedder,
+``relbias_transformer``, mean+max pooling, direction+kappa head) with ``bias_dim = 16`` (the peer
+encodes the interval with head-width sinusoids) against the whole ``DeepIceModel`` (its Extractor
+with ``--peer-dim-base`` sinusoids per scalar, default 32 as icezoo's fourier embedder, its Rel_ds,
+blocks, CLS and output layer). ``--scope backbone``: both from the same width-192 pulse states on
+(the peer's Extractor replaced by those states; icezoo's ``RelBiasTransformer`` alone).
 
-A training step is forward + backward of a scalar loss; inference a forward under
-``torch.inference_mode``. Reported: the median over rounds of each variant's time and of the
-per-round ratios (other / icezoo: above 1 means icezoo is faster). Usage:
+A training step is forward + backward of the mean square of the output; inference a forward under
+``torch.inference_mode`` in eval mode. The two models take turns, round after round (round 0
+warms up); reported: the median time per step of each, and the median and range over rounds of the
+per-round ratio peer / icezoo (above 1: icezoo is faster). Usage:
 
-    python benchmarks/relbias_side_by_side.py [--batch 16] [--pulses 128] [--bias-dim 16] [--rounds 7]
+    python benchmarks/relbias_side_by_side.py --peer PATH/TO/icecube-2nd-place [--scope pipeline|backbone]
+        [--batch 16] [--pulses 128] [--rounds 7] [--steps 2] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.util
 import statistics
+import sys
 import time
+import types
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from icezoo.core.memory import keep_freed_memory
+from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.plugins.backbones.relbias import RelBiasTransformer
-
+from icezoo.zoo import build, make_registry
 
 # --------------------------------------------------------------------------------------------
-# the peer (re-implemented): pair vectors shared by the biased blocks, attention reading them
+# loading the peer's file with its unused imports stood in for
+
+_STUBBED = ("timm", "timm.models", "timm.models.layers", "graphnet", "graphnet.models", "graphnet.models.gnn",
+            "graphnet.models.gnn.gnn", "graphnet.models.utils", "graphnet.utilities", "graphnet.utilities.config",
+            "torch_geometric", "torch_geometric.utils", "torch_geometric.nn", "torch_geometric.nn.pool",
+            "torch_geometric.typing", "torch_scatter")
 
 
-class PeerRelAttention(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads, self.scale = heads, (dim // heads) ** -0.5
-        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
-        self.proj = nn.Linear(dim, dim)
+class _Unused(nn.Module):
+    """Stands in for a class the peer's file imports but DeepIceModel never builds (a base class too)."""
 
-    def forward(self, x, key_pad, rel):
-        b, n, d = x.shape
-        q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
-        q = q * self.scale
-        att = q @ k.transpose(-2, -1) + torch.einsum("bhic,bijc->bhij", q, rel)
-        pair = torch.minimum(key_pad[:, None, :], key_pad[:, :, None])  # its float padding bias
-        pair = pair.masked_fill(torch.maximum(key_pad[:, None, :], key_pad[:, :, None]) < 0, 0)
-        att = (att + pair[:, None]).softmax(-1)
-        out = (att @ v).transpose(1, 2) + torch.einsum("bhij,bijc->bihc", att, rel)
-        return self.proj(out.reshape(b, n, d))
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("a stubbed import of the peer's file was used")
 
 
-class PeerMlp(nn.Sequential):
-    def __init__(self, dim, mult=4):
-        super().__init__(nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim))
-
-
-class PeerRelBlock(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), PeerRelAttention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim), PeerMlp(dim)
-
-    def forward(self, x, key_pad, rel):
-        x = x + self.attn(self.norm1(x), key_pad, rel)
-        return x + self.mlp(self.norm2(x))
-
-
-class PeerBlock(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2, self.mlp = nn.LayerNorm(dim), PeerMlp(dim)
-        self.gamma1, self.gamma2 = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
-
-    def forward(self, x, key_pad):
-        h = self.norm1(x)
-        x = x + self.gamma1 * self.attn(h, h, h, key_padding_mask=key_pad, need_weights=False)[0]
-        return x + self.gamma2 * self.mlp(self.norm2(x))
-
-
-class PeerBackbone(nn.Module):
-    """Its sandwich (relative-bias) blocks and plain blocks, from the width-``dim`` pulse states on."""
-
-    def __init__(self, dim=192, head=16, depth_rel=4, depth=4, c=299_792_458e-9):
-        super().__init__()
-        heads = dim // head
-        self.head, self.c = head, c
-        self.rel_proj = nn.Linear(head, head)
-        self.sandwich = nn.ModuleList([PeerRelBlock(dim, heads) for _ in range(depth_rel)])
-        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList([PeerBlock(dim, heads) for _ in range(depth)])
-
-    def pair_encoding(self, xyzt):
-        pos, t = xyzt[..., :3], xyzt[..., 3]
-        ds2 = (pos[:, :, None] - pos[:, None, :]).pow(2).sum(-1) - (self.c * (t[:, :, None] - t[:, None, :])).pow(2)
-        d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / 500.0
-        half = self.head // 2
-        freq = torch.exp(torch.arange(half, dtype=xyzt.dtype) * (-math.log(10000.0) / half))
-        arg = (1024 * d.clip(-4, 4))[..., None] * freq
-        return torch.cat([arg.sin(), arg.cos()], -1)
-
-    def forward(self, x, xyzt, mask):
-        key_pad = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, -torch.inf)
-        rel = self.rel_proj(self.pair_encoding(xyzt))  # once, shared by the sandwich blocks
-        for blk in self.sandwich:
-            x = blk(x, key_pad, rel)
-        x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1)
-        pad = torch.cat([torch.zeros(len(x), 1, dtype=torch.bool), ~mask], 1)
-        for blk in self.blocks:
-            x = blk(x, pad)
+def _drop_path(x, drop_prob=0.0, training=False):
+    """timm's stochastic depth (only called with drop_prob > 0, which this benchmark never sets)."""
+    if not drop_prob or not training:
         return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - drop_prob)
+    return x * keep / (1 - drop_prob)
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name == "trunc_normal_":
+            return nn.init.trunc_normal_
+        if name == "drop_path":
+            return _drop_path
+        return _Unused if name[:1].isupper() else (lambda f=None, *a, **k: f)  # classes; decorators
+
+
+def load_peer(path: Path) -> types.ModuleType:
+    """The peer's ``src/models.py`` as a module (``path``: the repository or the file itself)."""
+    file = path / "src" / "models.py" if path.is_dir() else path
+    if not file.is_file():
+        raise SystemExit(f"--peer {path}: no src/models.py there (fetch DrHB/icecube-2nd-place)")
+    saved = {name: sys.modules.get(name) for name in _STUBBED}
+    try:
+        for name in _STUBBED:
+            sys.modules[name] = _StubModule(name)
+        spec = importlib.util.spec_from_file_location("peer_models", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+    return module
+
+
+def peer_inputs(batch, states: torch.Tensor | None = None) -> dict:
+    """The peer's input dict for an icezoo batch: pos in 500 m, time in 3e4 ns (its Rel_ds units),
+    charge and auxiliary from the kaggle_norm columns, qe / ice properties zeros (its Extractor
+    does not read them), L0 the pulse count; ``states``: given width-D pulse states (backbone scope)."""
+    xyzt, mask = batch.xyzt, batch.mask
+    x0 = {"mask": mask, "pos": xyzt[..., :3] / 500.0, "time": xyzt[..., 3] / 3.0e4,
+          "charge": batch.features[..., 4], "auxiliary": (batch.features[..., 5] > 0).long(),
+          "qe": torch.zeros_like(mask, dtype=torch.float32),
+          "ice_properties": torch.zeros(*mask.shape, 2), "L0": mask.sum(-1)}
+    if states is not None:
+        x0["states"] = states
+    return x0
+
+
+class _GivenStates(nn.Module):
+    """Replaces the peer's Extractor in the backbone scope: the given pulse states, cut to Lmax as it cuts."""
+
+    def forward(self, x0, lmax=None):
+        return x0["states"] if lmax is None else x0["states"][:, :lmax]
 
 
 # --------------------------------------------------------------------------------------------
 
 
-def plain_forward(bb: RelBiasTransformer, h, batch):
-    """icezoo's backbone through the plain formula: each block forms rel = W e + b and reads it with einsums."""
-    mask = batch.mask
-    x = bb.proj(h * mask[..., None])
-    e = bb.relation(batch.xyzt, mask)
-    for block, proj in zip(bb.biased, bb.bias_proj):
-        x = block(x, mask, rel=proj(e))
-    for block in bb.plain:
-        x = block(x, mask)
-    return bb.norm(x)
+def make_models(args, peer_mod):
+    """(icezoo model, its step input call, peer model, its call) for the chosen scope."""
+    dim, lengths = 192, [args.pulses] * args.batch
+    torch.manual_seed(0)
+    peer = peer_mod.DeepIceModel(dim=dim, dim_base=args.peer_dim_base, depth=4, head_size=16, depth_rel=4, n_rel=4)
+    if args.scope == "backbone":
+        cfg = RelBiasTransformer.Config(dim=dim, heads=12, biased_depth=4, depth=4, bias_dim=16)
+        ours = RelBiasTransformer(cfg, dim)
+        batch = synthetic_batch(dim, lengths, seed=0)
+        peer.extractor = _GivenStates()
+        x0 = peer_inputs(batch, batch.features)
+        return ours, (lambda: ours(batch.features, batch)), peer, (lambda: peer(x0))
+    reg = make_registry(autoload=False)  # built-ins only: the benchmark needs no installed plugin
+    config = pipeline_config("INIT5_HB", reg=reg).with_overrides(
+        {"backbone.bias_dim": 16, "selection.max_pulses": args.pulses, "train.batch_size": args.batch})
+    ours = build(config, reg)
+    batch = synthetic_batch(ours.feature_dim, lengths, event_dim=ours.event_dim, seed=0)
+    x0 = peer_inputs(batch)
+    return ours, (lambda: ours(batch)), peer, (lambda: peer(x0))
+
+
+def _train(model, fn):
+    model.train()
+    fn().square().mean().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def _infer(model, fn):
+    model.eval()
+    with torch.inference_mode():
+        fn()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peer", type=Path, required=True, help="a fetched copy of DrHB/icecube-2nd-place")
+    ap.add_argument("--scope", choices=("pipeline", "backbone"), default="pipeline")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--pulses", type=int, default=128)
-    ap.add_argument("--bias-dim", type=int, default=16, help="icezoo's sinusoids (the peer uses the head width, 16)")
+    ap.add_argument("--peer-dim-base", type=int, default=32, help="the peer Extractor's sinusoids per scalar")
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=3, help="steps per variant per round")
+    ap.add_argument("--steps", type=int, default=2, help="steps per model per round")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--phases", default="train,infer")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's allocator as it is (default: keep freed memory, as every icezoo command "
+                         "does; the setting is process-wide, so both models get it)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU seconds (steadier on a shared machine; with --threads 1 the "
+                         "work itself, whoever else runs)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    dim = 192
-    cfg = RelBiasTransformer.Config(dim=dim, heads=12, biased_depth=4, depth=4, bias_dim=args.bias_dim)
-    ours, peer = RelBiasTransformer(cfg, dim), PeerBackbone(dim)
-    batch = synthetic_batch(dim, [args.pulses] * args.batch, seed=0)
-    h = batch.features
-    variants = {
-        "icezoo": (ours, lambda: ours(h, batch)),
-        "plain": (ours, lambda: plain_forward(ours, h, batch)),
-        "peer": (peer, lambda: peer(h, batch.xyzt, batch.mask)),
-    }
-    with torch.no_grad():
-        torch.testing.assert_close(variants["icezoo"][1](), variants["plain"][1](), atol=1e-4, rtol=1e-4)
-
-    def train(model, fn):
-        model.train()
-        fn().square().mean().backward()
-        model.zero_grad(set_to_none=True)
-
-    def infer(model, fn):
-        model.eval()
-        with torch.inference_mode():
-            fn()
-
-    times = {(name, phase): [] for name in variants for phase in ("train", "infer")}
+    kept = not args.malloc_default and keep_freed_memory()
+    ours, ours_fn, peer, peer_fn = make_models(args, load_peer(args.peer))
+    variants = {"icezoo": (ours, ours_fn), "peer": (peer, peer_fn)}
+    phases = [p for p in ("train", "infer") if p in args.phases.split(",")]
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    times = {(name, phase): [] for name in variants for phase in phases}
     for r in range(args.rounds + 1):  # round 0 warms up
-        for phase, step in (("train", train), ("infer", infer)):
+        for phase in phases:
+            step = _train if phase == "train" else _infer
             for name, (model, fn) in variants.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(args.steps):
                     step(model, fn)
                 if r:
-                    times[name, phase].append((time.perf_counter() - t0) / args.steps)
+                    times[name, phase].append((clock() - t0) / args.steps)
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in variants.items()}
-    print(f"batch {args.batch} x {args.pulses} pulses (all real), d{dim}, head width 16, 4 biased + 4 plain blocks; "
-          f"icezoo bias_dim {args.bias_dim}; {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"median of {args.rounds} rounds x {args.steps} steps")
+    print(f"scope {args.scope}: batch {args.batch} x {args.pulses} pulses (all real), d192, head width 16, "
+          f"4 biased + 4 plain blocks, bias from 16 sinusoids; {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; {args.rounds} rounds x {args.steps} steps, {args.clock} clock; "
+          f"allocator keeps freed memory: {'yes' if kept else 'no'}")
     print(f"parameters: icezoo {params['icezoo']:,}, peer {params['peer']:,}")
-    for phase in ("train", "infer"):
-        base = times["icezoo", phase]
-        parts = [f"icezoo {1000 * statistics.median(base):.0f} ms"]
-        for other in ("plain", "peer"):
-            ratio = statistics.median(o / b for o, b in zip(times[other, phase], base))
-            parts.append(f"{other} {1000 * statistics.median(times[other, phase]):.0f} ms (icezoo {ratio:.2f}x as fast)")
-        print(f"{phase}: " + ", ".join(parts))
+    for phase in phases:
+        ratios = [p / o for p, o in zip(times["peer", phase], times["icezoo", phase])]
+        print(f"{phase}: icezoo {1000 * statistics.median(times['icezoo', phase]):.0f} ms, "
+              f"peer {1000 * statistics.median(times['peer', phase]):.0f} ms; icezoo {statistics.median(ratios):.2f}x "
+              f"as fast (rounds {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,13 @@ registered. Checks run in eval mode and float64 (atol 1e-6):
   permute with the pulses;
 * with ``translation_invariant`` / ``vertical_rotation_invariant``: per-pulse outputs are unchanged
   when every position is shifted by one vector / rotated about the vertical axis;
+* tasks: outputs finite and in range (probabilities in [0, 1], sigmas > 0), losses finite, and
+  (``test_task_learns``) falling while the head learns a function of its input;
 * heads give unit directions; losses are finite with finite gradients for tiny and huge kappa
   and lower at the truth than away from it, and a loss's per-event terms (its ``forward``) do not
   depend on the other events; selections keep at most max_pulses in time order,
-  deterministically; feature extractors are finite, shaped, and per-event.
+  deterministically; feature extractors are finite, shaped, and per-event; a pretraining objective
+  masks real pulses only, and nothing it predicts leaks from the masked pulses into any output.
 
 A component whose defaults are too big or invalid for a quick test sets ``example_params``.
 """
@@ -38,6 +41,8 @@ import torch
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
 from icezoo.core.registry import ComponentSpec, Registry
 from icezoo.core.synthetic import synthetic_batch, synthetic_sensor_batch
+from icezoo.testing_pretrain import check_pretrain
+from icezoo.testing_tasks import check_task, check_task_learns
 
 ATOL = 1e-6
 FEATURE_DIM = 5
@@ -458,6 +463,8 @@ CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "pooler": check_pooler,
     "head": check_head,
     "loss": check_loss,
+    "task": check_task,
+    "pretrain": check_pretrain,
 }
 
 
@@ -504,7 +511,8 @@ class ConformanceSuite:
 
     def pytest_generate_tests(self, metafunc):
         if "component" in metafunc.fixturenames:
-            cases = [_Case(s) for s in self.specs() if s.kind in CHECKS]
+            learn = metafunc.function.__name__ == "test_task_learns"
+            cases = [_Case(s) for s in self.specs() if (s.kind == "task" if learn else s.kind in CHECKS)]
             metafunc.parametrize("component", cases, ids=[repr(c) for c in cases])
 
     def test_component(self, component: _Case) -> None:
@@ -519,6 +527,9 @@ class ConformanceSuite:
             check_component(spec, lengths, seed)
 
         properties()
+
+    def test_task_learns(self, component: _Case) -> None:
+        check_task_learns(component.spec)
 
     def test_every_stage_has_checks(self) -> None:
         from icezoo.core.components import STAGES

@@ -394,4 +394,4 @@ def test_python_dash_m_icezoo_runs_the_command():
     res = subprocess.run([sys.executable, "-m", "icezoo", "list", "nosuch*"], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 2 and res.stderr.strip() == "error: no component matches 'nosuch*' (kinds: selection, " \
-        "features, embedder, backbone, pooler, head, loss, or 'pipelines')"
+        "features, embedder, backbone, pooler, head, loss, task, pretrain, or 'pipelines')"

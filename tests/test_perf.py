@@ -91,6 +91,33 @@ def test_transformer_fused_attention_equals_the_einsum_path():
     assert all(torch.isfinite(p.grad).all() for p in fused.parameters())
 
 
+def test_relative_attention_fast_path_on_full_events_and_in_float32():
+    """Events without padding skip the masking pass (CPU); the per-event inference path and the
+    batched path the hand-written backward reads agree with the plain formula in float64 and, within
+    float32 rounding, in float32; the backward's gradients too."""
+    from icezoo.nn import RelativeAttention
+
+    torch.manual_seed(0)
+    for dtype, tol in ((F64, 1e-10), (torch.float32, 1e-5)):
+        attn = RelativeAttention(16, 4).to(dtype)
+        proj = torch.nn.Linear(6, 4).to(dtype)
+        x = torch.randn(2, 9, 16, dtype=dtype)
+        mask = torch.ones(2, 9, dtype=torch.bool)
+        e = torch.randn(2, 9, 9, 6, dtype=dtype)
+        xx = [x.clone().requires_grad_() for _ in range(2)]
+        fast, plain = attn(xx[0], mask, rel=e, proj=proj), attn(xx[1], mask, rel=proj(e))
+        torch.testing.assert_close(fast, plain, atol=tol, rtol=tol)
+        w = torch.linspace(-1, 1, fast.numel(), dtype=dtype).view_as(fast)
+        g_fast, g_plain = (torch.autograd.grad((o * w).sum(), xi)[0] for o, xi in zip((fast, plain), xx))
+        torch.testing.assert_close(g_fast, g_plain, atol=tol, rtol=tol)
+        with torch.inference_mode():
+            torch.testing.assert_close(attn(x, mask, rel=e, proj=proj), plain.detach(), atol=tol, rtol=tol)
+            part = mask.clone()
+            part[1, 5:] = False  # one event padded, the other full: masked keys again
+            ref = attn(x, part, rel=proj(e))
+            torch.testing.assert_close(attn(x, part, rel=e, proj=proj), ref, atol=tol, rtol=tol)
+
+
 def test_relative_attention_fast_path_with_dropout_matches_the_plain_formula(monkeypatch):
     """Dropout scales the attention rows away from a sum of 1: the projection bias b must follow
     (b sum_j a_ij, not b). A deterministic stand-in for dropout makes both paths comparable."""
@@ -195,3 +222,25 @@ def test_bench_predict_runs_icezoo_predict_end_to_end_and_its_stages(tmp_path):
     assert r["events_per_s"] == pytest.approx(150 / r["wall_s"])
     text = format_bench_predict(r)
     assert "150 test events" in text and "read+select+featurise" in text
+
+
+def test_bench_export_runs_onnxruntime_beside_eager_on_the_same_batches(tmp_path):
+    """``icezoo bench export``: both paths run the same batches (the outputs agree), each gets a
+    throughput, the ratio is theirs; real lengths read from a dataset; an unknown level is one line."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from icezoo.core.errors import IcezooError
+    from icezoo.data.simulator import simulate
+    from icezoo.engine.bench_export import bench_export, format_bench_export
+
+    data = simulate(tmp_path / "data", 80, events_per_batch=40, seed=3)
+    over = {"backbone.depth": 1, "embedder.dim": 16, "selection.max_pulses": 24}
+    r = bench_export("default", batch_size=4, steps=2, rounds=1, threads=1, overrides=over, lengths=f"data:{data}")
+    assert r["eager_events_per_s"] > 0 and r["onnx_events_per_s"] > 0
+    assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
+    assert r["max_abs_diff"] < 1e-4  # the same model on the same batches
+    assert r["mean_pulses"] <= 24 and r["threads"] == 1
+    text = format_bench_export(r)
+    assert "onnxruntime" in text and "lengths from" in text and "x eager" in text
+    with pytest.raises(IcezooError, match="--optimization"):
+        bench_export("default", steps=1, rounds=1, overrides=over, optimization="max")

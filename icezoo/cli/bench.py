@@ -1,5 +1,6 @@
 """``icezoo bench``: speed and memory of the data path (``data``), the simulator (``sim``), a
-model (``model``) and ``icezoo predict`` end to end (``predict``). The engine measures; these print."""
+model (``model``), ``icezoo predict`` end to end (``predict``) and onnxruntime against torch eager
+(``export``). The engine measures; these print."""
 
 from __future__ import annotations
 
@@ -107,3 +108,25 @@ def cmd_bench_predict(
                         data=str(data) if data else None, events=events, batch_size=batch_size, workers=workers,
                         device=device, threads=threads)
     print(format_bench_predict(res))
+
+
+def cmd_bench_export(
+    pipeline: Optional[str] = typer.Option("default", "--pipeline"),
+    pipeline_file: Optional[Path] = typer.Option(None, "--pipeline-file"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    max_pulses: Optional[int] = typer.Option(None, "--max-pulses", min=1),
+    steps: int = typer.Option(10, min=1, help="batches per round"),
+    rounds: int = typer.Option(5, min=1, help="rounds, eager and onnxruntime in turn (after one warm-up round)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of both (default: torch's)"),
+    lengths: str = typer.Option("max", help="max: every event filled to max_pulses; data:DIR: the training "
+                                            "loader's first batches of DIR (real pulse counts, bucketed)"),
+    optimization: str = typer.Option("all", help="onnxruntime graph optimisation: all, extended, basic, none"),
+) -> None:
+    """Inference events/s of the pipeline exported to ONNX (onnxruntime, CPU) beside torch eager, in turn."""
+    from icezoo.engine.bench_export import bench_export, format_bench_export
+
+    res = bench_export(pipeline, str(pipeline_file) if pipeline_file else None, batch_size=batch_size,
+                       max_pulses=max_pulses, steps=steps, rounds=rounds, threads=threads, lengths=lengths,
+                       overrides=parse_set(set_), optimization=optimization)
+    print(format_bench_export(res))

@@ -22,6 +22,8 @@ def cmd_compose(
     head: Optional[str] = typer.Option(None, help="head name"),
     loss: Optional[str] = typer.Option(None, help="loss names, comma-separated"),
     features: Optional[str] = typer.Option(None, help="feature extractors, comma-separated"),
+    task: Optional[list[str]] = typer.Option(None, "--task", help="train this target too (repeatable): direction "
+                                             "(the head and loss, always trained), energy, event_type, vertex, ..."),
     selection: Optional[str] = typer.Option(None, help="pulse selection name"),
     pipeline: Optional[str] = typer.Option(None, help="start from this named pipeline"),
     pipeline_file: Optional[Path] = typer.Option(None, help="start from a pipeline in this TOML file"),
@@ -38,7 +40,8 @@ def cmd_compose(
     # the stages not named here come from a tested pipeline: --pipeline / --pipeline-file, else 'default'
     stages = {"embedder": (embed, "--embed"), "backbone": (backbone, "--backbone"), "head": (head, "--head"),
               "selection": (selection, "--selection"), "pooler": (_split(pool), "--pool"),
-              "loss": (_split(loss), "--loss"), "features": (_split(features), "--features")}
+              "loss": (_split(loss), "--loss"), "features": (_split(features), "--features"),
+              "task": (task, "--task")}
     config, origin = compose_config(pipeline, pipeline_file, stages, name,
                                     keep_base_name=not save and bool(pipeline or pipeline_file),
                                     overrides=parse_set(set_))
@@ -67,7 +70,8 @@ def _print_stages(step, origin: dict[str, str]):
                   origin["selection"])
     for row in step.trace:
         table.add_row(row.stage, row.component, str(row.shape), f"{row.params:,}", origin[row.stage])
-    losses = " + ".join(f"{w:g}*{ls.name}" for w, ls in zip(model.loss_weights, model.losses))
+    losses = " + ".join([*(f"{w:g}*{ls.name}" for w, ls in zip(model.loss_weights, model.losses)),
+                         *(f"{model.task_weights[n]:g}*{n}" for n in model.tasks)])
     table.add_row("loss", losses, f"{step.loss:.4f}", "0", origin["loss"])
     console.print(table)
     console.print(f"total parameters: {step.parameters:,}; loss finite: {step.loss_finite}; "

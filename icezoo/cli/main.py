@@ -10,16 +10,18 @@ import sys
 
 import typer
 
-from icezoo.cli.bench import cmd_bench_data, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
+from icezoo.cli.bench import cmd_bench_data, cmd_bench_export, cmd_bench_model, cmd_bench_predict, cmd_bench_sim
 from icezoo.cli.calibrate import cmd_calibrate
 from icezoo.cli.compose import cmd_compose
 from icezoo.cli.convert import cmd_convert
 from icezoo.cli.evaluate import cmd_evaluate
 from icezoo.cli.experiments import cmd_experiments
+from icezoo.cli.export import cmd_export
 from icezoo.cli.inspect import cmd_inspect
 from icezoo.cli.linefit import cmd_linefit
 from icezoo.cli.list import cmd_list
 from icezoo.cli.predict import cmd_predict
+from icezoo.cli.pretrain import cmd_pretrain
 from icezoo.cli.reproduce import cmd_reproduce
 from icezoo.cli.runs import cmd_runs
 from icezoo.cli.show import cmd_show
@@ -32,13 +34,13 @@ from icezoo.core.errors import IcezooError
 COMMANDS = {
     "list": cmd_list, "compose": cmd_compose, "show": cmd_show,
     "simulate": cmd_simulate, "linefit": cmd_linefit, "inspect": cmd_inspect, "convert": cmd_convert,
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+    "train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
     "experiments": cmd_experiments, "reproduce": cmd_reproduce, "stack": cmd_stack,
-    "calibrate": cmd_calibrate,
+    "calibrate": cmd_calibrate, "export": cmd_export,
 }
 #: ``icezoo bench NAME``
 BENCH_COMMANDS = {"sim": cmd_bench_sim, "data": cmd_bench_data, "model": cmd_bench_model,
-                  "predict": cmd_bench_predict}
+                  "predict": cmd_bench_predict, "export": cmd_bench_export}
 
 app = typer.Typer(
     name="icezoo",

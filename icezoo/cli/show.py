@@ -12,12 +12,13 @@ from icezoo.core.errors import IcezooError
 
 
 def cmd_show(
-    name: str = typer.Argument(..., help="pipeline name, or component name (its parameters and properties)"),
+    name: str = typer.Argument(..., help="pipeline name, component name (its parameters and properties), or a "
+                               "model bundle directory (icezoo export)"),
     pipeline_file: Optional[Path] = typer.Option(None, help="look the name up in this TOML file too"),
     toml: bool = typer.Option(False, "--toml", help="plain TOML, never wrapped (also the output when piped)"),
 ) -> None:
     """A named pipeline fully resolved (parents merged, every param with its default) as TOML that
-    ``--pipeline-file`` reloads; or a component's details."""
+    ``--pipeline-file`` reloads; or a component's details; or a model bundle's manifest."""
     import sys
 
     from icezoo.core.names import normalise
@@ -26,6 +27,12 @@ def cmd_show(
     from icezoo.zoo import registry
 
     reg = registry()
+    if Path(name).is_dir() and ((Path(name) / "manifest.json").exists() or normalise(name) not in reg.pipelines):
+        from icezoo.engine.bundle import read_bundle
+        from icezoo.engine.model_card import describe_bundle
+
+        print(describe_bundle(read_bundle(name), name))  # a model bundle (icezoo export)
+        return
     is_pipeline = pipeline_file is not None or normalise(name) in reg.pipelines
     if not is_pipeline:
         specs = [spec for spec in reg.list() if normalise(name) in (normalise(spec.name),

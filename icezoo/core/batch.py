@@ -33,6 +33,9 @@ class Batch:
     event_id              [B]         int64    Kaggle event_id
     target                [B, 3]      float32  unit vector pointing to where the neutrino came from,
                                                (cos az sin ze, sin az sin ze, cos ze); None without truth
+    truth                 {name: [B]} float32  the truth columns the pipeline's tasks need (icezoo.data.truth
+                                               names: energy in GeV, track 0/1, vertex_x in m, ...; NaN
+                                               where an event has none); None when it has no task
     ====================  ==========  =======  ===========================================================
 
     Padded slots of ``features`` and ``xyzt`` hold zeros by convention, but nothing may rely on it.
@@ -48,6 +51,7 @@ class Batch:
     n_pulses: torch.Tensor
     event_id: torch.Tensor
     target: torch.Tensor | None = None
+    truth: dict[str, torch.Tensor] | None = None
     pulses: "PackedPulses | None" = None
 
     @property
@@ -62,9 +66,11 @@ class Batch:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
         """Move every tensor to ``device``; floating tensors also to ``dtype`` when given."""
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        def move(t: torch.Tensor | dict | None) -> torch.Tensor | dict | None:
             if t is None:
                 return None
+            if isinstance(t, dict):
+                return {k: move(v) for k, v in t.items()}
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype, non_blocking=True)
             return t.to(device=device, non_blocking=True)
@@ -74,16 +80,21 @@ class Batch:
     def pin_memory(self) -> "Batch":
         """The batch in page-locked host memory, so that ``to(cuda)`` copies asynchronously (the
         torch DataLoader calls this in its pinning thread when ``pin_memory`` is set)."""
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory())
-                        for f in fields(self)})
+        return Batch(**{f.name: _each(getattr(self, f.name), lambda t: t.pin_memory()) for f in fields(self)})
 
     def select(self, index: torch.Tensor | slice | list[int]) -> "Batch":
         """The sub-batch of the given events (same padding width)."""
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
-                        for f in fields(self)})
+        return Batch(**{f.name: _each(getattr(self, f.name), lambda t: t[index]) for f in fields(self)})
 
     def with_(self, **changes) -> "Batch":
         return replace(self, **changes)
+
+
+def _each(value, fn):
+    """``fn`` of a tensor field, of every tensor of a dict field (``truth``), None as it is."""
+    if value is None:
+        return None
+    return {k: fn(v) for k, v in value.items()} if isinstance(value, dict) else fn(value)
 
 
 @dataclass

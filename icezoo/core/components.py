@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from icezoo.core.batch import Batch, PulseChunk
+from icezoo.core.detector import PAD_SENSOR
 
 #: pulses kept per event when a pipeline's selection does not say
 DEFAULT_MAX_PULSES = 128
@@ -97,6 +98,13 @@ class Component(metaclass=ABCMeta):
     @classmethod
     def declared_requires(cls, config: Config) -> frozenset[str]:
         return cls.requires
+
+    @classmethod
+    def export_refusal(cls, config: Config) -> str | None:
+        """Why a model holding this component cannot be exported (ONNX, TorchScript), in one line; None
+        when it can. ``icezoo export`` asks every component first; a built-in says None only where a
+        parity test exports it (docs/export.md lists the families)."""
+        return None
 
     @classmethod
     def feature_columns(cls, config: Config) -> dict[str, int]:
@@ -305,6 +313,140 @@ class Loss(Component, nn.Module):
         """Per-event loss [B] of ``pred`` against ``target`` (both already float32, or float64)."""
 
 
+class Task(ModuleComponent):
+    """A target beside the direction (energy, event type, vertex, any truth column): its own head on the
+    pooled event vector [B, P] and its own loss, trained on the pipeline's shared backbone and poolers.
+
+    A subclass writes :meth:`columns` (the truth columns it needs, named as in
+    :mod:`icezoo.data.truth`), ``forward(pooled) -> [B, K]``, :meth:`loss_terms` (one term per
+    event) and :meth:`outputs` (named per-event columns, what ``icezoo predict`` writes). Calling
+    :meth:`loss` does the rest, as ``Loss.__call__`` does for the direction: float32 (float64 stays)
+    outside autocast, events whose truth is not finite (or that :meth:`valid` refuses) left out, the
+    (weighted) mean over the others, and 0 (still a graph) when none is left. ``family`` says which
+    standard figures an evaluation prints; ``task_name`` is the pipeline's name for it (unique).
+    """
+
+    kind = "task"
+    #: "energy" | "classification" | "vertex" | "regression": which standard figures evaluate prints
+    family: ClassVar[str] = "regression"
+
+    def __init__(self, config: Config, in_dim: int):
+        super().__init__(config, in_dim)
+        #: the pipeline's name for this task (the composer sets it; default :meth:`default_task_name`)
+        self.task_name = type(self).default_task_name(config)
+
+    @classmethod
+    def default_task_name(cls, config: Config) -> str:
+        """The task's name in a pipeline when its table entry does not say (default: the component's name)."""
+        return cls.name
+
+    @classmethod
+    @abstractmethod
+    def columns(cls, config: Config) -> tuple[str, ...]:
+        """The truth columns this task needs (icezoo.data.truth names: ``energy``, ``track``, ...)."""
+
+    @abstractmethod
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled event vectors [B, P] -> the raw output [B, K]."""
+
+    @abstractmethod
+    def loss_terms(self, out: torch.Tensor, truth: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-event loss [B] of ``out`` against ``truth`` (every column [B], already float32 or float64)."""
+
+    @abstractmethod
+    def outputs(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named per-event columns [B] (e.g. energy in log10 GeV and energy_sigma; p_track)."""
+
+    def example_truth(self, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Truth columns that are a function of ``signal`` [B] (values in [-1, 1]), for the conformance
+        kit's check that the task learns (default: every column is the signal itself)."""
+        return {column: signal for column in type(self).columns(self.config)}
+
+    def output_names(self) -> tuple[str, ...]:
+        """The names :meth:`outputs` gives, known before any forward (predict's header)."""
+        with torch.no_grad():
+            return tuple(self.outputs(torch.zeros(1, self.out_dim)))
+
+    def valid(self, truth: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Events the loss uses [B] bool: default, those whose every truth column is finite."""
+        ok = None
+        for column in type(self).columns(self.config):
+            finite = torch.isfinite(truth[column])
+            ok = finite if ok is None else ok & finite
+        return ok
+
+    def loss(self, out: torch.Tensor, truth: dict[str, torch.Tensor], weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss: the (weighted) mean of :meth:`loss_terms` over the events :meth:`valid` keeps."""
+        missing = [c for c in type(self).columns(self.config) if c not in truth]
+        if missing:
+            raise ValueError(f"task {self.task_name}: the batch has no truth column {missing[0]}")
+        if out.dim() != 2 or out.shape[-1] != self.out_dim:
+            raise ValueError(f"task {self.task_name}: out of shape {tuple(out.shape)}, expected (B, {self.out_dim})")
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
+            cols = {c: truth[c].to(device=out.device, dtype=dtype) for c in type(self).columns(self.config)}
+            ok = self.valid(cols)
+            w = ok.to(dtype) if weight is None else torch.where(ok, weight.to(dtype), 0.0)
+            # left-out events get a harmless truth (their term is multiplied by 0 and must not be NaN)
+            safe = {c: torch.where(ok, v, torch.zeros_like(v)) for c, v in cols.items()}
+            terms = self.loss_terms(out.to(dtype), safe)
+            if terms.shape != out.shape[:1]:
+                raise ValueError(f"task {self.task_name}: loss_terms gave shape {tuple(terms.shape)}, expected "
+                                 f"one term per event ({out.shape[0]},)")
+            return (torch.where(ok, terms, 0.0) * w).sum() / w.sum().clamp_min(1.0 if weight is None else
+                                                                              torch.finfo(dtype).tiny)
+
+
+class Pretrainer(ModuleComponent):
+    """A self-supervised objective on a pipeline's per-pulse states (``icezoo pretrain``), discarded after.
+
+    Not a pipeline stage: the pretraining model (:class:`icezoo.core.pretraining.PretrainModel`) puts
+    it on a pipeline's embedder and backbone. :meth:`choose` picks the pulses to mask; the model hides
+    everything about them that the objective predicts from every input the embedder and backbone
+    read, once for every objective; :meth:`forward` predicts from the backbone's states at the masked
+    slots [M, D] (``in_dim`` = the backbone's out_dim), :meth:`loss` scores them against the batch as
+    it was. PolarBERT (NeurIPS 2024 ML4PS workshop) and arXiv:2510.01733 (masked point
+    transformers) pretrain IceCube encoders this way.
+    """
+
+    kind = "pretrain"
+
+    class Config(Config):
+        mask_ratio: float = Field(0.25, gt=0, lt=1, description="fraction of each event's pulses masked "
+                                  "(at least one; one pulse always stays visible)")
+        keep_time: bool = Field(True, description="masked pulses keep their time (xyzt t; the mask token gets "
+                                "a time term): predict where and how much light, given when")
+
+    #: the id a masked pulse's sensor_id becomes (the detector's padding id: no real sensor)
+    neutral_sensor: int = PAD_SENSOR
+
+    def choose(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Masked slots [B, L] bool: round(mask_ratio * n) random real pulses of each event with n pulses
+        (at least 1, at most n - 1: an event keeps a visible pulse; a one-pulse event masks none)."""
+        mask = batch.mask
+        n = mask.sum(1)
+        k = torch.minimum((n.double() * self.config.mask_ratio).round().long().clamp_min(1), (n - 1).clamp_min(0))
+        score = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, 2.0)
+        rank = score.argsort(dim=1).argsort(dim=1)
+        return (rank < k[:, None]) & mask
+
+    @classmethod
+    def fill(cls, params: dict[str, Any], feature_names: tuple[str, ...]) -> dict[str, Any]:
+        """The params with what the pipeline decides filled in (e.g. which pulse feature column holds the
+        charge); a ValueError says what is missing. Default: unchanged."""
+        return params
+
+    @abstractmethod
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Predictions [M, K] from the backbone's states [M, D] at the M masked slots (in the order of
+        ``masked.nonzero()``; only those: a 5160-way sensor head on every slot would cost B x L x 5160)."""
+
+    @abstractmethod
+    def loss(self, pred: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms of ``pred`` [M, K] against the ``masked`` slots of ``batch`` (unhidden: the targets are
+        ``batch.xyzt[masked]`` and so on, in the same order), fp32; key ``loss``: the total."""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage of a pipeline: its kind (the key in a pipeline table), the base class its components
@@ -319,6 +461,12 @@ class Stage:
     #: the table may also hold a list of components applied one after another, each fed the previous
     #: one's output (backbone lists: EXP_40, EXP_100, hb_egnn)
     chain: bool = False
+    #: the key of a pipeline table that names this stage's components (default: the kind)
+    table_key: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.table_key or self.kind
 
 
 #: The stages, in data-path order: the one place that lists them.
@@ -331,14 +479,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("pooler", Pooler, True, ("mean", "max"), "the backbone's out_dim"),
     Stage("head", Head, False, ("direction_kappa",), "the poolers' out_dims summed, plus event-level features"),
     Stage("loss", Loss, True, ("vmf3d",), "unused (takes the head's output)"),
+    # targets beside the direction; none by default (every direction-only pipeline)
+    Stage("task", Task, True, (), "the head's in_dim (the pooled event vector)", table_key="tasks"),
 )
 
-#: Every kind, in data-path order, with its base class (read from :data:`STAGES`).
-KINDS: dict[str, type[Component]] = {stage.kind: stage.base for stage in STAGES}
+#: Every kind, in data-path order, with its base class (read from :data:`STAGES`), then the kinds that
+#: are not pipeline stages (the pretraining objective of ``icezoo pretrain``).
+KINDS: dict[str, type[Component]] = {**{stage.kind: stage.base for stage in STAGES}, "pretrain": Pretrainer}
 #: The stage of each kind.
 STAGE_OF: dict[str, Stage] = {stage.kind: stage for stage in STAGES}
 
 __all__ = [
     "PROPERTIES", "DEFAULT_MAX_PULSES", "Config", "Component", "ModuleComponent", "Selection", "FeatureExtractor",
-    "Embedder", "Backbone", "Pooler", "Head", "Loss", "Stage", "STAGES", "STAGE_OF", "KINDS", "ABC",
+    "Embedder", "Backbone", "Pooler", "Head", "Loss", "Task", "Pretrainer", "Stage", "STAGES", "STAGE_OF", "KINDS", "ABC",
 ]

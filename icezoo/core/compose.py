@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from icezoo.core.batch import Batch
-from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection
+from icezoo.core.components import STAGE_OF, Component, Config, FeatureExtractor, Head, Loss, Selection, Task
 from icezoo.core.errors import IcezooError
 from icezoo.core.pipelines import PipelineConfig, validate_params
 from icezoo.core.registry import ComponentSpec, Registry
@@ -32,6 +32,8 @@ BATCH_PROVIDES = frozenset({"xyzt", "sensor_id"})
 SELECTION_PROVIDES = frozenset({"sensor_tokens"})
 #: the stages whose components hold weights (may be frozen or initialised from another run)
 MODEL_STAGES = ("embedder", "backbone", "pooler", "head")
+#: column names a task output may not take (the submission's own columns)
+RESERVED_OUTPUTS = frozenset({"event_id", "azimuth", "zenith"})
 
 
 @dataclass
@@ -95,11 +97,13 @@ class BackboneChain(nn.Module):
 
 
 class Pipeline(nn.Module):
-    """features -> embedder -> backbone -> poolers (+ event features) -> head; losses on the head output."""
+    """features -> embedder -> backbone -> poolers (+ event features) -> head; losses on the head output;
+    tasks (energy, event type, ...: ``tasks``, empty in a direction-only pipeline) on the same pooled vector."""
 
     def __init__(self, config: PipelineConfig, selection: Selection, features: list[FeatureExtractor],
                  embedder: nn.Module, backbone: nn.Module, poolers: list[nn.Module], head: Head,
-                 losses: list[Loss], weights: list[float], provenance: dict[str, str]):
+                 losses: list[Loss], weights: list[float], provenance: dict[str, str],
+                 tasks: list[Task] | None = None, task_weights: list[float] | None = None):
         super().__init__()
         self.config = config
         self.selection = selection
@@ -123,6 +127,10 @@ class Pipeline(nn.Module):
         self.stage_inits: list[tuple[str, nn.Module, str, str, str]] = []
         self.feature_dim = sum(f.out_dim for f in features if not f.event_level)
         self.event_dim = sum(f.out_dim for f in features if f.event_level)
+        #: task name -> Task (registered after every other module: a direction-only pipeline's
+        #: parameters, their order and its checkpoint keys are what they were before tasks existed)
+        self.tasks = nn.ModuleDict({t.task_name: t for t in tasks or ()})
+        self.task_weights = dict(zip(self.tasks, task_weights or [1.0] * len(self.tasks)))
 
     def encode(self, batch: Batch, trace: list[StageInfo] | None = None) -> torch.Tensor:
         """Pooled event vectors [B, P] (event features appended)."""
@@ -144,10 +152,43 @@ class Pipeline(nn.Module):
             pooled.append(batch.event_features.to(pooled[0].dtype))
         return torch.cat(pooled, dim=-1)
 
-    def forward(self, batch: Batch, trace: list[StageInfo] | None = None) -> torch.Tensor:
-        pred = self.head(self.encode(batch, trace))
+    def forward(self, batch: Batch, trace: list[StageInfo] | None = None, tasks: bool = False):
+        """The head's output [B, *]; with ``tasks``, ``(pred, {task name: out [B, K]})`` from one encoding
+        (a keyword, so that a DistributedDataParallel wrapper passes it through)."""
+        z = self.encode(batch, trace)
+        pred = self.head(z)
         self._trace(trace, "head", self.head, pred)
-        return pred
+        if not tasks:
+            return pred
+        outs = {}
+        for name, task in self.tasks.items():
+            outs[name] = task(z)
+            self._trace(trace, "task", task, outs[name])
+        return pred, outs
+
+    def forward_tasks(self, batch: Batch, trace: list[StageInfo] | None = None):
+        """``(pred, {task name: out})``: the direction and every task from one encoding."""
+        return self(batch, trace, tasks=True)
+
+    def task_loss(self, outs: dict[str, torch.Tensor], batch: Batch,
+                  weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(sum of weight * task loss, {task name: its loss}); fp32 outside autocast, like :meth:`loss`."""
+        if self.tasks and batch.truth is None:
+            raise IcezooError("this batch has no truth columns for the tasks: cannot compute their losses")
+        terms = {name: task.loss(outs[name], batch.truth, weight) for name, task in self.tasks.items()}
+        total = sum(self.task_weights[name] * value for name, value in terms.items())
+        return total, terms
+
+    def task_outputs(self, outs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every task's named per-event columns [B], in task order (what ``icezoo predict`` writes)."""
+        columns: dict[str, torch.Tensor] = {}
+        for name, task in self.tasks.items():
+            columns.update(task.outputs(outs[name]))
+        return columns
+
+    def truth_columns(self) -> tuple[str, ...]:
+        """The truth columns the tasks need (empty without tasks: the loaders read no truth then)."""
+        return tuple(dict.fromkeys(c for t in self.tasks.values() for c in type(t).columns(t.config)))
 
     def loss(self, pred: torch.Tensor, batch: Batch, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted sum of the loss terms, in fp32 outside autocast."""
@@ -214,7 +255,8 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
         refs = config.refs(kind)
         built = []
         for i, ref in enumerate(refs):
-            path = f"{root}.{kind}" if len(refs) == 1 else f"{root}.{kind}.{i}"
+            key = STAGE_OF[kind].key
+            path = f"{root}.{key}" if len(refs) == 1 else f"{root}.{key}.{i}"
             try:
                 spec = registry.get(kind, ref.name)
             except IcezooError as exc:
@@ -269,9 +311,29 @@ def compose(config: PipelineConfig, registry: Registry) -> Pipeline:
 
     losses = make("loss", check=_accepts_head(head))
     weights = [ref.weight for ref in config.loss]
-    pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance)
+    tasks = make("task", head.in_dim)
+    _name_tasks(tasks, root)
+    pipeline = Pipeline(config, selection, features, embedder, backbone, poolers, head, losses, weights, provenance,
+                        tasks, [ref.weight for ref in config.refs("task")])
     pipeline.frozen, pipeline.stage_inits = frozen, stage_inits
     return pipeline
+
+
+def _name_tasks(tasks: list[Task], root: str) -> None:
+    """Each task's name (its default) and output columns: unique in the pipeline, none a submission column."""
+    names: dict[str, int] = {}
+    columns: dict[str, str] = {}
+    for i, task in enumerate(tasks):
+        path = f"{root}.tasks" + (f".{i}" if len(tasks) > 1 else "")
+        if task.task_name in names:
+            raise IcezooError(f"{path}: a second task named '{task.task_name}' (tasks.{names[task.task_name]} "
+                              f"is one): a pipeline trains each target once")
+        names[task.task_name] = i
+        for column in task.output_names():
+            if column in RESERVED_OUTPUTS or column in columns:
+                other = "the submission" if column in RESERVED_OUTPUTS else f"task '{columns[column]}'"
+                raise IcezooError(f"{path}: {task.name} writes a column '{column}', which {other} writes already")
+            columns[column] = task.task_name
 
 
 def count_parameters(module: nn.Module) -> int:

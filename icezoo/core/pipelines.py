@@ -30,7 +30,7 @@ class ComponentRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    #: only for losses: the term's weight in the sum (finite and not negative: a NaN weight would make
+    #: only for losses and tasks: the term's weight in the sum (finite and not negative: a NaN weight would make
     #: every step's loss NaN, each step skipped by the NaN guard, and the run end "done" untrained)
     weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     #: model stages only: keep this component's weights fixed (requires_grad off, always in eval mode)
@@ -66,6 +66,11 @@ class ComponentRef(BaseModel):
         """The stage options that are set (freeze, init_from, concat), as written in a table."""
         return {key: getattr(self, key) for key in STAGE_OPTIONS if getattr(self, key)}
 
+
+#: the stages whose entries carry a ``weight`` (their terms are summed into the training loss)
+WEIGHTED = ("loss", "task")
+#: kind -> table key where they differ (``task`` -> ``tasks``)
+STAGE_KEYS = {s.kind: s.key for s in STAGES if s.key != s.kind}
 
 #: per-component options of a stage entry that are not the component's params
 STAGE_OPTIONS = ("freeze", "init_from", "concat")
@@ -113,6 +118,9 @@ class TrainSettings(BaseModel):
     #: kappa above ``min_kappa`` (its predictions are cached in that run's directory)
     min_kappa: float | None = Field(None, ge=0)
     kappa_from: str | None = None
+    #: train on this fraction of each training file's events (the events whose id hashes below it: one
+    #: fixed subset for every run and seed, a smaller fraction's inside a larger one's): few-label studies
+    fraction: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _kappa_filter(self) -> "TrainSettings":
@@ -134,6 +142,11 @@ def _parse_many(cls, value: Any) -> list[ComponentRef]:
     if not refs:
         raise ValueError("needs at least one component")
     return refs
+
+
+def _parse_optional(cls, value: Any) -> list[ComponentRef]:
+    """A stage that may be empty (``tasks``: none in a direction-only pipeline)."""
+    return _refs(value)
 
 
 def _parse_one(cls, value: Any) -> ComponentRef:
@@ -158,7 +171,7 @@ class _PipelineBase(BaseModel):
 
     def refs(self, kind: str) -> list[ComponentRef]:
         """The components of a stage as a list (one entry for a single-component stage)."""
-        return _refs(getattr(self, kind))
+        return _refs(getattr(self, STAGE_KEYS.get(kind, kind)))
 
     @property
     def max_pulses(self) -> int:
@@ -171,8 +184,9 @@ class _PipelineBase(BaseModel):
             if getattr(self, key):
                 table[key] = getattr(self, key)
         for stage in STAGES:
-            refs = [r.to_toml_value(with_weight=stage.kind == "loss") for r in self.refs(stage.kind)]
-            table[stage.kind] = refs if stage.many or len(refs) > 1 else refs[0]
+            refs = [r.to_toml_value(with_weight=stage.kind in WEIGHTED) for r in self.refs(stage.kind)]
+            if refs or stage.default:  # an empty optional stage is left out (direction-only tables as before)
+                table[stage.key] = refs if stage.many or len(refs) > 1 else refs[0]
         table["train"] = self.train.model_dump(exclude_none=True)
         return table
 
@@ -212,7 +226,7 @@ def _keep_shared_params(kind: str, entry: dict[str, Any]) -> None:
     """A stage entry whose component is replaced (``--set backbone.name=pyg``) keeps only what every
     component of its kind takes (the kind's base params, e.g. a selection's max_pulses) and the stage
     options; the old component's own params (a transformer's heads) would be unknown to the new one."""
-    stage = next((s for s in STAGES if s.kind == kind), None)
+    stage = next((s for s in STAGES if s.key == kind), None)
     if stage is None:
         return
     shared = set(stage.base.Config.model_fields) | {"name", "weight", *STAGE_OPTIONS}
@@ -226,18 +240,21 @@ PipelineConfig = create_model(
     __base__=_PipelineBase,
     __module__=__name__,
     __validators__={
-        "_many": field_validator(*(s.kind for s in STAGES if s.many), mode="before")(classmethod(_parse_many)),
-        "_one": field_validator(*(s.kind for s in STAGES if not s.many and not s.chain),
+        "_many": field_validator(*(s.key for s in STAGES if s.many and s.default),
+                                 mode="before")(classmethod(_parse_many)),
+        "_optional": field_validator(*(s.key for s in STAGES if s.many and not s.default),
+                                     mode="before")(classmethod(_parse_optional)),
+        "_one": field_validator(*(s.key for s in STAGES if not s.many and not s.chain),
                                 mode="before")(classmethod(_parse_one)),
-        "_chain": field_validator(*(s.kind for s in STAGES if s.chain), mode="before")(classmethod(_parse_chain)),
+        "_chain": field_validator(*(s.key for s in STAGES if s.chain), mode="before")(classmethod(_parse_chain)),
     },
-    **{stage.kind: _stage_field(stage) for stage in STAGES},
+    **{stage.key: _stage_field(stage) for stage in STAGES},
     train=(TrainSettings, Field(default_factory=TrainSettings)),
 )
 PipelineConfig.__doc__ = "A fully resolved pipeline: one component (or list) per stage, plus training defaults."
 
 #: the top-level keys a --set override may name
-STAGE_NAMES = (*(s.kind for s in STAGES), "train")
+STAGE_NAMES = (*(s.key for s in STAGES), "train")
 
 
 def pipeline_from_table(name: str, table: dict[str, Any], where: str | None = None) -> PipelineConfig:
@@ -365,17 +382,18 @@ def resolved_table(config: PipelineConfig, reg: RegistryView) -> dict[str, Any]:
         refs = config.refs(kind)
         out = []
         for i, ref in enumerate(refs):
-            path = f"{root}.{kind}" + (f".{i}" if len(refs) > 1 else "")
+            path = f"{root}.{stage.key}" + (f".{i}" if len(refs) > 1 else "")
             try:
                 spec = reg.get(kind, ref.name)
             except IcezooError as exc:
                 raise IcezooError(f"{path}: {exc}") from None
             params = validate_params(spec.cls, ref.params, path).model_dump()
             entry = {"name": spec.name, **params}
-            if kind == "loss":
+            if kind in WEIGHTED:
                 entry["weight"] = ref.weight
             out.append({**entry, **ref.options()})
-        table[kind] = out if many or len(out) > 1 else out[0]
+        if out or stage.default:
+            table[stage.key] = out if many or len(out) > 1 else out[0]
     table["train"] = config.train.model_dump()
     return table
 

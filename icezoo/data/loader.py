@@ -21,7 +21,8 @@ shuffled, sorted by pulse count within windows of ``bucket_window`` batches and 
 whose order is shuffled again, so a batch holds similar pulse counts and needs little padding.
 Each block is selected and featurised at once (vectorised) with its own seeds, on a lazy chunk: the
 selection reads only what it needs (aux_first: offsets and the auxiliary flags of long events) and
-every other column is gathered once, for the kept pulses. With
+every other column is gathered once, for the kept pulses. With ``truth_columns`` (the tasks' columns,
+:mod:`icezoo.data.truth`) each batch carries them in ``Batch.truth``; without, no truth is read. With
 ``num_workers`` > 0, worker ``w`` reads units ``w, w+W, ...`` and the torch DataLoader returns
 their batches round-robin; the step sequence depends on ``num_workers`` (resume with the same value).
 """
@@ -80,7 +81,7 @@ class EventDataset(IterableDataset):
                  shuffle: bool = True, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_workers: int = 0, start_step: int = 0, min_pulses: int = 2, bucket_window: int = 64,
                  max_pulses: int | None = None, geometry=None, block_events: int = 16384,
-                 keep_events: dict[int, np.ndarray] | None = None):
+                 keep_events: dict[int, np.ndarray] | None = None, truth_columns: tuple[str, ...] = ()):
         if batch_size < 1:
             raise IcezooError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -98,6 +99,7 @@ class EventDataset(IterableDataset):
         self.geometry, self.window = geometry, max(1, int(bucket_window))
         self.block = max(batch_size, (int(block_events) // batch_size) * batch_size)  # whole batches per block
         self.keep = None if keep_events is None else {int(b): np.asarray(v, np.int64) for b, v in keep_events.items()}
+        self.truth_columns = tuple(truth_columns)
         # a selection that keeps whole sensors: sensor tokens plus every pulse packed (icezoo.data.sensors)
         self._prepare, self._pad = ((prepare_sensors, pad_sensor_events) if sensor_level(selection)
                                     else (prepare, pad_events))
@@ -237,10 +239,25 @@ class EventDataset(IterableDataset):
             if first >= hi:
                 break
             raw = self.source.read_raw(self.split, unit.batch_id, self.geometry)
-            yield from self._unit_batches(raw, unit, max(lo, first) - first, min(hi, last) - first, buffers)
+            truth = self._truth(raw, unit.batch_id) if self.truth_columns else None
+            yield from self._unit_batches(raw, unit, max(lo, first) - first, min(hi, last) - first, buffers, truth)
             del raw
 
-    def _unit_batches(self, raw, unit: Unit, lo: int, hi: int, buffers: dict | None = None):
+    def _truth(self, raw, batch_id: int) -> dict[str, np.ndarray]:
+        """The task columns of every event of ``raw`` (its own truth where the format keeps it with the
+        pulses, GraphNeT's; else the source's truth table, e.g. the simulator's train_truth.parquet)."""
+        from icezoo.data.truth import align, task_truth
+
+        where = f"{self.data_dir} ({self.split}, batch {batch_id})"
+        if raw.truth is not None:
+            return task_truth(raw.truth, self.truth_columns, where)
+        table = self.source.truth(self.split, [batch_id])
+        if table is None:
+            raise IcezooError(f"{where}: no truth beyond the direction, but the pipeline's tasks need "
+                              f"{', '.join(self.truth_columns)}")
+        return task_truth(align(table, raw.event_id), self.truth_columns, where)
+
+    def _unit_batches(self, raw, unit: Unit, lo: int, hi: int, buffers: dict | None = None, truth=None):
         """Batches ``lo:hi`` of a unit, block by block (blocks wholly outside are not prepared)."""
         n = raw.n_pulses
         ev = np.arange(raw.num_events) if unit.shard is None else self._shard(unit.batch_id, raw.num_events, unit.shard)
@@ -263,7 +280,11 @@ class EventDataset(IterableDataset):
             prep = self._prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses,
                            buffers=buffers)
             for i in range(max(lo, j0) - j0, min(hi, j) - j0):
-                yield self._pad(prep, slice(int(bounds[i]), int(bounds[i + 1])))
+                batch = self._pad(prep, slice(int(bounds[i]), int(bounds[i + 1])))
+                if truth is not None:  # the tasks' columns of these events (raw rows, in batch order)
+                    rows = block_ev[order][int(bounds[i]):int(bounds[i + 1])]
+                    batch.truth = {c: torch.from_numpy(v[rows].astype(np.float32)) for c, v in truth.items()}
+                yield batch
 
     def _bucket(self, n: np.ndarray, sizes: np.ndarray, unit: Unit, k: int) -> np.ndarray:
         """Block positions in yield order: shuffled, sorted by pulse count within windows of batches,

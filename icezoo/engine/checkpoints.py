@@ -14,7 +14,7 @@ import torch
 from icezoo.core.checkpoint import component_state, load_checkpoint, require_finite
 from icezoo.core.pipelines import pipeline_from_table
 from icezoo.core.errors import IcezooError
-from icezoo.engine.runs import BEST, RunDir, newest_successful_run
+from icezoo.engine.runs import BEST, DEFAULT_RUNS_DIR, RUN_FILE, RunDir, newest_successful_run
 from icezoo.zoo import build
 
 
@@ -39,6 +39,9 @@ def model_from_checkpoint(path: Path, map_location="cpu"):
     Component names resolve through the registry, aliases included, so a checkpoint saved under a
     component's former name (``graph_transformer``) loads into the renamed one (``mat``)."""
     ckpt = load_checkpoint(path, map_location=map_location)
+    if "mask_token" in ckpt["state_dict"]:  # icezoo pretrain's: an encoder without a direction head
+        raise IcezooError(f"{path}: a pretraining checkpoint (icezoo pretrain: embedder and backbone, no direction "
+                          f"head); fine-tune it first: icezoo train --pipeline P --init-from RUN")
     config = config_from_checkpoint(ckpt, str(path))
     try:
         model = build(config)
@@ -106,12 +109,13 @@ def load_matching(model, state: dict) -> dict[str, Any]:
 
 
 def init_stages(model, runs_dir: Path, log) -> list[dict[str, Any]]:
-    """Each ``init_from`` stage (EXP_100's frozen GNN): that component's weights from the newest
-    successful run of the named pipeline, all of them and with matching shapes, or a one-line error."""
+    """Each ``init_from`` stage (EXP_100's frozen GNN): that component's weights from the run it names
+    (:func:`init_run`: a pipeline's newest run, ``pretrain:PIPELINE``'s newest
+    pretraining run, or a run), all of them and with matching shapes, or a one-line error."""
     reports = []
     for path, module, source, kind, name in model.stage_inits:
         try:
-            src = newest_successful_run(source, runs_dir).checkpoint("best")
+            src = init_run(source, runs_dir).checkpoint("best")
         except IcezooError as exc:
             raise IcezooError(f"{path}.init_from: {exc}") from None
         state = component_state(load_checkpoint(src), kind, name)
@@ -125,6 +129,26 @@ def init_stages(model, runs_dir: Path, log) -> list[dict[str, Any]]:
         log(f"{path}: {name} initialised from {src} ({rep['loaded']} tensors)")
         reports.append({"stage": path, "source": str(src), "loaded": rep["loaded"]})
     return reports
+
+
+#: ``init_from = "pretrain:PIPELINE"``: the newest pretraining run of that pipeline
+PRETRAIN_PREFIX = "pretrain:"
+
+
+def init_run(spec: str, runs_dir: Path | None = None) -> RunDir:
+    """The run an ``init_from`` names: ``pretrain:PIPELINE`` (that pipeline's newest finished ``icezoo
+    pretrain`` run), a run (its directory, or its name in ``runs_dir``), or a pipeline (its newest
+    finished training run)."""
+    spec = str(spec)
+    if spec.startswith(PRETRAIN_PREFIX):
+        return newest_successful_run(spec[len(PRETRAIN_PREFIX):], runs_dir, pretraining=True)
+    path, named = Path(spec), Path(runs_dir or DEFAULT_RUNS_DIR) / spec
+    if (path / RUN_FILE).is_file() or (named / RUN_FILE).is_file():
+        run = RunDir.find(spec, runs_dir)
+        if not run.checkpoint("best").is_file():
+            raise IcezooError(f"init_from = '{spec}': {run.path} has no {BEST} (the run has not validated an epoch)")
+        return run
+    return newest_successful_run(spec, runs_dir)
 
 
 def init_report_text(source: str, rep: dict[str, Any]) -> str:

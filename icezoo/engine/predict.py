@@ -47,15 +47,24 @@ def _checked_kappa(kappa: np.ndarray) -> np.ndarray:
 
 def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Run ``model`` over ``loader``: event_id, direction [N,3] float64 unit vectors, kappa (or NaN),
-    target [N,3] (NaN without truth), n_pulses, selected pulse count."""
+    target [N,3] (NaN without truth), n_pulses, selected pulse count; with tasks also ``tasks``
+    ({output column: [N]}, :meth:`Pipeline.task_outputs`) and ``truth`` ({column: [N]}, where the
+    loader carried the tasks' truth)."""
     ids, dirs, kappas, targets, npulses, nsel = [], [], [], [], [], []
+    columns: dict[str, list[np.ndarray]] = {}
+    truth: dict[str, list[np.ndarray]] = {}
+    with_tasks = bool(getattr(model, "tasks", None))
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             batch = batch.to(device)
             with autocast(device, precision):
-                pred = model(batch)
+                pred = model(batch, tasks=True) if with_tasks else model(batch)
+            if with_tasks:
+                pred, outs = pred
+                _collect(columns, model.task_outputs({k: v.double() for k, v in outs.items()}))
+                _collect(truth, batch.truth or {})
             pred = pred.double()
             d = model.direction(pred)
             k = model.kappa(pred)
@@ -70,11 +79,24 @@ def infer(model, loader, device, precision: str = "fp32") -> dict[str, np.ndarra
             nsel.append(batch.lengths.cpu().numpy())
     model.train(was_training)
     if not ids:
-        return {"event_id": np.zeros(0, np.int64), "direction": np.zeros((0, 3)), "kappa": np.zeros(0),
-                "target": np.zeros((0, 3)), "n_pulses": np.zeros(0, np.int64), "n_selected": np.zeros(0, np.int64)}
-    return {"event_id": np.concatenate(ids).astype(np.int64), "direction": np.concatenate(dirs),
-            "kappa": np.concatenate(kappas), "target": np.concatenate(targets),
-            "n_pulses": np.concatenate(npulses).astype(np.int64), "n_selected": np.concatenate(nsel).astype(np.int64)}
+        out = {"event_id": np.zeros(0, np.int64), "direction": np.zeros((0, 3)), "kappa": np.zeros(0),
+               "target": np.zeros((0, 3)), "n_pulses": np.zeros(0, np.int64), "n_selected": np.zeros(0, np.int64)}
+    else:
+        out = {"event_id": np.concatenate(ids).astype(np.int64), "direction": np.concatenate(dirs),
+               "kappa": np.concatenate(kappas), "target": np.concatenate(targets),
+               "n_pulses": np.concatenate(npulses).astype(np.int64),
+               "n_selected": np.concatenate(nsel).astype(np.int64)}
+    if with_tasks:
+        names = (model.task_outputs({n: torch.zeros(1, t.out_dim) for n, t in model.tasks.items()}) if not ids
+                 else columns)
+        out["tasks"] = {k: np.concatenate(columns[k]) if ids else np.zeros(0) for k in names}
+        out["truth"] = {k: np.concatenate(v).astype(np.float64) for k, v in truth.items()}
+    return out
+
+
+def _collect(into: dict[str, list[np.ndarray]], columns: dict[str, torch.Tensor]) -> None:
+    for name, values in columns.items():
+        into.setdefault(name, []).append(values.double().cpu().numpy())
 
 
 def member_predictions(model, data_dir, split: str, ids: list[int], device, precision: str = "fp32", tta: int = 1,
@@ -90,14 +112,18 @@ def member_predictions(model, data_dir, split: str, ids: list[int], device, prec
         res = infer(model, loader, device, precision)
         order = np.argsort(res["event_id"], kind="stable")
         views.append({"event_id": res["event_id"][order], "direction": unrotate(res["direction"][order], theta),
-                      "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order]})
+                      "kappa": res["kappa"][order], "n_pulses": res["n_pulses"][order],
+                      **({"tasks": {k: v[order] for k, v in res["tasks"].items()}} if "tasks" in res else {})})
         if on_view is not None:
             on_view()
     for v in views[1:]:  # selection and min_pulses do not depend on the rotation: the same events
         if not np.array_equal(v["event_id"], views[0]["event_id"]):
             raise IcezooError("TTA: the rotated views did not score the same events")
     direction, kappa = combine([v["direction"] for v in views], [v["kappa"] for v in views])
-    return {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
+    out = {"event_id": views[0]["event_id"], "direction": direction, "kappa": kappa, "n_pulses": views[0]["n_pulses"]}
+    if "tasks" in views[0]:  # the tasks' columns of the unturned view (a vertex would turn with the detector)
+        out["tasks"] = views[0]["tasks"]
+    return out
 
 
 def _log_written(run_dirs: list[Path], what: str, counts: dict[str, Any], stacker: str | None, echo) -> None:
@@ -160,6 +186,16 @@ def _cone_columns(kappa_map, kappa: np.ndarray) -> dict[str, np.ndarray] | None:
             for q in CONE_LEVELS}
 
 
+def _put_extra(res: dict[str, Any], idx: np.ndarray, kappa: np.ndarray | None, task_cols: dict[str, np.ndarray],
+               n: int) -> None:
+    """The columns beyond the direction of one batch's events (rows ``idx``): the kappa (``--uncertainty``)
+    and the tasks' outputs (NaN rows stay for the fallback events, which no model saw)."""
+    if kappa is not None:
+        kappa[idx] = _checked_kappa(res["kappa"])
+    for name, values in (res.get("tasks") or {}).items():
+        task_cols.setdefault(name, np.full(n, np.nan))[idx] = values
+
+
 def predict(run: str | list[str], data: str, split: str = "test", out: str | Path = "submission.csv",
             runs_dir: str | Path = "runs", batch_size: int = 256, workers: int = 0, device: str | None = None,
             tta: int = 1, echo=print, stacker: str | None = None, uncertainty: bool = False) -> dict[str, Any]:
@@ -189,6 +225,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     azimuth = np.full(len(event_ids), np.nan)
     zenith = np.full(len(event_ids), np.nan)
     kappa = np.full(len(event_ids), np.nan)  # NaN: a fallback event, whose cones are the isotropic ones
+    task_cols: dict[str, np.ndarray] = {}  # the tasks' columns (NaN for the fallback events: no prediction)
     by_id = np.argsort(event_ids, kind="stable")  # event_id is unique in a split (split_events checks)
 
     def position(ids: np.ndarray) -> np.ndarray:
@@ -214,8 +251,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
             a, z = vector_to_angles(res["direction"])
             idx = position(res["event_id"])
             azimuth[idx], zenith[idx] = a, z
-            if kappa_map is not None:
-                kappa[idx] = _checked_kappa(res["kappa"])
+            _put_extra(res, idx, kappa if kappa_map is not None else None, task_cols, len(event_ids))
             n_model += len(idx)
             # events the loader skipped (< 2 pulses): the fallback; their pulse counts from the meta
             # rows the loader has already validated against the file, so the file is not read again
@@ -232,7 +268,7 @@ def predict(run: str | list[str], data: str, split: str = "test", out: str | Pat
     n_absent = int(absent.sum())  # in the meta file but without pulse rows at all
     azimuth[absent], zenith[absent] = FALLBACK_AZIMUTH, FALLBACK_ZENITH
 
-    write_submission(out, event_ids, azimuth, zenith, extra=_cone_columns(kappa_map, kappa))
+    write_submission(out, event_ids, azimuth, zenith, extra={**task_cols, **(_cone_columns(kappa_map, kappa) or {})})
     counts = {"events": len(event_ids), "model": n_model, "fallback_one_pulse": n_one,
               "fallback_no_pulse": n_zero + n_absent, "out": str(out), "tta": tta,
               "run": ", ".join(str(m[0]) for m in members), "checkpoint": ", ".join(str(m[4]) for m in members)}

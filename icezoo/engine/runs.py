@@ -94,7 +94,7 @@ def read_json(path: Path) -> dict[str, Any]:
 #: the run.json fields other code reads, and the JSON type each must have when present
 RUN_FIELDS = {"name": str, "pipeline": str, "description": str, "command": str, "status": str, "started": str,
               "split": dict, "options": dict, "precision": dict, "nan_guard": dict, "evaluation": dict,
-              "best_val": (int, float), "resumed": int}
+              "best_val": (int, float), "resumed": int, "objective": dict}
 SPLIT_FIELDS = {"data_dir": str, "train_batches": list, "val_batches": list, "pulsemap": str, "truth_table": str}
 EVALUATION_FIELDS = {"mean": (int, float), "ci95": list, "n_events": int, "split": str}
 
@@ -440,18 +440,21 @@ def all_runs(runs_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
     return [(path, info) for path, info, _ in scan_runs(runs_dir) if info is not None]
 
 
-def newest_successful_run(pipeline: str, runs_dir: Path | None = None) -> RunDir:
-    """The most recently finished successful run of ``pipeline`` (for a pipeline's ``init_from``)."""
+def newest_successful_run(pipeline: str, runs_dir: Path | None = None, pretraining: bool = False) -> RunDir:
+    """The most recently finished successful run of ``pipeline`` (for a pipeline's ``init_from``): a
+    training run, or with ``pretraining`` an ``icezoo pretrain`` run."""
     key = normalise(pipeline)
     done = [(info.get("finished", ""), path) for path, info in all_runs(runs_dir)
             if normalise(str(info.get("pipeline", ""))) == key and info.get("status") == "done"
-            and (path / BEST).is_file()]
+            and (path / BEST).is_file() and (info.get("objective") is not None) == pretraining]
     if not done:
+        what, cmd = ("pretraining run", "pretrain") if pretraining else ("successful run", "train")
         raise IcezooError(
-            f"init_from = '{pipeline}': no successful run of pipeline {pipeline} in {runs_dir or DEFAULT_RUNS_DIR}/ "
-            f"(train it first: icezoo train --pipeline {pipeline}, or pass --init-from RUN)"
+            f"init_from = '{'pretrain:' if pretraining else ''}{pipeline}': no {what} of pipeline {pipeline} in "
+            f"{runs_dir or DEFAULT_RUNS_DIR}/ ({cmd} it first: icezoo {cmd} --pipeline {pipeline}, or pass --init-from RUN)"
         )
     return RunDir(max(done)[1])
+
 
 
 # ------------------------------------------------------------------------------ ledger
@@ -468,8 +471,14 @@ def score_of(info: dict[str, Any]) -> tuple[float | None, str]:
         if ev.get("linefit_mean") is not None:
             text += f"; LineFit {ev['linefit_mean']:.4f}"
         text += ")"
+        if ev.get("tasks"):  # one score per task beside the direction's (icezoo.engine.task_metrics)
+            from icezoo.engine.task_metrics import scores_text
+
+            text += "; " + scores_text(ev["tasks"]) if scores_text(ev["tasks"]) else ""
         return float(ev["mean"]), text
     best = info.get("best_val")
+    if best is not None and info.get("objective") is not None:  # not a direction score: never sorted among them
+        return None, f"`{best:.4f}` ({info.get('metric', 'pretraining loss')}, pretraining)"
     if best is not None:
         return float(best), f"`{best:.4f}` (val during training)"
     status = info.get("status", "")

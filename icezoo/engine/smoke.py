@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from icezoo.core.compose import Pipeline, count_parameters
+from icezoo.core.names import normalise
 from icezoo.core.pipelines import ComponentRef, PipelineConfig, pipeline_config
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.zoo import build, registry
 
 #: the stages a pipeline names, in the order ``compose`` shows them
-STAGE_ORDER = ("features", "selection", "embedder", "backbone", "pooler", "head", "loss")
+STAGE_ORDER = ("features", "selection", "embedder", "backbone", "pooler", "head", "loss", "task")
 #: stages naming one component; the others take a list
 SINGLE_STAGES = ("embedder", "backbone", "head", "selection")
 
@@ -53,6 +54,9 @@ def compose_config(pipeline: str | None, pipeline_file: str | Path | None, stage
         if not wanted:
             continue
         origin[stage] = flag
+        if stage == "task":  # --task direction energy ...: the direction is the head and loss, always trained
+            updates["tasks"] = [ComponentRef(name=v) for v in wanted if normalise(v) != "direction"]
+            continue
         if stage not in SINGLE_STAGES:
             updates[stage] = [ComponentRef(name=v) for v in wanted]
             continue
@@ -77,8 +81,12 @@ def smoke_step(config: PipelineConfig, events: int = 4, seed: int = 0) -> SmokeS
     batch = synthetic_batch(model.feature_dim, lengths, event_dim=model.event_dim, seed=seed)
     trace: list = []
     model.train()
-    pred = model(batch, trace)
+    pred, outs = model(batch, trace, tasks=True)
     value = model.loss(pred, batch)
+    if model.tasks:  # each task on a truth it could learn (Task.example_truth of a random signal)
+        signal = torch.rand(len(lengths), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        batch.truth = {k: v.float() for t in model.tasks.values() for k, v in t.example_truth(signal).items()}
+        value = value + model.task_loss(outs, batch)[0]
     value.backward()
     grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
     return SmokeStep(config=config, model=model, lengths=lengths, trace=trace, loss=value.item(),

@@ -24,6 +24,8 @@ DEFAULT_PLUGINS = (
     "icezoo.plugins.poolers",
     "icezoo.plugins.heads",
     "icezoo.plugins.losses",
+    "icezoo.plugins.tasks",
+    "icezoo.plugins.pretrain",
     "icezoo.plugins.pipelines",
     "icezoo.plugins.formats",
 )

@@ -22,15 +22,16 @@ from icezoo.core.pipelines import resolved_table
 from icezoo.core.tomlwrite import pipelines_toml
 from icezoo.data.io import check_batch_file, foreign_source, format_batches
 from icezoo.engine import loaders, predict
-from icezoo.engine.runs import RunDir, RunLog, git_commit, newest_successful_run, now_iso, package_versions
+from icezoo.engine.runs import RunDir, RunLog, git_commit, now_iso, package_versions
 from icezoo.engine.checkpoints import (checkpoint_pipeline_table, config_from_checkpoint, init_report_text,
-                                       init_source, init_stages, load_matching)
+                                       init_run, init_source, init_stages, load_matching)
 from icezoo.engine.device import Distributed, autocast, device_name, pick_device, setup_distributed
 from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
-from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
+from icezoo.engine.train.objective import build_model, is_pretraining, masked_validation, metric_name
+from icezoo.engine.train.plan import StepPlan, epoch_files, fraction_events, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
-from icezoo.zoo import build, registry
+from icezoo.zoo import registry
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -100,7 +101,7 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     opts, runs_dir = run.opts, Path(run.opts.runs_dir)
     seed_everything(opts.seed)
     try:
-        model = build(run.config)
+        model = build_model(opts, run.config)
     except IcezooError as exc:  # a build error names where the pipeline came from, like a validation error
         where = f"{opts.resume}: incompatible checkpoint" if run.resume_ckpt else opts.pipeline_file
         raise IcezooError(f"{where}: {exc}" if where and not str(exc).startswith(str(where)) else str(exc)) from None
@@ -110,17 +111,18 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
         # everything that can be checked is checked before the run directory exists (no 'failed' runs
         # from bad input): the data split and its files, the plan (from the meta), the --init-from weights
         run.data_dir, run.train_ids, run.val_ids, run.train_spec, run.val_spec = resolve_data(
-            opts.data, ts.batches, ts.val_batches, say, dist)
+            opts.data, ts.batches, ts.val_batches, say, dist, split=opts.split)
         _check_files(run, model)
         if opts.init_from or run.config.init_from:
             init_src = (init_source(opts.init_from, runs_dir) if opts.init_from
-                        else newest_successful_run(run.config.init_from, runs_dir).checkpoint("best"))
+                        else init_run(run.config.init_from, runs_dir).checkpoint("best"))
             rep = load_matching(model, load_checkpoint(init_src)["state_dict"])  # fine-tuning: the tensors that fit
     # until a new run's directory exists, log lines are kept and written into it once it does
     run.log = RunLog(RunDir(run.run_dir).log_file if (dist.main and run.run_dir) else None, echo=say,
                      keep=dist.main and run.resume_ckpt is None)
-    run.keep_events = _kappa_filter(run)
-    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events)
+    run.keep_events = fraction_events(ts.fraction, run.data_dir, run.train_ids, opts.split, _kappa_filter(run))
+    plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events,
+                     split=opts.split)
     # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
     stage_inits = init_stages(model, runs_dir, run.log) if run.resume_ckpt is None and model.stage_inits else None
     if run.resume_ckpt is None:
@@ -191,10 +193,12 @@ def _reopen(opts: TrainOptions, dist: Distributed, device, say) -> Run:
 def _check_files(run: Run, model) -> None:
     """Every training and validation file: present, a readable parquet footer with the pulse columns,
     and validation events to score (all from footers and the meta: no pulse row is read)."""
+    split = run.opts.split
     for b in [*run.train_ids, *run.val_ids]:
-        check_batch_file(run.data_dir, "train", b)
+        check_batch_file(run.data_dir, split, b)
     loaders.check_detector(model, run.data_dir)
-    if len(loaders.make_eval_loader(run.data_dir, "train", run.val_ids, model, run.config.train.batch_size)) == 0:
+    loaders.check_truth(model, run.data_dir, split, [*run.train_ids, *run.val_ids])
+    if len(loaders.make_eval_loader(run.data_dir, split, run.val_ids, model, run.config.train.batch_size)) == 0:
         raise IcezooError(f"{run.data_dir}: the validation batches {format_batches(run.val_ids)} hold no event with 2 or "
                           f"more pulses")
 
@@ -213,6 +217,8 @@ def _write_run_files(run: Run) -> None:
     split = {"data_dir": str(Path(run.data_dir).resolve()), "data": "default simulated set" if opts.data is None
              else str(opts.data), "train_spec": run.train_spec, "val_spec": run.val_spec,
              "train_batches": [int(i) for i in run.train_ids], "val_batches": [int(i) for i in run.val_ids]}
+    if opts.split != "train":
+        split["files"] = opts.split
     src = foreign_source(run.data_dir)  # a GraphNeT source's tables, so that evaluate/predict need not be told
     if src is not None and src.pulsemap:
         split["pulsemap"] = src.pulsemap
@@ -221,16 +227,25 @@ def _write_run_files(run: Run) -> None:
     saved_opts = {k: v for k, v in asdict(opts).items() if k not in SESSION_OPTIONS}
     run.info = {
         "name": run.run_dir.name, "pipeline": config.name, "experiment": config.experiment,
-        "description": opts.description or config.description, "command": run.command, "status": "running",
+        "description": opts.description or _description(opts, config), "command": run.command, "status": "running",
         "started": now_iso(), "finished": None, "git_commit": git_commit(), "packages": package_versions(),
         "device": device_name(run.device), "world_size": run.dist.world_size, "split": split, "options": saved_opts,
         "precision": {"requested": ts.precision, "final": ts.precision}, "best_val": None,
     }
+    if is_pretraining(opts):  # the ledger and init_from tell pretraining runs apart by this field
+        run.info.update(objective=dict(opts.objective), metric=metric_name(opts))
     RunDir(run.run_dir).start(run.info, pipelines_toml({config.name: resolved_table(config, registry())}),
                                run.command)
     run.log(f"run {run.run_dir} - pipeline {config.name} - {run.command}", echo=False)
     run.log(f"data {run.data_dir}: train batches {run.train_spec} -> {format_batches(run.train_ids)}, "
             f"validation {format_batches(run.val_ids)} (fixed, disjoint)")
+
+
+def _description(opts: TrainOptions, config) -> str:
+    if not is_pretraining(opts):
+        return config.description
+    return (f"pretraining ({opts.objective.get('name', 'masked_pulse')}) of the embedder and backbone of "
+            f"{config.name}")
 
 
 def _progress(run: Run) -> Progress:
@@ -246,6 +261,10 @@ class _Window:
 
     loss_sum: float = 0.0
     loss_n: int = 0
+    #: task name -> (sum, count) of its loss term since the last log line / in this epoch (multi-task
+    #: pipelines; the epoch's sums start over on resume: the first epoch after it reports its tail)
+    task_sums: dict | None = None
+    task_epoch: dict | None = None
     bad: bool = False
     boundary_step: int = 0
     boundary_events: int = 0  # events seen at that step (a Ctrl-C drops the half-done window's events too)
@@ -297,13 +316,11 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
     loader = loaders.make_train_loader(run.data_dir, epoch_files(ts, run.train_ids, epoch), raw, ts.batch_size,
                                        run.opts.seed, epoch, dist, run.opts.workers,
                                        start_step=state.step - plan.starts[epoch], keep_events=run.keep_events,
-                                       pin_memory=run.device.type == "cuda")
+                                       pin_memory=run.device.type == "cuda", split=run.opts.split)
     raw.train()
     for batch in loader:
         batch = batch.to(run.device)
-        with autocast(run.device, state.precision):
-            pred = model(batch)
-        loss = raw.loss(pred.float(), batch)
+        loss, pred = _forward_loss(model, raw, batch, state.precision, run.device, window)
         if bool(torch.isfinite(loss)):
             state.scaler.scale(loss / ts.accumulate).backward()
             window.loss_sum += float(loss.detach())
@@ -331,7 +348,7 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
         if state.step % log_every == 0:
             run.log(f"step {state.step}/{plan.total_steps} epoch {epoch} loss {window.mean_loss:.4f} "
                     f"lr {state.scheduler.get_last_lr()[0]:.3e} "
-                    f"{state.events_seen / max(state.train_time, 1e-9):.0f} ev/s", echo=False)
+                    f"{state.events_seen / max(state.train_time, 1e-9):.0f} ev/s" + _task_text(window), echo=False)
         save_every = run.opts.save_every_steps
         if save_every and at_boundary and state.step % save_every == 0 and state.step < end:
             _save(run, state, plan, "last", state.step)
@@ -342,6 +359,39 @@ def _train_epoch(run: Run, model, plan: StepPlan, state: TrainState, epoch: int,
         window.boundary_step, window.boundary_events = end, state.events_seen
 
 
+def _forward_loss(model, raw, batch, precision: str, device, window: _Window):
+    """(training loss, direction output) of one batch: the direction's losses, plus each task's weighted
+    loss where the pipeline has tasks (their terms summed into ``window.task_sums`` for the log)."""
+    if not getattr(raw, "tasks", None):  # no tasks (a pretraining model has none): the computation as before
+        with autocast(device, precision):
+            pred = model(batch)
+        return raw.loss(pred.float(), batch), pred
+    with autocast(device, precision):
+        pred, outs = model(batch, tasks=True)
+    total, terms = raw.task_loss({k: v.float() for k, v in outs.items()}, batch)
+    window.task_sums, window.task_epoch = window.task_sums or {}, window.task_epoch or {}
+    for name, value in terms.items():
+        value = float(value.detach())
+        for sums in (window.task_sums, window.task_epoch) if math.isfinite(value) else ():
+            s, n = sums.get(name, (0.0, 0))
+            sums[name] = (s + value, n + 1)
+    return raw.loss(pred.float(), batch) + total, pred
+
+
+def _task_text(window: _Window, epoch: bool = False) -> str:
+    """The tasks' mean losses since the last log line, or in the epoch (`` energy 0.812 event_type 0.433``),
+    then reset."""
+    sums = window.task_epoch if epoch else window.task_sums
+    if not sums:
+        return ""
+    text = "".join(f" {name} {s / max(n, 1):.4f}" for name, (s, n) in sums.items())
+    if epoch:
+        window.task_epoch = {}
+    else:
+        window.task_sums = {}
+    return text
+
+
 def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: _Window, t_start: float) -> None:
     """Validate, keep the best weights (finite scores only), save the state and the metrics."""
     val = run.dist.on_main(_validate, run, state)  # every rank learns the score (and a failure)
@@ -349,14 +399,18 @@ def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: 
     entry = {"epoch": epoch, "step": state.step, "train_loss": window.mean_loss, "val_mean": val,
              "lr": state.scheduler.get_last_lr()[0], "events_per_s": state.events_seen / max(state.train_time, 1e-9),
              "elapsed_s": state.train_time, "precision": state.precision}
+    if window.task_epoch:  # multi-task: each task's mean training loss in the epoch
+        entry["task_losses"] = {name: s / max(n, 1) for name, (s, n) in window.task_epoch.items()}
     state.history.append(entry)
     window.loss_sum, window.loss_n = 0.0, 0
     state.epoch_loss = (0.0, 0)
     improved = math.isfinite(val) and (state.best_val is None or val < state.best_val)
     if improved:
         state.best_val = val
-    run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}, "
-            f"validation mean angular error {val:.4f}{' (best)' if improved else ''}")
+    tasks = _task_text(window, epoch=True)
+    run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}"
+            + (f" (tasks:{tasks})" if tasks else "")
+            + f", validation {metric_name(run.opts)} {val:.4f}{' (best)' if improved else ''}")
     run.dist.on_main(_write_epoch, run, plan, state, improved)
     run.dist.barrier()
 
@@ -374,17 +428,23 @@ def _write_epoch(run: Run, plan: StepPlan, state: TrainState, improved: bool) ->
 
 
 def _validate(run: Run, state: TrainState) -> float:
-    """Mean angular error on the fixed validation files, with the EMA weights where there are some."""
+    """Mean angular error (pretraining: the objective's loss) on the fixed validation files, with the
+    EMA weights where there are some."""
     raw = state.model
     backup = None
     if state.ema is not None:
         backup = {k: v.detach().clone() for k, v in raw.state_dict().items()}
         raw.load_state_dict(state.weights())
-    loader = loaders.make_eval_loader(run.data_dir, "train", run.val_ids, raw, max(run.config.train.batch_size, 128))
-    out = predict.infer(raw, loader, run.device, state.precision)
+    loader = loaders.make_eval_loader(run.data_dir, run.opts.split, run.val_ids, raw,
+                                      max(run.config.train.batch_size, 128))
+    if is_pretraining(run.opts):
+        score = masked_validation(raw, loader, run.device, state.precision)
+    else:
+        out = predict.infer(raw, loader, run.device, state.precision)
+        score = float(np.mean(angular_error(out["direction"], out["target"])))
     if backup is not None:
         raw.load_state_dict(backup)
-    return float(np.mean(angular_error(out["direction"], out["target"])))
+    return score
 
 
 def _save(run: Run, state: TrainState, plan: StepPlan, kind: str, at_step: int, weights=None) -> None:
@@ -412,7 +472,7 @@ def _write_done(run: Run, state: TrainState) -> None:
         train_time_s=round(state.train_time, 2), events_seen=state.events_seen,
         precision={"requested": run.config.train.precision, "final": state.precision}, step=state.step, **stale)
     run.log(f"done: {state.step} steps in {state.train_time:.1f} s "
-            f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation mean angular error "
+            f"({state.events_seen / max(state.train_time, 1e-9):.0f} ev/s); best validation {metric_name(run.opts)} "
             f"{state.best_val:.4f}; run {run.run_dir}")
     if state.guard.summary():
         run.log(state.guard.summary())

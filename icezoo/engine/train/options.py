@@ -39,11 +39,16 @@ class TrainOptions:
     max_steps: int | None = None
     progress: bool = True
     device: str | None = None
+    #: the split the training files come from: "train", or "test" (events without truth: pretraining)
+    split: str = "train"
+    #: ``icezoo pretrain``: the pretraining objective's table ({name = ..., params}); None: train the direction
+    objective: dict[str, Any] | None = None
 
 
 #: options a resumed run takes from its own run.json (giving them with --resume is noted and ignored)
 RUN_SETTINGS = ("pipeline", "pipeline_file", "data", "batches", "epochs", "batch_size", "max_pulses", "precision",
-                "accumulate", "init_from", "save_every_steps", "overrides", "name", "description", "max_steps")
+                "accumulate", "init_from", "save_every_steps", "overrides", "name", "description", "max_steps",
+                "split", "objective")
 #: options of this invocation only, never saved with the run
 SESSION_OPTIONS = ("resume", "progress", "device", "runs_dir")
 
@@ -68,7 +73,7 @@ def config_from_options(opts: TrainOptions):
 
 def canonical_command(opts: TrainOptions, config_name: str) -> str:
     """The exact ``icezoo train`` command that reproduces the run (flags that were given)."""
-    parts = ["icezoo", "train"]
+    parts = ["icezoo", "train" if opts.objective is None else "pretrain"]
     if opts.pipeline_file:
         parts += ["--pipeline-file", str(opts.pipeline_file)]
         if opts.pipeline:
@@ -82,11 +87,14 @@ def canonical_command(opts: TrainOptions, config_name: str) -> str:
                         ("--max-steps", opts.max_steps)):
         if value is not None:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if opts.split != "train":
+        parts += ["--split", opts.split]
     if opts.seed:
         parts += ["--seed", str(opts.seed)]
     if opts.workers:  # the loader's step sequence depends on the number of workers
         parts += ["--workers", str(opts.workers)]
-    for key, value in opts.overrides.items():
+    objective = {f"pretrain.{k}": v for k, v in (opts.objective or {}).items()}
+    for key, value in {**opts.overrides, **objective}.items():
         text = value if isinstance(value, str) else toml_value(value)
         parts += ["--set", f"{key}={text}"]
     if opts.name:

@@ -7,28 +7,36 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from icezoo.core.errors import IcezooError
+from icezoo.data.formats import open_source
 from icezoo.data.io import cycle_batches, list_batches, meta_batch_ids, require_batch_files, split_batches
 from icezoo.engine.default_data import default_dataset, read_split
 from icezoo.engine.device import Distributed
 from icezoo.engine import loaders
 
 
-def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed):
-    """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol."""
+def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, dist: Distributed,
+                 split: str = "train"):
+    """(data_dir, train_ids, val_ids, train_spec, val_spec) under the validation protocol, from the files
+    of ``split`` ("test": events without truth, for pretraining; the dataset's own validation files
+    are named for its training split only)."""
     if data is None:
         data_dir = dist.on_main(lambda: default_dataset(log=log)).path  # rank 0 builds it; its failure stops all
     else:
         data_dir = Path(data)
         if not data_dir.exists():
             raise IcezooError(f"--data {data}: no such directory")
-    split = read_split(data_dir)
-    if split is not None and val_spec is None:
-        val_spec = split.val_spec
+    stored = read_split(data_dir) if split == "train" else None
+    if stored is not None and val_spec is None:
+        val_spec = stored.val_spec
     # the files on disk and those the meta names: a batch the meta names without its file is an error
-    available = sorted(set(list_batches(data_dir, "train")) | set(meta_batch_ids(data_dir, "train")))
+    available = sorted(set(list_batches(data_dir, split)) | set(meta_batch_ids(data_dir, split)))
+    if not available and split != "train":
+        raise IcezooError(f"{data_dir}: no {split} batch files ({split}/batch_N.parquet and {split}_meta.parquet)")
     train_ids, val_ids = split_batches(available, train_spec, val_spec)
-    require_batch_files(data_dir, "train", [*train_ids, *val_ids])
+    require_batch_files(data_dir, split, [*train_ids, *val_ids])
     if not train_ids:
         raise IcezooError(f"{data_dir}: no training batch files for '{train_spec}'")
     if not val_ids:
@@ -74,6 +82,24 @@ class StepPlan:
         return f"{steps[0]}/epoch" if len(set(steps)) == 1 else f"{min(steps)}-{max(steps)}/epoch"
 
 
+def fraction_events(fraction: float | None, data_dir, train_ids: list[int], split: str = "train",
+                    keep: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray] | None:
+    """``train.fraction``: of each training file, the events whose id hashes (Fibonacci hashing, top 24
+    bits) below ``fraction``: a fixed subset whatever the run or seed, nested across fractions; within
+    ``keep`` (the kappa filter) when given. None (all events) without a fraction below 1."""
+    if fraction is None or fraction >= 1:
+        return keep
+    src = open_source(data_dir)
+    out = {}
+    for b in train_ids:
+        ids = np.asarray(src.meta(split, b)["event_id"], dtype=np.int64)
+        with np.errstate(over="ignore"):
+            h = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        chosen = ids[h < np.uint64(int(fraction * 2**24))]
+        out[int(b)] = chosen if keep is None else np.intersect1d(chosen, keep.get(int(b), np.zeros(0, np.int64)))
+    return out
+
+
 def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
     """The training files of an epoch: all of them, or the next ``files_per_epoch`` round-robin."""
     if ts.files_per_epoch:
@@ -82,14 +108,14 @@ def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
 
 
 def make_plan(ts, data_dir, train_ids, model, seed: int, dist: Distributed, workers: int,
-              keep_events=None) -> StepPlan:
+              keep_events=None, split: str = "train") -> StepPlan:
     """Count the steps of ``ts.epochs`` epochs (fractions allowed), capped at ``ts.max_steps``."""
     epoch_steps: list[int] = []
 
     def plan_epoch() -> None:
         e = len(epoch_steps)
         n = len(loaders.make_train_loader(data_dir, epoch_files(ts, train_ids, e), model, ts.batch_size, seed, e, dist,
-                                          workers, keep_events=keep_events))
+                                          workers, keep_events=keep_events, split=split))
         if n == 0:
             raise IcezooError(f"{data_dir}: the training batches of epoch {e} hold no usable events")
         epoch_steps.append(n)
