@@ -29,7 +29,7 @@ from icezoo.engine.device import Distributed, autocast, device_name, pick_device
 from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.objective import build_model, is_pretraining, masked_validation, metric_name
-from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
+from icezoo.engine.train.plan import StepPlan, epoch_files, fraction_events, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
 from icezoo.zoo import registry
 
@@ -120,7 +120,7 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     # until a new run's directory exists, log lines are kept and written into it once it does
     run.log = RunLog(RunDir(run.run_dir).log_file if (dist.main and run.run_dir) else None, echo=say,
                      keep=dist.main and run.resume_ckpt is None)
-    run.keep_events = _kappa_filter(run)
+    run.keep_events = fraction_events(ts.fraction, run.data_dir, run.train_ids, opts.split, _kappa_filter(run))
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events,
                      split=opts.split)
     # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
