@@ -41,6 +41,7 @@ import torch
 from icezoo.core.batch import PAD_SENSOR, Batch, PulseChunk
 from icezoo.core.registry import ComponentSpec, Registry
 from icezoo.core.synthetic import synthetic_batch, synthetic_sensor_batch
+from icezoo.testing_pretrain import check_pretrain
 from icezoo.testing_tasks import check_task, check_task_learns
 
 ATOL = 1e-6
@@ -454,60 +455,6 @@ def check_features(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
 
 
 #: the property checks for each kind; a kind without one fails the coverage test
-#: the kit's pretraining encoder reads every per-pulse input: features (kaggle_norm: charge in column 4),
-#: sensor ids (a sensor embedding) and positions (relative space-time attention)
-KIT_ENCODER = {"features": [{"name": "kaggle_norm"}], "embedder": {"name": "sensor_embedding", "dim": MODEL_DIM},
-               "backbone": {"name": "relbias_transformer", "biased_depth": 1, "depth": 0, "heads": 2, "bias_dim": 8},
-               "pooler": ["mean"]}
-
-
-def check_pretrain(spec: ComponentSpec, lengths: list[int], seed: int) -> None:
-    """A pretraining objective on the kit's encoder: ``choose`` masks only real pulses and leaves one
-    visible; outputs are finite and per slot; no output depends on what is hidden of the masked pulses
-    (their features, x, y, z and sensor ids, and their times without ``keep_time``); the loss is a
-    finite scalar with finite gradients that reads only the masked slots."""
-    from icezoo.core.pipelines import pipeline_from_table
-    from icezoo.core.pretraining import PretrainModel
-    from icezoo.zoo import build
-
-    name = f"pretrain {spec.name}"
-    pipeline = build(pipeline_from_table("kit", KIT_ENCODER))
-    columns = pipeline.features[0].feature_names()
-    cfg = spec.cls.Config.model_validate(spec.cls.fill(dict(spec.cls.example_params), columns))
-    obj = spec.cls.build(cfg, pipeline.backbone.out_dim)
-    model = PretrainModel(pipeline, obj).double().eval()
-    batch = _batch(lengths, seed, feature_dim=len(columns))
-    masked = obj.choose(batch, torch.Generator().manual_seed(seed))
-    n, m = batch.mask.sum(1), masked.sum(1)
-    if (masked & ~batch.mask).any() or (m > (n - 1).clamp_min(0)).any() or ((n >= 2) & (m == 0)).any():
-        raise AssertionError(f"{name}: choose() masked {m.tolist()} of {n.tolist()} pulses (real pulses only, "
-                             f"at least one, one left visible)")
-    with torch.no_grad():
-        out = obj(model.encode(batch, masked), batch)
-    _finite(out, "output", name)
-    if tuple(out.shape[:2]) != tuple(batch.mask.shape):
-        raise AssertionError(f"{name}: output {tuple(out.shape)} is not one row per slot {tuple(batch.mask.shape)}")
-    other = _batch(lengths, seed + 101, feature_dim=len(columns))
-    hidden = torch.ones(4, dtype=torch.bool)
-    hidden[3] = not cfg.keep_time
-    swap = lambda a, b: torch.where(masked.reshape(*masked.shape, *([1] * (a.dim() - 2))), b, a)  # noqa: E731
-    moved = batch.with_(features=swap(batch.features, other.features), sensor_id=swap(batch.sensor_id, other.sensor_id),
-                        xyzt=torch.where(masked[..., None] & hidden, other.xyzt, batch.xyzt))
-    with torch.no_grad():
-        out_moved = obj(model.encode(moved, masked), moved)
-    _close(out_moved[batch.mask], out[batch.mask], "outputs depend on the masked pulses' hidden inputs (a leak)", name)
-    pred = obj(model.encode(batch, masked), batch)
-    loss = obj.loss(pred, batch, masked)["loss"]
-    _finite(loss, "loss", name)
-    loss.backward()
-    for pname, p in obj.named_parameters():
-        if p.grad is not None:
-            _finite(p.grad, f"gradient of {pname}", name)
-    with torch.no_grad():
-        noisy = torch.where(masked[..., None], pred, pred + 10.0)
-        _close(obj.loss(noisy, batch, masked)["loss"], loss.detach(), "the loss reads unmasked slots", name)
-
-
 CHECKS: dict[str, Callable[[ComponentSpec, list[int], int], None]] = {
     "selection": check_selection,
     "features": check_features,

@@ -254,3 +254,75 @@ def test_fallback_events_match_predict_run(world, tmp_path):
     assert _separation(vr, vm).max() < 1e-4
     row = model.filter(pl.col("event_id") == 999_001)
     assert (row["azimuth"][0], row["zenith"][0]) == pytest.approx((0.0, np.pi / 2))
+
+
+def test_graphnet_sqlite_through_a_bundle(world, tmp_path):
+    """The same events as a GraphNeT SQLite file give the bundle's Kaggle-layout predictions."""
+    from graphnet_files import from_kaggle, write_sqlite
+
+    pulses, truth = from_kaggle(world["data"], "train")
+    db = write_sqlite(tmp_path / "sim.db", {"SRTInIcePulses": pulses, "truth": truth})
+    _ok("predict", "--model", world["bundle"], "--data", db, "--pulsemap", "SRTInIcePulses", "--split", "train",
+        "--out", tmp_path / "db.csv")
+    _ok("predict", "--model", world["bundle"], "--data", world["data"], "--split", "train", "--out", tmp_path / "k.csv")
+    db_df, vd = _angles(tmp_path / "db.csv")
+    k_df, vk = _angles(tmp_path / "k.csv")
+    order = np.argsort(db_df["event_id"].to_numpy())
+    assert sorted(k_df["event_id"].to_list()) == db_df["event_id"].to_numpy()[order].tolist()
+    assert _separation(vd[order], vk[np.argsort(k_df["event_id"].to_numpy())]).max() < 1e-4
+
+
+def test_error_paths_import_no_onnx(world, tmp_path):
+    """A refused bundle and a refused format stop before onnx, onnxruntime or onnxscript load."""
+    import subprocess
+
+    bundle = _copy_bundle(world, tmp_path)
+    (bundle / "model.onnx").write_bytes(b"not a model")
+    for args in (["predict", "--model", str(bundle), "--data", str(world["data"]), "--out", str(tmp_path / "f.csv")],
+                 ["export", str(world["run"]), "--format", "tflite", "--out", str(tmp_path / "b")]):
+        probe = (f"import sys\nfrom icezoo.cli.main import main\ntry:\n    main({args!r})\nexcept SystemExit as e:\n"
+                 f"    print('EXIT', e.code)\nprint('ONNX', sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript') "
+                 f"if m in sys.modules))")
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert "EXIT 2" in res.stdout and "ONNX []" in res.stdout, res.stdout + res.stderr
+
+
+def test_task_columns_through_a_bundle(world, tmp_path):
+    """A multi-task run's bundle writes predict RUN's task columns (energy, p_track, vertex) within 1e-4."""
+    runs = tmp_path / "runs"
+    _ok("train", "--pipeline", "MULTITASK_V0", "--data", world["data"], "--runs-dir", runs, "--name", "M",
+        "--no-progress", *SETS)
+    _ok("export", runs / "M", "--format", "torchscript", "--out", tmp_path / "m")
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert [o["name"] for o in m["outputs"]][:3] == ["direction", "kappa", "energy"]
+    _ok("predict", runs / "M", "--data", world["data"], "--out", tmp_path / "run.csv")
+    _ok("predict", "--model", tmp_path / "m", "--data", world["data"], "--out", tmp_path / "model.csv")
+    run, vr = _angles(tmp_path / "run.csv")
+    model, vm = _angles(tmp_path / "model.csv")
+    assert model.columns == run.columns and "p_track" in run.columns and "vertex_z" in run.columns
+    assert _separation(vr, vm).max() < 1e-4
+    for col in run.columns[3:]:
+        a, b = run[col].to_numpy(), model[col].to_numpy()
+        assert (np.abs(a - b) / np.maximum(1, np.abs(a))).max() < 1e-4, col
+
+
+def test_malformed_manifest_and_unloadable_model(world, tmp_path, capsys):
+    """A manifest field of the wrong type, and a model file onnxruntime cannot read whose hash was
+    updated to match: one line each, never a traceback."""
+    from icezoo.engine.bundle import sha256
+
+    bundle = _copy_bundle(world, tmp_path)
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**m, "features": "kaggle_norm"}))
+    one_line_error(capsys, "show", bundle, contains=["manifest.json", "'features'"])
+    (bundle / "model.onnx").write_bytes(b"not an onnx file")
+    (bundle / "manifest.json").write_text(json.dumps({**m, "model": {**m["model"], "sha256": sha256(bundle / "model.onnx")}}))
+    one_line_error(capsys, "predict", "--model", bundle, "--data", world["data"], "--out", tmp_path / "f.csv",
+                   contains=["model.onnx", "onnxruntime cannot load it"])
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_bundle_inside_the_run_is_refused(world, capsys):
+    one_line_error(capsys, "export", world["run"], "--format", "torchscript", "--out", world["run"] / "bundle",
+                   contains=["inside", "run"])
+    assert not (world["run"] / "bundle").exists()

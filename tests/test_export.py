@@ -153,3 +153,37 @@ def test_event_features_are_an_input(tmp_path):
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert dims["event_features"] == ["batch", 2]
     assert check_parity(p, tmp_path / "m.onnx", uneven(p)) < 1e-4
+
+
+@pytest.mark.parametrize("head", [{"name": "angles"}, {"name": "direction_bins", "azimuth_bins": 8, "zenith_bins": 8}])
+def test_other_heads(tmp_path, head):
+    """An angles head exports its direction alone; a bins head its direction and kappa."""
+    from icezoo.engine.export import check_parity, export_torchscript, output_names
+
+    loss = "angular" if head["name"] == "angles" else "bins_ce"
+    p = tiny_default(head=head, loss=[{"name": loss}])
+    assert output_names(p) == (["direction"] if head["name"] == "angles" else ["direction", "kappa"])
+    export_torchscript(p, tmp_path / "m.pt", example(p))
+    assert check_parity(p, tmp_path / "m.pt", uneven(p)) < 1e-4
+
+
+def test_tasks_export_every_output(tmp_path):
+    """MULTITASK_V0's energy, event type and vertex heads export beside the direction, in predict's column order."""
+    from icezoo.core.pipelines import pipeline_config
+    from icezoo.engine.bundle import output_specs
+    from icezoo.engine.export import check_parity, export_onnx, output_names
+    from icezoo.zoo import build, registry
+
+    reg = registry()
+    torch.manual_seed(0)
+    p = build(pipeline_config("MULTITASK_V0", reg=reg).with_overrides({"embedder.dim": 32, "backbone.heads": 4}),
+              reg).eval()
+    names = output_names(p)
+    with torch.no_grad():
+        _, outs = p.forward_tasks(uneven(p)[0])
+    assert names == ["direction", "kappa", *p.task_outputs(outs)]
+    specs = {s["name"]: s for s in output_specs(p, names)}
+    assert specs["energy"]["task"] == "energy" and specs["energy"]["meaning"].startswith("log10(E / GeV)")
+    assert specs["p_track"]["family"] == "classification" and specs["vertex_z"]["task"] == "vertex"
+    export_onnx(p, tmp_path / "m.onnx", example(p))
+    assert check_parity(p, tmp_path / "m.onnx", uneven(p), relative=True) < 1e-4

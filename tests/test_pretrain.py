@@ -90,8 +90,9 @@ def test_masked_objective_is_finite_and_decreases_on_a_tiny_model():
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
 def test_outputs_do_not_depend_on_what_is_hidden_of_the_masked_pulses(encoder):
-    """Every slot's output (masked or not) is the same whatever the masked pulses' sensors, positions,
-    charges and features were; changing a visible pulse changes them (the check can fail)."""
+    """Every slot's state (masked or not: the objective's head reads them) is the same whatever the masked
+    pulses' sensors, positions, charges and features were; changing a visible pulse changes them (the
+    check can fail)."""
     model = model_for(ENCODERS[encoder], mask_ratio=0.4)
     batch = batch_of([6, 11, 4], seed=3)
     masked = model.objective.choose(batch, torch.Generator().manual_seed(0))
@@ -102,13 +103,13 @@ def test_outputs_do_not_depend_on_what_is_hidden_of_the_masked_pulses(encoder):
                         xyzt=torch.cat([torch.where(m, other.xyzt[..., :3], batch.xyzt[..., :3]),
                                         batch.xyzt[..., 3:]], -1))
     with torch.no_grad():
-        out = model.objective(model.encode(batch, masked), batch)
-        out_moved = model.objective(model.encode(moved, masked), moved)
+        out = model.encode(batch, masked)
+        out_moved = model.encode(moved, masked)
         visible = batch.mask & ~masked
         nudged = batch.with_(sensor_id=torch.where(visible, (batch.sensor_id + 17) % 5160, batch.sensor_id),
                              xyzt=batch.xyzt + 50.0 * visible[..., None],
                              features=batch.features + 1.0 * visible[..., None])
-        out_nudged = model.objective(model.encode(nudged, masked), nudged)
+        out_nudged = model.encode(nudged, masked)
     torch.testing.assert_close(out_moved[batch.mask], out[batch.mask], atol=1e-9, rtol=0)
     assert not torch.allclose(out_nudged[batch.mask], out[batch.mask], atol=1e-6)
 
@@ -178,11 +179,13 @@ def test_sensor_tokens_hide_their_packed_pulses_too(world):
     moved = batch.with_(pulses=noise, features=torch.where(masked[..., None], -batch.features, batch.features),
                         sensor_id=torch.where(masked, (batch.sensor_id + 5) % 5160, batch.sensor_id))
     with torch.no_grad():
-        out = model.objective(model.encode(batch, masked), batch)
-        out_moved = model.objective(model.encode(moved, masked), moved)
-        leaky = model.objective(model.encode(batch.with_(pulses=noise), masked & False), batch)
+        out = model.encode(batch, masked)
+        out_moved = model.encode(moved, masked)
+        unmasked = masked & False  # the same noise without masking changes the states: the check can fail
+        changed = model.encode(batch.with_(pulses=noise), unmasked)
+        plain = model.encode(batch, unmasked)
     torch.testing.assert_close(out_moved[batch.mask], out[batch.mask], atol=1e-5, rtol=0)
-    assert not torch.allclose(leaky[batch.mask], model.objective(model.encode(batch, masked & False), batch)[batch.mask])
+    assert not torch.allclose(changed[batch.mask], plain[batch.mask])
 
 
 def test_pretrain_writes_a_run_that_resumes_to_the_same_weights(world, tmp_path, capsys, monkeypatch):
@@ -303,3 +306,81 @@ def test_pretrain_runs_under_torchrun_on_two_cpu_ranks(world, tmp_path):
     info = json.loads((tmp_path / "runs" / "DDP" / "run.json").read_text())
     assert info["status"] == "done" and info["world_size"] == 2 and info["objective"] == {}
     assert info["command"].startswith("torchrun --nproc_per_node 2 -m icezoo pretrain")
+
+
+# ------------------------------------------------------------------------------ few labels and the study
+def test_train_fraction_is_a_fixed_nested_subset(world):
+    import numpy as np
+
+    from icezoo.engine.train.plan import fraction_events
+
+    files = list(range(1, 11))
+    five, quarter = fraction_events(0.05, world["data"], files), fraction_events(0.25, world["data"], files)
+    n5, n25 = sum(len(v) for v in five.values()), sum(len(v) for v in quarter.values())
+    assert 0 < n5 < n25 < 300 and abs(n25 / 300 - 0.25) < 0.1
+    assert all(np.isin(five[b], quarter[b]).all() for b in files)
+    assert fraction_events(None, world["data"], files) is None and fraction_events(1.0, world["data"], files) is None
+    kappa = {b: quarter[b][:2] for b in files}  # within the kappa filter's events when there is one
+    assert all(set(v) <= set(kappa[b]) for b, v in fraction_events(0.25, world["data"], files, keep=kappa).items())
+
+
+STUDY = """
+[studies.tiny_pre]
+question = "q"
+pipeline = "default"
+reference = "scratch"
+budget = "96"
+seeds = [0]
+size = { "embedder.dim" = 8, "backbone.depth" = 1, "backbone.heads" = 2 }
+common = { "selection.max_pulses" = 16, "train.batch_size" = 16 }
+[studies.tiny_pre.variants]
+pre = { pretrain = { mask_ratio = 0.5 } }
+scratch = { set = { "train.fraction" = 0.5 } }
+tuned = { set = { "train.fraction" = 0.5 }, init_from = "pre" }
+other = { set = { "train.fraction" = 0.25 } }
+tuned_other = { set = { "train.fraction" = 0.25 }, init_from = "pre", reference = "other" }
+"""
+
+
+def test_a_study_pretrains_fine_tunes_and_pairs_each_variant_with_its_reference(world, tmp_path, monkeypatch):
+    import icezoo.zoo as zoo
+    from icezoo.core import hookimpl
+    from icezoo.engine.reproduce import reproduce
+
+    f = tmp_path / "studies.toml"
+    f.write_text(STUDY)
+
+    class Plugin:
+        @hookimpl
+        def icezoo_study_files(self):
+            return [f]
+
+    reg = zoo.make_registry(extra_plugins=[("tiny-study", Plugin())], autoload=False)
+    monkeypatch.setattr(zoo, "registry", lambda: reg)
+    per = reproduce("tiny_pre", data=str(world["data"]), runs_dir=tmp_path / "runs", progress=False, echo=lambda *a: None)
+    assert set(per) == {"scratch", "tuned", "other", "tuned_other"}  # the pretraining run is not scored
+    study_dir = next((tmp_path / "runs" / "studies").iterdir())
+    pre = json.loads((study_dir / "pre-s0" / "run.json").read_text())
+    assert pre["objective"] == {"mask_ratio": 0.5} and pre["status"] == "done"
+    tuned = json.loads((study_dir / "tuned-s0" / "run.json").read_text())
+    assert tuned["init_from"].endswith("pre-s0/checkpoints/best.pt") and tuned["init_report"]["loaded"] > 0
+    assert per["tuned_other"]["paired"].n == per["tuned"]["paired"].n > 0
+    report = (study_dir / "results.md").read_text()
+    assert "vs other |" in report and "Pretraining variants" in report and "pre (mask_ratio=0.5)" in report
+
+
+@pytest.mark.parametrize("variants, message", [
+    ('a = { pretrain = {} }\nb = "tiny"', "a pretraining variant is not scored"),
+    ('a = "tiny"\nb = { pipeline = "tiny", reference = "zz" }', "reference 'zz' is not another variant"),
+    ('a = "tiny"\np = { pretrain = {} }\nb = { pipeline = "tiny", reference = "p" }', "is a pretraining variant"),
+])
+def test_bad_pretraining_studies_are_one_line(world, tmp_path, variants, message):
+    from icezoo.engine.studies import parse_study_file
+
+    f = tmp_path / "bad.toml"
+    f.write_text(f'[studies.x]\nquestion = "q"\nreference = "a"\npipeline = "tiny"\n[studies.x.variants]\n{variants}\n')
+    from icezoo.core.errors import IcezooError
+
+    with pytest.raises(IcezooError) as err:
+        parse_study_file(f)
+    assert "\n" not in str(err.value) and message in str(err.value), str(err.value)

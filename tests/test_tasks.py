@@ -5,6 +5,7 @@ direction-only pipeline unchanged (same training, same predictions, old checkpoi
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -70,13 +71,14 @@ def _config(world, name):
 def test_truth_columns_of_graphnet_and_the_simulator():
     from icezoo.data.truth import available, task_truth
 
-    graphnet = {"event_id": np.arange(5), "energy": np.array([10.0, 100, 1e3, 1e4, 5.0]),
-                "pid": np.array([14, -14, 12, 14, 16]), "interaction_type": np.array([1, 1, 1, 2, 1]),
-                "position_x": np.arange(5.0), "position_y": np.zeros(5), "position_z": -np.ones(5)}
+    graphnet = {"event_id": np.arange(7), "energy": np.array([10.0, 100, 1e3, 1e4, 5.0, 2.0, -1]),
+                "pid": np.array([14, -14, 12, 14, 16, -13, -1]), "interaction_type": np.array([1, 1, 1, 2, 1, 0, -1]),
+                "position_x": np.arange(7.0), "position_y": np.zeros(7), "position_z": -np.ones(7)}
     got = task_truth(graphnet, ["track", "vertex_x", "vertex_z", "energy"])
-    # a track is a nu_mu CC: |pid| 14 and interaction_type 1; NC and the other flavours are cascades
-    assert got["track"].tolist() == [1, 1, 0, 0, 0]
-    assert got["vertex_x"].tolist() == [0, 1, 2, 3, 4] and got["vertex_z"].tolist() == [-1] * 5
+    # a track is a nu_mu CC (|pid| 14, interaction_type 1) or a muon; NC and the other flavours are
+    # cascades; a fill value is no label
+    assert got["track"][:6].tolist() == [1, 1, 0, 0, 0, 1] and np.isnan(got["track"][6])
+    assert got["vertex_x"].tolist() == list(range(7)) and got["vertex_z"].tolist() == [-1] * 7
     assert "event_class" not in available(graphnet)
     sim = {"event_type": np.array(["through_going_track", "starting_track", "cascade", "cascade"]),
            "vertex_x": np.ones(4), "energy": np.ones(4)}
@@ -227,6 +229,11 @@ def test_training_logs_each_task_loss(multitask_run):
     log = (multitask_run / "train.log").read_text()
     step_lines = [line for line in log.splitlines() if " step " in line and " energy " in line]
     assert step_lines and all(" event_type " in line and " vertex " in line for line in step_lines)
+    assert "(tasks: energy " in log  # the epoch line: each task's mean training loss
+    history = json.loads((multitask_run / "metrics.json").read_text())
+    epochs = history["history"] if isinstance(history, dict) else history
+    assert set(epochs[-1]["task_losses"]) == {"energy", "event_type", "vertex"}
+    assert all(math.isfinite(v) for v in epochs[-1]["task_losses"].values())
 
 
 def test_predict_writes_the_task_columns_in_range(world, multitask_run):
@@ -296,3 +303,39 @@ def _train_registered(world, pipeline, name):
         "--set", "train.max_steps=4", "--set", "tasks.0.hidden=8", "--set", "tasks.1.hidden=8",
         "--set", "tasks.2.hidden=8", "--max-pulses", "24")
     return world["runs"] / name
+
+
+def test_a_graphnet_file_gives_the_tasks_truth(world, tmp_path):
+    """GraphNeT's truth (energy, pid, interaction_type, position_x/y/z) reaches Batch.truth in the task
+    vocabulary: a track is a nu_mu CC; the vertex is position_*; a missing column is one line."""
+    import polars as pl
+    from graphnet_files import from_kaggle, write_sqlite
+
+    from icezoo.data.io import list_batches
+    from icezoo.data.loader import make_loader
+    from icezoo.engine.loaders import check_truth
+    from icezoo.zoo import build
+
+    pulses, truth = from_kaggle(world["data"])
+    sim = pl.read_parquet(world["data"] / "train_truth.parquet").sort("event_id")
+    kind = sim["event_type"].to_numpy()[np.searchsorted(sim["event_id"].to_numpy(), truth["event_no"])]
+    is_track = np.isin(kind, ["through_going_track", "starting_track"])
+    truth["pid"] = np.where(is_track, -14.0, 12.0)  # a cascade here: a nu_e CC
+    truth["interaction_type"] = np.ones(len(is_track))
+    db = write_sqlite(tmp_path / "sim.db", {"pulses": pulses, "truth": truth})
+    model = build(_config(world, "tiny_mt"))
+    check_truth(model, db, "train", [1])
+    seen = 0
+    ids = list_batches(db, "train")
+    for batch in make_loader(db, "train", ids, model.selection, model.features, 64, seed=0,
+                             truth_columns=model.truth_columns()):
+        rows = np.searchsorted(truth["event_no"], batch.event_id.numpy())
+        assert batch.truth["track"].numpy().tolist() == is_track[rows].astype(float).tolist()
+        np.testing.assert_allclose(batch.truth["vertex_x"].numpy(), truth["position_x"][rows], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(batch.truth["energy"].numpy(), truth["energy"][rows], rtol=1e-6)
+        seen += batch.num_events
+    assert seen > 0.9 * len(truth["event_no"])
+    bare = write_sqlite(tmp_path / "bare.db", {"pulses": pulses, "truth": {k: truth[k] for k in
+                                                                          ("event_no", "azimuth", "zenith")}})
+    with pytest.raises(IcezooError, match=r"task 'energy' needs truth column 'energy'.*\(truth columns: none\)"):
+        check_truth(model, bare, "train", [1])

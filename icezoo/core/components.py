@@ -100,6 +100,13 @@ class Component(metaclass=ABCMeta):
         return cls.requires
 
     @classmethod
+    def export_refusal(cls, config: Config) -> str | None:
+        """Why a model holding this component cannot be exported (ONNX, TorchScript), in one line; None
+        when it can. ``icezoo export`` asks every component first; a built-in says None only where a
+        parity test exports it (docs/export.md lists the families)."""
+        return None
+
+    @classmethod
     def feature_columns(cls, config: Config) -> dict[str, int]:
         """Columns of ``batch.features`` this component reads by index, as {param: column}; compose
         refuses a column beyond the pipeline's pulse features (a slice past the end is silently empty)."""
@@ -396,9 +403,9 @@ class Pretrainer(ModuleComponent):
     Not a pipeline stage: the pretraining model (:class:`icezoo.core.pretraining.PretrainModel`) puts
     it on a pipeline's embedder and backbone. :meth:`choose` picks the pulses to mask; the model hides
     everything about them that the objective predicts from every input the embedder and backbone
-    read, once for every objective; :meth:`forward` predicts per slot from the backbone's states
-    [B, L, D] (``in_dim`` = the backbone's out_dim), :meth:`loss` scores the masked slots against the
-    batch as it was. PolarBERT (NeurIPS 2024 ML4PS workshop) and arXiv:2510.01733 (masked point
+    read, once for every objective; :meth:`forward` predicts from the backbone's states at the masked
+    slots [M, D] (``in_dim`` = the backbone's out_dim), :meth:`loss` scores them against the batch as
+    it was. PolarBERT (NeurIPS 2024 ML4PS workshop) and arXiv:2510.01733 (masked point
     transformers) pretrain IceCube encoders this way.
     """
 
@@ -430,12 +437,14 @@ class Pretrainer(ModuleComponent):
         return params
 
     @abstractmethod
-    def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per-slot predictions [B, L, K] from the backbone's states [B, L, D] (of the hidden batch)."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Predictions [M, K] from the backbone's states [M, D] at the M masked slots (in the order of
+        ``masked.nonzero()``; only those: a 5160-way sensor head on every slot would cost B x L x 5160)."""
 
     @abstractmethod
     def loss(self, pred: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The terms at the ``masked`` slots against ``batch`` (unhidden), fp32; key ``loss``: the total."""
+        """The terms of ``pred`` [M, K] against the ``masked`` slots of ``batch`` (unhidden: the targets are
+        ``batch.xyzt[masked]`` and so on, in the same order), fp32; key ``loss``: the total."""
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,9 @@ class TrainSettings(BaseModel):
     #: kappa above ``min_kappa`` (its predictions are cached in that run's directory)
     min_kappa: float | None = Field(None, ge=0)
     kappa_from: str | None = None
+    #: train on this fraction of each training file's events (the events whose id hashes below it: one
+    #: fixed subset for every run and seed, a smaller fraction's inside a larger one's): few-label studies
+    fraction: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _kappa_filter(self) -> "TrainSettings":

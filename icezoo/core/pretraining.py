@@ -65,8 +65,9 @@ class PretrainModel(nn.Module):
     """A pipeline's embedder and backbone plus a mask token and a pretraining objective.
 
     ``forward(batch)`` chooses the masked slots (seeded by the batch's events, or ``generator``), hides them,
-    encodes, and returns [B, L, K + 1]: the objective's K predictions per slot and, last, 1.0 at the
-    masked slots (so that :meth:`loss` scores what forward masked without state between the calls).
+    encodes, and returns [M, K + 1] float32: the objective's K predictions at each of the M masked slots
+    and, last, the slot's flat index b * L + l (so that :meth:`loss` scores what forward masked without
+    state between the calls).
     The state dict holds ``embedder.*`` and ``backbone.*`` under the pipeline's own names (a fine-tune
     loads them as they are), ``mask_token``, ``mask_time.*`` and ``objective.*``. What the training
     loop and the loaders read of a pipeline is here too: ``config``, ``selection``, ``features``,
@@ -105,13 +106,16 @@ class PretrainModel(nn.Module):
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         masked = self.objective.choose(batch, generator if generator is not None else batch_generator(batch))
-        pred = self.objective(self.encode(batch, masked), batch)
-        return torch.cat([pred, masked[..., None].to(pred.dtype)], dim=-1)
+        pred = self.objective(self.encode(batch, masked)[masked]).float()
+        slot = masked.reshape(-1).nonzero().to(pred.dtype)  # b * L + l, exact in fp32 below 2^24 slots
+        return torch.cat([pred, slot], dim=-1)
 
     def terms(self, pred: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Every loss term of a :meth:`forward` output (fp32, outside autocast); ``loss`` is the total."""
+        masked = torch.zeros(batch.mask.numel(), dtype=torch.bool, device=pred.device)
+        masked[pred[:, -1].round().long()] = True
         with torch.autocast(device_type=pred.device.type, enabled=False):
-            return self.objective.loss(pred[..., :-1].float(), batch, pred[..., -1] > 0.5)
+            return self.objective.loss(pred[:, :-1].float(), batch, masked.view_as(batch.mask))
 
     def loss(self, pred: torch.Tensor, batch: Batch, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The objective's total loss (what the training loop minimises; no truth needed)."""

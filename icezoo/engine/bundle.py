@@ -24,6 +24,7 @@ import torch
 
 from icezoo.core.atomic import atomic_directory
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.core.pipelines import validate_params
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.core.version import __version__
@@ -111,17 +112,19 @@ def export_run(run: str, out: str | Path, fmt: str = "onnx", runs_dir: str | Pat
         raise IcezooError(f"--out {out}: is a directory but not a bundle (no {MANIFEST}); --overwrite replaces "
                           f"only bundles")
     rd, info, ckpt_path = _finished_run(run, runs_dir, which)
+    check_output(out, dirs=[rd.path])  # never inside the run (or any run, dataset or study)
     config, pipeline, _ = model_from_checkpoint(ckpt_path)
     pipeline.eval()
     name = X.MODEL_FILES[fmt]
     with atomic_directory(out, replace=overwrite) as tmp:
         written = _write_model(pipeline, fmt, tmp / name)
-        diff = X.check_parity(pipeline, tmp / name, _parity_batches(pipeline))
+        diff = X.check_parity(pipeline, tmp / name, _parity_batches(pipeline), relative=True)
         if not diff <= PARITY_TOLERANCE:
             raise IcezooError(f"{run}: the exported model differs from the torch model by {diff:.2e} "
                               f"(> {PARITY_TOLERANCE:g}) on the parity batches: not written")
         manifest = build_manifest(pipeline, config, rd, info, ckpt_path, which, fmt, name, written, tmp / name)
         manifest["parity"] = {"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE,
+                              "measure": "|exported - torch| / max(1, |torch|), every output",
                               "batches": "3 synthetic batches, 1-7 events of 2-64 pulses, padded, shapes "
                                          "other than the export example's"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
@@ -184,7 +187,8 @@ def preprocessing(pipeline) -> dict[str, Any]:
 
 
 def _first_line(cls) -> str:
-    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    """A component's description: the first paragraph of its docstring, on one line."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def standardisation(pipeline) -> dict[str, Any]:
@@ -233,21 +237,32 @@ def input_specs(pipeline, names: list[str]) -> list[dict[str, Any]]:
 
 
 def output_specs(pipeline, names: list[str]) -> list[dict[str, Any]]:
-    tasks = getattr(pipeline, "tasks", None) or {}
+    """Each output's name, dtype, shape and meaning; a task output also names its task and family."""
+    owners = X.task_columns(pipeline)
     out = []
     for name in names:
         spec = {"name": name, "dtype": "float32", "shape": ["batch", 3] if name == "direction" else ["batch"]}
-        spec["meaning"] = OUTPUT_MEANING.get(name) or _task_meaning(tasks, name)
+        if name in owners:
+            task = pipeline.tasks[owners[name]]
+            spec.update(task=owners[name], family=getattr(task, "family", ""),
+                        meaning=TASK_MEANING.get(_column_kind(name), "") + _first_line(type(task)))
+        else:
+            spec["meaning"] = OUTPUT_MEANING[name]
         out.append(spec)
     return out
 
 
-def _task_meaning(tasks, column: str) -> str:
-    for task_name, task in tasks.items():
-        family = getattr(task, "family", "")
-        if column.startswith(task_name) or column.startswith(family[:6]):
-            return f"task '{task_name}' ({family}): {_first_line(type(task))}"
-    return "task output"
+#: the units of the standard task columns (docs/components.md, Tasks), before the task's own description
+TASK_MEANING = {"energy": "log10(E / GeV). ", "sigma": "its predicted uncertainty (same units). ",
+                "p": "probability of the class named after p_. ", "vertex": "metres, detector frame. "}
+
+
+def _column_kind(column: str) -> str:
+    if column.endswith("_sigma"):
+        return "sigma"
+    if column.startswith("p_"):
+        return "p"
+    return column.split("_")[0]
 
 
 def validation(info: dict) -> dict[str, Any]:
@@ -313,10 +328,23 @@ def read_bundle(path: str | Path, verify: bool = True) -> dict[str, Any]:
         raise IcezooError(f"{file}: missing (the manifest names it)")
     if verify and sha256(file) != model.get("sha256"):
         raise IcezooError(f"{file}: its SHA-256 does not match the manifest's (a changed or damaged model file)")
-    for key in ("selection", "features", "detector", "inputs", "outputs"):
-        if key not in manifest:
-            raise IcezooError(f"{mfile}: field '{key}' is missing")
+    _check_fields(manifest, mfile)
     return manifest
+
+
+#: the manifest fields a reader needs, and their JSON types (lists hold objects)
+REQUIRED = {"selection": dict, "features": list, "detector": dict, "inputs": list, "outputs": list}
+
+
+def _check_fields(manifest: dict[str, Any], mfile: Path) -> None:
+    for key, kind in REQUIRED.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind):
+            raise IcezooError(f"{mfile}: field '{key}' is missing or not a JSON {'array' if kind is list else 'object'}")
+        if kind is list and not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in value):
+            raise IcezooError(f"{mfile}: every entry of '{key}' must be an object with a 'name'")
+    if not isinstance(manifest["selection"].get("name"), str):
+        raise IcezooError(f"{mfile}: selection.name is missing")
 
 
 def bundle_preprocessing(manifest: dict[str, Any], where: str):

@@ -87,13 +87,22 @@ def _tasks(pipeline: Pipeline):
 
 
 def _task_output_names(pipeline: Pipeline) -> tuple[str, ...]:
-    """The task output columns, from one tiny forward pass (names are data-independent)."""
-    if not _tasks(pipeline):
-        return ()
+    """The task output columns, in the order :meth:`Pipeline.task_outputs` gives them."""
+    return tuple(task_columns(pipeline))
+
+
+def task_columns(pipeline: Pipeline) -> dict[str, str]:
+    """{output column: the task that gives it}, from one tiny forward pass (names do not depend on data)."""
+    tasks = _tasks(pipeline)
+    if not tasks:
+        return {}
     probe = synthetic_batch(pipeline.feature_dim, [2, 2], event_dim=pipeline.event_dim)
+    was_training = pipeline.training
+    pipeline.eval()
     with torch.no_grad():
         _, outs = pipeline.forward_tasks(probe)
-        return tuple(pipeline.task_outputs(outs))
+    pipeline.train(was_training)
+    return {column: name for name, task in tasks.items() for column in task.outputs(outs[name])}
 
 
 class ExportModel(nn.Module):
@@ -182,6 +191,8 @@ def check_exportable(pipeline: Pipeline) -> None:
     if "sensor_tokens" in type(sel).declared_properties(sel.config):
         raise IcezooError(f"{pipeline.config.name}: selection '{sel.name}' makes sensor tokens whose packed pulses "
                           f"(Batch.pulses) are not an input of an exported model: not exportable yet")
+    if reason := export_refusal(pipeline):
+        raise IcezooError(f"{pipeline.config.name}: cannot be exported: {reason}")
 
 
 def _check_example(batch: Batch) -> None:
@@ -290,11 +301,17 @@ class ExportedRunner:
             opts = ort.SessionOptions()
             if threads:
                 opts.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
+                raise IcezooError(f"{path}: onnxruntime cannot load it ({_first(exc)})") from None
             self.inputs = [i.name for i in self.session.get_inputs()]
             self.outputs = [o.name for o in self.session.get_outputs()]
         else:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            try:
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            except Exception as exc:  # a damaged archive: RuntimeError, ValueError, zip errors
+                raise IcezooError(f"{path}: torch.jit.load cannot load it ({_first(exc)})") from None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the model's order, for inputs by name (extra names are ignored)."""
@@ -306,6 +323,10 @@ class ExportedRunner:
 
 
 INPUT_ORDER = tuple(name for name, _, _ in INPUTS)
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def import_onnxruntime():
@@ -323,9 +344,11 @@ def batch_inputs(batch: Batch, names: Iterable[str] = INPUT_ORDER) -> dict[str, 
             if name != "event_features" or batch.event_features.shape[1]}
 
 
-def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch]) -> float:
+def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch], relative: bool = False) -> float:
     """The largest absolute difference between the torch pipeline's outputs and the exported file's
-    (onnxruntime or torch.jit.load) over ``batches``: every output, in eval mode, in float32."""
+    (onnxruntime or torch.jit.load) over ``batches``: every output, in eval mode, in float32.
+    ``relative``: each difference over max(1, |torch output|) (a vertex in metres has float32's
+    rounding of a few hundred metres, ~3e-5, in its absolute difference)."""
     runner = ExportedRunner(path)
     model = ExportModel(pipeline).eval()
     worst = 0.0
@@ -337,5 +360,33 @@ def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch])
         if len(got) != len(want):
             raise IcezooError(f"{path}: {len(got)} outputs, the pipeline gives {len(want)}")
         for g, w in zip(got, want):
-            worst = max(worst, float(np.abs(np.asarray(g, np.float64) - w.double().numpy()).max(initial=0.0)))
+            w = w.double().numpy()
+            diff = np.abs(np.asarray(g, np.float64) - w)
+            if relative:
+                diff = diff / np.maximum(1.0, np.abs(w))
+            worst = max(worst, float(diff.max(initial=0.0)))
     return worst
+
+
+def _stages(pipeline: Pipeline) -> Iterator[tuple[str, nn.Module]]:
+    """(stage, component) of every module the exported model runs (a backbone list stage by stage)."""
+    yield "embedder", pipeline.embedder
+    stages = getattr(pipeline.backbone, "stages", [pipeline.backbone])
+    for stage in stages:
+        yield "backbone", stage
+    for pooler in pipeline.poolers:
+        yield "pooler", pooler
+    yield "head", pipeline.head
+    for task in _tasks(pipeline).values():
+        yield "task", task
+
+
+def export_refusal(pipeline: Pipeline) -> str | None:
+    """Why ``pipeline`` cannot be exported, one line naming the component (``Component.export_refusal``),
+    or None. Checked before any export, so a refused model writes nothing."""
+    for stage, module in _stages(pipeline):
+        refusal = getattr(type(module), "export_refusal", None)
+        reason = refusal(module.config) if refusal is not None and hasattr(module, "config") else None
+        if reason:
+            return f"{stage} {getattr(module, 'name', type(module).__name__)}: {reason}"
+    return None

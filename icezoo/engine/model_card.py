@@ -81,7 +81,8 @@ def model_card(m: dict[str, Any]) -> str:
            "- trained on " + ("simulated events (icezoo's simulator): expect a worse resolution on real data"
                               if simulated else "the data above; check it matches yours"),
            f"- outputs match the torch model within {m['parity']['tolerance']:g} (max |diff| "
-           f"{m['parity']['max_abs_diff']:.1e} at export)." if m.get("parity") else "", ""]
+           f"{m['parity']['max_abs_diff']:.1e} at export, relative above 1); float32 only." if m.get("parity") else "",
+           ""]
     return "\n".join(out)
 
 

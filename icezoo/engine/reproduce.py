@@ -41,6 +41,8 @@ from icezoo.engine.device import Distributed, pick_device
 from icezoo.engine.evaluate import score, summary
 from icezoo.engine.runs import LAST, RunDir, now_iso, read_json, write_json_atomic
 from icezoo.engine.stats import paired, reading
+from icezoo.engine.task_eval import score_tasks
+from icezoo.engine.task_metrics import scores_text
 from icezoo.engine.studies import Budget, Study, get_study, variant_config
 from icezoo.engine.train import InterruptedRun, TrainOptions
 from icezoo.engine.train.plan import resolve_data
@@ -106,7 +108,9 @@ def _key(study: Study, budget: Budget, data_dir: Path, configs: dict[str, Any], 
     # of the old rule stopped at the pipeline's epochs and are not reused)
     blob = {"budget": budget.model_dump(), "data": str(data_dir.resolve()), "length": 2,
             **({"tables": list(tables)} if tables and any(tables) else {}),
-            "variants": {label: [configs[label].to_table(), study.variants[label].init_from] for label in configs}}
+            "variants": {label: [configs[label].to_table(), study.variants[label].init_from] +
+                         ([study.variants[label].pretrain] if study.variants[label].pretrain is not None else [])
+                         for label in configs}}
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -216,7 +220,10 @@ def write_manifest(plan: Plan) -> None:
         "simulator_version": _simulator_version(plan.data_dir), "command": plan.command,
         "steps": plan.steps, "split": {"train": split.train_spec, "val": split.val_spec} if split else None,
         "variants": {label: {"pipeline": c.name, "set": plan.study.variants[label].set,
-                             "init_from": plan.study.variants[label].init_from} for label, c in plan.configs.items()},
+                             "init_from": plan.study.variants[label].init_from,
+                             **({"pretrain": plan.study.variants[label].pretrain}
+                                if plan.study.variants[label].pretrain is not None else {})}
+                     for label, c in plan.configs.items()},
     }
     write_json_atomic(plan.study_dir / MANIFEST, manifest)
 
@@ -323,7 +330,8 @@ def train_variant(plan: Plan, label: str, seed: int, device: str | None, on_step
                             name=plan.run_name(label, seed), runs_dir=str(plan.study_dir), seed=seed, init_from=init,
                             description=f"study {plan.study.name}, variant {label}" +
                                         (f": {v.description}" if v.description else ""),
-                            save_every_steps=max(1, plan.steps[label] // 10), progress=False, device=device)
+                            save_every_steps=max(1, plan.steps[label] // 10), progress=False, device=device,
+                            objective=v.pretrain)
     try:
         with _StepWatcher(RunDir(run_dir).log_file, on_step):
             training.train(opts, echo=quiet)
@@ -347,7 +355,8 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
     out = {"event_id": res["event_id"].astype(np.int64), "error": scored.err.astype(np.float64),
            "kappa": res["kappa"].astype(np.float64), "n_params": np.array(sum(p.numel() for p in model.parameters()))}
     scored.run.write_val_errors(out)
-    scored.run.update(evaluation={**scored.result, "time": now_iso()})
+    tasks = score_tasks(model, res, None, scored.config.name)  # None for a direction-only pipeline
+    scored.run.update(evaluation={**scored.result, **({"tasks": tasks} if tasks else {}), "time": now_iso()})
     return out
 
 
@@ -396,10 +405,13 @@ def _run_study(plan: Plan, device: str | None, progress: bool | None, echo) -> d
                                  lambda s, base=finished: bar.update(task, completed=base + s), say)
             finished += plan.steps[label]
             bar.update(task, completed=finished)
-            score_run(plan.run_dir(label, seed), device)
+            pretraining = plan.study.variants[label].pretrain is not None
+            if not pretraining:
+                score_run(plan.run_dir(label, seed), device)
             info = RunDir(plan.run_dir(label, seed)).info()
+            val = f"masked-pulse loss {info['best_val']:.4f}" if pretraining else f"{info['evaluation']['mean']:.4f}"
             say(f"{plan.run_name(label, seed)}: {what}; {info.get('events_seen', 0):,} events in "
-                f"{info.get('train_time_s', 0):.0f} s; validation {info['evaluation']['mean']:.4f}")
+                f"{info.get('train_time_s', 0):.0f} s; validation {val}")
     comparison = compare(plan)
     write_report(plan, comparison)
     echo(report_markdown(plan, comparison, for_console=True))
@@ -412,7 +424,7 @@ def compare(plan: Plan) -> dict[str, Any]:
     """Per variant: score with its bootstrap CI (errors averaged over seeds, per event), budget
     actually used, and the paired difference to the reference on the common events."""
     per: dict[str, dict[str, Any]] = {}
-    for label in plan.configs:
+    for label in plan.study.scored():
         scores = [score_run(plan.run_dir(label, s)) for s in plan.seeds]
         infos = [RunDir(plan.run_dir(label, s)).info() for s in plan.seeds]
         ids = scores[0]["event_id"]
@@ -424,19 +436,21 @@ def compare(plan: Plan) -> dict[str, Any]:
                       "n_params": int(scores[0]["n_params"]), "events_seen": [int(i.get("events_seen", 0)) for i in infos],
                       "train_time_s": [float(i.get("train_time_s", 0.0)) for i in infos],
                       "device": infos[0].get("device", ""), "val_batches": infos[0]["split"]["val_batches"],
+                      "tasks": [(i.get("evaluation") or {}).get("tasks") for i in infos],
                       "train_batches": infos[0]["split"]["train_batches"]}
     vals = {tuple(p["val_batches"]) for p in per.values()}
     if len(vals) != 1:
         raise IcezooError(f"study {plan.study.name}: the variants were validated on different files {sorted(vals)}")
-    ref = per[plan.study.reference]
     for label in plan.study.compared():
+        ref = per[plan.study.reference_of(label)]
         p = paired(per[label]["ids"], per[label]["err"], ref["ids"], ref["err"])
         v = plan.study.variants[label]
-        log_delta = _log_delta(v.log_score, plan.study.variants[plan.study.reference].log_score)
+        log_delta = _log_delta(v.log_score, plan.study.variants[plan.study.reference_of(label)].log_score)
         # the interval covers the validation sample; the seeds show the training's own spread
         seed_diffs = [paired(a["event_id"], a["error"], b["event_id"], b["error"]).diff
                       for a, b in zip(per[label]["seeds"], ref["seeds"])]
         per[label].update(paired=p, reading=reading(p, v.log, seed_diffs), log_delta=log_delta, seed_diffs=seed_diffs,
+                          reference=plan.study.reference_of(label),
                           events_needed=p.events_to_resolve(log_delta if log_delta else p.diff))
     return per
 
@@ -483,6 +497,7 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
         else:
             p = r["paired"]
             delta = f"{p.diff:+.4f} [{p.ci95[0]:+.4f}, {p.ci95[1]:+.4f}]"
+            delta += f" vs {s.reference_of(label)}" if s.reference_of(label) != s.reference else ""
             rd = r["reading"]
         changes = _kv(v.set) + (f"; init from {v.init_from}" if v.init_from else "")
         log = v.log_score or "-" if label == s.reference else (f"{v.log_score} ({v.log})" if v.log_score else v.log)
@@ -495,11 +510,20 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
                       f"{label} " + ", ".join(f"{m:.4f}" for m in r["seed_means"]) +
                       (" (Δ " + ", ".join(f"{d:+.4f}" for d in r["seed_diffs"]) + ")" if "seed_diffs" in r else "")
                       for label, r in per.items())]
+    pre = [label for label in s.variants if label not in per]
+    if pre:
+        lines += ["", "Pretraining variants (icezoo pretrain on the training files, labels unused; not scored): " +
+                  "; ".join(f"{label} ({_kv(s.variants[label].pretrain) or 'masked_pulse defaults'})" for label in pre)]
     lines += ["", "Δ = variant - reference, mean angular error (rad) per validation event, paired on the same "
               "events (errors averaged over seeds), percentile bootstrap 95% interval (1,000 resamples); "
               "negative = the variant is better. The interval covers the validation sample only, not the spread "
               "of training from another seed" + (" (see the seeds above; a reading needs every seed's Δ on the "
                                                  "same side)" if len(plan.seeds) > 1 else "; one seed was run") + "."]
+    tasked = [(label, r["tasks"]) for label, r in per.items() if any(r.get("tasks") or [])]
+    if tasked:  # the variants' own task figures (icezoo evaluate RUN prints them in full)
+        lines += ["", "Task figures of the variants on the same validation events (bootstrap 95% CI; per seed): " +
+                  "; ".join(f"{label} (" + " / ".join(scores_text(t) for t in ts if t) + ")" for label, ts in tasked)
+                  + "."]
     needed = [(label, r) for label, r in per.items() if r.get("events_needed")]
     if needed:
         lines += ["Validation events for 80% power at the two-sided 5% level, at the spread seen here, for the log's Δ "
@@ -542,7 +566,8 @@ def forest_plot(plan: Plan, per: dict[str, Any], path: Path) -> None:
             crossed = True
     ax.axvline(0.0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), list(reversed(labels)))
-    ax.set_xlabel(f"Δ mean angular error vs {plan.study.reference} (rad; < 0: better), paired 95% CI")
+    refs = sorted({per[label].get("reference", plan.study.reference) for label in labels})
+    ax.set_xlabel(f"Δ mean angular error vs {', '.join(refs)} (rad; < 0: better), paired 95% CI")
     ax.set_title(f"{plan.study.name}: {plan.budget}/variant, seeds {len(plan.seeds)}, "
                  f"n={per[plan.study.reference]['summary']['n_events']:,} val events", fontsize=9)
     if crossed:

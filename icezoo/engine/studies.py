@@ -20,7 +20,9 @@ not a study of model sizes), and is scored on the same validation events::
     masked = { pipeline = "BASELINE_HF_V1", log_score = "1.169", log = "better" }
 
 A variant given as a plain string is a pipeline name. ``init_from = "LABEL"`` fine-tunes a variant
-from another variant's run of the same seed (trained first). ``log`` is what the log found for the
+from another variant's run of the same seed (trained first). ``pretrain = { mask_ratio = 0.5 }`` makes
+a variant an ``icezoo pretrain`` run (that objective table) that others fine-tune from, never scored;
+``reference = "LABEL"`` compares a variant with another variant than the study's reference. ``log`` is what the log found for the
 variant against the reference (better / worse / same / unknown); the report reads the measured
 paired difference against it. Errors name the file and the path: ``FILE: studies.X.variants.Y.pipeline: ...``.
 """
@@ -57,6 +59,11 @@ class Variant(BaseModel):
     log: Literal["better", "worse", "same", "unknown"] = "unknown"
     log_score: str = ""
     description: str = ""
+    #: an ``icezoo pretrain`` run with this objective table ({} for its defaults) on the training files,
+    #: labels unused: never scored itself, the variants that name it in ``init_from`` fine-tune from it
+    pretrain: dict[str, Any] | None = None
+    #: the variant this one is compared with (default: the study's ``reference``)
+    reference: str | None = None
 
 
 #: the largest budgets: 10^10 events, a week of wall clock (a typo such as 99999999999999999999 would
@@ -184,6 +191,14 @@ class Study(BaseModel):
                 raise ValueError(f"variant '{label}' names no pipeline and the study has no 'pipeline'")
             if v.init_from is not None and v.init_from not in self.variants:
                 raise ValueError(f"variant '{label}': init_from '{v.init_from}' is not a variant")
+            ref = v.reference or self.reference
+            if v.reference is not None and (ref not in self.variants or ref == label):
+                raise ValueError(f"variant '{label}': reference '{ref}' is not another variant")
+            if v.pretrain is not None and (label == self.reference or v.reference is not None):
+                raise ValueError(f"variant '{label}': a pretraining variant is not scored: it can be neither a "
+                                 f"reference nor compared")
+            if self.variants[ref].pretrain is not None and label != ref and v.pretrain is None:
+                raise ValueError(f"variant '{label}': reference '{ref}' is a pretraining variant (not scored)")
         for label in self.variants:  # init_from chains must end
             seen, cur = [label], self.variants[label].init_from
             while cur is not None:
@@ -218,7 +233,15 @@ class Study(BaseModel):
         return out
 
     def compared(self) -> list[str]:
-        return [label for label in self.variants if label != self.reference]
+        """The variants compared with a reference (every scored one but the study's reference)."""
+        return [label for label in self.scored() if label != self.reference]
+
+    def scored(self) -> list[str]:
+        """The variants scored on the validation events (not the pretraining ones)."""
+        return [label for label, v in self.variants.items() if v.pretrain is None]
+
+    def reference_of(self, label: str) -> str:
+        return self.variants[label].reference or self.reference
 
 
 def parse_study_file(path: str | Path, reg=None) -> dict[str, Study]:

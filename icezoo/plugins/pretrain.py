@@ -68,12 +68,12 @@ class MaskedPulse(Pretrainer):
     def feature_columns(cls, config: Config) -> dict[str, int]:
         return {} if config.charge_column is None else {"charge_column": config.charge_column}
 
-    def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net(h)
 
     def loss(self, pred: torch.Tensor, batch: Batch, masked: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg = self.config
-        out = pred[masked]  # [M, K]: the masked pulses of the whole batch
+        out = pred  # [M, K]: the masked pulses of the whole batch
         zero = pred.sum() * 0.0  # keeps the graph (and DDP's buckets) when a batch masks nothing
         terms: dict[str, torch.Tensor] = {}
         if cfg.position_weight:

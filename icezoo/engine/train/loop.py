@@ -29,7 +29,7 @@ from icezoo.engine.device import Distributed, autocast, device_name, pick_device
 from icezoo.engine.kappa_filter import kept_events
 from icezoo.engine.train.options import RUN_SETTINGS, SESSION_OPTIONS, TrainOptions, canonical_command, config_from_options
 from icezoo.engine.train.objective import build_model, is_pretraining, masked_validation, metric_name
-from icezoo.engine.train.plan import StepPlan, epoch_files, make_plan, resolve_data
+from icezoo.engine.train.plan import StepPlan, epoch_files, fraction_events, make_plan, resolve_data
 from icezoo.engine.train.state import TrainState, seed_everything
 from icezoo.zoo import registry
 
@@ -120,7 +120,7 @@ def _train(opts: TrainOptions, echo, where: dict[str, Any]) -> Path:
     # until a new run's directory exists, log lines are kept and written into it once it does
     run.log = RunLog(RunDir(run.run_dir).log_file if (dist.main and run.run_dir) else None, echo=say,
                      keep=dist.main and run.resume_ckpt is None)
-    run.keep_events = _kappa_filter(run)
+    run.keep_events = fraction_events(ts.fraction, run.data_dir, run.train_ids, opts.split, _kappa_filter(run))
     plan = make_plan(ts, run.data_dir, run.train_ids, model, opts.seed, dist, opts.workers, run.keep_events,
                      split=opts.split)
     # stages taken from other runs (EXP_100): found and loaded before the run directory exists too
@@ -261,8 +261,10 @@ class _Window:
 
     loss_sum: float = 0.0
     loss_n: int = 0
-    #: task name -> (sum, count) of its loss term since the last log line (multi-task pipelines)
+    #: task name -> (sum, count) of its loss term since the last log line / in this epoch (multi-task
+    #: pipelines; the epoch's sums start over on resume: the first epoch after it reports its tail)
     task_sums: dict | None = None
+    task_epoch: dict | None = None
     bad: bool = False
     boundary_step: int = 0
     boundary_events: int = 0  # events seen at that step (a Ctrl-C drops the half-done window's events too)
@@ -367,22 +369,26 @@ def _forward_loss(model, raw, batch, precision: str, device, window: _Window):
     with autocast(device, precision):
         pred, outs = model(batch, tasks=True)
     total, terms = raw.task_loss({k: v.float() for k, v in outs.items()}, batch)
-    sums = window.task_sums if window.task_sums is not None else {}
+    window.task_sums, window.task_epoch = window.task_sums or {}, window.task_epoch or {}
     for name, value in terms.items():
         value = float(value.detach())
-        if math.isfinite(value):
+        for sums in (window.task_sums, window.task_epoch) if math.isfinite(value) else ():
             s, n = sums.get(name, (0.0, 0))
             sums[name] = (s + value, n + 1)
-    window.task_sums = sums
     return raw.loss(pred.float(), batch) + total, pred
 
 
-def _task_text(window: _Window) -> str:
-    """The tasks' mean losses since the last log line (`` energy 0.812 event_type 0.433``), then reset."""
-    if not window.task_sums:
+def _task_text(window: _Window, epoch: bool = False) -> str:
+    """The tasks' mean losses since the last log line, or in the epoch (`` energy 0.812 event_type 0.433``),
+    then reset."""
+    sums = window.task_epoch if epoch else window.task_sums
+    if not sums:
         return ""
-    text = "".join(f" {name} {s / max(n, 1):.4f}" for name, (s, n) in window.task_sums.items())
-    window.task_sums = {}
+    text = "".join(f" {name} {s / max(n, 1):.4f}" for name, (s, n) in sums.items())
+    if epoch:
+        window.task_epoch = {}
+    else:
+        window.task_sums = {}
     return text
 
 
@@ -393,14 +399,18 @@ def _end_epoch(run: Run, plan: StepPlan, state: TrainState, epoch: int, window: 
     entry = {"epoch": epoch, "step": state.step, "train_loss": window.mean_loss, "val_mean": val,
              "lr": state.scheduler.get_last_lr()[0], "events_per_s": state.events_seen / max(state.train_time, 1e-9),
              "elapsed_s": state.train_time, "precision": state.precision}
+    if window.task_epoch:  # multi-task: each task's mean training loss in the epoch
+        entry["task_losses"] = {name: s / max(n, 1) for name, (s, n) in window.task_epoch.items()}
     state.history.append(entry)
     window.loss_sum, window.loss_n = 0.0, 0
     state.epoch_loss = (0.0, 0)
     improved = math.isfinite(val) and (state.best_val is None or val < state.best_val)
     if improved:
         state.best_val = val
-    run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}, "
-            f"validation {metric_name(run.opts)} {val:.4f}{' (best)' if improved else ''}")
+    tasks = _task_text(window, epoch=True)
+    run.log(f"epoch {epoch} (step {state.step}/{plan.total_steps}): train loss {entry['train_loss']:.4f}"
+            + (f" (tasks:{tasks})" if tasks else "")
+            + f", validation {metric_name(run.opts)} {val:.4f}{' (best)' if improved else ''}")
     run.dist.on_main(_write_epoch, run, plan, state, improved)
     run.dist.barrier()
 

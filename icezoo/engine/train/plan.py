@@ -7,7 +7,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from icezoo.core.errors import IcezooError
+from icezoo.data.formats import open_source
 from icezoo.data.io import cycle_batches, list_batches, meta_batch_ids, require_batch_files, split_batches
 from icezoo.engine.default_data import default_dataset, read_split
 from icezoo.engine.device import Distributed
@@ -77,6 +80,24 @@ class StepPlan:
     def per_epoch_text(self) -> str:
         steps = self.epoch_steps
         return f"{steps[0]}/epoch" if len(set(steps)) == 1 else f"{min(steps)}-{max(steps)}/epoch"
+
+
+def fraction_events(fraction: float | None, data_dir, train_ids: list[int], split: str = "train",
+                    keep: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray] | None:
+    """``train.fraction``: of each training file, the events whose id hashes (Fibonacci hashing, top 24
+    bits) below ``fraction``: a fixed subset whatever the run or seed, nested across fractions; within
+    ``keep`` (the kappa filter) when given. None (all events) without a fraction below 1."""
+    if fraction is None or fraction >= 1:
+        return keep
+    src = open_source(data_dir)
+    out = {}
+    for b in train_ids:
+        ids = np.asarray(src.meta(split, b)["event_id"], dtype=np.int64)
+        with np.errstate(over="ignore"):
+            h = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        chosen = ids[h < np.uint64(int(fraction * 2**24))]
+        out[int(b)] = chosen if keep is None else np.intersect1d(chosen, keep.get(int(b), np.zeros(0, np.int64)))
+    return out
 
 
 def epoch_files(ts, train_ids: list[int], epoch: int) -> list[int]:
