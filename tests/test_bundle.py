@@ -326,3 +326,16 @@ def test_bundle_inside_the_run_is_refused(world, capsys):
     one_line_error(capsys, "export", world["run"], "--format", "torchscript", "--out", world["run"] / "bundle",
                    contains=["inside", "run"])
     assert not (world["run"] / "bundle").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_component_that_cannot_export_is_refused(world, tmp_path, capsys, monkeypatch, fmt):
+    """A component whose ``export_refusal`` gives a reason (e.g. a pyg conv without a parity test):
+    one line naming the stage, the component and the reason, exit 2, nothing written."""
+    from icezoo.plugins.backbones.transformer import Transformer
+
+    runs = _copy_run(world, tmp_path)
+    monkeypatch.setattr(Transformer, "export_refusal", classmethod(lambda cls, config: "a stand-in reason"))
+    one_line_error(capsys, "export", "C", "--runs-dir", runs, "--format", fmt, "--out", tmp_path / "b",
+                   contains=["cannot be exported: backbone transformer: a stand-in reason"])
+    _nothing_written(tmp_path / "b")
