@@ -304,3 +304,38 @@ def test_task_columns_through_a_bundle(world, tmp_path):
     for col in run.columns[3:]:
         a, b = run[col].to_numpy(), model[col].to_numpy()
         assert (np.abs(a - b) / np.maximum(1, np.abs(a))).max() < 1e-4, col
+
+
+def test_malformed_manifest_and_unloadable_model(world, tmp_path, capsys):
+    """A manifest field of the wrong type, and a model file onnxruntime cannot read whose hash was
+    updated to match: one line each, never a traceback."""
+    from icezoo.engine.bundle import sha256
+
+    bundle = _copy_bundle(world, tmp_path)
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**m, "features": "kaggle_norm"}))
+    one_line_error(capsys, "show", bundle, contains=["manifest.json", "'features'"])
+    (bundle / "model.onnx").write_bytes(b"not an onnx file")
+    (bundle / "manifest.json").write_text(json.dumps({**m, "model": {**m["model"], "sha256": sha256(bundle / "model.onnx")}}))
+    one_line_error(capsys, "predict", "--model", bundle, "--data", world["data"], "--out", tmp_path / "f.csv",
+                   contains=["model.onnx", "onnxruntime cannot load it"])
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_bundle_inside_the_run_is_refused(world, capsys):
+    one_line_error(capsys, "export", world["run"], "--format", "torchscript", "--out", world["run"] / "bundle",
+                   contains=["inside", "run"])
+    assert not (world["run"] / "bundle").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_component_that_cannot_export_is_refused(world, tmp_path, capsys, monkeypatch, fmt):
+    """A component whose ``export_refusal`` gives a reason (e.g. a pyg conv without a parity test):
+    one line naming the stage, the component and the reason, exit 2, nothing written."""
+    from icezoo.plugins.backbones.transformer import Transformer
+
+    runs = _copy_run(world, tmp_path)
+    monkeypatch.setattr(Transformer, "export_refusal", classmethod(lambda cls, config: "a stand-in reason"))
+    one_line_error(capsys, "export", "C", "--runs-dir", runs, "--format", fmt, "--out", tmp_path / "b",
+                   contains=["cannot be exported: backbone transformer: a stand-in reason"])
+    _nothing_written(tmp_path / "b")

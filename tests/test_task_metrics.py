@@ -162,7 +162,7 @@ def test_headline_and_ledger_text():
     assert (label, value, ci) == ("AUC", 0.91, [0.9, 0.92])
     text = M.scores_text({"energy": {"label": "log10 E res", "score": 0.2134, "score_ci95": [0.2, 0.23]},
                           "type": {"label": "AUC", "score": None}})
-    assert text == "energy: log10 E res 0.213 [0.200, 0.230]"
+    assert text == "energy: log10 E res 0.2134 [0.2, 0.23]"
 
 
 # ------------------------------------------------------------------------------ plots

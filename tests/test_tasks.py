@@ -71,13 +71,14 @@ def _config(world, name):
 def test_truth_columns_of_graphnet_and_the_simulator():
     from icezoo.data.truth import available, task_truth
 
-    graphnet = {"event_id": np.arange(5), "energy": np.array([10.0, 100, 1e3, 1e4, 5.0]),
-                "pid": np.array([14, -14, 12, 14, 16]), "interaction_type": np.array([1, 1, 1, 2, 1]),
-                "position_x": np.arange(5.0), "position_y": np.zeros(5), "position_z": -np.ones(5)}
+    graphnet = {"event_id": np.arange(7), "energy": np.array([10.0, 100, 1e3, 1e4, 5.0, 2.0, -1]),
+                "pid": np.array([14, -14, 12, 14, 16, -13, -1]), "interaction_type": np.array([1, 1, 1, 2, 1, 0, -1]),
+                "position_x": np.arange(7.0), "position_y": np.zeros(7), "position_z": -np.ones(7)}
     got = task_truth(graphnet, ["track", "vertex_x", "vertex_z", "energy"])
-    # a track is a nu_mu CC: |pid| 14 and interaction_type 1; NC and the other flavours are cascades
-    assert got["track"].tolist() == [1, 1, 0, 0, 0]
-    assert got["vertex_x"].tolist() == [0, 1, 2, 3, 4] and got["vertex_z"].tolist() == [-1] * 5
+    # a track is a nu_mu CC (|pid| 14, interaction_type 1) or a muon; NC and the other flavours are
+    # cascades; a fill value is no label
+    assert got["track"][:6].tolist() == [1, 1, 0, 0, 0, 1] and np.isnan(got["track"][6])
+    assert got["vertex_x"].tolist() == list(range(7)) and got["vertex_z"].tolist() == [-1] * 7
     assert "event_class" not in available(graphnet)
     sim = {"event_type": np.array(["through_going_track", "starting_track", "cascade", "cascade"]),
            "vertex_x": np.ones(4), "energy": np.ones(4)}

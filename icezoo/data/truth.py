@@ -14,7 +14,9 @@ vertex_x/y/z    the interaction vertex in detector metres: the simulator's ``ver
 track           1 for a track, 0 for a cascade: the simulator's ``event_type`` (through_going_track and
                 starting_track are tracks); GraphNeT's ``pid`` and ``interaction_type`` (a track is a
                 nu_mu charged-current interaction, ``|pid| == 14`` and ``interaction_type == 1``, as
-                GraphNeT's own track label; every other neutrino is a cascade)
+                GraphNeT's own track label, or a muon, ``|pid| == 13``, which GraphNeT's label would
+                call a cascade; every other neutrino is a cascade; any other code, e.g. a converter's
+                -1 fill value, is no label: NaN, left out of the loss)
 event_class     the simulator's three classes as 0, 1, 2 (:data:`EVENT_CLASSES` order)
 ==============  ===================================================================================
 """
@@ -27,6 +29,8 @@ from icezoo.core.errors import IcezooError
 
 #: the simulator's event types, in the order of the ``event_class`` column (icezoo.data.simulator)
 EVENT_CLASSES = ("through_going_track", "starting_track", "cascade")
+#: |PDG code| of the neutrinos (nu_e, nu_mu, nu_tau)
+NEUTRINOS = (12, 14, 16)
 #: the simulator's event types that are tracks
 TRACK_TYPES = ("through_going_track", "starting_track")
 #: derived column -> the source columns it is built from, one tuple per way (the first that is present wins)
@@ -57,10 +61,11 @@ def _derive(name: str, raw: dict[str, np.ndarray]) -> np.ndarray:
             codes[kind == label] = i
         return codes
     if way == ("pid", "interaction_type"):
-        pid = np.asarray(raw["pid"], dtype=np.float64)
+        pid = np.abs(np.asarray(raw["pid"], dtype=np.float64))
         itype = np.asarray(raw["interaction_type"], dtype=np.float64)
-        track = ((np.abs(pid) == 14) & (itype == 1)).astype(np.float64)
-        return np.where(np.isfinite(pid) & np.isfinite(itype), track, np.nan)
+        track = ((pid == 14) & (itype == 1)) | (pid == 13)
+        known = np.isin(pid, NEUTRINOS) | (pid == 13)  # a fill value (-1, 0) or another particle: no label
+        return np.where(known, track.astype(np.float64), np.nan)
     return np.asarray(raw[way[0]], dtype=np.float64)
 
 

@@ -24,6 +24,7 @@ import torch
 
 from icezoo.core.atomic import atomic_directory
 from icezoo.core.errors import IcezooError
+from icezoo.core.outputs import check_output
 from icezoo.core.pipelines import validate_params
 from icezoo.core.synthetic import synthetic_batch
 from icezoo.core.version import __version__
@@ -111,6 +112,7 @@ def export_run(run: str, out: str | Path, fmt: str = "onnx", runs_dir: str | Pat
         raise IcezooError(f"--out {out}: is a directory but not a bundle (no {MANIFEST}); --overwrite replaces "
                           f"only bundles")
     rd, info, ckpt_path = _finished_run(run, runs_dir, which)
+    check_output(out, dirs=[rd.path])  # never inside the run (or any run, dataset or study)
     config, pipeline, _ = model_from_checkpoint(ckpt_path)
     pipeline.eval()
     name = X.MODEL_FILES[fmt]
@@ -326,10 +328,23 @@ def read_bundle(path: str | Path, verify: bool = True) -> dict[str, Any]:
         raise IcezooError(f"{file}: missing (the manifest names it)")
     if verify and sha256(file) != model.get("sha256"):
         raise IcezooError(f"{file}: its SHA-256 does not match the manifest's (a changed or damaged model file)")
-    for key in ("selection", "features", "detector", "inputs", "outputs"):
-        if key not in manifest:
-            raise IcezooError(f"{mfile}: field '{key}' is missing")
+    _check_fields(manifest, mfile)
     return manifest
+
+
+#: the manifest fields a reader needs, and their JSON types (lists hold objects)
+REQUIRED = {"selection": dict, "features": list, "detector": dict, "inputs": list, "outputs": list}
+
+
+def _check_fields(manifest: dict[str, Any], mfile: Path) -> None:
+    for key, kind in REQUIRED.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind):
+            raise IcezooError(f"{mfile}: field '{key}' is missing or not a JSON {'array' if kind is list else 'object'}")
+        if kind is list and not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in value):
+            raise IcezooError(f"{mfile}: every entry of '{key}' must be an object with a 'name'")
+    if not isinstance(manifest["selection"].get("name"), str):
+        raise IcezooError(f"{mfile}: selection.name is missing")
 
 
 def bundle_preprocessing(manifest: dict[str, Any], where: str):

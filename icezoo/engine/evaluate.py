@@ -43,6 +43,7 @@ from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.predict import infer, member_predictions
 from icezoo.engine.ensemble import ensemble_of, tta_angles
 from icezoo.engine.stats import N_BOOT, bootstrap_ci, paired
+from icezoo.engine.task_eval import print_tasks, score_tasks, truth_columns
 from icezoo.recon.linefit import linefit
 
 matplotlib.use("Agg")  # plots are files; no display
@@ -75,7 +76,7 @@ def _source_truth(out: dict, data_dir, split: str, ids: list[int], order: dict[i
 
 def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, device) -> dict[str, np.ndarray]:
     """Model and LineFit directions, float64 truth and per-event attributes for the scored events."""
-    loader = make_eval_loader(data_dir, split, ids, model, batch_size)
+    loader = make_eval_loader(data_dir, split, ids, model, batch_size, truth_columns=truth_columns(model))
     res = infer(model, loader, device, "fp32")
     skipped = int(loader.skipped)
     order = {int(e): i for i, e in enumerate(res["event_id"])}
@@ -96,6 +97,7 @@ def collect(model, data_dir: Path, split: str, ids: list[int], batch_size: int, 
         zenith[pos[sel]] = sub.zenith
         lf[pos[sel]] = np.asarray(linefit(sub), dtype=np.float64)
     out = dict(res)
+    out["task_truth"] = out.pop("truth", None)  # the tasks' truth columns (with tasks), beside the direction's
     out.update(truth=truth, linefit=lf, zenith=zenith, skipped=skipped)
     _source_truth(out, data_dir, split, ids, order)
     truth_file = Path(data_dir) / f"{split}_truth.parquet"
@@ -225,6 +227,10 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
         if history:
             plot_curves(run_dir.plots / "learning_curve.png", {run_dir.name: history}, train_loss=True)
             result["plots"].append("learning_curve.png")
+    tasks = score_tasks(scored.model, res, run_dir.plots if plots and len(err) else None, scored.config.name)
+    if tasks is not None:  # a direction-only pipeline's result has no "tasks" key
+        result["tasks"] = tasks
+        result.setdefault("plots", []).extend(p for t in tasks.values() for p in t["plots"])
     result["time"] = now_iso()
     # only a finished run's evaluation is its ledger score (a snapshot mid-training is not), and only
     # when it is still finished now (a run that finishes during this evaluation drops older scores)
@@ -234,6 +240,8 @@ def evaluate(run: str, data: str | None = None, batches: str | None = None, runs
                   f"LineFit {result.get('linefit_mean')}", echo=False)
     if echo:
         print_result(result, run_dir.path, echo)
+        if tasks is not None:
+            print_tasks(tasks, echo)
     return result
 
 

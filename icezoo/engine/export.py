@@ -191,6 +191,8 @@ def check_exportable(pipeline: Pipeline) -> None:
     if "sensor_tokens" in type(sel).declared_properties(sel.config):
         raise IcezooError(f"{pipeline.config.name}: selection '{sel.name}' makes sensor tokens whose packed pulses "
                           f"(Batch.pulses) are not an input of an exported model: not exportable yet")
+    if reason := export_refusal(pipeline):
+        raise IcezooError(f"{pipeline.config.name}: cannot be exported: {reason}")
 
 
 def _check_example(batch: Batch) -> None:
@@ -299,11 +301,17 @@ class ExportedRunner:
             opts = ort.SessionOptions()
             if threads:
                 opts.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
+                raise IcezooError(f"{path}: onnxruntime cannot load it ({_first(exc)})") from None
             self.inputs = [i.name for i in self.session.get_inputs()]
             self.outputs = [o.name for o in self.session.get_outputs()]
         else:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            try:
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            except Exception as exc:  # a damaged archive: RuntimeError, ValueError, zip errors
+                raise IcezooError(f"{path}: torch.jit.load cannot load it ({_first(exc)})") from None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the model's order, for inputs by name (extra names are ignored)."""
@@ -315,6 +323,10 @@ class ExportedRunner:
 
 
 INPUT_ORDER = tuple(name for name, _, _ in INPUTS)
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def import_onnxruntime():
@@ -354,3 +366,27 @@ def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch],
                 diff = diff / np.maximum(1.0, np.abs(w))
             worst = max(worst, float(diff.max(initial=0.0)))
     return worst
+
+
+def _stages(pipeline: Pipeline) -> Iterator[tuple[str, nn.Module]]:
+    """(stage, component) of every module the exported model runs (a backbone list stage by stage)."""
+    yield "embedder", pipeline.embedder
+    stages = getattr(pipeline.backbone, "stages", [pipeline.backbone])
+    for stage in stages:
+        yield "backbone", stage
+    for pooler in pipeline.poolers:
+        yield "pooler", pooler
+    yield "head", pipeline.head
+    for task in _tasks(pipeline).values():
+        yield "task", task
+
+
+def export_refusal(pipeline: Pipeline) -> str | None:
+    """Why ``pipeline`` cannot be exported, one line naming the component (``Component.export_refusal``),
+    or None. Checked before any export, so a refused model writes nothing."""
+    for stage, module in _stages(pipeline):
+        refusal = getattr(type(module), "export_refusal", None)
+        reason = refusal(module.config) if refusal is not None and hasattr(module, "config") else None
+        if reason:
+            return f"{stage} {getattr(module, 'name', type(module).__name__)}: {reason}"
+    return None

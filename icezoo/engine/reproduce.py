@@ -41,6 +41,8 @@ from icezoo.engine.device import Distributed, pick_device
 from icezoo.engine.evaluate import score, summary
 from icezoo.engine.runs import LAST, RunDir, now_iso, read_json, write_json_atomic
 from icezoo.engine.stats import paired, reading
+from icezoo.engine.task_eval import score_tasks
+from icezoo.engine.task_metrics import scores_text
 from icezoo.engine.studies import Budget, Study, get_study, variant_config
 from icezoo.engine.train import InterruptedRun, TrainOptions
 from icezoo.engine.train.plan import resolve_data
@@ -353,7 +355,8 @@ def score_run(run_dir: Path, device: str | None = None) -> dict[str, np.ndarray]
     out = {"event_id": res["event_id"].astype(np.int64), "error": scored.err.astype(np.float64),
            "kappa": res["kappa"].astype(np.float64), "n_params": np.array(sum(p.numel() for p in model.parameters()))}
     scored.run.write_val_errors(out)
-    scored.run.update(evaluation={**scored.result, "time": now_iso()})
+    tasks = score_tasks(model, res, None, scored.config.name)  # None for a direction-only pipeline
+    scored.run.update(evaluation={**scored.result, **({"tasks": tasks} if tasks else {}), "time": now_iso()})
     return out
 
 
@@ -433,6 +436,7 @@ def compare(plan: Plan) -> dict[str, Any]:
                       "n_params": int(scores[0]["n_params"]), "events_seen": [int(i.get("events_seen", 0)) for i in infos],
                       "train_time_s": [float(i.get("train_time_s", 0.0)) for i in infos],
                       "device": infos[0].get("device", ""), "val_batches": infos[0]["split"]["val_batches"],
+                      "tasks": [(i.get("evaluation") or {}).get("tasks") for i in infos],
                       "train_batches": infos[0]["split"]["train_batches"]}
     vals = {tuple(p["val_batches"]) for p in per.values()}
     if len(vals) != 1:
@@ -515,6 +519,11 @@ def report_markdown(plan: Plan, per: dict[str, Any], for_console: bool = False) 
               "negative = the variant is better. The interval covers the validation sample only, not the spread "
               "of training from another seed" + (" (see the seeds above; a reading needs every seed's Δ on the "
                                                  "same side)" if len(plan.seeds) > 1 else "; one seed was run") + "."]
+    tasked = [(label, r["tasks"]) for label, r in per.items() if any(r.get("tasks") or [])]
+    if tasked:  # the variants' own task figures (icezoo evaluate RUN prints them in full)
+        lines += ["", "Task figures of the variants on the same validation events (bootstrap 95% CI; per seed): " +
+                  "; ".join(f"{label} (" + " / ".join(scores_text(t) for t in ts if t) + ")" for label, ts in tasked)
+                  + "."]
     needed = [(label, r) for label, r in per.items() if r.get("events_needed")]
     if needed:
         lines += ["Validation events for 80% power at the two-sided 5% level, at the spread seen here, for the log's Δ "

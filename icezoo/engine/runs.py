@@ -471,6 +471,10 @@ def score_of(info: dict[str, Any]) -> tuple[float | None, str]:
         if ev.get("linefit_mean") is not None:
             text += f"; LineFit {ev['linefit_mean']:.4f}"
         text += ")"
+        if ev.get("tasks"):  # one score per task beside the direction's (icezoo.engine.task_metrics)
+            from icezoo.engine.task_metrics import scores_text
+
+            text += "; " + scores_text(ev["tasks"]) if scores_text(ev["tasks"]) else ""
         return float(ev["mean"]), text
     best = info.get("best_val")
     if best is not None and info.get("objective") is not None:  # not a direction score: never sorted among them

@@ -13,7 +13,7 @@ Conventions (those of IceCube reconstruction papers and GraphNeT's benchmarks):
 - classification: ROC AUC (Mann-Whitney, ties counted half), accuracy and confusion matrix at the
   0.5 threshold (binary) or of the most probable class (several classes, one-vs-rest AUC each);
 - vertex: the distance between predicted and true vertex (median, 68% quantile) and the per-axis
-  bias and resolution, in the detector's units.
+  bias and resolution, in metres (the detector frame).
 
 Intervals: percentile bootstrap over events, :data:`icezoo.engine.stats.N_BOOT` resamples, seed 0
 (the mean's interval is :func:`icezoo.engine.stats.bootstrap_ci` itself).
@@ -270,7 +270,7 @@ def vertex_metrics(pred: np.ndarray, true: np.ndarray, sigma: np.ndarray | None 
 
 #: the figure of each task family that the ledger keeps as the task's score, lower or higher better
 HEADLINE = {"energy": ("resolution", "log10 E res"), "regression": ("resolution", "res"),
-            "classification": ("auc", "AUC"), "vertex": ("median_distance", "vertex median")}
+            "classification": ("auc", "AUC"), "vertex": ("median_distance", "median distance")}
 
 
 def headline(family: str, figures: dict[str, Any]) -> tuple[str, float | None, list]:
@@ -280,14 +280,14 @@ def headline(family: str, figures: dict[str, Any]) -> tuple[str, float | None, l
 
 
 def scores_text(tasks: dict[str, dict[str, Any]]) -> str:
-    """The ledger's text of an evaluation's task scores: ``energy: log10 E res 0.210 [0.20, 0.22]; ...``."""
+    """The ledger's text of an evaluation's task scores: ``energy: log10 E res 0.2104 [0.2, 0.22]; ...``."""
     parts = []
     for name, entry in tasks.items():
         label, value, ci = entry.get("label"), entry.get("score"), entry.get("score_ci95") or [None, None]
         if value is None:
             continue
-        text = f"{name}: {label} {value:.3f}"
+        text = f"{name}: {label} {value:.4g}"
         if ci[0] is not None:
-            text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+            text += f" [{ci[0]:.4g}, {ci[1]:.4g}]"
         parts.append(text)
     return "; ".join(parts)

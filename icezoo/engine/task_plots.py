@@ -42,7 +42,8 @@ def _true_vs_pred(ax, true: np.ndarray, pred: np.ndarray, label: str) -> None:
     if hi <= lo:
         hi = lo + 1.0
     ax.hist2d(t, p, bins=40, range=[[lo, hi], [lo, hi]], cmap="viridis", cmin=1)
-    ax.plot([lo, hi], [lo, hi], "w--", lw=1)
+    ax.plot([lo, hi], [lo, hi], "r--", lw=1, label="predicted = true")
+    ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel(f"true {label}")
     ax.set_ylabel(f"predicted {label}")
 
@@ -106,10 +107,10 @@ def vertex_plot(save, name: str, true: np.ndarray, pred: np.ndarray, figures: di
         if med is not None:
             a2.axvline(med, color="k", ls="--", lw=1, label=f"median {med:.3g}")
             a2.legend(fontsize=8)
-    a1.set_xlabel("predicted - true vertex (detector units)")
+    a1.set_xlabel("predicted - true vertex (m)")
     a1.set_ylabel("events")
     a1.legend(fontsize=8)
-    a2.set_xlabel("distance to the true vertex (detector units)")
+    a2.set_xlabel("distance to the true vertex (m)")
     a2.set_ylabel("events")
     fig.suptitle(f"{title}: {name}")
     fig.tight_layout()

@@ -13,12 +13,13 @@ from torch import nn
 
 from icezoo.nn.masking import masked_softmax, neg_fill
 from icezoo.nn.mlp import mlp
+from icezoo.nn.tracing import exporting, merge_heads
 
 
 def _eager_cpu(t: torch.Tensor) -> bool:
     """Whether ``t`` is on a CPU in eager execution (not under torch.export or torch.jit.trace): the
     CPU paths below branch on values and loop over events, which an exported graph may not."""
-    return t.device.type == "cpu" and not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+    return t.device.type == "cpu" and not exporting()
 
 
 class BiasedAttention(nn.Module):
@@ -59,7 +60,7 @@ class BiasedAttention(nn.Module):
                                              dropout_p=self.dropout if self.training else 0.0)
         rows = keep.any(-1, keepdim=True)  # [B, 1|h, 1|L, 1]
         out = torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
-        return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+        return self.out(merge_heads(out))
 
 
 def _headmajor_add_(s, x, y):
@@ -200,9 +201,9 @@ class RelativeAttention(nn.Module):
         p = self.drop.p if self.training else 0.0
         rows = None
         keys = None if _eager_cpu(x) and bool(mask.all()) else mask  # no padded key: no masking pass
-        if torch.is_grad_enabled() and not p:
+        if torch.is_grad_enabled() and not p and not exporting():
             o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, keys)
-        elif p or torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
+        elif p or torch.is_grad_enabled() or not self.query_block or exporting() or n <= self.query_block:
             _, o1, o2, rows = _relative_core(q.to(dt), k, v, qw, e, keys, p)
         else:  # inference on long events: query blocks
             o1 = q.new_empty(b, n, self.heads, self.dim_head, dtype=dt)
