@@ -150,3 +150,22 @@ def test_refusal_names_the_component(tmp_path):
     with pytest.raises(IcezooError, match="backbone pyg: conv LEConv"):
         export_onnx(p, tmp_path / "m.onnx", example(p))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_failure_names_the_component(tmp_path, monkeypatch):
+    """A component whose code branches on a tensor's value (no graph can hold that) fails torch.export:
+    the one line names the stage and component it failed in; nothing is written."""
+    from icezoo.engine.export import export_onnx
+    from icezoo.plugins.backbones.relbias import RelBiasTransformer
+
+    relation = RelBiasTransformer.relation
+
+    def branching(self, xyzt, mask):
+        return relation(self, xyzt if bool(mask.all()) else xyzt * 1.0, mask)
+
+    monkeypatch.setattr(RelBiasTransformer, "relation", branching)
+    p = tiny("relbias_transformer")
+    with pytest.raises(IcezooError, match=r"batch and pulse axes \(in backbone relbias_transformer\): ") as err:
+        export_onnx(p, tmp_path / "m.onnx", example(p))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "m.onnx").exists()

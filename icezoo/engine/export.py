@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,8 +217,9 @@ def _exported_program(pipeline: Pipeline, example: Batch):
             return torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(names), strict=False)
         except Exception as exc:  # torch.export raises many types; the reason's first line is what helps
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            where = _failing_stage(pipeline, exc)
             raise IcezooError(f"{pipeline.config.name}: torch.export cannot export this model with dynamic "
-                              f"batch and pulse axes: {first}") from None
+                              f"batch and pulse axes{where}: {first}") from None
 
 
 def export_onnx(pipeline: Pipeline, path: str | Path, example: Batch, opset: int = OPSET) -> dict:
@@ -390,3 +392,19 @@ def export_refusal(pipeline: Pipeline) -> str | None:
         if reason:
             return f"{stage} {getattr(module, 'name', type(module).__name__)}: {reason}"
     return None
+
+
+def _failing_stage(pipeline: Pipeline, exc: BaseException) -> str:
+    """`` (in backbone gru)``: the innermost pipeline component on the failed trace's stack (torch.export
+    runs the model's Python code, so its frames are there), or "" when none is."""
+    stages = {id(module): f"{stage} {getattr(module, 'name', type(module).__name__)}"
+              for stage, module in _stages(pipeline)}
+    found = ""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            name = stages.get(id(frame.f_locals.get("self")))
+            found = name or found
+        exc = exc.__cause__ or exc.__context__
+    return f" (in {found})" if found else ""

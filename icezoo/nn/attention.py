@@ -156,9 +156,8 @@ class _RelativeCore(torch.autograd.Function):
         _headmajor_add_(ga, go1h, vh.transpose(-1, -2))
         gs = torch._softmax_backward_data(ga, a, -1, a.dtype)  # a * (ga - sum_j a ga), one pass
         gqw = torch.matmul(gs, e)
-        gsh = gs.transpose(1, 2).contiguous()
-        gq = torch.matmul(gsh, kh).transpose(1, 2)
-        gk = torch.matmul(gsh.transpose(-1, -2), qh).transpose(1, 2)
+        gq = _headmajor_mm(gs, kh)  # per head gs @ k
+        gk = _headmajor_mm(gs.transpose(1, 3), qh)  # per head gs^T @ q
         return gq, gk, gv, gqw, None, None
 
 
