@@ -21,7 +21,10 @@ warms up); reported: the median time per step of each, and the median and range 
 per-round ratio peer / icezoo (above 1: icezoo is faster). Usage:
 
     python benchmarks/relbias_side_by_side.py --peer PATH/TO/icecube-2nd-place [--scope pipeline|backbone]
-        [--batch 16] [--pulses 128] [--rounds 7] [--steps 2] [--threads N]
+        [--batch 16] [--pulses 128] [--rounds 7] [--steps 2] [--threads N] [--clock wall|cpu] [--onnx]
+
+``--onnx`` adds icezoo's pipeline exported to ONNX (``icezoo.engine.export.export_onnx``, what ``icezoo
+export`` writes) run by onnxruntime on the CPU with the same thread count, inference only.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import importlib.util
 import statistics
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -134,14 +138,27 @@ def make_models(args, peer_mod):
         batch = synthetic_batch(dim, lengths, seed=0)
         peer.extractor = _GivenStates()
         x0 = peer_inputs(batch, batch.features)
-        return ours, (lambda: ours(batch.features, batch)), peer, (lambda: peer(x0))
+        return ours, (lambda: ours(batch.features, batch)), peer, (lambda: peer(x0)), batch
     reg = make_registry(autoload=False)  # built-ins only: the benchmark needs no installed plugin
     config = pipeline_config("INIT5_HB", reg=reg).with_overrides(
         {"backbone.bias_dim": 16, "selection.max_pulses": args.pulses, "train.batch_size": args.batch})
     ours = build(config, reg)
     batch = synthetic_batch(ours.feature_dim, lengths, event_dim=ours.event_dim, seed=0)
     x0 = peer_inputs(batch)
-    return ours, (lambda: ours(batch)), peer, (lambda: peer(x0))
+    return ours, (lambda: ours(batch)), peer, (lambda: peer(x0)), batch
+
+
+def onnx_call(ours, batch, tmp: Path):
+    """icezoo's pipeline exported to ONNX (as ``icezoo export`` writes it) in an onnxruntime CPU session
+    with torch's thread count: the inference call on the same batch."""
+    from icezoo.engine.bench_export import onnx_session
+    from icezoo.engine.export import batch_inputs, export_onnx, input_names
+
+    ours.eval()
+    export_onnx(ours, tmp / "model.onnx", batch)
+    session = onnx_session(tmp / "model.onnx", torch.get_num_threads())
+    feeds = batch_inputs(batch, input_names(ours))
+    return lambda: session.run(None, feeds)
 
 
 def _train(model, fn):
@@ -151,6 +168,9 @@ def _train(model, fn):
 
 
 def _infer(model, fn):
+    if model is None:  # onnxruntime
+        fn()
+        return
     model.eval()
     with torch.inference_mode():
         fn()
@@ -167,6 +187,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="steps per model per round")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--phases", default="train,infer")
+    ap.add_argument("--onnx", action="store_true", help="also icezoo's pipeline exported to ONNX through "
+                                                        "onnxruntime (inference; pipeline scope)")
     ap.add_argument("--malloc-default", action="store_true",
                     help="leave glibc's allocator as it is (default: keep freed memory, as every icezoo command "
                          "does; the setting is process-wide, so both models get it)")
@@ -177,21 +199,26 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     kept = not args.malloc_default and keep_freed_memory()
-    ours, ours_fn, peer, peer_fn = make_models(args, load_peer(args.peer))
+    ours, ours_fn, peer, peer_fn, batch = make_models(args, load_peer(args.peer))
     variants = {"icezoo": (ours, ours_fn), "peer": (peer, peer_fn)}
+    if args.onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            variants["icezoo-onnx"] = (None, onnx_call(ours, batch, Path(tmp)))
     phases = [p for p in ("train", "infer") if p in args.phases.split(",")]
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    times = {(name, phase): [] for name in variants for phase in phases}
+    times = {(name, phase): [] for name in variants for phase in phases if name != "icezoo-onnx" or phase == "infer"}
     for r in range(args.rounds + 1):  # round 0 warms up
         for phase in phases:
             step = _train if phase == "train" else _infer
             for name, (model, fn) in variants.items():
+                if (name, phase) not in times:
+                    continue
                 t0 = clock()
                 for _ in range(args.steps):
                     step(model, fn)
                 if r:
                     times[name, phase].append((clock() - t0) / args.steps)
-    params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in variants.items()}
+    params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in variants.items() if m is not None}
     print(f"scope {args.scope}: batch {args.batch} x {args.pulses} pulses (all real), d192, head width 16, "
           f"4 biased + 4 plain blocks, bias from 16 sinusoids; {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; {args.rounds} rounds x {args.steps} steps, {args.clock} clock; "
@@ -202,6 +229,10 @@ def main() -> None:
         print(f"{phase}: icezoo {1000 * statistics.median(times['icezoo', phase]):.0f} ms, "
               f"peer {1000 * statistics.median(times['peer', phase]):.0f} ms; icezoo {statistics.median(ratios):.2f}x "
               f"as fast (rounds {min(ratios):.2f}-{max(ratios):.2f})")
+    if ("icezoo-onnx", "infer") in times:
+        ratios = [p / o for p, o in zip(times["peer", "infer"], times["icezoo-onnx", "infer"])]
+        print(f"infer, icezoo through onnxruntime: {1000 * statistics.median(times['icezoo-onnx', 'infer']):.0f} ms; "
+              f"{statistics.median(ratios):.2f}x as fast as the peer's eager (rounds {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

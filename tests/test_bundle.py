@@ -83,6 +83,27 @@ def test_torchscript_bundle_predicts_the_same(world, tmp_path):
     assert _separation(_angles(tmp_path / "run.csv")[1], _angles(tmp_path / "ts.csv")[1]).max() < 1e-4
 
 
+def test_predict_threads_reach_torch_and_onnxruntime(world, tmp_path, monkeypatch):
+    """``icezoo predict --threads N``: torch's threads for a run, the onnxruntime session's for a bundle."""
+    import icezoo.engine.device as device
+    import icezoo.engine.export as export
+
+    seen = {}
+    monkeypatch.setattr(device, "set_threads", lambda n: seen.setdefault("torch", n))
+    real_init = export.ExportedRunner.__init__
+
+    def init(self, path, threads=None):
+        seen["onnxruntime"] = threads
+        real_init(self, path, threads=threads)
+
+    monkeypatch.setattr(export.ExportedRunner, "__init__", init)
+    _ok("predict", world["run"], "--data", world["data"], "--out", tmp_path / "run.csv", "--threads", "1")
+    _ok("predict", "--model", world["bundle"], "--data", world["data"], "--out", tmp_path / "model.csv",
+        "--threads", "1")
+    assert seen == {"torch": 1, "onnxruntime": 1}
+    assert _separation(_angles(tmp_path / "run.csv")[1], _angles(tmp_path / "model.csv")[1]).max() < 1e-4
+
+
 def test_manifest_says_what_a_reader_needs(world):
     from icezoo.engine.bundle import FORMAT_VERSION, sha256
     from icezoo.engine.checkpoints import model_from_checkpoint
@@ -326,3 +347,16 @@ def test_bundle_inside_the_run_is_refused(world, capsys):
     one_line_error(capsys, "export", world["run"], "--format", "torchscript", "--out", world["run"] / "bundle",
                    contains=["inside", "run"])
     assert not (world["run"] / "bundle").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_component_that_cannot_export_is_refused(world, tmp_path, capsys, monkeypatch, fmt):
+    """A component whose ``export_refusal`` gives a reason (e.g. a pyg conv without a parity test):
+    one line naming the stage, the component and the reason, exit 2, nothing written."""
+    from icezoo.plugins.backbones.transformer import Transformer
+
+    runs = _copy_run(world, tmp_path)
+    monkeypatch.setattr(Transformer, "export_refusal", classmethod(lambda cls, config: "a stand-in reason"))
+    one_line_error(capsys, "export", "C", "--runs-dir", runs, "--format", fmt, "--out", tmp_path / "b",
+                   contains=["cannot be exported: backbone transformer: a stand-in reason"])
+    _nothing_written(tmp_path / "b")

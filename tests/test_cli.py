@@ -166,7 +166,7 @@ def test_every_command_module_is_registered_under_its_name():
 
     group = typer.main.get_command(cli_main.app)
     assert set(group.commands) == {*cli_main.COMMANDS, "bench"}
-    assert set(group.commands["bench"].commands) == set(cli_main.BENCH_COMMANDS) == {"data", "sim", "model", "predict"}
+    assert set(group.commands["bench"].commands) == set(cli_main.BENCH_COMMANDS) == {"data", "sim", "model", "predict", "export"}
     registered = {f"{fn.__module__}.{fn.__name__}" for fn in (*cli_main.COMMANDS.values(),
                                                                 *cli_main.BENCH_COMMANDS.values())}
     assert registered == {f"icezoo.cli.{name}.cmd_{name}" for name in cli_main.COMMANDS} | {

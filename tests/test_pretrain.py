@@ -284,6 +284,10 @@ def test_bad_input_is_one_line(world, tmp_path, capsys):
     simulate(no_test, 60, events_per_batch=30, seed=1)
     one_line_error(capsys, "pretrain", "--runs-dir", runs, "--data", no_test, "--split", "test",
                    contains=["test"])
+    one_test = world["root"] / "one_test"
+    simulate(one_test, 60, events_per_batch=30, seed=1, test=True, test_events=20)
+    one_line_error(capsys, "pretrain", "--runs-dir", runs, "--data", one_test, "--split", "test",
+                   contains=["the test split has one batch file", "--events-per-batch"])
     assert not runs.exists() or not any(runs.iterdir())  # nothing half-written
 
 

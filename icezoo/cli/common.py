@@ -114,7 +114,7 @@ def component_details(spec) -> str:
     if cls.aliases:
         lines.append(f"  aliases: {', '.join(cls.aliases)}")
     if stage is not None:
-        lines.append(f"  stage: a pipeline names {'a list' if stage.many else 'one'} ({spec.kind} = ...)")
+        lines.append(f"  stage: a pipeline names {'a list' if stage.many else 'one'} ({stage.key} = ...)")
     lines.append("  parameters:" if cls.Config.model_fields else "  parameters: none")
     for name, field in cls.Config.model_fields.items():
         kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")

@@ -30,22 +30,26 @@ def cmd_predict(
                                            "(icezoo stack) instead of the kappa-weighted mean"),
     uncertainty: bool = typer.Option(False, "--uncertainty", help="also write the 50% and 90% vMF cone radii "
                                      "(radians) of the run's calibrated kappa (icezoo calibrate) after the Kaggle columns"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of torch, or of onnxruntime "
+                                          "with --model (default: theirs)"),
 ) -> None:
     """Write a Kaggle submission: one row per event of <split>_meta (event_id,azimuth,zenith); several runs:
     the kappa-weighted mean of their directions (plain mean for heads without kappa), or a fitted stacker."""
     if model is not None or not runs:
         _predict_bundle(model, runs, data, pulsemap, truth_table, split, out, batch_size, workers, tta, stacker,
-                        uncertainty)
+                        uncertainty, threads)
         return
+    from icezoo.engine.device import set_threads
     from icezoo.engine.predict import predict
 
+    set_threads(threads)
     use_data(data, pulsemap, truth_table, runs=runs, runs_dir=runs_dir)
     predict(runs, str(data), split=split, out=out, runs_dir=runs_dir, batch_size=batch_size, workers=workers,
             device=device, tta=tta, stacker=str(stacker) if stacker else None, uncertainty=uncertainty)
 
 
 def _predict_bundle(model, runs, data, pulsemap, truth_table, split, out, batch_size, workers, tta, stacker,
-                    uncertainty) -> None:
+                    uncertainty, threads=None) -> None:
     """``--model BUNDLE``: the bundle's manifest drives reading, selection and features; onnxruntime runs it."""
     from icezoo.core.errors import IcezooError
 
@@ -69,4 +73,5 @@ def _predict_bundle(model, runs, data, pulsemap, truth_table, split, out, batch_
     use_data(data, pulsemap, truth_table)
     from icezoo.engine.predict_bundle import predict_bundle
 
-    predict_bundle(model, data, split=split, out=out, batch_size=batch_size, workers=workers, uncertainty=uncertainty)
+    predict_bundle(model, data, split=split, out=out, batch_size=batch_size, workers=workers, uncertainty=uncertainty,
+                   threads=threads)

@@ -100,6 +100,13 @@ class Component(metaclass=ABCMeta):
         return cls.requires
 
     @classmethod
+    def export_refusal(cls, config: Config) -> str | None:
+        """Why a model holding this component cannot be exported (ONNX, TorchScript), in one line; None
+        when it can. ``icezoo export`` asks every component first; a built-in says None only where a
+        parity test exports it (docs/export.md lists the families)."""
+        return None
+
+    @classmethod
     def feature_columns(cls, config: Config) -> dict[str, int]:
         """Columns of ``batch.features`` this component reads by index, as {param: column}; compose
         refuses a column beyond the pipeline's pulse features (a slice past the end is silently empty)."""

@@ -278,7 +278,7 @@ class EventDataset(IterableDataset):
             order = order[np.lexsort((order, np.repeat(np.arange(len(sizes)), sizes)))]
             chunk = raw.gather_lazy(block_ev[order])  # columns gathered when (and where) they are read
             prep = self._prepare(chunk, self.selection, self.features, self._seed(unit, 0x5E1, k), self.max_pulses,
-                           buffers=buffers)
+                                 buffers=buffers)
             for i in range(max(lo, j0) - j0, min(hi, j) - j0):
                 batch = self._pad(prep, slice(int(bounds[i]), int(bounds[i + 1])))
                 if truth is not None:  # the tasks' columns of these events (raw rows, in batch order)

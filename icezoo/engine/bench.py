@@ -91,12 +91,15 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     timed = [batches[i % len(batches)] for i in range(steps)]  # the batches of the timed steps, in order
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     events = sum(b.num_events for b in timed)
-    real = sum(int(b.mask.sum()) for b in timed)
-    padded = sum(b.mask.numel() for b in timed)
+    real = sum(int(b.mask.sum()) if b.pulses is None else b.pulses.num_pulses for b in timed)  # every pulse
+    padded = sum(b.mask.numel() for b in timed)  # slots: pulses, or sensor tokens (batch.pulses)
     result: dict[str, Any] = {"pipeline": config.name, "batch_size": B, "max_pulses": L, "precision": precision,
                               "machine": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
                               "parameters": sum(p.numel() for p in model.parameters()), "lengths": lengths,
                               "mean_pulses": real / events, "mean_padded": padded / events}
+    if any(b.pulses is not None for b in timed):
+        result["mean_tokens"] = sum(int(b.mask.sum()) for b in timed) / events
+        result["max_pulses"] = model.selection.config.max_pulses  # None: no pulse cap (sensor tokens)
     if flops:
         result["roof_gflops"] = matmul_roof(dev, dtype)
     steppers = _steppers(model, dev, precision)
@@ -169,7 +172,9 @@ def format_bench(r: dict[str, Any]) -> str:
            f"peak RSS {r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f} MiB during the benchmark)")
     shape = (f"batch {r['batch_size']} x {r['max_pulses']} pulses" if r["lengths"] == "max" else
              f"batch {r['batch_size']}, lengths from {r['lengths'][5:]} (max_pulses {r['max_pulses']}, "
-             f"mean {r['mean_pulses']:.1f} pulses/event, padded to {r['mean_padded']:.1f})")
+             f"mean {r['mean_pulses']:.1f} pulses/event, "
+             + (f"in {r['mean_tokens']:.1f} sensor tokens padded to {r['mean_padded']:.1f})" if "mean_tokens" in r
+                else f"padded to {r['mean_padded']:.1f})"))
     lines = [f"{r['pipeline']} ({r['parameters']:,} params), {shape}, {r['precision']} on {r['machine']} "
              f"(torch {r['torch']}, {r['threads']} threads):"]
     for phase, word in (("train", "train"), ("infer", "infer")):

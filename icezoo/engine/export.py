@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -191,6 +192,8 @@ def check_exportable(pipeline: Pipeline) -> None:
     if "sensor_tokens" in type(sel).declared_properties(sel.config):
         raise IcezooError(f"{pipeline.config.name}: selection '{sel.name}' makes sensor tokens whose packed pulses "
                           f"(Batch.pulses) are not an input of an exported model: not exportable yet")
+    if reason := export_refusal(pipeline):
+        raise IcezooError(f"{pipeline.config.name}: cannot be exported: {reason}")
 
 
 def _check_example(batch: Batch) -> None:
@@ -214,8 +217,9 @@ def _exported_program(pipeline: Pipeline, example: Batch):
             return torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(names), strict=False)
         except Exception as exc:  # torch.export raises many types; the reason's first line is what helps
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            where = _failing_stage(pipeline, exc)
             raise IcezooError(f"{pipeline.config.name}: torch.export cannot export this model with dynamic "
-                              f"batch and pulse axes: {first}") from None
+                              f"batch and pulse axes{where}: {first}") from None
 
 
 def export_onnx(pipeline: Pipeline, path: str | Path, example: Batch, opset: int = OPSET) -> dict:
@@ -364,3 +368,43 @@ def check_parity(pipeline: Pipeline, path: str | Path, batches: Iterable[Batch],
                 diff = diff / np.maximum(1.0, np.abs(w))
             worst = max(worst, float(diff.max(initial=0.0)))
     return worst
+
+
+def _stages(pipeline: Pipeline) -> Iterator[tuple[str, nn.Module]]:
+    """(stage, component) of every module the exported model runs (a backbone list stage by stage)."""
+    yield "embedder", pipeline.embedder
+    stages = getattr(pipeline.backbone, "stages", [pipeline.backbone])
+    for stage in stages:
+        yield "backbone", stage
+    for pooler in pipeline.poolers:
+        yield "pooler", pooler
+    yield "head", pipeline.head
+    for task in _tasks(pipeline).values():
+        yield "task", task
+
+
+def export_refusal(pipeline: Pipeline) -> str | None:
+    """Why ``pipeline`` cannot be exported, one line naming the component (``Component.export_refusal``),
+    or None. Checked before any export, so a refused model writes nothing."""
+    for stage, module in _stages(pipeline):
+        refusal = getattr(type(module), "export_refusal", None)
+        reason = refusal(module.config) if refusal is not None and hasattr(module, "config") else None
+        if reason:
+            return f"{stage} {getattr(module, 'name', type(module).__name__)}: {reason}"
+    return None
+
+
+def _failing_stage(pipeline: Pipeline, exc: BaseException) -> str:
+    """`` (in backbone gru)``: the innermost pipeline component on the failed trace's stack (torch.export
+    runs the model's Python code, so its frames are there), or "" when none is."""
+    stages = {id(module): f"{stage} {getattr(module, 'name', type(module).__name__)}"
+              for stage, module in _stages(pipeline)}
+    found = ""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            name = stages.get(id(frame.f_locals.get("self")))
+            found = name or found
+        exc = exc.__cause__ or exc.__context__
+    return f" (in {found})" if found else ""

@@ -13,12 +13,13 @@ from torch import nn
 
 from icezoo.nn.masking import masked_softmax, neg_fill
 from icezoo.nn.mlp import mlp
+from icezoo.nn.tracing import exporting, merge_heads
 
 
 def _eager_cpu(t: torch.Tensor) -> bool:
     """Whether ``t`` is on a CPU in eager execution (not under torch.export or torch.jit.trace): the
     CPU paths below branch on values and loop over events, which an exported graph may not."""
-    return t.device.type == "cpu" and not (torch.jit.is_tracing() or torch.compiler.is_exporting())
+    return t.device.type == "cpu" and not exporting()
 
 
 class BiasedAttention(nn.Module):
@@ -59,7 +60,7 @@ class BiasedAttention(nn.Module):
                                              dropout_p=self.dropout if self.training else 0.0)
         rows = keep.any(-1, keepdim=True)  # [B, 1|h, 1|L, 1]
         out = torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
-        return self.out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+        return self.out(merge_heads(out))
 
 
 def _headmajor_add_(s, x, y):
@@ -155,9 +156,8 @@ class _RelativeCore(torch.autograd.Function):
         _headmajor_add_(ga, go1h, vh.transpose(-1, -2))
         gs = torch._softmax_backward_data(ga, a, -1, a.dtype)  # a * (ga - sum_j a ga), one pass
         gqw = torch.matmul(gs, e)
-        gsh = gs.transpose(1, 2).contiguous()
-        gq = torch.matmul(gsh, kh).transpose(1, 2)
-        gk = torch.matmul(gsh.transpose(-1, -2), qh).transpose(1, 2)
+        gq = _headmajor_mm(gs, kh)  # per head gs @ k
+        gk = _headmajor_mm(gs.transpose(1, 3), qh)  # per head gs^T @ q
         return gq, gk, gv, gqw, None, None
 
 
@@ -200,9 +200,9 @@ class RelativeAttention(nn.Module):
         p = self.drop.p if self.training else 0.0
         rows = None
         keys = None if _eager_cpu(x) and bool(mask.all()) else mask  # no padded key: no masking pass
-        if torch.is_grad_enabled() and not p:
+        if torch.is_grad_enabled() and not p and not exporting():
             o1, o2 = _RelativeCore.apply(q.to(dt), k, v, qw, e, keys)
-        elif p or torch.is_grad_enabled() or not self.query_block or n <= self.query_block:
+        elif p or torch.is_grad_enabled() or not self.query_block or exporting() or n <= self.query_block:
             _, o1, o2, rows = _relative_core(q.to(dt), k, v, qw, e, keys, p)
         else:  # inference on long events: query blocks
             o1 = q.new_empty(b, n, self.heads, self.dim_head, dtype=dt)

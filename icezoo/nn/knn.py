@@ -7,6 +7,7 @@ import math
 import torch
 
 from icezoo.nn.masking import zero_padding
+from icezoo.nn.tracing import exporting, smallest
 
 
 def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor | None = None,
@@ -24,9 +25,9 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     * Invalid entries point at the query itself, so gathering with ``index`` is always safe.
 
     Distances are exact squared differences (not cdist's matmul trick, whose rounding depends on the
-    batch and would break ties differently), accumulated over blocks of 8 coordinates, so a kNN in a
-    256-wide latent space (DynNet) needs [B, L, L, 8] of scratch, not [B, L, L, 256]. No gradient
-    flows through the neighbour choice.
+    batch and would break ties differently), :func:`pair_distances`. No gradient flows through the
+    neighbour choice. The same code runs exported (ONNX, TorchScript) for any batch and length
+    (:mod:`icezoo.nn.tracing`).
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
@@ -34,32 +35,49 @@ def masked_knn(pos: torch.Tensor, mask: torch.Tensor, k: int, time: torch.Tensor
     device = pos.device
     with torch.no_grad():
         p = zero_padding(pos.detach(), mask)
-        # [B, L, L], summed over blocks of coordinates so that wide (latent) spaces never build [B, L, L, d]
-        dist = sum((p[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
-        keep = mask[:, None, :].expand(b, length, length)
-        if not include_self:
-            keep = keep & ~torch.eye(length, dtype=torch.bool, device=device)
-        dist = dist.masked_fill(~keep, math.inf)
+        dist = pair_distances(p)
+        keep = mask[:, None, :] & mask[:, :, None]
         slots = torch.arange(length, device=device)
+        if not include_self:
+            keep = keep & (slots[:, None] != slots[None, :])
+        dist = dist.masked_fill(~keep, math.inf)
         if time is not None:
             # secondary key first (stable), then the primary key with a stable sort
             t = torch.where(mask, time.detach(), torch.full((), math.inf, dtype=time.dtype, device=device))
-            order = torch.sort(t, dim=1, stable=True).indices  # [B, L]
+            order = smallest(t, length)[1]  # [B, L]: slots in time order
         else:
             order = slots.expand(b, length)
-        order3 = order[:, None, :].expand(b, length, length)
-        dist = dist.gather(2, order3)
-        sorted_d, pos_in_order = torch.sort(dist, dim=-1, stable=True)
-        kk = min(k, length)
-        index = order3.gather(2, pos_in_order[..., :kk])
-        valid = torch.isfinite(sorted_d[..., :kk]) & mask[:, :, None]
-        selfidx = slots[None, :, None].expand(b, length, kk)
-        index = torch.where(valid, index, selfidx)
-        if kk < k:
-            extra = k - kk
-            index = torch.cat([index, slots[None, :, None].expand(b, length, extra)], dim=-1)
-            valid = torch.cat([valid, torch.zeros(b, length, extra, dtype=torch.bool, device=device)], dim=-1)
+        dist = dist.gather(2, order[:, None, :].expand(b, length, length))
+        if exporting() or length < k:
+            # k columns of "no neighbour" behind the candidates, so that there are always k: an exported
+            # graph has no branch on the pulse count and runs for any length (eager pads only short batches)
+            dist = torch.cat([dist, dist.new_full((b, length, k), math.inf)], dim=-1)
+            order = torch.cat([order, order.new_zeros(b, k)], dim=1)  # the extra columns' slot: never valid
+        sorted_d, pos_in_order = smallest(dist, k)
+        valid = torch.isfinite(sorted_d) & mask[:, :, None]
+        index = order.gather(1, pos_in_order.reshape(b, length * k)).view(b, length, k)
+        index = torch.where(valid, index, slots[None, :, None])
     return index, valid
+
+
+def pair_distances(p: torch.Tensor, q: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared distances from every point of ``q`` (default ``p``) to every point of ``p``.
+
+    Shapes: p [B, L, d], q [B, Lq, d] -> [B, Lq, L].
+
+    Up to 8 coordinates: one coordinate at a time, added in order (dx*dx + dy*dy + ...), so that every
+    runtime (torch, onnxruntime) rounds alike and breaks equal distances alike (a reduction's order is
+    the runtime's choice; for 3 and 4 coordinates torch's own sum gives these same numbers). Wider
+    (latent) spaces: blocks of 8 coordinates, never [B, Lq, L, d].
+    """
+    q = p if q is None else q
+    if p.shape[-1] > 8:
+        return sum((q[:, :, None, c:c + 8] - p[:, None, :, c:c + 8]).pow(2).sum(-1) for c in range(0, p.shape[-1], 8))
+    out = None
+    for c in range(p.shape[-1]):
+        diff = q[:, :, None, c] - p[:, None, :, c]
+        out = diff * diff if out is None else out + diff * diff
+    return out
 
 
 def knn_mask(index: torch.Tensor, valid: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -74,4 +92,4 @@ def knn_mask(index: torch.Tensor, valid: torch.Tensor, length: int | None = None
     return counts > 0
 
 
-__all__ = ["masked_knn", "knn_mask"]
+__all__ = ["masked_knn", "knn_mask", "pair_distances"]

@@ -33,8 +33,10 @@ def resolve_data(data: str | None, train_spec: str, val_spec: str | None, log, d
         val_spec = stored.val_spec
     # the files on disk and those the meta names: a batch the meta names without its file is an error
     available = sorted(set(list_batches(data_dir, split)) | set(meta_batch_ids(data_dir, split)))
-    if not available and split != "train":
-        raise IcezooError(f"{data_dir}: no {split} batch files ({split}/batch_N.parquet and {split}_meta.parquet)")
+    if len(available) < 2 and split != "train":
+        what = "no batch files" if not available else "one batch file"
+        raise IcezooError(f"{data_dir}: the {split} split has {what}; training on it holds files out for "
+                          f"validation, so it needs 2 or more (icezoo simulate --test --events-per-batch N)")
     train_ids, val_ids = split_batches(available, train_spec, val_spec)
     require_batch_files(data_dir, split, [*train_ids, *val_ids])
     if not train_ids:

@@ -14,7 +14,8 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config, IcezooError
-from icezoo.nn import input_projection, neg_fill, zero_padding
+from icezoo.nn import input_projection, merge_heads, neg_fill, zero_padding
+from icezoo.nn.tracing import exporting
 
 
 def relative_bucket(rel: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ class BeitLayer(nn.Module):
         add = torch.where(keep, add, torch.full((), neg_fill(q.dtype), dtype=q.dtype, device=x.device))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=add,
                                              dropout_p=self.attn_dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = merge_heads(out)
         if self.inner_attn_ln is not None:
             out = self.inner_attn_ln(out)
         return self.out_proj(out)
@@ -173,7 +174,7 @@ class ISeeCube(Backbone):
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
-        if mask.shape[1] > self.config.max_len:
+        if not exporting() and mask.shape[1] > self.config.max_len:  # exported: onnxruntime refuses the shapes
             raise IcezooError(f"iseecube: a batch of {mask.shape[1]} pulse slots, but max_len is "
                               f"{self.config.max_len}: set backbone.max_len >= selection.max_pulses")
         x = self.proj(zero_padding(h, mask))
@@ -183,5 +184,6 @@ class ISeeCube(Backbone):
             b = x.shape[0]
             x = torch.cat([self.cls_token.to(x.dtype).expand(b, 1, -1), x], dim=1)
             mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
-        x = x + self.pos[:x.shape[1]].to(x.dtype)
+        slots = torch.arange(x.shape[1], device=x.device)  # a gather, not a slice: no bound on the exported length
+        x = x + self.pos.index_select(0, slots).to(x.dtype)
         return x + self.encoder(x, mask)

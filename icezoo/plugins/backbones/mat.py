@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from icezoo.core import Backbone, Batch
-from icezoo.nn import DETECTOR_MAX, DETECTOR_MIN, TransformerBlock, input_projection, masked_softmax, zero_padding
+from icezoo.nn import (DETECTOR_MAX, DETECTOR_MIN, TransformerBlock, input_projection, masked_softmax, pair_distances,
+                       zero_padding)
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
 
@@ -94,7 +95,7 @@ class MoleculeAttentionTransformer(Backbone):
             lo = torch.tensor(DETECTOR_MIN, dtype=xyzt.dtype, device=xyzt.device)
             hi = torch.tensor(DETECTOR_MAX, dtype=xyzt.dtype, device=xyzt.device)
             p = zero_padding((xyzt.detach()[..., :3] - lo) / (hi - lo), mask)
-            dist = (p[:, :, None, :] - p[:, None, :, :]).pow(2).sum(-1).sqrt()
+            dist = pair_distances(p).sqrt()
             keep = mask[:, None, :] & mask[:, :, None]
             soft = masked_softmax(-dist, keep)
             adj = ((dist < self.config.radius) & keep).to(xyzt.dtype)

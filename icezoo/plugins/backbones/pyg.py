@@ -14,11 +14,18 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch, Config
-from icezoo.nn import activation, zero_padding
+from icezoo.nn import activation, mlp, zero_padding
 from icezoo.nn.graph import Space, knn_graph, knn_space, to_edge_index
+from icezoo.nn.tracing import exporting
 
 #: MessagePassing's own keyword arguments, accepted by every conv that forwards **kwargs to it
 _BASE_PARAMS = ("aggr", "aggr_kwargs", "flow", "node_dim", "decomposed_layers")
+#: convs built around a network ``nn`` rather than widths that icezoo builds, as Linear(m in, out), act,
+#: Linear(out, out), m the multiple of the pulse width the conv feeds it (EdgeConv: [x_i, x_j - x_i])
+NN_CONVS = {"EdgeConv": 2}
+#: the convs whose exported models (ONNX, TorchScript) tests/test_export_families.py checks against torch
+EXPORTED_CONVS = ("GATv2Conv", "TransformerConv", "EdgeConv", "SAGEConv", "GCNConv", "GATConv", "GENConv",
+                  "ResGatedGraphConv", "GraphConv")
 
 
 def conv_class(name: str):
@@ -40,19 +47,19 @@ def check_conv_params(name: str, params: dict[str, Any]) -> None:
     cls = conv_class(name)
     sig = inspect.signature(cls.__init__).parameters
     named = {p: v for p, v in sig.items() if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
-    if "in_channels" not in named or "out_channels" not in named:
+    reserved = ("nn",) if name in NN_CONVS else ("in_channels", "out_channels")
+    if any(r not in named for r in reserved):
         raise ValueError(f"{name} cannot be built from (in_channels, out_channels, params): it takes "
                          f"({', '.join(named)})")
-    for reserved in ("in_channels", "out_channels"):
-        if reserved in params:
-            raise ValueError(f"{name}: {reserved} is set by icezoo (from the widths), not a param")
+    for r in reserved:
+        if r in params:
+            raise ValueError(f"{name}: {r} is set by icezoo (from the widths), not a param")
     accepted = set(named) | (set(_BASE_PARAMS) if any(v.kind == v.VAR_KEYWORD for v in sig.values()) else set())
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"{name} has no parameter {', '.join(unknown)} (it takes: "
-                         f"{', '.join(sorted(accepted - {'in_channels', 'out_channels'}))})")
-    missing = [p for p, v in named.items() if v.default is v.empty and p not in params
-               and p not in ("in_channels", "out_channels")]
+                         f"{', '.join(sorted(accepted - set(reserved)))})")
+    missing = [p for p, v in named.items() if v.default is v.empty and p not in params and p not in reserved]
     if missing:
         raise ValueError(f"{name} needs {', '.join(missing)} (set them in params)")
     fwd = inspect.signature(cls.forward).parameters
@@ -72,8 +79,11 @@ class PyGConv(Backbone):
     other real pulses in ``space`` (:func:`icezoo.nn.graph.to_edge_index`). ``params`` go to the conv
     as keyword arguments and are checked against its signature before it is built; a conv that
     cannot be built from (in_channels, out_channels, params), or that needs more than (x,
-    edge_index) to run, is a one-line error naming it. The conv's output width (``dim``, or
-    ``heads * dim`` for a concatenating attention conv) is read from a probe call at build time.
+    edge_index) to run, is a one-line error naming it; for the convs built around a network
+    (EdgeConv) icezoo builds that network (:data:`NN_CONVS`). The conv's output width
+    (``dim``, or ``heads * dim`` for a concatenating attention conv) is read from a probe call at
+    build time. Under export every slot is a node (:meth:`_every_slot`), so the graph's shapes
+    follow the batch's, not its data.
     """
 
     name = "pyg"
@@ -93,6 +103,13 @@ class PyGConv(Backbone):
         residual: bool = Field(True, description="add the layer's input where the widths match")
 
     @classmethod
+    def export_refusal(cls, config: Config) -> str | None:
+        if config.conv in EXPORTED_CONVS:
+            return None
+        return (f"conv {config.conv} has no export parity test in icezoo (exported: {', '.join(EXPORTED_CONVS)}); "
+                "docs/export.md")
+
+    @classmethod
     def feature_columns(cls, config: Config) -> dict[str, int]:
         return {"charge_column": config.charge_column} if config.space == "xyztc" else {}
 
@@ -105,7 +122,7 @@ class PyGConv(Backbone):
         width = in_dim
         for _ in range(config.depth):
             try:
-                conv = cls(width, dim, **config.params)
+                conv = self._conv(cls, width, dim)
                 probe = conv(torch.randn(3, width), torch.tensor([[0, 1], [1, 2]]))
             except Exception as exc:  # noqa: BLE001 (any failure of a foreign class is one line naming it)
                 detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -117,15 +134,43 @@ class PyGConv(Backbone):
         self.act = activation(config.act)
         self.out_dim = width
 
+    def _conv(self, cls, width: int, dim: int):
+        cfg = self.config
+        if cfg.conv in NN_CONVS:
+            net = mlp(NN_CONVS[cfg.conv] * width, [dim], dim, act=cfg.act)
+            return cls(nn=net, **cfg.params)
+        return cls(width, dim, **cfg.params)
+
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         cfg, mask = self.config, batch.mask
         pos = knn_space(batch.xyzt, cfg.space, batch.features, cfg.charge_column)
         index, valid = knn_graph(pos, mask, cfg.k, time=batch.xyzt[..., 3])
+        if exporting():
+            return self._every_slot(h, mask, index, valid)
         edge_index = to_edge_index(index, valid, mask)
-        x = zero_padding(h, mask)[mask]
-        for conv in self.convs:
-            out = self.act(conv(x, edge_index))
-            x = x + out if cfg.residual and out.shape == x.shape else out
+        x = self._convs(zero_padding(h, mask)[mask], edge_index)
         dense = torch.zeros(*mask.shape, x.shape[-1], dtype=x.dtype, device=x.device)
         dense[mask] = x
         return dense
+
+    def _convs(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            out = self.act(conv(x, edge_index))
+            x = x + out if self.config.residual and out.shape == x.shape else out
+        return x
+
+    def _every_slot(self, h: torch.Tensor, mask: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The same layers with every slot a node, for export: shapes follow (B, L), not the data.
+
+        Node 0 is a sink, slot (b, i) is node 1 + b L + i; every valid kNN entry is its edge as in
+        :func:`to_edge_index`, every invalid one an edge from the sink to the sink, so a real
+        pulse aggregates exactly its neighbours (padded slots have no edges and are zeroed after).
+        """
+        b, n, k = index.shape
+        x = zero_padding(h, mask).reshape(b * n, h.shape[-1])
+        x = torch.cat([x.new_zeros(1, x.shape[-1]), x])
+        node = torch.arange(1, b * n + 1, device=h.device).view(b, n)
+        src = torch.where(valid, node.gather(1, index.reshape(b, n * k)).view(b, n, k), 0)
+        dst = torch.where(valid, node[:, :, None].expand(b, n, k), 0)
+        x = self._convs(x, torch.stack([src.reshape(-1), dst.reshape(-1)]))
+        return zero_padding(x[1:].reshape(b, n, x.shape[-1]), mask)

@@ -9,7 +9,9 @@ from pydantic import Field
 from torch import nn
 
 from icezoo.core import Backbone, Batch
-from icezoo.nn import C_VACUUM, RelativeAttention, TransformerBlock, input_projection, sinusoidal, zero_padding
+from icezoo.nn import (C_VACUUM, RelativeAttention, TransformerBlock, input_projection, pair_distances, sinusoidal,
+                       zero_padding)
+from icezoo.nn.tracing import exporting
 from icezoo.plugins.backbones.common import BlockConfig, model_width
 
 
@@ -74,16 +76,23 @@ class RelBiasTransformer(Backbone):
         cfg = self.config
         with torch.no_grad():
             p = zero_padding(xyzt.detach(), mask)
+            if exporting():  # one block: an exported graph's loop may not depend on the pulse count
+                return self._encode(p, p)
             b, n, _ = p.shape
             out = torch.empty(b, n, n, cfg.bias_dim, dtype=p.dtype, device=p.device)
             for i in range(0, n, cfg.query_block):
-                q = p[:, i:i + cfg.query_block]
-                dx2 = (q[:, :, None, :3] - p[:, None, :, :3]).pow(2).sum(-1)
-                dt = cfg.c * (q[:, :, None, 3] - p[:, None, :, 3])
-                ds2 = dt * dt - dx2
-                d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / cfg.length_scale
-                sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim, out=out[:, i:i + cfg.query_block])
+                self._encode(p[:, i:i + cfg.query_block], p, out=out[:, i:i + cfg.query_block])
             return out
+
+    def _encode(self, q: torch.Tensor, p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoded interval between the queries q [B, Lq, 4] and every pulse p [B, L, 4] -> [B, Lq, L, bias_dim]
+        (written into ``out`` when given)."""
+        cfg = self.config
+        dx2 = pair_distances(p[..., :3], q[..., :3])  # coordinate by coordinate: ORT rounds it alike
+        dt = cfg.c * (q[:, :, None, 3] - p[:, None, :, 3])
+        ds2 = dt * dt - dx2
+        d = torch.sign(ds2) * torch.sqrt(ds2.abs()) / cfg.length_scale
+        return sinusoidal(cfg.bias_scale * d.clamp(-cfg.clip, cfg.clip), cfg.bias_dim, out=out)
 
     def forward(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
         mask = batch.mask
