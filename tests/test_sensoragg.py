@@ -135,6 +135,13 @@ def test_the_loader_feeds_every_pulse_of_every_event(sim):
     assert plain.pulses is None and plain.features.shape[1] <= 8
 
 
+def test_a_sensor_selection_is_refused_by_the_pulse_path():
+    from icezoo.data.io import chunk_to_batch
+
+    with pytest.raises(IcezooError, match="prepare_sensors"):
+        chunk_to_batch(synthetic_chunk([5, 3], seed=0), Sensors(Sensors.Config()), FEATS, np.random.default_rng(0))
+
+
 def test_sensor_agg_needs_a_sensor_selection(sim):
     from icezoo.core.pipelines import pipeline_config
     from icezoo.zoo import build, registry

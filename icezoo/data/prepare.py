@@ -48,6 +48,9 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
     ``buffers``: a dict the caller keeps between calls to reuse the output arrays' memory; the
     previous call's Prepared must then no longer be used (a loader pads all of a block's batches,
     which copy, before it prepares the next block)."""
+    if "sensor_tokens" in selection.declared_properties(selection.config):  # whole sensors: tokens, not pulses
+        raise IcezooError(f"selection {selection.name} keeps whole sensors: prepare its chunks with "
+                          "icezoo.data.sensors.prepare_sensors (the loaders do), not pulse by pulse")
     max_len = int(max_pulses if max_pulses is not None else selection.max_pulses)
     sel = selection.select(chunk, rng)
     if sel.num_events != chunk.num_events:
