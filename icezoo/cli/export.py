@@ -10,7 +10,7 @@ import typer
 def cmd_export(
     run: str = typer.Argument(..., help="run directory or name in --runs-dir ('last': the newest)"),
     out: Path = typer.Option(..., "--out", help="bundle directory to write (atomically)"),
-    format: str = typer.Option("onnx", "--format", help="onnx (onnxruntime, C++) or torchscript (torch.jit.load)"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (onnxruntime, C++) or torchscript (torch.jit.load)"),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing bundle at --out"),
@@ -20,15 +20,15 @@ def cmd_export(
     score) and a model card; the exported outputs are checked against the torch model (within 1e-4)."""
     from icezoo.core.errors import IcezooError
 
-    if format not in ("onnx", "torchscript"):  # before torch loads
-        raise IcezooError(f"--format {format}: unknown format (choose onnx or torchscript)")
+    if fmt not in ("onnx", "torchscript"):  # before torch loads
+        raise IcezooError(f"--format {fmt}: unknown format (choose onnx or torchscript)")
     if checkpoint not in ("best", "last"):
         raise IcezooError(f"--checkpoint {checkpoint}: choose best or last")
-    if format == "onnx":
+    if fmt == "onnx":
         _require_onnx()
     from icezoo.engine.bundle import export_run
 
-    export_run(run, out, fmt=format, runs_dir=runs_dir, which=checkpoint, overwrite=overwrite)
+    export_run(run, out, fmt=fmt, runs_dir=runs_dir, which=checkpoint, overwrite=overwrite)
 
 
 def _require_onnx() -> None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    return "n/a" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+def _fmt(x: Any, digits: int = 4, g: bool = False) -> str:
+    """A number for the card: fixed ``digits`` decimals, or ``digits`` significant ones (``g``); n/a for None."""
+    if x is None:
+        return "n/a"
+    return (f"{x:.{digits}g}" if g else f"{x:.{digits}f}") if isinstance(x, float) else str(x)
 
 
 def _score_lines(v: dict[str, Any]) -> list[str]:
@@ -30,7 +33,7 @@ def _score_lines(v: dict[str, Any]) -> list[str]:
 def _calibration_lines(cal: dict[str, Any] | None) -> list[str]:
     if not cal:
         return ["None: kappa is the model's raw output (icezoo calibrate RUN fits a map; export again after)."]
-    lines = [f"kappa map `{cal.get('form')}` a * kappa^b with a = {_fmt(cal.get('a'))}, b = {_fmt(cal.get('b'))}, "
+    lines = [f"kappa map `{cal.get('form')}` a * kappa^b with a = {_fmt(cal.get('a'), g=True)}, b = {_fmt(cal.get('b'), g=True)}, "
              f"then a cone-level map; fitted on {cal.get('fit_events')} validation events, checked on "
              f"{cal.get('check_events')} others (`{cal.get('data')}`, batches {cal.get('batches')})."]
     before, after = cal.get("coverage_before") or {}, cal.get("coverage_after") or {}
@@ -113,7 +116,7 @@ def describe_bundle(m: dict[str, Any], path: str) -> str:
         f"({v.get('split')} batches {v.get('batches')}; {v.get('source')})",
         f"training   {t.get('step')} steps, {t.get('events_seen')} events, {t.get('train_time_s')} s on {t.get('device')}",
         "calibration " + ("none (raw kappa)" if not cal else
-                          f"{cal.get('form')} a={_fmt(cal.get('a'))} b={_fmt(cal.get('b'))}, held-out 90% coverage "
+                          f"{cal.get('form')} a={_fmt(cal.get('a'), g=True)} b={_fmt(cal.get('b'), g=True)}, held-out 90% coverage "
                           f"{_fmt((cal.get('coverage_before') or {}).get('0.9'), 3)} -> "
                           f"{_fmt((cal.get('coverage_after') or {}).get('0.9'), 3)}"),
         "versions   " + ", ".join(f"{k} {val}" for k, val in m.get("versions", {}).items()),
