@@ -41,6 +41,20 @@ def _buffer(buffers: dict | None, key: str, shape: tuple, dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
+def extract_features(sel: PulseChunk, chunk: PulseChunk, features) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every extractor's float32 columns over the selected pulses ``sel`` of ``chunk``: (per-pulse
+    arrays [N, F_i], event-level arrays [E, F_j]), each shape checked (one line naming the extractor)."""
+    n = int(sel.offsets[-1])
+    pulse_cols, event_cols = [], []
+    for f in features:
+        out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
+        want = chunk.num_events if f.event_level else n
+        if out.ndim != 2 or out.shape != (want, f.out_dim):
+            raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
+        (event_cols if f.event_level else pulse_cols).append(out)
+    return pulse_cols, event_cols
+
+
 def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, max_pulses: int | None = None,
             buffers: dict | None = None) -> Prepared:
     """Select pulses and extract every feature over the whole chunk at once (vectorised).
@@ -64,13 +78,7 @@ def prepare(chunk: PulseChunk, selection, features, rng: np.random.Generator, ma
         sel = sel.take(np.flatnonzero(rank < max_len), offsets)
         lengths = sel.lengths
     n = int(sel.offsets[-1])
-    pulse_cols, event_cols = [], []
-    for f in features:
-        out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
-        want = chunk.num_events if f.event_level else n
-        if out.ndim != 2 or out.shape != (want, f.out_dim):
-            raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
-        (event_cols if f.event_level else pulse_cols).append(out)
+    pulse_cols, event_cols = extract_features(sel, chunk, features)
     # row-major with a zero row at the end: pad_events gathers whole rows (one take per array)
     F = sum(c.shape[1] for c in pulse_cols)
     feats = _buffer(buffers, "feats", (n + 1, F), np.float32)

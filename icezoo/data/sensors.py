@@ -21,7 +21,7 @@ import numpy as np
 
 from icezoo.core.batch import Batch, PulseChunk
 from icezoo.core.errors import IcezooError
-from icezoo.data.prepare import Prepared, pad_events
+from icezoo.data.prepare import Prepared, extract_features, pad_events
 
 
 def sensor_level(selection) -> bool:
@@ -48,13 +48,7 @@ class PreparedSensors:
 def _features(sel: PulseChunk, chunk: PulseChunk, features) -> tuple[np.ndarray, np.ndarray]:
     """Per-pulse features [N, F] and event features [E, Fe] (float32), checked as prepare checks them."""
     n = int(sel.offsets[-1])
-    pulse_cols, event_cols = [], []
-    for f in features:
-        out = np.asarray(f.extract(sel, chunk), dtype=np.float32)
-        want = chunk.num_events if f.event_level else n
-        if out.ndim != 2 or out.shape != (want, f.out_dim):
-            raise IcezooError(f"features {f.name}: returned shape {out.shape}, expected {(want, f.out_dim)}")
-        (event_cols if f.event_level else pulse_cols).append(out)
+    pulse_cols, event_cols = extract_features(sel, chunk, features)
     feats = np.concatenate(pulse_cols, axis=1) if pulse_cols else np.zeros((n, 0), np.float32)
     event_feats = np.concatenate(event_cols, axis=1) if event_cols else np.zeros((chunk.num_events, 0), np.float32)
     return feats, event_feats

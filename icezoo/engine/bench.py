@@ -60,6 +60,18 @@ def _data_batches(spec: str, model, batch_size: int, n: int) -> list:
     return batches
 
 
+def bench_config(pipeline: str | None, pipeline_file: str | None, batch_size: int | None, max_pulses: int | None,
+                 overrides: dict[str, Any] | None):
+    """The benched pipeline's config: a registry name or a file, with the bench's size flags and --set applied."""
+    config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
+    over = dict(overrides or {})
+    if batch_size:
+        over["train.batch_size"] = batch_size
+    if max_pulses:
+        over["selection.max_pulses"] = max_pulses
+    return config.with_overrides(over) if over else config
+
+
 def bench_model(pipeline: str | None = "default", pipeline_file: str | None = None, batch_size: int | None = None,
                 max_pulses: int | None = None, precision: str = "fp32", steps: int = 10, warmup: int = 2,
                 overrides: dict[str, Any] | None = None, device: str | None = None,
@@ -70,14 +82,7 @@ def bench_model(pipeline: str | None = "default", pipeline_file: str | None = No
     if precision not in PRECISIONS:  # else an unknown name would time fp32 under its label
         raise IcezooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     set_threads(threads)
-    config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
-    over = dict(overrides or {})
-    if batch_size:
-        over["train.batch_size"] = batch_size
-    if max_pulses:
-        over["selection.max_pulses"] = max_pulses
-    if over:
-        config = config.with_overrides(over)
+    config = bench_config(pipeline, pipeline_file, batch_size, max_pulses, overrides)
     dev = pick_device(None, device)
     rss0 = peak_rss_mib()
     torch.manual_seed(0)

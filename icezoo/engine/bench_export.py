@@ -21,11 +21,10 @@ from typing import Any
 import torch
 
 from icezoo.core.errors import IcezooError
-from icezoo.core.pipelines import pipeline_config
 from icezoo.core.synthetic import synthetic_batch
-from icezoo.engine.bench import _data_batches
+from icezoo.engine.bench import _data_batches, bench_config
 from icezoo.engine.device import set_threads
-from icezoo.zoo import build, registry
+from icezoo.zoo import build
 
 #: onnxruntime's graph optimisation levels by the names ``--optimization`` takes
 OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
@@ -58,14 +57,7 @@ def bench_export(pipeline: str | None = "default", pipeline_file: str | None = N
     if optimization not in OPT_LEVELS:
         raise IcezooError(f"--optimization {optimization}: expected one of {', '.join(OPT_LEVELS)}")
     set_threads(threads)
-    config = pipeline_config(pipeline if pipeline or not pipeline_file else None, pipeline_file, reg=registry())
-    over = dict(overrides or {})
-    if batch_size:
-        over["train.batch_size"] = batch_size
-    if max_pulses:
-        over["selection.max_pulses"] = max_pulses
-    if over:
-        config = config.with_overrides(over)
+    config = bench_config(pipeline, pipeline_file, batch_size, max_pulses, overrides)
     torch.manual_seed(0)
     model = build(config).eval()
     B, L = config.train.batch_size, config.max_pulses

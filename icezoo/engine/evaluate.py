@@ -39,6 +39,7 @@ from icezoo.engine.checkpoints import load_run_model
 from icezoo.engine.default_data import read_split
 from icezoo.engine.device import pick_device
 from icezoo.engine.loaders import make_eval_loader
+from icezoo.engine.task_plots import saver
 from icezoo.engine.vmf import vmf_cone
 from icezoo.engine.predict import infer, member_predictions
 from icezoo.engine.ensemble import ensemble_of, tta_angles
@@ -288,17 +289,8 @@ def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray):
 
 def make_plots(out_dir: Path, res: dict, err: np.ndarray, lf_err: np.ndarray | None, title: str,
                calibration: dict | None = None) -> list[str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def save(fig, fname: str) -> None:
-        """PNG to a temporary name, then renamed: an interrupted evaluate leaves no half-written plot."""
-        try:
-            with atomic_path(out_dir / fname) as tmp:
-                fig.savefig(tmp, dpi=110, format="png")
-        finally:
-            plt.close(fig)
-        written.append(fname)
+    save = saver(out_dir, written)  # PNG to a temporary name, then renamed: no half-written plot
 
     def versus(x, edges, xlabel, fname, logx=False):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))

@@ -47,6 +47,18 @@ def _nll(residual: torch.Tensor, sigma: torch.Tensor, kind: str) -> torch.Tensor
     return 0.5 * (residual / sigma) ** 2 + torch.log(sigma) + 0.5 * math.log(2 * math.pi)
 
 
+class _ByColumn:
+    """The generic tasks' shared rule: one truth column, named by ``config.column``, also the task's name."""
+
+    @classmethod
+    def default_task_name(cls, config) -> str:
+        return config.column
+
+    @classmethod
+    def columns(cls, config) -> tuple[str, ...]:
+        return (config.column,)
+
+
 class _Regression(Task):
     """Shared by the scalar regressions: [B, 2] = (value, raw width) -> (value, sigma) and the NLL."""
 
@@ -106,7 +118,7 @@ class Energy(_Regression):
         return {self.config.column: 10.0 ** (self.config.offset + signal)}
 
 
-class Regression(_Regression):
+class Regression(_ByColumn, _Regression):
     """Any numeric truth column by name (e.g. inelasticity, track_length), with a predicted uncertainty:
     Gaussian or Laplace NLL, optionally on log10 of the column (GraphNeT task/reconstruction.py)."""
 
@@ -121,14 +133,6 @@ class Regression(_Regression):
         offset: float = Field(0.0, description="the untrained head's prediction (in the predicted units)")
         scale: float = Field(1.0, gt=0, description="predicted units per unit of the head's output (the "
                              "column's typical spread: keeps the loss of order one)")
-
-    @classmethod
-    def default_task_name(cls, config) -> str:
-        return config.column
-
-    @classmethod
-    def columns(cls, config) -> tuple[str, ...]:
-        return (config.column,)
 
     def _target(self, truth: dict[str, torch.Tensor]) -> torch.Tensor:
         value = truth[self.config.column]
@@ -230,7 +234,7 @@ class EventType(_Classes):
         return {type(self).columns(self.config)[0]: ((signal + 1) / 2 * k).floor().clamp(0, k - 1)}
 
 
-class Classification(_Classes):
+class Classification(_ByColumn, _Classes):
     """Any truth column whose values name classes (e.g. pid, interaction_type): cross-entropy with class
     weights, one probability per listed value (GraphNeT task/classification.py, MulticlassClassificationTask)."""
 
@@ -248,14 +252,6 @@ class Classification(_Classes):
             if len(set(self.values)) != len(self.values):
                 raise ValueError("values must be distinct")
             return self
-
-    @classmethod
-    def default_task_name(cls, config) -> str:
-        return config.column
-
-    @classmethod
-    def columns(cls, config) -> tuple[str, ...]:
-        return (config.column,)
 
     def labels(self) -> tuple[str, ...]:
         return tuple(f"{self.config.column}_{v:g}" for v in self.config.values)
