@@ -192,3 +192,19 @@ def use_data(data, pulsemap: str | None, truth_table: str | None, runs=None, run
     if src.format == "kaggle" and (pulsemap or truth_table):
         raise IcezooError(f"--data {data}: a Kaggle-layout folder has no pulse maps or truth tables "
                           f"(--pulsemap/--truth-table are for GraphNeT files)")
+
+
+def run_training(opts, command: str, next_hint: str) -> None:
+    """Train (or pretrain) with ``opts``; Ctrl-C: the resume line for ``icezoo COMMAND``, exit 130;
+    done: the run and ``next_hint`` (with ``{run}`` filled in)."""
+    import sys
+
+    from icezoo.engine.train import InterruptedRun, train
+
+    try:
+        run_dir = train(opts)
+    except InterruptedRun as exc:
+        print(f"interrupted: checkpoint saved; resume with: icezoo {command} --resume {exc.run_dir}", file=sys.stderr)
+        sys.exit(130)
+    print(f"run: {run_dir}   next: {next_hint.format(run=run_dir)}")
+

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
+from icezoo.cli.common import (PRECISION_HELP, parse_set, pulsemap_option, run_training, truth_table_option,
+                               use_data)
 
 
 def cmd_pretrain(
@@ -44,7 +45,7 @@ def cmd_pretrain(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Pretrain a pipeline's embedder and backbone by masked-pulse modelling (no truth needed)."""
-    from icezoo.engine.train import InterruptedRun, TrainOptions, train
+    from icezoo.engine.train import TrainOptions
     from icezoo.engine.train.objective import check_split, split_objective
 
     overrides, objective = split_objective(parse_set(set_))
@@ -58,9 +59,4 @@ def cmd_pretrain(
         progress=not no_progress and sys.stderr.isatty(), split=check_split(split),
         objective=None if resume else objective,
     )
-    try:
-        run_dir = train(opts)
-    except InterruptedRun as exc:
-        print(f"interrupted: checkpoint saved; resume with: icezoo pretrain --resume {exc.run_dir}", file=sys.stderr)
-        sys.exit(130)
-    print(f"run: {run_dir}   next: icezoo train --pipeline P --init-from {run_dir}")
+    run_training(opts, "pretrain", "icezoo train --pipeline P --init-from {run}")

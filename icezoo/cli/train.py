@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from icezoo.cli.common import PRECISION_HELP, parse_set, pulsemap_option, truth_table_option, use_data
+from icezoo.cli.common import (PRECISION_HELP, parse_set, pulsemap_option, run_training, truth_table_option,
+                               use_data)
 
 
 def cmd_train(
@@ -40,7 +41,7 @@ def cmd_train(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Train a pipeline (plain `icezoo train`: the small default pipeline on the cached simulated set)."""
-    from icezoo.engine.train import InterruptedRun, TrainOptions, train
+    from icezoo.engine.train import TrainOptions
 
     use_data(data, pulsemap, truth_table, runs=[resume] if resume else None, runs_dir=runs_dir)
     opts = TrainOptions(
@@ -51,9 +52,4 @@ def cmd_train(
         workers=workers, runs_dir=str(runs_dir), seed=seed, max_steps=max_steps, device=device,
         progress=not no_progress and sys.stderr.isatty(),
     )
-    try:
-        run_dir = train(opts)
-    except InterruptedRun as exc:
-        print(f"interrupted: checkpoint saved; resume with: icezoo train --resume {exc.run_dir}", file=sys.stderr)
-        sys.exit(130)
-    print(f"run: {run_dir}   next: icezoo evaluate {run_dir}")
+    run_training(opts, "train", "icezoo evaluate {run}")

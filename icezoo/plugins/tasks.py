@@ -11,6 +11,7 @@ error bar, and classifications give probabilities.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Literal
 
 import torch
@@ -166,16 +167,16 @@ class _Classes(Task):
             raise ValueError(f"class_weights has {len(weights)} entries for {self.out_dim} classes")
         self.register_buffer("class_weight", torch.tensor(weights, dtype=torch.float32), persistent=False)
 
+    @abstractmethod
     def labels(self) -> tuple[str, ...]:
         """The class names, in logit order (the output columns are p_<label>)."""
-        raise NotImplementedError
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled)
 
+    @abstractmethod
     def _classes(self, truth: dict[str, torch.Tensor]) -> torch.Tensor:
         """The true class index of every event (float; -1 for none)."""
-        raise NotImplementedError
 
     def valid(self, truth: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._classes(truth) >= 0

@@ -233,7 +233,8 @@ class KaggleSource(DataSource):
             return None
         wanted = np.concatenate([self.meta(split, b)["event_id"] for b in batch_ids]) if batch_ids else np.zeros(0)
         try:
-            df = pl.read_parquet(path).filter(pl.col("event_id").is_in(wanted.tolist()))
+            rows = pl.col("event_id").is_in(pl.Series(wanted.astype(np.int64)))
+            df = pl.scan_parquet(path).filter(rows).collect()  # the filter pushed into the scan: only these rows
         except Exception as exc:  # noqa: BLE001
             raise IcezooError(f"{path}: cannot read parquet (truncated or corrupt?): {_first_line(exc)}") from None
         return {c: df[c].to_numpy() for c in df.columns}
